@@ -1,0 +1,2 @@
+//! `gateway` binary (placeholder, being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `loadtest` binary (placeholder, being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Lesson events (placeholder, being written).

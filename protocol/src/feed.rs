@@ -1,0 +1,1 @@
+//! Recorder feed frames (placeholder, being written).

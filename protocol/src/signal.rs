@@ -1,0 +1,1 @@
+//! Signaling messages (placeholder, being written).

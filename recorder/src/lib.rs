@@ -1,0 +1,2 @@
+//! The Chaperone recorder (being written).
+#![forbid(unsafe_code)]

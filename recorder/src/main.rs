@@ -1,0 +1,2 @@
+//! `recorder` binary (placeholder, being written).
+fn main() {}

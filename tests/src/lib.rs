@@ -1,0 +1,3 @@
+//! Harness for end-to-end tests: starts real services on free loopback ports
+//! and stops them again, also when a test fails.
+#![forbid(unsafe_code)]
