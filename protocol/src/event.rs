@@ -1,1 +1,197 @@
-//! Lesson events (placeholder, being written).
+//! Lesson events: everything that happens in a lesson, as the recorder keeps
+//! it. The lesson core emits one for every change (join, admit, deny,
+//! control, concern, compliance, end); chat travels separately as a chat
+//! frame of the feed. Events carry no time: the feed frame that wraps an
+//! event stamps it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Engagement, MediaSource, ParticipantId, Permission, Role, TrackId, UserRef};
+
+/// Why pupils' media and chat are held.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// No teacher or assistant has been present for longer than the grace.
+    Unsupervised,
+    /// The recorder has been lost for longer than the grace.
+    RecordingLost,
+}
+
+/// A staff-facing compliance observation, recorded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compliance {
+    /// A teacher's camera has been off for longer than the grace.
+    TeacherCameraOff,
+    /// The teacher's camera is on again.
+    TeacherCameraOn,
+}
+
+/// One thing that happened in a lesson.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum LessonEvent {
+    /// Someone reached the lesson (and, if a pupil, its waiting room).
+    Joined {
+        /// Their id in this lesson.
+        participant: ParticipantId,
+        /// Who they are.
+        user: UserRef,
+        /// Their display name.
+        name: String,
+        /// Their role in this lesson.
+        role: Role,
+    },
+    /// A pupil was placed in the waiting room.
+    Waiting {
+        /// The pupil.
+        participant: ParticipantId,
+    },
+    /// A waiting pupil was let in.
+    Admitted {
+        /// The pupil.
+        participant: ParticipantId,
+        /// The staff member who admitted them.
+        by: ParticipantId,
+    },
+    /// A waiting pupil was turned away.
+    Denied {
+        /// The pupil.
+        participant: ParticipantId,
+        /// The staff member who denied them.
+        by: ParticipantId,
+    },
+    /// A pupil was ejected; they may not return unless re-allowed.
+    Removed {
+        /// The pupil.
+        participant: ParticipantId,
+        /// The staff member who removed them.
+        by: ParticipantId,
+    },
+    /// A removed pupil was allowed to return.
+    Reallowed {
+        /// Who may return.
+        user: UserRef,
+        /// The staff member who allowed it.
+        by: ParticipantId,
+    },
+    /// Someone's connection ended (they may reconnect).
+    Left {
+        /// Who left.
+        participant: ParticipantId,
+    },
+    /// A blocked user was removed or refused.
+    Blocked {
+        /// Who.
+        user: UserRef,
+    },
+    /// The waiting room was locked or unlocked.
+    Locked {
+        /// Locked (true) or unlocked.
+        locked: bool,
+        /// Who did it.
+        by: ParticipantId,
+    },
+    /// A permission was granted or revoked.
+    PermissionChanged {
+        /// The pupil.
+        participant: ParticipantId,
+        /// Which permission.
+        permission: Permission,
+        /// Granted (true) or revoked.
+        granted: bool,
+        /// Who did it.
+        by: ParticipantId,
+    },
+    /// A teacher changed the default permissions for pupils admitted later.
+    DefaultsChanged {
+        /// Which permission.
+        permission: Permission,
+        /// Granted (true) or revoked.
+        granted: bool,
+        /// Who did it.
+        by: ParticipantId,
+    },
+    /// A source was switched on or off (by its owner, or off by staff).
+    SourceChanged {
+        /// Whose source.
+        participant: ParticipantId,
+        /// Which source.
+        source: MediaSource,
+        /// On (true) or off.
+        on: bool,
+        /// Staff member who turned it off, if it was not the owner.
+        by: Option<ParticipantId>,
+    },
+    /// A pupil chose how to take part.
+    EngagementChosen {
+        /// The pupil.
+        participant: ParticipantId,
+        /// Their choice.
+        engagement: Engagement,
+    },
+    /// The SFU started or stopped forwarding a track.
+    Forwarding {
+        /// The track.
+        track: TrackId,
+        /// Forwarded (true) or dropped.
+        on: bool,
+    },
+    /// Public or private chat policy changed.
+    ChatPolicy {
+        /// Pupils may post in public chat.
+        public_chat: bool,
+        /// Pupils may message staff privately.
+        private_chat: bool,
+        /// Who changed it.
+        by: ParticipantId,
+    },
+    /// Pupils are held, or released (empty reasons).
+    Hold {
+        /// Why they are held; empty when released.
+        reasons: Vec<HoldReason>,
+    },
+    /// The recorder attached (an acknowledged feed) or was lost.
+    Recorder {
+        /// Attached (true) or lost.
+        attached: bool,
+    },
+    /// A pupil reported a concern to the DSL.
+    Concern {
+        /// The pupil.
+        participant: ParticipantId,
+        /// What they wrote.
+        text: String,
+    },
+    /// A teacher flagged an incident.
+    Incident {
+        /// The staff member.
+        by: ParticipantId,
+        /// Their note.
+        note: String,
+    },
+    /// A compliance observation about a staff member.
+    Compliance {
+        /// Whom it concerns.
+        participant: ParticipantId,
+        /// What was observed.
+        kind: Compliance,
+    },
+    /// A participant attempted something the server refused (a misbehaving
+    /// client, or a race with a control change). Kept as evidence.
+    Refused {
+        /// Who tried.
+        participant: ParticipantId,
+        /// What they tried, as the wire name of the message.
+        action: String,
+        /// The error code they received.
+        code: crate::signal::ErrorCode,
+    },
+    /// The lesson ended.
+    Ended {
+        /// Who ended it.
+        by: ParticipantId,
+    },
+}
