@@ -2,3 +2,4 @@
 //! it: authentication, signaling, media forwarding, the state store and the
 //! feed to the recorder.
 #![forbid(unsafe_code)]
+pub mod lesson;

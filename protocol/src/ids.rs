@@ -145,7 +145,10 @@ impl UserRef {
     pub const MAX_PART_LEN: usize = 255;
 
     /// Builds a reference, refusing empty or over-long parts.
-    pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> Result<Self, ProtocolError> {
+    pub fn new(
+        issuer: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> Result<Self, ProtocolError> {
         let (issuer, subject) = (issuer.into(), subject.into());
         let ok = |s: &str| !s.is_empty() && s.len() <= Self::MAX_PART_LEN;
         if ok(&issuer) && ok(&subject) {
@@ -179,7 +182,11 @@ mod tests {
     #[test]
     fn lesson_id_refuses_bad_text() {
         for bad in ["", "abc", &"g".repeat(32), &"A".repeat(32), &"0".repeat(33)] {
-            assert_eq!(bad.parse::<LessonId>(), Err(ProtocolError::InvalidId), "{bad}");
+            assert_eq!(
+                bad.parse::<LessonId>(),
+                Err(ProtocolError::InvalidId),
+                "{bad}"
+            );
         }
     }
 

@@ -176,8 +176,12 @@ impl Engagement {
     /// an engagement choice; it is started on its own.
     pub const fn wants(self, source: MediaSource) -> bool {
         match source {
-            MediaSource::Microphone => matches!(self, Engagement::VoiceChat | Engagement::VoiceChatCamera),
-            MediaSource::Camera => matches!(self, Engagement::ChatCamera | Engagement::VoiceChatCamera),
+            MediaSource::Microphone => {
+                matches!(self, Engagement::VoiceChat | Engagement::VoiceChatCamera)
+            }
+            MediaSource::Camera => {
+                matches!(self, Engagement::ChatCamera | Engagement::VoiceChatCamera)
+            }
             MediaSource::ScreenShare => false,
         }
     }

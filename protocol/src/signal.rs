@@ -229,6 +229,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The protocol version is not supported.
     UnsupportedVersion,
+    /// Pupils cannot be admitted while no recorder is attached.
+    NotRecording,
     /// Something failed on the server; nothing was changed.
     Internal,
 }
@@ -304,6 +306,8 @@ pub enum Farewell {
     Ended,
     /// They joined again from another connection.
     Replaced,
+    /// Their time-boxed visitor access ended.
+    AccessEnded,
 }
 
 /// A message from the gateway to a browser.
@@ -405,7 +409,8 @@ impl ServerMsg {
     /// Encodes as JSON text. Serialising these types cannot fail (no maps
     /// with non-string keys, no fallible `Serialize` impls).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal"}}"#))
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal"}}"#))
     }
 
     /// Parses a server message (clients and tests).

@@ -18,9 +18,9 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawns `cmd`, naming it `name` in errors.
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: is it installed? (scripts/test.sh installs it)"))?;
+        let child = cmd.spawn().with_context(|| {
+            format!("starting {name}: is it installed? (scripts/test.sh installs it)")
+        })?;
         Ok(Self {
             name: name.to_owned(),
             child: Some(child),
@@ -59,7 +59,8 @@ impl Drop for ChildGuard {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free loopback port")?;
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
 

@@ -1,0 +1,1501 @@
+//! The lesson core: a pure state machine that owns every safeguarding rule of
+//! one live lesson: roster, waiting room, supervision, the recording gate,
+//! teacher controls, chat rules, concerns, blocks.
+//!
+//! It never does I/O, never reads a clock and holds no `Arc`, lock or
+//! channel. The async shell drives it:
+//!
+//! 1. create it with [`Lesson::new`] (or [`Lesson::restore`] from a
+//!    persisted [`Snapshot`] on another node);
+//! 2. feed it inputs, each with the current time: [`Lesson::handle_join`],
+//!    [`Lesson::handle_message`], [`Lesson::handle_leave`],
+//!    [`Lesson::handle_recorder`], [`Lesson::handle_block`],
+//!    [`Lesson::handle_timeout`];
+//! 3. after every input, drain [`Lesson::poll_output`] until it returns
+//!    [`Output::Timeout`], apply each effect (send, forward, record, persist,
+//!    disconnect), and call [`Lesson::handle_timeout`] at the deadline.
+//!
+//! Design: after each input the core recomputes what every participant may
+//! send, receive and see, and emits the difference from what it last emitted.
+//! Deriving the media plane from state, instead of patching it per command,
+//! is what makes "a source that is not allowed is never forwarded" hold for
+//! every sequence of commands, not just the ones someone thought of.
+
+mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use chaperone_protocol::event::{Compliance, HoldReason, LessonEvent};
+use chaperone_protocol::signal::{
+    ClientMsg, ErrorCode, Farewell, LessonStatus, PROTOCOL_VERSION, ParticipantInfo, ServerMsg,
+    Target, WaitingEntry,
+};
+use chaperone_protocol::{
+    Engagement, LessonId, MediaSource, ParticipantId, Permission, Permissions, Role, TrackId,
+    UserRef,
+};
+
+pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
+
+/// Timings and limits of a lesson. Defaults are the product's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LessonConfig {
+    /// How long admitted pupils may be without a teacher or assistant before
+    /// they are held.
+    pub supervision_grace: Duration,
+    /// How long the recorder may be lost before pupils are held.
+    pub recorder_grace: Duration,
+    /// How long a teacher's camera may be off before a compliance event.
+    pub teacher_camera_grace: Duration,
+    /// How long a dropped participant may come back without waiting again.
+    pub reconnect_grace: Duration,
+    /// Longest chat message, in characters.
+    pub chat_max_chars: usize,
+    /// Chat messages (and concerns) a pupil may send per `chat_window`.
+    pub chat_rate: usize,
+    /// The window for `chat_rate`.
+    pub chat_window: Duration,
+    /// Permissions given to pupils admitted later, until a teacher changes them.
+    pub pupil_defaults: Permissions,
+}
+
+impl Default for LessonConfig {
+    fn default() -> Self {
+        Self {
+            supervision_grace: Duration::from_secs(60),
+            recorder_grace: Duration::from_secs(10),
+            teacher_camera_grace: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(30),
+            chat_max_chars: chaperone_protocol::signal::MAX_CHAT_CHARS,
+            chat_rate: 5,
+            chat_window: Duration::from_secs(10),
+            pupil_defaults: Permissions::PUPIL_DEFAULT,
+        }
+    }
+}
+
+/// Who belongs to a lesson, as created by staff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LessonSetup {
+    /// The lesson.
+    pub id: LessonId,
+    /// The class whose pupils are on the roster (from the identity provider's claims).
+    pub class: String,
+    /// The lesson's teachers.
+    pub teachers: Vec<UserRef>,
+    /// Other staff in the room.
+    pub assistants: Vec<UserRef>,
+    /// Pupils rostered individually, beyond the class.
+    pub extra_pupils: Vec<UserRef>,
+}
+
+/// What the identity layer vouches for about a person asking to join. The
+/// core decides from this and the lesson's setup what role, if any, they get.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Account {
+    /// Holds a staff role (teacher or assistant) at the school.
+    pub staff: bool,
+    /// Classes they belong to as a pupil (empty if not a pupil).
+    pub pupil_classes: Vec<String>,
+    /// Senior leadership or Designated Safeguarding Lead: may observe any lesson.
+    pub safeguarding_observer: bool,
+    /// A visitor grant covering this lesson, valid until this instant.
+    pub visitor_until: Option<Instant>,
+}
+
+/// A request to join, after authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// Who.
+    pub user: UserRef,
+    /// Their display name.
+    pub name: String,
+    /// What they are at the school.
+    pub account: Account,
+}
+
+/// Something a lesson records: an event, or a chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A lesson event.
+    Event(LessonEvent),
+    /// A chat message, public (`to` is `None`) or private.
+    Chat {
+        /// Sender.
+        from: ParticipantId,
+        /// Private recipient.
+        to: Option<ParticipantId>,
+        /// Text.
+        text: String,
+    },
+}
+
+/// An effect for the shell to carry out, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to a participant.
+    Send(ParticipantId, ServerMsg),
+    /// Start or stop forwarding a track to anyone.
+    Forward {
+        /// The track.
+        track: TrackId,
+        /// Forward (true) or drop every packet of it.
+        on: bool,
+    },
+    /// Start or stop delivering media to a participant.
+    Receive {
+        /// The participant.
+        participant: ParticipantId,
+        /// Deliver (true) or deliver nothing.
+        on: bool,
+    },
+    /// Pass an SDP offer from an admitted participant to the media plane.
+    MediaOffer {
+        /// The participant.
+        participant: ParticipantId,
+        /// SDP text.
+        sdp: String,
+    },
+    /// Pass an SDP answer from an admitted participant to the media plane.
+    MediaAnswer {
+        /// The participant.
+        participant: ParticipantId,
+        /// SDP text.
+        sdp: String,
+    },
+    /// Append to the lesson's recording feed.
+    Record(Record),
+    /// A concern or incident the safeguarding team must see (besides the recording).
+    Alert(LessonEvent),
+    /// Save the lesson's control state (roster, admissions, permissions, policy).
+    Persist(Snapshot),
+    /// Close a participant's connection (after its `Goodbye`).
+    Disconnect(ParticipantId, Farewell),
+    /// Nothing more to do until this instant (or until the next input, if `None`).
+    Timeout(Option<Instant>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Waiting,
+    Admitted,
+}
+
+#[derive(Clone, Debug)]
+struct Participant {
+    user: UserRef,
+    name: String,
+    role: Role,
+    presence: Presence,
+    /// Sources the participant has switched on (whether or not forwarded).
+    on: BTreeSet<MediaSource>,
+    /// Teachers only: since when the camera has been off.
+    camera_off_since: Option<Instant>,
+    /// Teachers only: whether a camera-off compliance event is outstanding.
+    camera_flagged: bool,
+    /// Observers with a visitor grant: when it ends.
+    access_until: Option<Instant>,
+    // What the participant was last told, so only changes are sent.
+    sent_roster: u64,
+    sent_waiting: u64,
+    sent_status: Option<LessonStatus>,
+    sent_you: Option<ServerMsg>,
+}
+
+/// A participant who dropped and may come back within the reconnect grace.
+#[derive(Clone, Debug)]
+struct Departed {
+    left_at: Instant,
+    admitted: bool,
+}
+
+/// One live lesson. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Lesson {
+    setup: LessonSetup,
+    config: LessonConfig,
+    next_id: u64,
+    participants: BTreeMap<ParticipantId, Participant>,
+    by_user: HashMap<UserRef, ParticipantId>,
+    departed: HashMap<UserRef, Departed>,
+    /// Per-user permissions: kept across reconnects so that leaving and
+    /// rejoining never restores a revoked source.
+    permissions: HashMap<UserRef, Permissions>,
+    defaults: Permissions,
+    removed: BTreeMap<ParticipantId, UserRef>,
+    blocked: HashSet<UserRef>,
+    chat_log: HashMap<UserRef, VecDeque<Instant>>,
+    locked: bool,
+    public_chat: bool,
+    private_chat: bool,
+    ended: bool,
+    recorder_attached: bool,
+    /// Since when no recorder has been attached (set at creation).
+    recorder_lost_since: Option<Instant>,
+    /// Since when no staff member has been present (set at creation).
+    unsupervised_since: Option<Instant>,
+    held: Vec<HoldReason>,
+    forwarding: BTreeSet<TrackId>,
+    receiving: BTreeSet<ParticipantId>,
+    roster: Vec<ParticipantInfo>,
+    roster_version: u64,
+    waiting: Vec<WaitingEntry>,
+    waiting_version: u64,
+    persisted: Option<Snapshot>,
+    outputs: VecDeque<Output>,
+}
+
+impl Lesson {
+    /// A new lesson with nobody in it, created at `now`.
+    pub fn new(now: Instant, setup: LessonSetup, config: LessonConfig) -> Self {
+        let defaults = config.pupil_defaults;
+        let mut lesson = Self {
+            setup,
+            config,
+            next_id: 1,
+            participants: BTreeMap::new(),
+            by_user: HashMap::new(),
+            departed: HashMap::new(),
+            permissions: HashMap::new(),
+            defaults,
+            removed: BTreeMap::new(),
+            blocked: HashSet::new(),
+            chat_log: HashMap::new(),
+            locked: false,
+            public_chat: true,
+            private_chat: true,
+            ended: false,
+            recorder_attached: false,
+            recorder_lost_since: Some(now),
+            unsupervised_since: Some(now),
+            held: Vec::new(),
+            forwarding: BTreeSet::new(),
+            receiving: BTreeSet::new(),
+            roster: Vec::new(),
+            // Versions start at 1 so that a new participant (who has seen
+            // version 0) is always sent the current roster and waiting list.
+            roster_version: 1,
+            waiting: Vec::new(),
+            waiting_version: 1,
+            persisted: None,
+            outputs: VecDeque::new(),
+        };
+        lesson.settle(now);
+        lesson
+    }
+
+    /// The lesson's id.
+    pub fn id(&self) -> LessonId {
+        self.setup.id
+    }
+
+    /// Whether the lesson has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Why pupils are held right now (empty if they are not).
+    pub fn held(&self) -> &[HoldReason] {
+        &self.held
+    }
+
+    /// The role of a present participant.
+    pub fn role_of(&self, p: ParticipantId) -> Option<Role> {
+        self.participants.get(&p).map(|x| x.role)
+    }
+
+    /// Whether a present participant has been admitted (staff always are).
+    pub fn is_admitted(&self, p: ParticipantId) -> bool {
+        self.participants
+            .get(&p)
+            .is_some_and(|x| x.presence == Presence::Admitted)
+    }
+
+    /// Whether a track is being forwarded now.
+    pub fn is_forwarding(&self, track: TrackId) -> bool {
+        self.forwarding.contains(&track)
+    }
+
+    /// Whether a participant is receiving media now.
+    pub fn is_receiving(&self, p: ParticipantId) -> bool {
+        self.receiving.contains(&p)
+    }
+
+    /// The next effect. Call until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        self.outputs
+            .pop_front()
+            .unwrap_or(Output::Timeout(self.next_deadline()))
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------
+
+    /// Someone authenticated asks to join. Returns their participant id, or a
+    /// refusal. `NotFound` is the answer for anyone not on the roster, exactly
+    /// as for a lesson that does not exist.
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        req: JoinRequest,
+    ) -> Result<ParticipantId, ErrorCode> {
+        self.expire(now);
+        let result = self.join(now, req);
+        self.settle(now);
+        result
+    }
+
+    fn join(&mut self, now: Instant, req: JoinRequest) -> Result<ParticipantId, ErrorCode> {
+        let role = self.role_for(now, &req).ok_or(ErrorCode::NotFound)?;
+        if self.ended {
+            return Err(ErrorCode::Ended);
+        }
+        if self.blocked.contains(&req.user) {
+            return Err(ErrorCode::Blocked);
+        }
+        if role == Role::Pupil && self.removed.values().any(|u| *u == req.user) {
+            return Err(ErrorCode::Removed);
+        }
+
+        // The same person from a second connection replaces the first.
+        let mut returning = self.departed.remove(&req.user);
+        if let Some(old) = self.by_user.get(&req.user).copied() {
+            let was_admitted = self.is_admitted(old);
+            self.drop_participant(old, Some(Farewell::Replaced));
+            returning = Some(Departed {
+                left_at: now,
+                admitted: was_admitted,
+            });
+        }
+        let readmit = returning.is_some_and(|d| d.admitted) && self.recorder_attached;
+        if role == Role::Pupil && self.locked && !readmit {
+            return Err(ErrorCode::Locked);
+        }
+
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let presence = if role != Role::Pupil || readmit {
+            Presence::Admitted
+        } else {
+            Presence::Waiting
+        };
+        if role == Role::Pupil {
+            self.permissions
+                .entry(req.user.clone())
+                .or_insert(self.defaults);
+        }
+        let teacher = role == Role::Teacher;
+        self.participants.insert(
+            id,
+            Participant {
+                user: req.user.clone(),
+                name: req.name.clone(),
+                role,
+                presence,
+                on: BTreeSet::new(),
+                camera_off_since: teacher.then_some(now),
+                camera_flagged: false,
+                access_until: match role {
+                    Role::Observer if !req.account.safeguarding_observer => {
+                        req.account.visitor_until
+                    }
+                    _ => None,
+                },
+                sent_roster: 0,
+                sent_waiting: 0,
+                sent_status: None,
+                sent_you: None,
+            },
+        );
+        self.by_user.insert(req.user.clone(), id);
+        self.record(LessonEvent::Joined {
+            participant: id,
+            user: req.user,
+            name: req.name,
+            role,
+        });
+        self.send(
+            id,
+            ServerMsg::Welcome {
+                version: PROTOCOL_VERSION,
+                you: id,
+                role,
+            },
+        );
+        match presence {
+            Presence::Waiting => {
+                self.record(LessonEvent::Waiting { participant: id });
+                self.send(
+                    id,
+                    ServerMsg::Waiting {
+                        locked: self.locked,
+                    },
+                );
+            }
+            Presence::Admitted => self.send(id, ServerMsg::Admitted),
+        }
+        Ok(id)
+    }
+
+    /// Which lesson role `req` is entitled to, if any.
+    fn role_for(&self, now: Instant, req: &JoinRequest) -> Option<Role> {
+        let a = &req.account;
+        if a.staff && self.setup.teachers.contains(&req.user) {
+            Some(Role::Teacher)
+        } else if a.staff && self.setup.assistants.contains(&req.user) {
+            Some(Role::Assistant)
+        } else if !a.pupil_classes.is_empty()
+            && (a.pupil_classes.contains(&self.setup.class)
+                || self.setup.extra_pupils.contains(&req.user))
+        {
+            Some(Role::Pupil)
+        } else if a.safeguarding_observer || a.visitor_until.is_some_and(|until| until > now) {
+            Some(Role::Observer)
+        } else {
+            None
+        }
+    }
+
+    /// A participant's connection ended. An admitted participant may return
+    /// within the reconnect grace without waiting again.
+    pub fn handle_leave(&mut self, now: Instant, p: ParticipantId) {
+        self.expire(now);
+        if let Some(part) = self.participants.get(&p) {
+            let departed = Departed {
+                left_at: now,
+                admitted: part.presence == Presence::Admitted,
+            };
+            let user = part.user.clone();
+            self.drop_participant(p, None);
+            self.departed.insert(user, departed);
+        }
+        self.settle(now);
+    }
+
+    /// The recorder feed became attached (acknowledged) or was lost.
+    pub fn handle_recorder(&mut self, now: Instant, attached: bool) {
+        self.expire(now);
+        if attached != self.recorder_attached {
+            self.recorder_attached = attached;
+            self.recorder_lost_since = (!attached).then_some(now);
+            self.record(LessonEvent::Recorder { attached });
+        }
+        self.settle(now);
+    }
+
+    /// A user was blocked everywhere: refuse them from now on and remove them
+    /// at once if present.
+    pub fn handle_block(&mut self, now: Instant, user: &UserRef) {
+        self.expire(now);
+        if self.blocked.insert(user.clone()) {
+            self.departed.remove(user);
+            if let Some(p) = self.by_user.get(user).copied() {
+                self.drop_participant(p, Some(Farewell::Blocked));
+                self.record(LessonEvent::Blocked { user: user.clone() });
+            }
+        }
+        self.settle(now);
+    }
+
+    /// A block was lifted.
+    pub fn handle_unblock(&mut self, now: Instant, user: &UserRef) {
+        self.blocked.remove(user);
+        self.handle_timeout(now);
+    }
+
+    /// Time passed: apply graces and expiries due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        self.settle(now);
+    }
+
+    /// A message from a present participant. Refusals are answered with a
+    /// typed error to the sender and recorded as evidence.
+    pub fn handle_message(&mut self, now: Instant, from: ParticipantId, msg: ClientMsg) {
+        self.expire(now);
+        if self.participants.contains_key(&from) {
+            let action = msg.name();
+            if let Err(code) = self.dispatch(now, from, msg) {
+                self.send(
+                    from,
+                    ServerMsg::Error {
+                        code,
+                        action: Some(action.to_owned()),
+                    },
+                );
+                self.record(LessonEvent::Refused {
+                    participant: from,
+                    action: action.to_owned(),
+                    code,
+                });
+            }
+        }
+        self.settle(now);
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        msg: ClientMsg,
+    ) -> Result<(), ErrorCode> {
+        let (role, presence) = match self.participants.get(&from) {
+            Some(p) => (p.role, p.presence),
+            None => return Err(ErrorCode::UnknownParticipant),
+        };
+        if self.ended {
+            return Err(ErrorCode::Ended);
+        }
+        // A waiting pupil may do nothing but wait, or report a concern.
+        if presence == Presence::Waiting
+            && !matches!(
+                msg,
+                ClientMsg::ReportConcern { .. } | ClientMsg::Hello { .. }
+            )
+        {
+            return Err(ErrorCode::NotAdmitted);
+        }
+        let staff_only = matches!(
+            msg,
+            ClientMsg::Admit { .. }
+                | ClientMsg::AdmitAll
+                | ClientMsg::Deny { .. }
+                | ClientMsg::Remove { .. }
+                | ClientMsg::Reallow { .. }
+                | ClientMsg::Lock { .. }
+                | ClientMsg::SetPermission { .. }
+                | ClientMsg::TurnOff { .. }
+                | ClientMsg::SetChatPolicy { .. }
+                | ClientMsg::FlagIncident { .. }
+                | ClientMsg::EndLesson
+        );
+        if staff_only && !role.is_staff() {
+            return Err(ErrorCode::Forbidden);
+        }
+        match msg {
+            // The handshake is the shell's; a repeated hello changes nothing.
+            ClientMsg::Hello { .. } => Ok(()),
+            ClientMsg::Admit { participant } => self.admit(from, participant),
+            ClientMsg::AdmitAll => self.admit_all(from),
+            ClientMsg::Deny { participant } => self.deny(from, participant),
+            ClientMsg::Remove { participant } => self.remove(from, participant),
+            ClientMsg::Reallow { participant } => self.reallow(from, participant),
+            ClientMsg::Lock { locked } => {
+                if self.locked != locked {
+                    self.locked = locked;
+                    self.record(LessonEvent::Locked { locked, by: from });
+                    for p in self.waiting_ids() {
+                        self.send(p, ServerMsg::Waiting { locked });
+                    }
+                }
+                Ok(())
+            }
+            ClientMsg::SetPermission {
+                target,
+                permission,
+                granted,
+            } => self.set_permission(from, target, permission, granted),
+            ClientMsg::TurnOff { target, source } => self.turn_off(from, target, source),
+            ClientMsg::SetChatPolicy {
+                public_chat,
+                private_chat,
+            } => {
+                if (public_chat, private_chat) != (self.public_chat, self.private_chat) {
+                    self.public_chat = public_chat;
+                    self.private_chat = private_chat;
+                    self.record(LessonEvent::ChatPolicy {
+                        public_chat,
+                        private_chat,
+                        by: from,
+                    });
+                }
+                Ok(())
+            }
+            ClientMsg::FlagIncident { note } => {
+                let note = self.check_text(&note)?;
+                let event = LessonEvent::Incident { by: from, note };
+                self.record(event.clone());
+                self.outputs.push_back(Output::Alert(event));
+                Ok(())
+            }
+            ClientMsg::EndLesson => {
+                self.end(from);
+                Ok(())
+            }
+            ClientMsg::SetEngagement { engagement } => self.set_engagement(now, from, engagement),
+            ClientMsg::SetSource { source, on } => self.set_source(now, from, source, on),
+            ClientMsg::Chat { to, text } => self.chat(now, from, to, text),
+            ClientMsg::ReportConcern { text } => {
+                if role != Role::Pupil {
+                    return Err(ErrorCode::Forbidden);
+                }
+                self.rate_limit(now, from)?;
+                let text = self.check_text(&text)?;
+                let event = LessonEvent::Concern {
+                    participant: from,
+                    text,
+                };
+                self.record(event.clone());
+                self.outputs.push_back(Output::Alert(event));
+                self.send(from, ServerMsg::ConcernReceived);
+                Ok(())
+            }
+            ClientMsg::Offer { sdp } => {
+                self.outputs.push_back(Output::MediaOffer {
+                    participant: from,
+                    sdp,
+                });
+                Ok(())
+            }
+            ClientMsg::Answer { sdp } => {
+                self.outputs.push_back(Output::MediaAnswer {
+                    participant: from,
+                    sdp,
+                });
+                Ok(())
+            }
+            // `ClientMsg` is non-exhaustive: a message this core does not know is refused.
+            _ => Err(ErrorCode::Malformed),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Teacher verbs
+    // ------------------------------------------------------------------
+
+    fn waiting_pupil(&self, p: ParticipantId) -> Result<(), ErrorCode> {
+        match self.participants.get(&p) {
+            None => Err(ErrorCode::UnknownParticipant),
+            Some(x) if x.presence != Presence::Waiting => Err(ErrorCode::InvalidState),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn admit(&mut self, by: ParticipantId, p: ParticipantId) -> Result<(), ErrorCode> {
+        self.waiting_pupil(p)?;
+        // Fail closed: nobody is admitted to a lesson that is not being recorded.
+        if !self.recorder_attached {
+            return Err(ErrorCode::NotRecording);
+        }
+        if let Some(x) = self.participants.get_mut(&p) {
+            x.presence = Presence::Admitted;
+        }
+        self.record(LessonEvent::Admitted { participant: p, by });
+        self.send(p, ServerMsg::Admitted);
+        Ok(())
+    }
+
+    fn admit_all(&mut self, by: ParticipantId) -> Result<(), ErrorCode> {
+        let waiting = self.waiting_ids();
+        if !waiting.is_empty() && !self.recorder_attached {
+            return Err(ErrorCode::NotRecording);
+        }
+        for p in waiting {
+            self.admit(by, p)?;
+        }
+        Ok(())
+    }
+
+    fn deny(&mut self, by: ParticipantId, p: ParticipantId) -> Result<(), ErrorCode> {
+        self.waiting_pupil(p)?;
+        self.record(LessonEvent::Denied { participant: p, by });
+        self.drop_participant(p, Some(Farewell::Denied));
+        Ok(())
+    }
+
+    fn remove(&mut self, by: ParticipantId, p: ParticipantId) -> Result<(), ErrorCode> {
+        let user = match self.participants.get(&p) {
+            None => return Err(ErrorCode::UnknownParticipant),
+            Some(x) if x.role != Role::Pupil => return Err(ErrorCode::Forbidden),
+            Some(x) => x.user.clone(),
+        };
+        self.record(LessonEvent::Removed { participant: p, by });
+        self.drop_participant(p, Some(Farewell::Removed));
+        self.departed.remove(&user);
+        self.removed.insert(p, user);
+        Ok(())
+    }
+
+    fn reallow(&mut self, by: ParticipantId, p: ParticipantId) -> Result<(), ErrorCode> {
+        let user = self
+            .removed
+            .remove(&p)
+            .ok_or(ErrorCode::UnknownParticipant)?;
+        self.record(LessonEvent::Reallowed { user, by });
+        Ok(())
+    }
+
+    /// The pupils a target names: one (who must be a pupil) or all.
+    fn pupils(&self, target: Target) -> Result<Vec<ParticipantId>, ErrorCode> {
+        match target {
+            Target::One(p) => match self.participants.get(&p) {
+                None => Err(ErrorCode::UnknownParticipant),
+                Some(x) if x.role != Role::Pupil => Err(ErrorCode::Forbidden),
+                Some(_) => Ok(vec![p]),
+            },
+            Target::AllPupils => Ok(self
+                .participants
+                .iter()
+                .filter(|(_, x)| x.role == Role::Pupil)
+                .map(|(id, _)| *id)
+                .collect()),
+        }
+    }
+
+    fn set_permission(
+        &mut self,
+        by: ParticipantId,
+        target: Target,
+        permission: Permission,
+        granted: bool,
+    ) -> Result<(), ErrorCode> {
+        let pupils = self.pupils(target)?;
+        if target == Target::AllPupils && self.defaults.allows(permission) != granted {
+            self.defaults.set(permission, granted);
+            self.record(LessonEvent::DefaultsChanged {
+                permission,
+                granted,
+                by,
+            });
+        }
+        for p in pupils {
+            let Some(user) = self.participants.get(&p).map(|x| x.user.clone()) else {
+                continue;
+            };
+            let perms = self.permissions.entry(user).or_insert(self.defaults);
+            if perms.allows(permission) == granted {
+                continue;
+            }
+            perms.set(permission, granted);
+            // A revoked source goes off, so re-granting never switches it back on
+            // behind the pupil's back.
+            if let (false, Some(source)) = (granted, permission.source()) {
+                if let Some(x) = self.participants.get_mut(&p) {
+                    x.on.remove(&source);
+                }
+            }
+            self.record(LessonEvent::PermissionChanged {
+                participant: p,
+                permission,
+                granted,
+                by,
+            });
+            if self.is_admitted(p) {
+                self.send(
+                    p,
+                    ServerMsg::ControlChanged {
+                        permission,
+                        granted,
+                        revoked: !granted,
+                    },
+                );
+            }
+        }
+        if target == Target::AllPupils {
+            // Pupils not present now (dropped, or yet to return) are covered too.
+            for perms in self.permissions.values_mut() {
+                perms.set(permission, granted);
+            }
+        }
+        Ok(())
+    }
+
+    fn turn_off(
+        &mut self,
+        by: ParticipantId,
+        target: Target,
+        source: MediaSource,
+    ) -> Result<(), ErrorCode> {
+        for p in self.pupils(target)? {
+            let was_on = self
+                .participants
+                .get_mut(&p)
+                .is_some_and(|x| x.on.remove(&source));
+            if was_on {
+                self.record(LessonEvent::SourceChanged {
+                    participant: p,
+                    source,
+                    on: false,
+                    by: Some(by),
+                });
+                self.send(
+                    p,
+                    ServerMsg::ControlChanged {
+                        permission: source.permission(),
+                        granted: false,
+                        revoked: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, by: ParticipantId) {
+        self.ended = true;
+        self.record(LessonEvent::Ended { by });
+        let everyone: Vec<_> = self.participants.keys().copied().collect();
+        for p in everyone {
+            self.drop_participant(p, Some(Farewell::Ended));
+        }
+        self.departed.clear();
+    }
+
+    // ------------------------------------------------------------------
+    // Participants' own choices
+    // ------------------------------------------------------------------
+
+    fn permitted(&self, p: ParticipantId, perm: Permission) -> bool {
+        match self.participants.get(&p) {
+            Some(x) => match x.role {
+                Role::Teacher | Role::Assistant => true,
+                Role::Observer => false,
+                Role::Pupil => self
+                    .permissions
+                    .get(&x.user)
+                    .is_some_and(|perms| perms.allows(perm)),
+            },
+            None => false,
+        }
+    }
+
+    fn set_source(
+        &mut self,
+        now: Instant,
+        p: ParticipantId,
+        source: MediaSource,
+        on: bool,
+    ) -> Result<(), ErrorCode> {
+        if on && !self.permitted(p, source.permission()) {
+            return Err(ErrorCode::NotPermitted);
+        }
+        let changed = match self.participants.get_mut(&p) {
+            Some(x) if on => x.on.insert(source),
+            Some(x) => x.on.remove(&source),
+            None => false,
+        };
+        if changed {
+            self.record(LessonEvent::SourceChanged {
+                participant: p,
+                source,
+                on,
+                by: None,
+            });
+            self.camera_check(now, p);
+        }
+        Ok(())
+    }
+
+    fn set_engagement(
+        &mut self,
+        now: Instant,
+        p: ParticipantId,
+        engagement: Engagement,
+    ) -> Result<(), ErrorCode> {
+        for source in [MediaSource::Microphone, MediaSource::Camera] {
+            if engagement.wants(source) && !self.permitted(p, source.permission()) {
+                return Err(ErrorCode::NotPermitted);
+            }
+        }
+        self.record(LessonEvent::EngagementChosen {
+            participant: p,
+            engagement,
+        });
+        for source in [MediaSource::Microphone, MediaSource::Camera] {
+            self.set_source(now, p, source, engagement.wants(source))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a teacher's camera-off clock in step with their camera.
+    fn camera_check(&mut self, now: Instant, p: ParticipantId) {
+        let Some(x) = self.participants.get_mut(&p) else {
+            return;
+        };
+        if x.role != Role::Teacher {
+            return;
+        }
+        if x.on.contains(&MediaSource::Camera) {
+            x.camera_off_since = None;
+            if std::mem::take(&mut x.camera_flagged) {
+                self.record(LessonEvent::Compliance {
+                    participant: p,
+                    kind: Compliance::TeacherCameraOn,
+                });
+            }
+        } else if x.camera_off_since.is_none() {
+            x.camera_off_since = Some(now);
+        }
+    }
+
+    fn check_text(&self, text: &str) -> Result<String, ErrorCode> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > self.config.chat_max_chars {
+            return Err(ErrorCode::BadText);
+        }
+        Ok(trimmed.to_owned())
+    }
+
+    /// Pupils may send `chat_rate` messages per window; the window is per
+    /// person, so reconnecting does not reset it.
+    fn rate_limit(&mut self, now: Instant, p: ParticipantId) -> Result<(), ErrorCode> {
+        let Some(x) = self.participants.get(&p) else {
+            return Err(ErrorCode::UnknownParticipant);
+        };
+        if x.role != Role::Pupil {
+            return Ok(());
+        }
+        let log = self.chat_log.entry(x.user.clone()).or_default();
+        while log
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.config.chat_window)
+        {
+            log.pop_front();
+        }
+        if log.len() >= self.config.chat_rate {
+            return Err(ErrorCode::RateLimited);
+        }
+        log.push_back(now);
+        Ok(())
+    }
+
+    fn chat(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        to: Option<ParticipantId>,
+        text: String,
+    ) -> Result<(), ErrorCode> {
+        let sender = self
+            .participants
+            .get(&from)
+            .map(|x| x.role)
+            .ok_or(ErrorCode::UnknownParticipant)?;
+        let pupil = sender == Role::Pupil;
+        match to {
+            None => {
+                if sender == Role::Observer {
+                    return Err(ErrorCode::Forbidden);
+                }
+                if pupil && !self.public_chat {
+                    return Err(ErrorCode::PublicChatOff);
+                }
+            }
+            Some(r) => {
+                let recipient = match self.participants.get(&r) {
+                    Some(x) if x.presence == Presence::Admitted && r != from => x.role,
+                    _ => return Err(ErrorCode::UnknownParticipant),
+                };
+                match (sender, recipient) {
+                    (Role::Pupil, Role::Pupil) => return Err(ErrorCode::PupilToPupil),
+                    (Role::Pupil, Role::Observer) | (Role::Observer, Role::Pupil) => {
+                        return Err(ErrorCode::Forbidden);
+                    }
+                    (Role::Pupil, _) if !self.private_chat => {
+                        return Err(ErrorCode::PrivateChatOff);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if pupil && !self.held.is_empty() {
+            return Err(ErrorCode::Held);
+        }
+        let text = self.check_text(&text)?;
+        self.rate_limit(now, from)?;
+
+        // Recorded before it is delivered: nothing is said that is not kept.
+        self.outputs.push_back(Output::Record(Record::Chat {
+            from,
+            to,
+            text: text.clone(),
+        }));
+        let from_name = self
+            .participants
+            .get(&from)
+            .map(|x| x.name.clone())
+            .unwrap_or_default();
+        let msg = ServerMsg::Chat {
+            from,
+            from_name,
+            to,
+            text,
+        };
+        let recipients: Vec<ParticipantId> = match to {
+            Some(r) => vec![from, r],
+            None => self.admitted_ids(),
+        };
+        for r in recipients {
+            self.send(r, msg.clone());
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Derived state
+    // ------------------------------------------------------------------
+
+    fn waiting_ids(&self) -> Vec<ParticipantId> {
+        self.participants
+            .iter()
+            .filter(|(_, x)| x.presence == Presence::Waiting)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn admitted_ids(&self) -> Vec<ParticipantId> {
+        self.participants
+            .iter()
+            .filter(|(_, x)| x.presence == Presence::Admitted)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn staff_present(&self) -> bool {
+        self.participants.values().any(|x| x.role.is_staff())
+    }
+
+    /// Applies graces and expiries due by `now`.
+    fn expire(&mut self, now: Instant) {
+        let grace = self.config.reconnect_grace;
+        self.departed
+            .retain(|_, d| now.saturating_duration_since(d.left_at) < grace);
+        let expired: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, x)| x.access_until.is_some_and(|until| until <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for p in expired {
+            self.drop_participant(p, Some(Farewell::AccessEnded));
+        }
+    }
+
+    fn hold_reasons(&self, now: Instant) -> Vec<HoldReason> {
+        let mut reasons = Vec::new();
+        let overdue = |since: Option<Instant>, grace: Duration| {
+            since.is_some_and(|s| now.saturating_duration_since(s) >= grace)
+        };
+        if overdue(self.unsupervised_since, self.config.supervision_grace) {
+            reasons.push(HoldReason::Unsupervised);
+        }
+        if overdue(self.recorder_lost_since, self.config.recorder_grace) {
+            reasons.push(HoldReason::RecordingLost);
+        }
+        reasons
+    }
+
+    /// Whether `track` may be forwarded: the forwarding rule.
+    fn may_forward(&self, track: TrackId) -> bool {
+        let Some(x) = self.participants.get(&track.participant) else {
+            return false;
+        };
+        let allowed = match x.role {
+            Role::Teacher | Role::Assistant => true,
+            Role::Observer => false,
+            Role::Pupil => {
+                x.presence == Presence::Admitted
+                    && self.held.is_empty()
+                    && self.permitted(track.participant, track.source.permission())
+            }
+        };
+        !self.ended && allowed && x.on.contains(&track.source)
+    }
+
+    /// Whether `p` may receive media: admitted, and if a pupil, not held.
+    fn may_receive(&self, p: ParticipantId) -> bool {
+        match self.participants.get(&p) {
+            Some(x) => {
+                !self.ended
+                    && x.presence == Presence::Admitted
+                    && (x.role != Role::Pupil || self.held.is_empty())
+            }
+            None => false,
+        }
+    }
+
+    fn status(&self) -> LessonStatus {
+        LessonStatus {
+            recording: self.recorder_attached,
+            held: self.held.clone(),
+            locked: self.locked,
+            observer_present: self.participants.values().any(|x| x.role == Role::Observer),
+            public_chat: self.public_chat,
+            private_chat: self.private_chat,
+        }
+    }
+
+    fn info(&self, id: ParticipantId, x: &Participant) -> ParticipantInfo {
+        let permissions = match x.role {
+            Role::Teacher | Role::Assistant => Permissions::ALL,
+            Role::Observer => Permissions::NONE,
+            Role::Pupil => self
+                .permissions
+                .get(&x.user)
+                .copied()
+                .unwrap_or(Permissions::NONE),
+        };
+        ParticipantInfo {
+            id,
+            name: x.name.clone(),
+            role: x.role,
+            permissions,
+            sources_on: x.on.iter().copied().collect(),
+            forwarded: x
+                .on
+                .iter()
+                .copied()
+                .filter(|s| self.forwarding.contains(&TrackId::new(id, *s)))
+                .collect(),
+        }
+    }
+
+    /// Recomputes everything derived from state and emits the differences:
+    /// holds, forwarding, receiving, what each participant sees, the snapshot.
+    fn settle(&mut self, now: Instant) {
+        // Supervision and recorder clocks.
+        if self.staff_present() {
+            self.unsupervised_since = None;
+        } else if self.unsupervised_since.is_none() {
+            self.unsupervised_since = Some(now);
+        }
+        let held = self.hold_reasons(now);
+        if held != self.held {
+            self.held = held.clone();
+            self.record(LessonEvent::Hold { reasons: held });
+        }
+
+        // Teachers' cameras.
+        let grace = self.config.teacher_camera_grace;
+        let overdue: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, x)| {
+                !x.camera_flagged
+                    && x.camera_off_since
+                        .is_some_and(|s| now.saturating_duration_since(s) >= grace)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for p in overdue {
+            if let Some(x) = self.participants.get_mut(&p) {
+                x.camera_flagged = true;
+            }
+            self.record(LessonEvent::Compliance {
+                participant: p,
+                kind: Compliance::TeacherCameraOff,
+            });
+            self.send(
+                p,
+                ServerMsg::Banner {
+                    kind: Compliance::TeacherCameraOff,
+                },
+            );
+        }
+
+        // Media plane: stop first, then start, so nothing is briefly forwarded
+        // to someone who has just lost the right to receive it.
+        let want_fwd: BTreeSet<TrackId> = self
+            .participants
+            .iter()
+            .flat_map(|(id, x)| x.on.iter().map(move |s| TrackId::new(*id, *s)))
+            .filter(|t| self.may_forward(*t))
+            .collect();
+        let want_rx: BTreeSet<ParticipantId> = self
+            .participants
+            .keys()
+            .copied()
+            .filter(|p| self.may_receive(*p))
+            .collect();
+        for t in self
+            .forwarding
+            .difference(&want_fwd)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.outputs.push_back(Output::Forward {
+                track: t,
+                on: false,
+            });
+            self.record(LessonEvent::Forwarding {
+                track: t,
+                on: false,
+            });
+        }
+        for p in self
+            .receiving
+            .difference(&want_rx)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.outputs.push_back(Output::Receive {
+                participant: p,
+                on: false,
+            });
+        }
+        for p in want_rx
+            .difference(&self.receiving)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.outputs.push_back(Output::Receive {
+                participant: p,
+                on: true,
+            });
+        }
+        for t in want_fwd
+            .difference(&self.forwarding)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.outputs
+                .push_back(Output::Forward { track: t, on: true });
+            self.record(LessonEvent::Forwarding { track: t, on: true });
+        }
+        self.forwarding = want_fwd;
+        self.receiving = want_rx;
+
+        // What participants see.
+        let roster: Vec<ParticipantInfo> = self
+            .participants
+            .iter()
+            .filter(|(_, x)| x.presence == Presence::Admitted)
+            .map(|(id, x)| self.info(*id, x))
+            .collect();
+        if roster != self.roster {
+            self.roster = roster;
+            self.roster_version += 1;
+        }
+        let waiting: Vec<WaitingEntry> = self
+            .participants
+            .iter()
+            .filter(|(_, x)| x.presence == Presence::Waiting)
+            .map(|(id, x)| WaitingEntry {
+                id: *id,
+                name: x.name.clone(),
+            })
+            .collect();
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            self.waiting_version += 1;
+        }
+        let status = self.status();
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            let Some(x) = self.participants.get(&id) else {
+                continue;
+            };
+            // The waiting room gets nothing but its own waiting status.
+            if x.presence != Presence::Admitted {
+                continue;
+            }
+            let you = {
+                let info = self.info(id, x);
+                ServerMsg::You {
+                    permissions: info.permissions,
+                    sources_on: info.sources_on,
+                    forwarded: info.forwarded,
+                }
+            };
+            let staff = x.role.is_staff();
+            let mut sends = Vec::new();
+            if x.sent_roster != self.roster_version {
+                sends.push(ServerMsg::Roster {
+                    participants: self.roster.clone(),
+                });
+            }
+            if staff && x.sent_waiting != self.waiting_version {
+                sends.push(ServerMsg::WaitingList {
+                    waiting: self.waiting.clone(),
+                });
+            }
+            if x.sent_status.as_ref() != Some(&status) {
+                sends.push(ServerMsg::Status(status.clone()));
+            }
+            if x.sent_you.as_ref() != Some(&you) {
+                sends.push(you.clone());
+            }
+            if let Some(x) = self.participants.get_mut(&id) {
+                x.sent_roster = self.roster_version;
+                if staff {
+                    x.sent_waiting = self.waiting_version;
+                }
+                x.sent_status = Some(status.clone());
+                x.sent_you = Some(you);
+            }
+            for m in sends {
+                self.send(id, m);
+            }
+        }
+
+        let snapshot = self.snapshot();
+        if self.persisted.as_ref() != Some(&snapshot) {
+            self.persisted = Some(snapshot.clone());
+            self.outputs.push_back(Output::Persist(snapshot));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut deadlines = Vec::new();
+        if !self.held.contains(&HoldReason::Unsupervised) {
+            deadlines.extend(
+                self.unsupervised_since
+                    .map(|s| s + self.config.supervision_grace),
+            );
+        }
+        if !self.held.contains(&HoldReason::RecordingLost) {
+            deadlines.extend(
+                self.recorder_lost_since
+                    .map(|s| s + self.config.recorder_grace),
+            );
+        }
+        for x in self.participants.values() {
+            if !x.camera_flagged {
+                deadlines.extend(
+                    x.camera_off_since
+                        .map(|s| s + self.config.teacher_camera_grace),
+                );
+            }
+            deadlines.extend(x.access_until);
+        }
+        deadlines.extend(
+            self.departed
+                .values()
+                .map(|d| d.left_at + self.config.reconnect_grace),
+        );
+        if self.ended {
+            return None;
+        }
+        deadlines.into_iter().min()
+    }
+
+    // ------------------------------------------------------------------
+    // Plumbing
+    // ------------------------------------------------------------------
+
+    fn send(&mut self, to: ParticipantId, msg: ServerMsg) {
+        self.outputs.push_back(Output::Send(to, msg));
+    }
+
+    fn record(&mut self, event: LessonEvent) {
+        self.outputs.push_back(Output::Record(Record::Event(event)));
+    }
+
+    /// Takes a participant out of the lesson, saying goodbye if `farewell` is
+    /// given (a departure initiated by the lesson rather than the client).
+    fn drop_participant(&mut self, p: ParticipantId, farewell: Option<Farewell>) {
+        let Some(x) = self.participants.remove(&p) else {
+            return;
+        };
+        if self.by_user.get(&x.user) == Some(&p) {
+            self.by_user.remove(&x.user);
+        }
+        // Media stops before anything else is said.
+        for source in &x.on {
+            let track = TrackId::new(p, *source);
+            if self.forwarding.remove(&track) {
+                self.outputs.push_back(Output::Forward { track, on: false });
+                self.record(LessonEvent::Forwarding { track, on: false });
+            }
+        }
+        if self.receiving.remove(&p) {
+            self.outputs.push_back(Output::Receive {
+                participant: p,
+                on: false,
+            });
+        }
+        self.record(LessonEvent::Left { participant: p });
+        if let Some(reason) = farewell {
+            self.send(p, ServerMsg::Goodbye { reason });
+            self.outputs.push_back(Output::Disconnect(p, reason));
+        }
+    }
+
+    /// The control state that must survive this node.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut permissions: Vec<(UserRef, Permissions)> = self
+            .permissions
+            .iter()
+            .map(|(u, p)| (u.clone(), *p))
+            .collect();
+        permissions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut admitted: Vec<UserRef> = self
+            .participants
+            .values()
+            .filter(|x| x.presence == Presence::Admitted && x.role == Role::Pupil)
+            .map(|x| x.user.clone())
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, d)| d.admitted)
+                    .map(|(u, _)| u.clone()),
+            )
+            .collect();
+        admitted.sort();
+        admitted.dedup();
+        let mut blocked: Vec<UserRef> = self.blocked.iter().cloned().collect();
+        blocked.sort();
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            lesson: self.setup.id,
+            next_participant: self.next_id,
+            locked: self.locked,
+            public_chat: self.public_chat,
+            private_chat: self.private_chat,
+            ended: self.ended,
+            defaults: self.defaults,
+            permissions,
+            admitted,
+            removed: self.removed.iter().map(|(p, u)| (*p, u.clone())).collect(),
+            blocked,
+        }
+    }
+
+    /// Rebuilds a lesson on another node from its last snapshot. Pupils who
+    /// were admitted may reconnect within the reconnect grace without
+    /// waiting again; every mute, revocation, removal and block holds. The
+    /// recorder counts as lost until the feed is acknowledged again.
+    pub fn restore(
+        now: Instant,
+        setup: LessonSetup,
+        config: LessonConfig,
+        snapshot: Snapshot,
+    ) -> Result<Self, SnapshotError> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(snapshot.version));
+        }
+        if snapshot.lesson != setup.id {
+            return Err(SnapshotError::WrongLesson);
+        }
+        let mut lesson = Self::new(now, setup, config);
+        // `new` emitted its own initial snapshot; the restored one replaces it.
+        lesson.outputs.clear();
+        lesson.next_id = snapshot.next_participant.max(1);
+        lesson.locked = snapshot.locked;
+        lesson.public_chat = snapshot.public_chat;
+        lesson.private_chat = snapshot.private_chat;
+        lesson.ended = snapshot.ended;
+        lesson.defaults = snapshot.defaults;
+        lesson.permissions = snapshot.permissions.into_iter().collect();
+        lesson.departed = snapshot
+            .admitted
+            .into_iter()
+            .map(|u| {
+                (
+                    u,
+                    Departed {
+                        left_at: now,
+                        admitted: true,
+                    },
+                )
+            })
+            .collect();
+        lesson.removed = snapshot.removed.into_iter().collect();
+        lesson.blocked = snapshot.blocked.into_iter().collect();
+        lesson.persisted = None;
+        lesson.settle(now);
+        Ok(lesson)
+    }
+}
