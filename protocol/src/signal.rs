@@ -153,10 +153,10 @@ impl ClientMsg {
         }
         let msg: ClientMsg =
             serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        if let ClientMsg::Hello { version } = msg {
-            if version != PROTOCOL_VERSION {
-                return Err(ProtocolError::UnsupportedVersion(version));
-            }
+        if let ClientMsg::Hello { version } = msg
+            && version != PROTOCOL_VERSION
+        {
+            return Err(ProtocolError::UnsupportedVersion(version));
         }
         Ok(msg)
     }

@@ -771,10 +771,10 @@ impl Lesson {
             perms.set(permission, granted);
             // A revoked source goes off, so re-granting never switches it back on
             // behind the pupil's back.
-            if let (false, Some(source)) = (granted, permission.source()) {
-                if let Some(x) = self.participants.get_mut(&p) {
-                    x.on.remove(&source);
-                }
+            if let (false, Some(source)) = (granted, permission.source())
+                && let Some(x) = self.participants.get_mut(&p)
+            {
+                x.on.remove(&source);
             }
             self.record(LessonEvent::PermissionChanged {
                 participant: p,
