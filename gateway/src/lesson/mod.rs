@@ -359,19 +359,21 @@ impl Lesson {
             return Err(ErrorCode::Removed);
         }
 
-        // The same person from a second connection replaces the first.
-        let mut returning = self.departed.remove(&req.user);
-        if let Some(old) = self.by_user.get(&req.user).copied() {
-            let was_admitted = self.is_admitted(old);
-            self.drop_participant(old, Some(Farewell::Replaced));
-            returning = Some(Departed {
-                left_at: now,
-                admitted: was_admitted,
-            });
-        }
-        let readmit = returning.is_some_and(|d| d.admitted) && self.recorder_attached;
-        if role == Role::Pupil && self.locked && !readmit {
+        // Decide before changing anything, so a refused join leaves the
+        // person's existing connection (if any) untouched.
+        let current = self.by_user.get(&req.user).copied();
+        let was_admitted = match current {
+            Some(old) => self.is_admitted(old),
+            None => self.departed.get(&req.user).is_some_and(|d| d.admitted),
+        };
+        let readmit = was_admitted && self.recorder_attached;
+        if role == Role::Pupil && self.locked && !readmit && current.is_none() {
             return Err(ErrorCode::Locked);
+        }
+        self.departed.remove(&req.user);
+        // The same person from a second connection replaces the first.
+        if let Some(old) = current {
+            self.drop_participant(old, Some(Farewell::Replaced));
         }
 
         let id = ParticipantId(self.next_id);
