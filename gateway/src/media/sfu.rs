@@ -767,7 +767,7 @@ impl Sfu {
             debug!(lesson = %from.lesson, %track, "media: frame of a track not forwarded dropped");
             return;
         }
-        let payload: Arc<[u8]> = Arc::from(data.data);
+        let payload: Arc<[u8]> = data.data;
         for (key, peer) in self.peers.iter_mut() {
             if key.lesson != from.lesson
                 || key.participant == from.participant
