@@ -43,7 +43,18 @@ pub struct Counters {
     pub audio_tx: AtomicU64,
     /// Set once DTLS is up.
     pub connected: AtomicU64,
+    /// Video frames received that came from a camera ([`CAMERA_FRAME`] bytes).
+    pub camera_rx: AtomicU64,
+    /// Video frames received that came from a screen share ([`SCREEN_FRAME`] bytes).
+    pub screen_rx: AtomicU64,
+    /// Keyframe requests (PLI/FIR) the SFU sent this client.
+    pub keyframe_requests: AtomicU64,
 }
+
+/// Size of every camera frame a client sends (tells camera from screen).
+pub const CAMERA_FRAME: usize = 300;
+/// Size of every screen-share frame a client sends.
+pub const SCREEN_FRAME: usize = 500;
 
 impl Counters {
     pub fn audio_rx(&self) -> u64 {
@@ -54,6 +65,15 @@ impl Counters {
     }
     pub fn audio_tx(&self) -> u64 {
         self.audio_tx.load(Ordering::SeqCst)
+    }
+    pub fn camera_rx(&self) -> u64 {
+        self.camera_rx.load(Ordering::SeqCst)
+    }
+    pub fn screen_rx(&self) -> u64 {
+        self.screen_rx.load(Ordering::SeqCst)
+    }
+    pub fn keyframe_requests(&self) -> u64 {
+        self.keyframe_requests.load(Ordering::SeqCst)
     }
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst) > 0
@@ -78,6 +98,17 @@ impl Client {
         lesson: LessonId,
         participant: ParticipantId,
     ) -> anyhow::Result<Client> {
+        Self::connect_with(media, lesson, participant, false).await
+    }
+
+    /// As [`Client::connect`]; with `screen`, a second video m-line carries
+    /// a screen share.
+    pub async fn connect_with(
+        media: &MediaHandle,
+        lesson: LessonId,
+        participant: ParticipantId,
+        screen: bool,
+    ) -> anyhow::Result<Client> {
         media.add_participant(lesson, participant).await?;
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let local = socket.local_addr()?;
@@ -88,6 +119,8 @@ impl Client {
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let video = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let screen =
+            screen.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending) = api.apply().context("an offer with two m-lines")?;
         let answer = media
             .offer(lesson, participant, offer.to_sdp_string())
@@ -104,6 +137,7 @@ impl Client {
             local,
             audio,
             video,
+            screen,
             media: media.clone(),
             lesson,
             participant,
@@ -173,6 +207,7 @@ struct Task {
     local: SocketAddr,
     audio: Mid,
     video: Mid,
+    screen: Option<Mid>,
     media: MediaHandle,
     lesson: LessonId,
     participant: ParticipantId,
@@ -237,8 +272,12 @@ impl Task {
                     if connected && t >= next_video {
                         // A VP8 key frame header followed by filler.
                         let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
-                        frame.resize(300, 0x55);
+                        frame.resize(CAMERA_FRAME, 0x55);
                         self.write(self.video, Codec::Vp8, t, video_ticks, 90_000, &frame);
+                        if let Some(screen) = self.screen {
+                            frame.resize(SCREEN_FRAME, 0x66);
+                            self.write(screen, Codec::Vp8, t, video_ticks, 90_000, &frame);
+                        }
                         video_ticks += 9000;
                         next_video += Duration::from_millis(100);
                     }
@@ -299,9 +338,22 @@ impl Task {
                         }
                         Some(MediaKind::Video) => {
                             self.counters.video_rx.fetch_add(1, Ordering::SeqCst);
+                            let by_size = match d.data.len() {
+                                CAMERA_FRAME => Some(&self.counters.camera_rx),
+                                SCREEN_FRAME => Some(&self.counters.screen_rx),
+                                _ => None,
+                            };
+                            if let Some(c) = by_size {
+                                c.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
                         None => {}
                     }
+                }
+                Ok(Output::Event(Event::KeyframeRequest(_))) => {
+                    self.counters
+                        .keyframe_requests
+                        .fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return None,
