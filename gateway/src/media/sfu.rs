@@ -156,6 +156,18 @@ struct PeerKey {
     participant: ParticipantId,
 }
 
+/// Every key of one lesson: peers are ordered lesson first, so a lesson's
+/// peers are one contiguous range and forwarding never walks other lessons.
+fn lesson_range(lesson: LessonId) -> std::ops::RangeInclusive<PeerKey> {
+    PeerKey {
+        lesson,
+        participant: ParticipantId(u64::MIN),
+    }..=PeerKey {
+        lesson,
+        participant: ParticipantId(u64::MAX),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Inbound {
     mid: Mid,
@@ -319,7 +331,7 @@ impl Sfu {
             .retain(|(l, t)| !(*l == lesson && t.participant == participant));
         // Nobody else keeps a slot for a publisher that is gone; the m-lines
         // stay (silent) until the subscriber renegotiates.
-        for (k, p) in self.peers.iter_mut() {
+        for (k, p) in self.peers.range_mut(lesson_range(lesson)) {
             if k.lesson == lesson {
                 p.outbound
                     .retain(|o| o.track.participant != participant || o.state != OutState::Wanted);
@@ -557,8 +569,7 @@ impl Sfu {
     fn refresh_routes(&mut self, lesson: LessonId) {
         let published: Vec<(TrackId, MediaKind)> = self
             .peers
-            .iter()
-            .filter(|(k, _)| k.lesson == lesson)
+            .range(lesson_range(lesson))
             .flat_map(|(k, p)| {
                 p.inbound
                     .iter()
@@ -566,7 +577,7 @@ impl Sfu {
             })
             .filter(|(t, _)| self.forwarding.contains(&(lesson, *t)))
             .collect();
-        for (key, peer) in self.peers.iter_mut() {
+        for (key, peer) in self.peers.range_mut(lesson_range(lesson)) {
             if key.lesson != lesson || !peer.negotiated || !self.receiving.contains(key) {
                 continue;
             }
@@ -768,7 +779,7 @@ impl Sfu {
             return;
         }
         let payload: Arc<[u8]> = data.data;
-        for (key, peer) in self.peers.iter_mut() {
+        for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
             if key.lesson != from.lesson
                 || key.participant == from.participant
                 || !self.receiving.contains(key)
@@ -800,5 +811,84 @@ fn kind_of(source: MediaSource) -> MediaKind {
     match source {
         MediaSource::Microphone => MediaKind::Audio,
         MediaSource::Camera | MediaSource::ScreenShare => MediaKind::Video,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        // The unit tests are a shell too: they need one real instant to start from.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    const LESSON: LessonId = LessonId::from_bytes([1; 16]);
+
+    fn sfu() -> Sfu {
+        Sfu::new(
+            SfuConfig {
+                advertised: "127.0.0.1:4000".parse().expect("a literal address"),
+            },
+            t0(),
+        )
+        .expect("loopback is a valid host candidate")
+    }
+
+    #[test]
+    fn unspecified_advertised_address_is_refused() {
+        let config = SfuConfig {
+            advertised: "0.0.0.0:4000".parse().expect("a literal address"),
+        };
+        assert!(matches!(
+            Sfu::new(config, t0()),
+            Err(MediaError::BadAdvertisedAddress(_))
+        ));
+    }
+
+    #[test]
+    fn idle_sfu_has_no_deadline_and_drops_junk() {
+        let mut sfu = sfu();
+        assert_eq!(sfu.poll_output(), MediaOutput::Timeout(None));
+        let from: SocketAddr = "127.0.0.1:5000".parse().expect("a literal address");
+        let to = sfu.config.advertised;
+        for junk in [&[][..], &[0u8; 3], &[0x80; 200], &[22, 254, 253, 0, 0]] {
+            sfu.handle_datagram(t0(), from, to, junk);
+        }
+        assert_eq!(sfu.stats().dropped_datagrams, 4);
+        assert_eq!(sfu.poll_output(), MediaOutput::Timeout(None));
+    }
+
+    #[test]
+    fn sdp_errors_are_typed() {
+        let mut sfu = sfu();
+        let p = ParticipantId(1);
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, "v=0"),
+            Err(MediaError::UnknownParticipant { .. })
+        ));
+        sfu.add_participant(LESSON, p).expect("first add");
+        assert!(matches!(
+            sfu.add_participant(LESSON, p),
+            Err(MediaError::AlreadyAdded { .. })
+        ));
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, "garbage"),
+            Err(MediaError::MalformedSdp(_))
+        ));
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, &"x".repeat(MAX_SDP_LEN + 1)),
+            Err(MediaError::SdpTooLong(_))
+        ));
+        assert!(matches!(
+            sfu.accept_answer(LESSON, p, "garbage"),
+            Err(MediaError::MalformedSdp(_))
+        ));
+        sfu.remove_participant(LESSON, p);
+        assert!(matches!(
+            sfu.accept_answer(LESSON, p, "v=0"),
+            Err(MediaError::UnknownParticipant { .. })
+        ));
     }
 }
