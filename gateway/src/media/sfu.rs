@@ -114,6 +114,7 @@ pub enum MediaError {
 
 /// What the SFU asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MediaOutput {
     /// Send this datagram from the SFU's socket.
     Transmit {
