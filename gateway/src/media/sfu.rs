@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -60,6 +60,9 @@ use tracing::{debug, info, warn};
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
 pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// Least time between two keyframe requests caused by upstream loss.
+const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the SFU tells participants to send media.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,6 +246,8 @@ pub struct Sfu {
     dirty: BTreeSet<PeerKey>,
     outputs: VecDeque<MediaOutput>,
     stats: SfuStats,
+    /// When each video track last had a loss-driven keyframe request.
+    last_loss_pli: HashMap<(LessonId, TrackId), Instant>,
 }
 
 impl Sfu {
@@ -261,6 +266,7 @@ impl Sfu {
             dirty: BTreeSet::new(),
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
+            last_loss_pli: HashMap::new(),
         })
     }
 
@@ -286,6 +292,9 @@ impl Sfu {
                 participant,
             });
         }
+        // `build` only fails (panics, inside str0m) without a crypto provider
+        // or when DTLS certificate generation fails; the provider is set
+        // here, and key generation from the OS RNG does not fail.
         let mut rtc = Rtc::builder()
             .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
             .set_ice_lite(true)
@@ -330,6 +339,8 @@ impl Sfu {
         self.receiving.remove(&key);
         self.forwarding
             .retain(|(l, t)| !(*l == lesson && t.participant == participant));
+        self.last_loss_pli
+            .retain(|(l, t), _| !(*l == lesson && t.participant == participant));
         // Nobody else keeps a slot for a publisher that is gone; the m-lines
         // stay (silent) until the subscriber renegotiates.
         for (k, p) in self.peers.range_mut(lesson_range(lesson)) {
@@ -778,6 +789,15 @@ impl Sfu {
             self.stats.dropped_not_forwarded += 1;
             debug!(lesson = %from.lesson, %track, "media: frame of a track not forwarded dropped");
             return;
+        }
+        if !data.contiguous {
+            // Frames were lost upstream: subscribers need a fresh keyframe,
+            // but ask at most once a second per track.
+            let last = self.last_loss_pli.get(&(from.lesson, track)).copied();
+            if last.is_none_or(|t| self.now.saturating_duration_since(t) >= LOSS_PLI_INTERVAL) {
+                self.last_loss_pli.insert((from.lesson, track), self.now);
+                self.request_keyframe(from.lesson, track);
+            }
         }
         let payload: Arc<[u8]> = data.data;
         for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
