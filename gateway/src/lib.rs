@@ -3,3 +3,4 @@
 //! feed to the recorder.
 #![forbid(unsafe_code)]
 pub mod lesson;
+pub mod media;

@@ -1,0 +1,387 @@
+//! The media driver: the thin tokio shell around [`Sfu`]. It owns the one
+//! UDP socket every participant talks to and is the only media code that
+//! reads the clock. It moves bytes and commands into the SFU and its outputs
+//! out; it decides nothing.
+//!
+//! One task `select!`s over the socket, the command channel from
+//! [`MediaHandle`]s and the SFU's next deadline. It stops when every handle
+//! has been dropped.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chaperone_protocol::{LessonId, ParticipantId, TrackId};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use super::sfu::{MediaError, MediaOutput, Sfu, SfuConfig, SfuStats};
+
+/// Largest datagram read; WebRTC keeps datagrams under the path MTU.
+const RECV_BUF: usize = 2048;
+
+/// Commands queued to the driver before senders wait.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Where the media socket listens and what it tells participants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaDriverConfig {
+    /// Address the one UDP socket binds. Default `127.0.0.1:0` (tests).
+    pub bind: SocketAddr,
+    /// Address put in answers as the only candidate (the server's public
+    /// address and port). Default: the bound address, which must then be a
+    /// concrete address, not `0.0.0.0`.
+    pub advertised: Option<SocketAddr>,
+}
+
+impl Default for MediaDriverConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            advertised: None,
+        }
+    }
+}
+
+/// Something the media plane tells the signaling side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// Send this server offer to the participant; pass their answer to
+    /// [`MediaHandle::answer`].
+    Offer {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+        /// SDP text.
+        sdp: String,
+    },
+}
+
+#[derive(Debug)]
+enum Command {
+    Add {
+        lesson: LessonId,
+        participant: ParticipantId,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Remove {
+        lesson: LessonId,
+        participant: ParticipantId,
+        reply: oneshot::Sender<()>,
+    },
+    Offer {
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    Answer {
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Forward {
+        lesson: LessonId,
+        track: TrackId,
+        on: bool,
+        reply: oneshot::Sender<()>,
+    },
+    Receive {
+        lesson: LessonId,
+        participant: ParticipantId,
+        on: bool,
+        reply: oneshot::Sender<()>,
+    },
+    Stats {
+        reply: oneshot::Sender<SfuStats>,
+    },
+}
+
+/// A cheap, cloneable handle to a running media driver. Each call returns
+/// once the SFU has applied it: after `forward(.., false)` returns, no
+/// further frame of that track is written to anyone.
+#[derive(Clone, Debug)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    advertised: SocketAddr,
+}
+
+/// The driver's clock. The only media code that reads it: everything below
+/// takes `now` as an argument.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Binds the socket and starts the driver task. Returns the handle and the
+/// stream of events for signaling.
+pub async fn start(
+    config: MediaDriverConfig,
+) -> Result<(MediaHandle, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|e| MediaError::Io(e.to_string()))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| MediaError::Io(e.to_string()))?;
+    let advertised = config.advertised.unwrap_or(local_addr);
+    let sfu = Sfu::new(SfuConfig { advertised }, now())?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    info!(%local_addr, %advertised, "media: listening");
+    tokio::spawn(run(socket, advertised, sfu, rx, events_tx));
+    Ok((
+        MediaHandle {
+            tx,
+            local_addr,
+            advertised,
+        },
+        events_rx,
+    ))
+}
+
+impl MediaHandle {
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address participants are told to use.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| MediaError::Stopped)?;
+        rx.await.map_err(|_| MediaError::Stopped)
+    }
+
+    /// See [`Sfu::add_participant`].
+    pub async fn add_participant(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Add {
+            lesson,
+            participant,
+            reply,
+        })
+        .await?
+    }
+
+    /// See [`Sfu::remove_participant`].
+    pub async fn remove_participant(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Remove {
+            lesson,
+            participant,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`Sfu::accept_offer`]; returns the SDP answer.
+    pub async fn offer(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<String, MediaError> {
+        self.call(|reply| Command::Offer {
+            lesson,
+            participant,
+            sdp,
+            reply,
+        })
+        .await?
+    }
+
+    /// See [`Sfu::accept_answer`].
+    pub async fn answer(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Answer {
+            lesson,
+            participant,
+            sdp,
+            reply,
+        })
+        .await?
+    }
+
+    /// See [`Sfu::set_forward`].
+    pub async fn set_forward(
+        &self,
+        lesson: LessonId,
+        track: TrackId,
+        on: bool,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Forward {
+            lesson,
+            track,
+            on,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`Sfu::set_receive`].
+    pub async fn set_receive(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        on: bool,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Receive {
+            lesson,
+            participant,
+            on,
+            reply,
+        })
+        .await
+    }
+
+    /// The SFU's counters.
+    pub async fn stats(&self) -> Result<SfuStats, MediaError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+}
+
+async fn run(
+    socket: UdpSocket,
+    advertised: SocketAddr,
+    mut sfu: Sfu,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) {
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let next = flush(&mut sfu, &socket, &events).await;
+        // With no connection there is no deadline; wake rarely anyway.
+        let deadline = next.unwrap_or_else(|| now() + Duration::from_secs(60));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, from)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    sfu.handle_datagram(now(), from, advertised, data);
+                }
+                // E.g. ICMP port unreachable surfacing on some platforms:
+                // a property of one peer, never a reason to stop serving.
+                Err(e) => debug!(error = %e, "media: recv failed"),
+            },
+            command = commands.recv() => match command {
+                Some(command) => apply(&mut sfu, command),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
+        }
+    }
+    info!("media: driver stopped (no handles left)");
+}
+
+/// Sends what the SFU produced; returns its next deadline.
+async fn flush(
+    sfu: &mut Sfu,
+    socket: &UdpSocket,
+    events: &mpsc::UnboundedSender<MediaEvent>,
+) -> Option<Instant> {
+    loop {
+        match sfu.poll_output() {
+            MediaOutput::Transmit { to, bytes } => {
+                if let Err(e) = socket.send_to(&bytes, to).await {
+                    debug!(%to, error = %e, "media: send failed");
+                }
+            }
+            MediaOutput::Offer {
+                lesson,
+                participant,
+                sdp,
+            } => {
+                // Nobody listening means signaling is gone; the offer is moot.
+                let _ = events.send(MediaEvent::Offer {
+                    lesson,
+                    participant,
+                    sdp,
+                });
+            }
+            MediaOutput::Timeout(t) => return t,
+        }
+    }
+}
+
+/// Applies one command. A caller that stopped waiting for the reply does
+/// not undo the command, so reply errors are ignored.
+fn apply(sfu: &mut Sfu, command: Command) {
+    match command {
+        Command::Add {
+            lesson,
+            participant,
+            reply,
+        } => {
+            let _ = reply.send(sfu.add_participant(lesson, participant));
+        }
+        Command::Remove {
+            lesson,
+            participant,
+            reply,
+        } => {
+            sfu.remove_participant(lesson, participant);
+            let _ = reply.send(());
+        }
+        Command::Offer {
+            lesson,
+            participant,
+            sdp,
+            reply,
+        } => {
+            let _ = reply.send(sfu.accept_offer(lesson, participant, &sdp));
+        }
+        Command::Answer {
+            lesson,
+            participant,
+            sdp,
+            reply,
+        } => {
+            let _ = reply.send(sfu.accept_answer(lesson, participant, &sdp));
+        }
+        Command::Forward {
+            lesson,
+            track,
+            on,
+            reply,
+        } => {
+            sfu.set_forward(lesson, track, on);
+            let _ = reply.send(());
+        }
+        Command::Receive {
+            lesson,
+            participant,
+            on,
+            reply,
+        } => {
+            sfu.set_receive(lesson, participant, on);
+            let _ = reply.send(());
+        }
+        Command::Stats { reply } => {
+            let _ = reply.send(sfu.stats());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The media plane: an SFU on str0m behind our own types, so nothing else in
+//! the gateway names a str0m type.
+//!
+//! [`Sfu`] is sans-IO: it owns one WebRTC connection per admitted
+//! participant and forwards a track to a subscriber only when the lesson core
+//! has said both `Forward { track, on: true }` and `Receive { participant, on:
+//! true }`. What a client sends beyond that is dropped here, on the server
+//! (SECURITY.md 15, 16). [`driver`] is the thin tokio shell that owns the one
+//! UDP socket and the clock.
+//!
+//! It must never forward by default, read the clock outside the driver, or
+//! tell a participant any address but the server's own (SECURITY.md 19).
+
+pub mod driver;
+mod sfu;
+
+pub use driver::{MediaDriverConfig, MediaEvent, MediaHandle};
+pub use sfu::{MAX_SDP_LEN, MediaError, MediaOutput, Sfu, SfuConfig, SfuStats};
