@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 pub mod lesson;
 pub mod media;
+pub mod store;

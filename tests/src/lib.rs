@@ -6,3 +6,4 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod process;
+pub mod redis;

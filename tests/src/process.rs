@@ -34,10 +34,10 @@ impl ChildGuard {
 
     /// Fails if the child has already exited (it crashed or refused to start).
     pub fn check_running(&mut self) -> Result<()> {
-        if let Some(child) = self.child.as_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!("{} exited early with {status}", self.name);
-            }
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("{} exited early with {status}", self.name);
         }
         Ok(())
     }

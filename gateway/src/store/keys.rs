@@ -1,0 +1,51 @@
+//! Every Redis key and channel name, in one place. All live under a
+//! configurable prefix so deployments and test runs never collide, and so
+//! nothing here ever needs `FLUSHDB`.
+
+use chaperone_protocol::{LessonId, UserRef};
+
+/// `{prefix}:lesson:{id}` — hash with fields `v` (version) and `data` (snapshot bytes).
+pub fn lesson(prefix: &str, id: LessonId) -> String {
+    format!("{prefix}:lesson:{id}")
+}
+
+/// `{prefix}:blocks` — hash from user key to JSON `Block`.
+pub fn blocks(prefix: &str) -> String {
+    format!("{prefix}:blocks")
+}
+
+/// `{prefix}:grant:{id}` — JSON `VisitorGrant`.
+pub fn grant(prefix: &str, id: &str) -> String {
+    format!("{prefix}:grant:{id}")
+}
+
+/// `{prefix}:grants:{user}` — set of a visitor's grant ids.
+pub fn grants_of(prefix: &str, user: &UserRef) -> String {
+    format!("{prefix}:grants:{}", user_key(user))
+}
+
+/// `{prefix}:session:{id}` — JSON `SessionRecord`, expiring.
+pub fn session(prefix: &str, id: &str) -> String {
+    format!("{prefix}:session:{id}")
+}
+
+/// `{prefix}:sessions:{user}` — set of a person's session ids.
+pub fn sessions_of(prefix: &str, user: &UserRef) -> String {
+    format!("{prefix}:sessions:{}", user_key(user))
+}
+
+/// `{prefix}:once:{namespace}:{id}` — a single-use claim, expiring.
+pub fn once(prefix: &str, namespace: &str, id: &str) -> String {
+    format!("{prefix}:once:{namespace}:{id}")
+}
+
+/// `{prefix}:events` — the pub/sub channel of cluster events.
+pub fn events(prefix: &str) -> String {
+    format!("{prefix}:events")
+}
+
+/// A user as one key component: JSON, so no issuer or subject can forge a
+/// separator.
+pub fn user_key(user: &UserRef) -> String {
+    serde_json::to_string(user).unwrap_or_default()
+}

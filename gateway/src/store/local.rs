@@ -1,0 +1,233 @@
+//! The embedded store: everything in one process's memory. Used by
+//! `gateway --dev` and single-node deployments; nothing survives a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chaperone_protocol::{LessonId, UserRef};
+use tokio::sync::broadcast;
+
+use super::{
+    Block, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
+    VisitorGrant, check_size,
+};
+
+#[derive(Debug, Default)]
+struct Inner {
+    lessons: HashMap<LessonId, Versioned>,
+    blocks: HashMap<UserRef, Block>,
+    grants: HashMap<String, VisitorGrant>,
+    sessions: HashMap<String, (SessionRecord, UnixMillis)>,
+    claims: HashMap<(String, String), UnixMillis>,
+}
+
+/// The in-memory store. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    // A std mutex: every critical section is a few map operations and never
+    // awaits, so an async mutex would only add cost (see mini-redis `Db`).
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            events,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave these maps half-updated
+        // in a way later readers could misread (each operation is one insert
+        // or remove), so a poisoned lock is safe to keep using.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StateStore for LocalStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn load_lesson(&self, lesson: LessonId) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.lock().lessons.get(&lesson).cloned())
+    }
+
+    async fn save_lesson(
+        &self,
+        lesson: LessonId,
+        expected: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        check_size(bytes.len())?;
+        let mut inner = self.lock();
+        let current = inner.lessons.get(&lesson).map_or(0, |v| v.version);
+        if current != expected {
+            return Err(StoreError::Conflict { current });
+        }
+        let version = current + 1;
+        inner.lessons.insert(lesson, Versioned { version, bytes });
+        Ok(version)
+    }
+
+    async fn delete_lesson(&self, lesson: LessonId) -> Result<(), StoreError> {
+        self.lock().lessons.remove(&lesson);
+        Ok(())
+    }
+
+    async fn block(&self, user: &UserRef, block: Block) -> Result<(), StoreError> {
+        self.lock().blocks.insert(user.clone(), block);
+        Ok(())
+    }
+
+    async fn unblock(&self, user: &UserRef) -> Result<bool, StoreError> {
+        Ok(self.lock().blocks.remove(user).is_some())
+    }
+
+    async fn blocked(&self, user: &UserRef) -> Result<Option<Block>, StoreError> {
+        Ok(self.lock().blocks.get(user).cloned())
+    }
+
+    async fn list_blocks(&self) -> Result<Vec<(UserRef, Block)>, StoreError> {
+        let mut all: Vec<_> = self
+            .lock()
+            .blocks
+            .iter()
+            .map(|(u, b)| (u.clone(), b.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    async fn put_grant(&self, grant: VisitorGrant) -> Result<(), StoreError> {
+        self.lock().grants.insert(grant.id.clone(), grant);
+        Ok(())
+    }
+
+    async fn revoke_grant(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().grants.remove(id).is_some())
+    }
+
+    async fn grants_for(&self, user: &UserRef) -> Result<Vec<VisitorGrant>, StoreError> {
+        let mut grants: Vec<_> = self
+            .lock()
+            .grants
+            .values()
+            .filter(|g| g.visitor == *user)
+            .cloned()
+            .collect();
+        grants.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(grants)
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        record: SessionRecord,
+        _now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        check_size(record.payload.len())?;
+        self.lock()
+            .sessions
+            .insert(id.to_owned(), (record, expires_at));
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut inner = self.lock();
+        match inner.sessions.get(id) {
+            Some((record, expires_at)) if now < *expires_at => Ok(Some(record.clone())),
+            Some(_) => {
+                inner.sessions.remove(id);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn touch_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
+            Some((_, exp)) if now < *exp => {
+                *exp = expires_at;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().sessions.remove(id);
+        Ok(())
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user: &UserRef,
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut ended = 0;
+        inner.sessions.retain(|_, (record, expires_at)| {
+            if record.user == *user {
+                if now < *expires_at {
+                    ended += 1;
+                }
+                false
+            } else {
+                true
+            }
+        });
+        Ok(ended)
+    }
+
+    async fn claim_once(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        // Forget claims whose tokens can no longer be presented anyway.
+        inner.claims.retain(|_, exp| now < *exp);
+        let key = (namespace.to_owned(), id.to_owned());
+        if inner.claims.contains_key(&key) {
+            return Ok(false);
+        }
+        inner.claims.insert(key, expires_at);
+        Ok(true)
+    }
+
+    async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
+        // No subscriber is not an error: nobody needed telling.
+        let _ = self.events.send(event);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,368 @@
+//! The state store: what must survive a gateway node or be shared between
+//! nodes — lesson control snapshots (compare-and-set versioned), the block
+//! list, visitor grants, login sessions, single-use claims (room-token
+//! `jti`s) — and the pub/sub of cluster events (blocks, ended sessions,
+//! lesson events).
+//!
+//! One trait, [`StateStore`], two implementations chosen at start-up through
+//! [`Store`]: [`LocalStore`] (in memory, the embedded default for one
+//! process) and [`RedisStore`] (shared by every node). The same conformance
+//! suite (`tests/tests/store_conformance.rs`) runs against both.
+//!
+//! The store never reads a clock: callers pass wall-clock times in as
+//! [`UnixMillis`]. It never interprets lesson snapshots or session payloads:
+//! they are bytes and JSON owned by the lesson core and the auth layer.
+
+mod keys;
+mod local;
+mod redis;
+
+use std::future::Future;
+
+use chaperone_protocol::{LessonId, UserRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use self::local::LocalStore;
+pub use self::redis::{RedisStore, RedisStoreConfig};
+
+/// Largest value the store accepts (a snapshot or a session payload).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// How many cluster events a slow subscriber may fall behind before it
+/// misses some (it is then told, by `RecvError::Lagged`).
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Wall-clock time as milliseconds since the Unix epoch, passed in by callers.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// Milliseconds from `self` until `later`, at least 1 (Redis refuses a zero TTL).
+    pub fn until(self, later: UnixMillis) -> u64 {
+        later.0.saturating_sub(self.0).max(1)
+    }
+}
+
+/// A value with its compare-and-set version (1 for the first write).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Versioned {
+    /// Incremented on every successful write.
+    pub version: u64,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why and by whom a person was blocked.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    /// The stated reason (audited).
+    pub reason: String,
+    /// Who blocked them.
+    pub by: UserRef,
+    /// When.
+    pub at: UnixMillis,
+}
+
+/// Time-boxed observer access for a visitor (e.g. an inspector).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorGrant {
+    /// Unguessable id of the grant.
+    pub id: String,
+    /// The visitor.
+    pub visitor: UserRef,
+    /// Lessons they may observe.
+    pub lessons: Vec<LessonId>,
+    /// Start of the window.
+    pub not_before: UnixMillis,
+    /// End of the window (exclusive).
+    pub not_after: UnixMillis,
+    /// Who granted it.
+    pub granted_by: UserRef,
+    /// Why.
+    pub reason: String,
+}
+
+impl VisitorGrant {
+    /// Whether the grant lets its visitor into `lesson` at `now`.
+    pub fn covers(&self, lesson: LessonId, now: UnixMillis) -> bool {
+        self.not_before <= now && now < self.not_after && self.lessons.contains(&lesson)
+    }
+}
+
+/// A login session. The auth layer owns the payload's meaning.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRecord {
+    /// Whose session.
+    pub user: UserRef,
+    /// Opaque JSON owned by the auth layer.
+    pub payload: String,
+}
+
+/// An event every node hears.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreEvent {
+    /// A person was blocked: end their connections everywhere.
+    Blocked {
+        /// Who.
+        user: UserRef,
+    },
+    /// A block was lifted.
+    Unblocked {
+        /// Who.
+        user: UserRef,
+    },
+    /// All of a person's sessions were ended.
+    SessionsEnded {
+        /// Who.
+        user: UserRef,
+    },
+    /// Something for the node that owns a lesson.
+    Lesson {
+        /// The lesson.
+        lesson: LessonId,
+        /// Opaque to the store.
+        payload: String,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing store cannot be reached; nothing was changed that the caller can rely on.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-set write lost: the stored version is `current`.
+    #[error("version conflict: stored version is {current}")]
+    Conflict {
+        /// The version now stored (0 if none).
+        current: u64,
+    },
+    /// A stored value could not be decoded.
+    #[error("corrupt value in state store: {0}")]
+    Corrupt(String),
+    /// A value exceeds [`MAX_VALUE_BYTES`].
+    #[error("value of {0} bytes is too large for the state store")]
+    TooLarge(usize),
+}
+
+/// What must survive a node or be shared between nodes. See the module docs.
+pub trait StateStore: Clone + Send + Sync + 'static {
+    /// Checks the store answers (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest snapshot of a lesson, if any.
+    fn load_lesson(
+        &self,
+        lesson: LessonId,
+    ) -> impl Future<Output = Result<Option<Versioned>, StoreError>> + Send;
+    /// Writes a snapshot if the stored version is `expected` (0: none stored);
+    /// returns the new version, or `Conflict` with the stored one.
+    fn save_lesson(
+        &self,
+        lesson: LessonId,
+        expected: u64,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Forgets a lesson's snapshot.
+    fn delete_lesson(
+        &self,
+        lesson: LessonId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Blocks a person (replacing any earlier block).
+    fn block(
+        &self,
+        user: &UserRef,
+        block: Block,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Lifts a block; returns whether there was one.
+    fn unblock(&self, user: &UserRef) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The block on a person, if any.
+    fn blocked(
+        &self,
+        user: &UserRef,
+    ) -> impl Future<Output = Result<Option<Block>, StoreError>> + Send;
+    /// Every block.
+    fn list_blocks(&self)
+    -> impl Future<Output = Result<Vec<(UserRef, Block)>, StoreError>> + Send;
+
+    /// Stores a visitor grant (replacing one with the same id).
+    fn put_grant(&self, grant: VisitorGrant)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revokes a grant; returns whether it existed.
+    fn revoke_grant(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// A visitor's grants.
+    fn grants_for(
+        &self,
+        user: &UserRef,
+    ) -> impl Future<Output = Result<Vec<VisitorGrant>, StoreError>> + Send;
+
+    /// Stores a session until `expires_at`.
+    fn put_session(
+        &self,
+        id: &str,
+        record: SessionRecord,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A live session (`None` once expired or deleted).
+    fn get_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send;
+    /// Moves a live session's expiry (idle timeout); returns whether it was live.
+    fn touch_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends a session.
+    fn delete_session(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Ends every session of a person; returns how many live ones ended.
+    fn delete_sessions_of(
+        &self,
+        user: &UserRef,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// True the first time `(namespace, id)` is claimed before `expires_at`,
+    /// false on every later claim (single-use tokens).
+    fn claim_once(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Tells every node (this one included).
+    fn publish(&self, event: StoreEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Hears every published event from now on.
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+}
+
+/// The store chosen at start-up.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// In memory, one process.
+    Local(LocalStore),
+    /// Redis, shared by every node.
+    Redis(RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Local($s) => $e,
+            Store::Redis($s) => $e,
+        }
+    };
+}
+
+impl StateStore for Store {
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+    async fn load_lesson(&self, lesson: LessonId) -> Result<Option<Versioned>, StoreError> {
+        dispatch!(self, s => s.load_lesson(lesson).await)
+    }
+    async fn save_lesson(
+        &self,
+        lesson: LessonId,
+        expected: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.save_lesson(lesson, expected, bytes).await)
+    }
+    async fn delete_lesson(&self, lesson: LessonId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_lesson(lesson).await)
+    }
+    async fn block(&self, user: &UserRef, block: Block) -> Result<(), StoreError> {
+        dispatch!(self, s => s.block(user, block).await)
+    }
+    async fn unblock(&self, user: &UserRef) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.unblock(user).await)
+    }
+    async fn blocked(&self, user: &UserRef) -> Result<Option<Block>, StoreError> {
+        dispatch!(self, s => s.blocked(user).await)
+    }
+    async fn list_blocks(&self) -> Result<Vec<(UserRef, Block)>, StoreError> {
+        dispatch!(self, s => s.list_blocks().await)
+    }
+    async fn put_grant(&self, grant: VisitorGrant) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_grant(grant).await)
+    }
+    async fn revoke_grant(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_grant(id).await)
+    }
+    async fn grants_for(&self, user: &UserRef) -> Result<Vec<VisitorGrant>, StoreError> {
+        dispatch!(self, s => s.grants_for(user).await)
+    }
+    async fn put_session(
+        &self,
+        id: &str,
+        record: SessionRecord,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_session(id, record, now, expires_at).await)
+    }
+    async fn get_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        dispatch!(self, s => s.get_session(id, now).await)
+    }
+    async fn touch_session(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.touch_session(id, now, expires_at).await)
+    }
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_session(id).await)
+    }
+    async fn delete_sessions_of(
+        &self,
+        user: &UserRef,
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.delete_sessions_of(user, now).await)
+    }
+    async fn claim_once(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.claim_once(namespace, id, now, expires_at).await)
+    }
+    async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
+        dispatch!(self, s => s.publish(event).await)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        dispatch!(self, s => s.subscribe())
+    }
+}
+
+/// Refuses values over [`MAX_VALUE_BYTES`].
+fn check_size(len: usize) -> Result<(), StoreError> {
+    if len > MAX_VALUE_BYTES {
+        Err(StoreError::TooLarge(len))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every Chaperone test on a fresh Debian machine.
+#
+# Installs what is missing (Debian packages, cargo-nextest, npm packages for the
+# browser and identity-provider tests), builds the workspace, and runs all
+# tests. The tests start the real services they need (redis-server, ...) on
+# free loopback ports and stop them when they finish, also on failure; this
+# script additionally kills anything left in its process group on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+cleanup() {
+  local status=$?
+  # Stop any server a test or this script left behind (our own children only).
+  pkill -P $$ 2>/dev/null || true
+  if [ "$status" -eq 0 ]; then log "all tests passed"; else log "FAILED (exit $status)"; fi
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- system packages -------------------------------------------------------
+# binary -> Debian package
+declare -A NEEDED=(
+  [redis-server]=redis-server
+  [age]=age
+)
+missing=()
+for bin in "${!NEEDED[@]}"; do
+  command -v "$bin" >/dev/null 2>&1 || missing+=("${NEEDED[$bin]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- Rust tools --------------------------------------------------------------
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# --- build and test ----------------------------------------------------------
+log "building the workspace (binaries are used by the end-to-end tests)"
+cargo build --workspace --all-targets --locked
+
+log "running the Rust tests"
+cargo nextest run --workspace --no-fail-fast --locked
+
+log "running the documentation tests"
+cargo test --workspace --doc --locked

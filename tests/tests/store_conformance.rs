@@ -1,0 +1,436 @@
+//! One conformance suite for both state stores: the in-memory `LocalStore`
+//! and `RedisStore` against a private, real `redis-server` started on a free
+//! loopback port for each test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chaperone_gateway::store::{
+    Block, LocalStore, RedisStore, RedisStoreConfig, SessionRecord, StateStore, StoreError,
+    StoreEvent, UnixMillis, VisitorGrant,
+};
+use chaperone_protocol::{LessonId, UserRef};
+use chaperone_tests::redis::RedisServer;
+
+fn user(sub: &str) -> UserRef {
+    UserRef::new("https://idp.test", sub).unwrap()
+}
+
+fn lesson(n: u8) -> LessonId {
+    LessonId::from_bytes([n; 16])
+}
+
+const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+
+fn at(offset_ms: u64) -> UnixMillis {
+    UnixMillis(T0.0 + offset_ms)
+}
+
+fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    let mut config = RedisStoreConfig::new(server.url());
+    config.prefix = prefix.to_owned();
+    config.timeout = Duration::from_millis(500);
+    RedisStore::open(config).unwrap()
+}
+
+/// Generates a test against each store for every case.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::LocalStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let server = super::RedisServer::start().unwrap();
+                    let store = super::redis_store(&server, concat!("t-", stringify!($case)));
+                    super::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ping_answers,
+    lesson_snapshots_compare_and_set,
+    lesson_snapshots_refuse_oversized,
+    blocks_are_kept_and_lifted,
+    visitor_grants_cover_their_window,
+    sessions_expire_and_end_per_user,
+    single_use_claims,
+    events_reach_subscribers,
+);
+
+async fn ping_answers<S: StateStore>(store: S) {
+    store.ping().await.unwrap();
+}
+
+async fn lesson_snapshots_compare_and_set<S: StateStore>(store: S) {
+    let id = lesson(1);
+    assert_eq!(store.load_lesson(id).await.unwrap(), None);
+    // Create-only: expected 0 means "must not exist yet".
+    assert_eq!(store.save_lesson(id, 0, b"one".to_vec()).await.unwrap(), 1);
+    assert_eq!(
+        store.save_lesson(id, 0, b"again".to_vec()).await,
+        Err(StoreError::Conflict { current: 1 })
+    );
+    assert_eq!(store.save_lesson(id, 1, b"two".to_vec()).await.unwrap(), 2);
+    // A writer holding a stale version loses, and learns the current one.
+    assert_eq!(
+        store.save_lesson(id, 1, b"stale".to_vec()).await,
+        Err(StoreError::Conflict { current: 2 })
+    );
+    let v = store.load_lesson(id).await.unwrap().unwrap();
+    assert_eq!((v.version, v.bytes.as_slice()), (2, b"two".as_slice()));
+    // Binary data survives intact.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(store.save_lesson(id, 2, binary.clone()).await.unwrap(), 3);
+    assert_eq!(store.load_lesson(id).await.unwrap().unwrap().bytes, binary);
+    // Other lessons are independent.
+    assert_eq!(store.load_lesson(lesson(2)).await.unwrap(), None);
+    store.delete_lesson(id).await.unwrap();
+    assert_eq!(store.load_lesson(id).await.unwrap(), None);
+    assert_eq!(
+        store.save_lesson(id, 0, b"fresh".to_vec()).await.unwrap(),
+        1
+    );
+}
+
+async fn lesson_snapshots_refuse_oversized<S: StateStore>(store: S) {
+    let big = vec![0u8; chaperone_gateway::store::MAX_VALUE_BYTES + 1];
+    assert!(matches!(
+        store.save_lesson(lesson(3), 0, big).await,
+        Err(StoreError::TooLarge(_))
+    ));
+    assert_eq!(store.load_lesson(lesson(3)).await.unwrap(), None);
+}
+
+async fn blocks_are_kept_and_lifted<S: StateStore>(store: S) {
+    let pupil = user("pupil-1");
+    let dsl = user("dsl");
+    assert_eq!(store.blocked(&pupil).await.unwrap(), None);
+    let block = Block {
+        reason: "threatening messages".to_owned(),
+        by: dsl.clone(),
+        at: T0,
+    };
+    store.block(&pupil, block.clone()).await.unwrap();
+    assert_eq!(store.blocked(&pupil).await.unwrap(), Some(block.clone()));
+    assert_eq!(store.blocked(&user("pupil-2")).await.unwrap(), None);
+    // A subject that only differs by issuer is another person.
+    let other_idp = UserRef::new("https://other.test", "pupil-1").unwrap();
+    assert_eq!(store.blocked(&other_idp).await.unwrap(), None);
+    assert_eq!(
+        store.list_blocks().await.unwrap(),
+        vec![(pupil.clone(), block)]
+    );
+    assert!(store.unblock(&pupil).await.unwrap());
+    assert!(!store.unblock(&pupil).await.unwrap());
+    assert_eq!(store.blocked(&pupil).await.unwrap(), None);
+    assert!(store.list_blocks().await.unwrap().is_empty());
+}
+
+async fn visitor_grants_cover_their_window<S: StateStore>(store: S) {
+    let inspector = user("inspector");
+    let grant = VisitorGrant {
+        id: "g1".to_owned(),
+        visitor: inspector.clone(),
+        lessons: vec![lesson(1)],
+        not_before: at(1_000),
+        not_after: at(60_000),
+        granted_by: user("slt"),
+        reason: "inspection".to_owned(),
+    };
+    store.put_grant(grant.clone()).await.unwrap();
+    let grants = store.grants_for(&inspector).await.unwrap();
+    assert_eq!(grants, vec![grant.clone()]);
+    assert!(!grants[0].covers(lesson(1), at(999)), "before the window");
+    assert!(grants[0].covers(lesson(1), at(1_000)));
+    assert!(!grants[0].covers(lesson(1), at(60_000)), "end is exclusive");
+    assert!(!grants[0].covers(lesson(2), at(2_000)), "another lesson");
+    assert!(
+        store
+            .grants_for(&user("someone-else"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.revoke_grant("g1").await.unwrap());
+    assert!(!store.revoke_grant("g1").await.unwrap());
+    assert!(store.grants_for(&inspector).await.unwrap().is_empty());
+}
+
+async fn sessions_expire_and_end_per_user<S: StateStore>(store: S) {
+    let teacher = user("teacher");
+    let pupil = user("pupil");
+    let record = |u: &UserRef| SessionRecord {
+        user: u.clone(),
+        payload: r#"{"roles":["teacher"]}"#.to_owned(),
+    };
+    store
+        .put_session("s-teacher-1", record(&teacher), T0, at(60_000))
+        .await
+        .unwrap();
+    store
+        .put_session("s-teacher-2", record(&teacher), T0, at(60_000))
+        .await
+        .unwrap();
+    store
+        .put_session("s-pupil", record(&pupil), T0, at(60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session("s-teacher-1", at(1)).await.unwrap(),
+        Some(record(&teacher))
+    );
+    assert_eq!(store.get_session("nope", at(1)).await.unwrap(), None);
+    assert!(
+        store
+            .touch_session("s-pupil", at(1), at(120_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch_session("nope", at(1), at(120_000))
+            .await
+            .unwrap()
+    );
+
+    // Blocking someone ends every session of theirs, and only theirs.
+    assert_eq!(store.delete_sessions_of(&teacher, at(2)).await.unwrap(), 2);
+    assert_eq!(store.get_session("s-teacher-1", at(3)).await.unwrap(), None);
+    assert_eq!(store.get_session("s-teacher-2", at(3)).await.unwrap(), None);
+    assert_eq!(
+        store.get_session("s-pupil", at(3)).await.unwrap(),
+        Some(record(&pupil))
+    );
+    assert_eq!(store.delete_sessions_of(&teacher, at(4)).await.unwrap(), 0);
+
+    store.delete_session("s-pupil").await.unwrap();
+    assert_eq!(store.get_session("s-pupil", at(5)).await.unwrap(), None);
+
+    // Expiry: the record is gone once its time has passed. Redis expires by
+    // TTL in real time, so this session is given a short one (50 ms).
+    store
+        .put_session("short", record(&pupil), T0, at(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(store.get_session("short", at(120)).await.unwrap(), None);
+}
+
+async fn single_use_claims<S: StateStore>(store: S) {
+    assert!(
+        store
+            .claim_once("jti", "token-1", T0, at(300_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_once("jti", "token-1", at(1), at(300_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_once("jti", "token-2", at(1), at(300_000))
+            .await
+            .unwrap()
+    );
+    // Namespaces are separate.
+    assert!(
+        store
+            .claim_once("other", "token-1", at(1), at(300_000))
+            .await
+            .unwrap()
+    );
+}
+
+async fn events_reach_subscribers<S: StateStore>(store: S) {
+    let mut rx = store.subscribe();
+    let events = vec![
+        StoreEvent::Blocked { user: user("p1") },
+        StoreEvent::Unblocked { user: user("p1") },
+        StoreEvent::SessionsEnded { user: user("p2") },
+        StoreEvent::Lesson {
+            lesson: lesson(9),
+            payload: "{\"hello\":1}".to_owned(),
+        },
+    ];
+    let mut delivered = Vec::new();
+    // Pub/sub is fire-and-forget: publish until the listener is subscribed
+    // and hears the first one, then the rest in order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while delivered.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event delivered within 5 s"
+        );
+        store.publish(events[0].clone()).await.unwrap();
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            delivered.push(e);
+        }
+    }
+    for e in &events[1..] {
+        store.publish(e.clone()).await.unwrap();
+    }
+    while delivered.len() < events.len() {
+        let e = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // Skip duplicates of the first event left over from the retries.
+        if e != events[0] {
+            delivered.push(e);
+        }
+    }
+    assert_eq!(delivered, events);
+}
+
+// ----------------------------------------------------------------------
+// Redis only: two nodes, and an outage.
+// ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn redis_events_reach_every_node_and_state_is_shared() {
+    let server = RedisServer::start().unwrap();
+    let node_a = redis_store(&server, "two-nodes");
+    let node_b = redis_store(&server, "two-nodes");
+    assert!(node_a.wait_subscribed(Duration::from_secs(5)).await);
+    assert!(node_b.wait_subscribed(Duration::from_secs(5)).await);
+    let mut on_a = node_a.subscribe();
+    let mut on_b = node_b.subscribe();
+
+    let pupil = user("pupil");
+    node_a
+        .block(
+            &pupil,
+            Block {
+                reason: "r".to_owned(),
+                by: user("dsl"),
+                at: T0,
+            },
+        )
+        .await
+        .unwrap();
+    node_a
+        .publish(StoreEvent::Blocked {
+            user: pupil.clone(),
+        })
+        .await
+        .unwrap();
+    for rx in [&mut on_a, &mut on_b] {
+        let e = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e,
+            StoreEvent::Blocked {
+                user: pupil.clone()
+            }
+        );
+    }
+    assert!(
+        node_b.blocked(&pupil).await.unwrap().is_some(),
+        "node B sees node A's block"
+    );
+
+    // A lesson snapshot written by one node is read, and contested, by the other.
+    node_a
+        .save_lesson(lesson(1), 0, b"a".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        node_b
+            .load_lesson(lesson(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        node_b
+            .save_lesson(lesson(1), 1, b"b".to_vec())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        node_a.save_lesson(lesson(1), 1, b"a2".to_vec()).await,
+        Err(StoreError::Conflict { current: 2 })
+    );
+
+    // Prefixes isolate deployments sharing one Redis.
+    let other = redis_store(&server, "another-deployment");
+    assert_eq!(other.load_lesson(lesson(1)).await.unwrap(), None);
+    assert!(other.blocked(&pupil).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn redis_outage_is_unavailable_then_recovers_without_restart() {
+    let mut server = RedisServer::start().unwrap();
+    let store = redis_store(&server, "outage");
+    assert!(store.wait_subscribed(Duration::from_secs(5)).await);
+    store
+        .save_lesson(lesson(1), 0, b"before".to_vec())
+        .await
+        .unwrap();
+
+    server.stop();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.load_lesson(lesson(1)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.claim_once("jti", "x", T0, at(1000)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an outage must not hang callers"
+    );
+
+    // Back (empty, as after a crash or a flush): the same handle recovers.
+    server.restart().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "store did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store
+            .save_lesson(lesson(1), 0, b"after".to_vec())
+            .await
+            .unwrap(),
+        1
+    );
+    // Pub/sub resubscribes by itself.
+    assert!(store.wait_subscribed(Duration::from_secs(10)).await);
+    let mut rx = store.subscribe();
+    let event = StoreEvent::SessionsEnded { user: user("x") };
+    store.publish(event.clone()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, event);
+}
