@@ -2,6 +2,9 @@
 //! it: authentication, signaling, media forwarding, the state store and the
 //! feed to the recorder.
 #![forbid(unsafe_code)]
+pub mod clock;
+pub mod config;
+pub mod http;
 pub mod lesson;
 pub mod media;
 pub mod store;

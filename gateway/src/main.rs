@@ -1,2 +1,148 @@
-//! `gateway` binary (placeholder, being written).
-fn main() {}
+//! `gateway`: the Chaperone gateway binary.
+//!
+//! `gateway --dev` runs everything on embedded defaults on loopback;
+//! `gateway --config chaperone.toml` runs with a configuration file (plus
+//! `CHAPERONE_*` environment overrides). See the README.
+
+use anyhow::{Context, Result, bail};
+use chaperone_gateway::config::{Config, LogFormat, StoreKind};
+use chaperone_gateway::http::{self, AppState, Probe};
+use chaperone_gateway::store::{LocalStore, RedisStore, RedisStoreConfig, StateStore, Store};
+
+const HELP: &str = "\
+gateway — Chaperone live-lesson safeguarding gateway
+
+USAGE:
+    gateway --dev                 run on embedded defaults (loopback, in-memory state,
+                                  development identity provider); never with real pupils
+    gateway --config FILE         run with a TOML configuration file
+    gateway [..] --print-config   print the effective configuration and exit
+    gateway --help                this text
+
+Every configuration key can be overridden with CHAPERONE_<SECTION>_<KEY>,
+e.g. CHAPERONE_HTTP_LISTEN=127.0.0.1:9000. See README.md for every key.
+";
+
+struct Args {
+    dev: bool,
+    config: Option<String>,
+    print_config: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>> {
+    let mut parsed = Args {
+        dev: false,
+        config: None,
+        print_config: false,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dev" => parsed.dev = true,
+            "--config" => parsed.config = Some(args.next().context("--config needs a file name")?),
+            "--print-config" => parsed.print_config = true,
+            "--help" | "-h" => return Ok(None),
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if !parsed.dev && parsed.config.is_none() {
+        bail!("give --dev for a development run, or --config FILE for a real one (try --help)");
+    }
+    Ok(Some(parsed))
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.dev = args.dev;
+    config.apply_env(std::env::vars())?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("CHAPERONE_LOG").unwrap_or_else(|_| config.log.filter.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn open_store(config: &Config) -> Result<Store> {
+    Ok(match config.store.kind {
+        StoreKind::Memory => Store::Local(LocalStore::new()),
+        StoreKind::Redis => {
+            let mut redis = RedisStoreConfig::new(config.store.redis_url.clone());
+            redis.prefix = config.store.key_prefix.clone();
+            redis.timeout = std::time::Duration::from_millis(config.store.timeout_ms);
+            Store::Redis(RedisStore::open(redis)?)
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let Some(args) = parse_args(std::env::args().skip(1))? else {
+        eprint!("{HELP}");
+        return Ok(());
+    };
+    let config = load_config(&args)?;
+    if args.print_config {
+        // Printing the configuration is this flag's whole purpose.
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", config.to_toml());
+        }
+        return Ok(());
+    }
+    init_logging(&config);
+
+    let store = open_store(&config)?;
+    let probe_store = store.clone();
+    let probes = vec![Probe::new("store", move || {
+        let store = probe_store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })];
+    let state = AppState {
+        probes,
+        dev: config.dev,
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    if config.dev {
+        tracing::warn!("development mode: never use --dev with real pupils");
+    }
+    tracing::info!(%addr, store = ?config.store.kind, "Chaperone gateway listening on http://{addr}/");
+    http::run(listener, http::router(state), shutdown_signal()).await?;
+    Ok(())
+}

@@ -5,5 +5,6 @@
 // wall-clock matter, unlike the lesson core where time is an input.
 #![allow(clippy::disallowed_methods)]
 
+pub mod gateway;
 pub mod process;
 pub mod redis;

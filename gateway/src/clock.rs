@@ -1,0 +1,19 @@
+//! The one place the gateway's async shell reads the clock. The lesson core,
+//! the media plane and the store take time as an input; `clippy.toml` bans
+//! `Instant::now` and `SystemTime::now` everywhere else.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Monotonic now, for the lesson core and timers.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for what is persisted or
+/// shared between nodes (sessions, blocks, grants).
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,463 @@
+//! The gateway's configuration: one TOML file plus environment overrides,
+//! with defaults for every key and a `validate()` that refuses unsafe or
+//! inconsistent settings before anything starts.
+//!
+//! Environment overrides are `CHAPERONE_<SECTION>_<KEY>` in upper case, e.g.
+//! `CHAPERONE_HTTP_LISTEN=127.0.0.1:9000` or
+//! `CHAPERONE_STORE_REDIS_URL=redis://10.0.0.5:6379/`. Every key is listed,
+//! with its default, in the README's configuration table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lesson::LessonConfig;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has an unknown key.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// An environment override has a value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values are inconsistent or unsafe.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Development mode (`--dev`): loopback only, development identity provider.
+    #[serde(skip)]
+    pub dev: bool,
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// The state store.
+    pub store: StoreConfig,
+    /// Lesson rules' timings and limits.
+    pub lesson: LessonSettings,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// The URL people reach the gateway at (required outside dev mode; must be https).
+    pub public_url: String,
+    /// Origins allowed to open lesson WebSockets (defaults to `public_url`'s origin).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Which state store to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In memory: one node, nothing survives a restart.
+    #[default]
+    Memory,
+    /// Redis: shared by every node.
+    Redis,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory` or `redis`.
+    pub kind: StoreKind,
+    /// Redis URL (required when `kind = "redis"`).
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel.
+    pub key_prefix: String,
+    /// Longest wait for one Redis command, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            redis_url: String::new(),
+            key_prefix: "chaperone".to_owned(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[lesson]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LessonSettings {
+    /// Seconds without a teacher or assistant before pupils are held.
+    pub supervision_grace_secs: u64,
+    /// Seconds without a recorder before pupils are held.
+    pub recorder_grace_secs: u64,
+    /// Seconds a teacher's camera may be off before a compliance event.
+    pub teacher_camera_grace_secs: u64,
+    /// Seconds a dropped participant may rejoin without waiting again.
+    pub reconnect_grace_secs: u64,
+    /// Longest chat message, in characters (at most 2000).
+    pub chat_max_chars: usize,
+    /// Chat messages a pupil may send per `chat_window_secs`.
+    pub chat_rate: usize,
+    /// The chat rate window, in seconds.
+    pub chat_window_secs: u64,
+}
+
+impl Default for LessonSettings {
+    fn default() -> Self {
+        let d = LessonConfig::default();
+        Self {
+            supervision_grace_secs: d.supervision_grace.as_secs(),
+            recorder_grace_secs: d.recorder_grace.as_secs(),
+            teacher_camera_grace_secs: d.teacher_camera_grace.as_secs(),
+            reconnect_grace_secs: d.reconnect_grace.as_secs(),
+            chat_max_chars: d.chat_max_chars,
+            chat_rate: d.chat_rate,
+            chat_window_secs: d.chat_window.as_secs(),
+        }
+    }
+}
+
+impl LessonSettings {
+    /// The lesson core's configuration.
+    pub fn lesson_config(&self) -> LessonConfig {
+        LessonConfig {
+            supervision_grace: Duration::from_secs(self.supervision_grace_secs),
+            recorder_grace: Duration::from_secs(self.recorder_grace_secs),
+            teacher_camera_grace: Duration::from_secs(self.teacher_camera_grace_secs),
+            reconnect_grace: Duration::from_secs(self.reconnect_grace_secs),
+            chat_max_chars: self.chat_max_chars,
+            chat_rate: self.chat_rate,
+            chat_window: Duration::from_secs(self.chat_window_secs),
+            ..LessonConfig::default()
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,chaperone_gateway=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text (unknown keys refused).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Applies `CHAPERONE_*` overrides from `vars` (normally `std::env::vars()`).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (var, value) in vars {
+            let Some(key) = var.strip_prefix("CHAPERONE_") else {
+                continue;
+            };
+            let bad = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            let num = |v: &str| v.parse::<u64>().map_err(|e| bad(e.to_string()));
+            match key {
+                "HTTP_LISTEN" => {
+                    self.http.listen = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "HTTP_PUBLIC_URL" => self.http.public_url = value,
+                "HTTP_ALLOWED_ORIGINS" => {
+                    self.http.allowed_origins = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "STORE_KIND" => {
+                    self.store.kind = match value.as_str() {
+                        "memory" => StoreKind::Memory,
+                        "redis" => StoreKind::Redis,
+                        other => {
+                            return Err(bad(format!(
+                                "unknown store kind {other:?} (memory or redis)"
+                            )));
+                        }
+                    }
+                }
+                "STORE_REDIS_URL" => self.store.redis_url = value,
+                "STORE_KEY_PREFIX" => self.store.key_prefix = value,
+                "STORE_TIMEOUT_MS" => self.store.timeout_ms = num(&value)?,
+                "LESSON_SUPERVISION_GRACE_SECS" => {
+                    self.lesson.supervision_grace_secs = num(&value)?
+                }
+                "LESSON_RECORDER_GRACE_SECS" => self.lesson.recorder_grace_secs = num(&value)?,
+                "LESSON_TEACHER_CAMERA_GRACE_SECS" => {
+                    self.lesson.teacher_camera_grace_secs = num(&value)?
+                }
+                "LESSON_RECONNECT_GRACE_SECS" => self.lesson.reconnect_grace_secs = num(&value)?,
+                "LESSON_CHAT_MAX_CHARS" => self.lesson.chat_max_chars = num(&value)? as usize,
+                "LESSON_CHAT_RATE" => self.lesson.chat_rate = num(&value)? as usize,
+                "LESSON_CHAT_WINDOW_SECS" => self.lesson.chat_window_secs = num(&value)?,
+                "LOG_FORMAT" => {
+                    self.log.format = match value.as_str() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        other => {
+                            return Err(bad(format!("unknown log format {other:?} (text or json)")));
+                        }
+                    }
+                }
+                "LOG_FILTER" => self.log.filter = value,
+                // CHAPERONE_LOG is read by the logger directly; others are not ours.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses inconsistent or unsafe settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.store.kind == StoreKind::Redis && self.store.redis_url.is_empty() {
+            return invalid("store.kind = \"redis\" needs store.redis_url");
+        }
+        if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(char::is_whitespace) {
+            return invalid("store.key_prefix must be a non-empty word");
+        }
+        let l = &self.lesson;
+        if l.supervision_grace_secs == 0
+            || l.recorder_grace_secs == 0
+            || l.teacher_camera_grace_secs == 0
+        {
+            return invalid("lesson graces must be at least 1 second");
+        }
+        if l.chat_max_chars == 0 || l.chat_max_chars > chaperone_protocol::signal::MAX_CHAT_CHARS {
+            return invalid("lesson.chat_max_chars must be between 1 and 2000");
+        }
+        if l.chat_rate == 0 || l.chat_window_secs == 0 {
+            return invalid("lesson.chat_rate and lesson.chat_window_secs must be at least 1");
+        }
+        if self.dev {
+            if !self.http.listen.ip().is_loopback() {
+                return invalid(
+                    "--dev listens on loopback only (it serves a development identity provider)",
+                );
+            }
+        } else if !self.http.public_url.starts_with("https://") {
+            return invalid("http.public_url must be set to an https:// URL outside --dev");
+        }
+        Ok(())
+    }
+
+    /// The origins allowed to open lesson WebSockets.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if !self.http.allowed_origins.is_empty() {
+            return self.http.allowed_origins.clone();
+        }
+        if self.dev {
+            let port = self.http.listen.port();
+            return vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+            ];
+        }
+        vec![self.http.public_url.trim_end_matches('/').to_owned()]
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Config {
+        Config {
+            dev: true,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_in_dev_and_refused_in_production() {
+        assert!(dev().validate().is_ok());
+        let err = Config::default().validate().unwrap_err();
+        assert!(err.to_string().contains("public_url"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_lesson_core() {
+        assert_eq!(
+            Config::default().lesson.lesson_config(),
+            LessonConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\nlsiten = 1\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+        assert!(matches!(
+            Config::from_toml("[nope]\n"),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_sets_keys_and_keeps_other_defaults() {
+        let c =
+            Config::from_toml("[store]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:1/\"\n")
+                .unwrap();
+        assert_eq!(c.store.kind, StoreKind::Redis);
+        assert_eq!(c.store.key_prefix, "chaperone");
+        assert_eq!(c.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let mut c = dev();
+        c.apply_env([
+            (
+                "CHAPERONE_HTTP_LISTEN".to_owned(),
+                "127.0.0.1:9999".to_owned(),
+            ),
+            ("CHAPERONE_STORE_KIND".to_owned(), "redis".to_owned()),
+            (
+                "CHAPERONE_STORE_REDIS_URL".to_owned(),
+                "redis://127.0.0.1:6380/".to_owned(),
+            ),
+            (
+                "CHAPERONE_LESSON_SUPERVISION_GRACE_SECS".to_owned(),
+                "30".to_owned(),
+            ),
+            (
+                "CHAPERONE_HTTP_ALLOWED_ORIGINS".to_owned(),
+                "https://a.test, https://b.test".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 9999);
+        assert_eq!(c.store.kind, StoreKind::Redis);
+        assert_eq!(c.lesson.supervision_grace_secs, 30);
+        assert_eq!(
+            c.allowed_origins(),
+            vec!["https://a.test", "https://b.test"]
+        );
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let mut c = dev();
+        let err = c
+            .apply_env([("CHAPERONE_LESSON_CHAT_RATE".to_owned(), "lots".to_owned())])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("CHAPERONE_LESSON_CHAT_RATE"),
+            "{err}"
+        );
+        let err = c
+            .apply_env([("CHAPERONE_STORE_KIND".to_owned(), "etcd".to_owned())])
+            .unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
+    }
+
+    #[test]
+    fn validation_refuses_inconsistent_settings() {
+        let mut c = dev();
+        c.store.kind = StoreKind::Redis;
+        assert!(c.validate().is_err(), "redis without a url");
+        let mut c = dev();
+        c.lesson.supervision_grace_secs = 0;
+        assert!(c.validate().is_err());
+        let mut c = dev();
+        c.lesson.chat_max_chars = 5000;
+        assert!(c.validate().is_err());
+        let mut c = dev();
+        c.http.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.validate().is_err(), "dev mode stays on loopback");
+        let mut c = Config::default();
+        c.http.public_url = "http://school.test".into();
+        assert!(c.validate().is_err(), "production needs https");
+        c.http.public_url = "https://school.test".into();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.allowed_origins(), vec!["https://school.test"]);
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP shell: health endpoints now, and the router the login, lesson
+//! and signaling routes join. `run` takes a bound listener and a shutdown
+//! future, so tests start it on port 0 and stop it cleanly (mini-redis
+//! `server::run`).
+//!
+//! `/livez` says only that the process serves requests; `/readyz` says
+//! whether this node can admit people: every registered probe (state store,
+//! identity provider, recorder) must answer. Losing a dependency turns
+//! readiness red and never liveness, so an orchestrator stops routing new
+//! lessons here without restarting a node that is still holding lessons.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+/// What a readiness probe returns: `Err` with a short reason when not ready.
+pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// How long one probe may take before it counts as failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A named readiness check.
+#[derive(Clone)]
+pub struct Probe {
+    name: &'static str,
+    check: Arc<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// A probe named `name` (e.g. "store") running `check`.
+    pub fn new(
+        name: &'static str,
+        check: impl Fn() -> ProbeFuture + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            check: Arc::new(check),
+        }
+    }
+
+    /// The probe's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, (self.check)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug, Default)]
+pub struct AppState {
+    /// Readiness probes, all of which must pass.
+    pub probes: Vec<Probe>,
+    /// Development mode (shown on the front page).
+    pub dev: bool,
+}
+
+/// The router: health endpoints and the front page, with security headers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/", get(index))
+        .with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let results = futures_util::future::join_all(
+        state
+            .probes
+            .iter()
+            .map(|p| async move { (p.name(), p.run().await) }),
+    )
+    .await;
+    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let checks: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name.to_owned(),
+                json!(r.err().unwrap_or_else(|| "ok".to_owned())),
+            )
+        })
+        .collect();
+    if !ready {
+        tracing::warn!(?checks, "not ready");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
+}
+
+async fn index(State(state): State<AppState>) -> Html<String> {
+    let dev = if state.dev {
+        "<p><strong>Development mode.</strong> The built-in identity provider is on; never use <code>--dev</code> with real pupils.</p>"
+    } else {
+        ""
+    };
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Chaperone</title></head>\
+         <body><h1>Chaperone</h1><p>The live-lesson gateway is running.</p>{dev}</body></html>"
+    ))
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    response
+}

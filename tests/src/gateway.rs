@@ -1,0 +1,95 @@
+//! Starts the real `gateway` binary for a test, on a free loopback port,
+//! and stops it when dropped.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{ChildGuard, free_port, wait_for_port};
+
+/// Path of a workspace binary, next to the test executable's directory
+/// (`target/<profile>/<name>`). `cargo test --workspace` and
+/// `scripts/test.sh` build it before the tests run.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (`cargo build -p chaperone-{name} --bin {name}`; scripts/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    port: u16,
+    child: ChildGuard,
+}
+
+impl Gateway {
+    /// `gateway --dev` with extra `CHAPERONE_*` environment settings.
+    pub fn start_dev(env: &[(&str, &str)]) -> Result<Self> {
+        let port = free_port()?;
+        let mut cmd = Command::new(binary("gateway")?);
+        cmd.arg("--dev")
+            .env("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CHAPERONE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = ChildGuard::spawn("gateway", &mut cmd)?;
+        wait_for_port(&mut child, port, Duration::from_secs(20))?;
+        Ok(Self { port, child })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.child.check_running()
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: status and body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
