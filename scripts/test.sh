@@ -53,6 +53,3 @@ cargo build --workspace --all-targets --locked
 
 log "running the Rust tests"
 cargo nextest run --workspace --no-fail-fast --locked
-
-log "running the documentation tests"
-cargo test --workspace --doc --locked
