@@ -1071,6 +1071,23 @@ impl Lesson {
         for p in expired {
             self.drop_participant(p, Some(Farewell::AccessEnded));
         }
+        // A grace may have run out since the last input without the shell's
+        // timer firing first: the rules of this input must see the hold.
+        self.update_holds(now);
+    }
+
+    /// Brings the supervision clock and the holds up to `now`.
+    fn update_holds(&mut self, now: Instant) {
+        if self.staff_present() {
+            self.unsupervised_since = None;
+        } else if self.unsupervised_since.is_none() {
+            self.unsupervised_since = Some(now);
+        }
+        let held = self.hold_reasons(now);
+        if held != self.held {
+            self.held = held.clone();
+            self.record(LessonEvent::Hold { reasons: held });
+        }
     }
 
     fn hold_reasons(&self, now: Instant) -> Vec<HoldReason> {
@@ -1155,17 +1172,7 @@ impl Lesson {
     /// Recomputes everything derived from state and emits the differences:
     /// holds, forwarding, receiving, what each participant sees, the snapshot.
     fn settle(&mut self, now: Instant) {
-        // Supervision and recorder clocks.
-        if self.staff_present() {
-            self.unsupervised_since = None;
-        } else if self.unsupervised_since.is_none() {
-            self.unsupervised_since = Some(now);
-        }
-        let held = self.hold_reasons(now);
-        if held != self.held {
-            self.held = held.clone();
-            self.record(LessonEvent::Hold { reasons: held });
-        }
+        self.update_holds(now);
 
         // Teachers' cameras.
         let grace = self.config.teacher_camera_grace;
