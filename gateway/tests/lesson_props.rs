@@ -1,0 +1,320 @@
+//! Random command sequences against the lesson core. The harness checks the
+//! safeguarding invariants after every output and every input; these
+//! properties only generate the commands, friendly and hostile alike.
+
+mod common;
+
+use std::time::Duration;
+
+use chaperone_protocol::signal::{ClientMsg, Target};
+use chaperone_protocol::{Engagement, MediaSource, ParticipantId, Permission};
+use common::{Class, Who};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+const PEOPLE: [Who; 10] = [
+    Who::Teacher,
+    Who::Assistant,
+    Who::Pupil(0),
+    Who::Pupil(1),
+    Who::Pupil(2),
+    Who::Pupil(3),
+    Who::Outsider,
+    Who::Observer,
+    Who::Stranger,
+    Who::Pupil(1),
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(usize),
+    Leave(usize),
+    Recorder(bool),
+    Block(usize),
+    Unblock(usize),
+    /// Advance by this many seconds, firing deadlines.
+    Advance(u64),
+    /// Move the clock without a timeout (a message races the timer).
+    Skip(u64),
+    /// A message from a person (by index) to the lesson.
+    Msg(usize, M),
+}
+
+/// A person reference for targets: a person's current id, an old id, or nobody.
+#[derive(Debug, Clone, Copy)]
+enum Ref {
+    Person(usize),
+    Old(usize),
+    Nobody,
+}
+
+#[derive(Debug, Clone)]
+enum M {
+    Hello,
+    Admit(Ref),
+    AdmitAll,
+    Deny(Ref),
+    Remove(Ref),
+    Reallow(Ref),
+    Lock(bool),
+    SetPermission(Option<Ref>, Permission, bool),
+    TurnOff(Option<Ref>, MediaSource),
+    SetChatPolicy(bool, bool),
+    FlagIncident,
+    EndLesson,
+    SetEngagement(Engagement),
+    SetSource(MediaSource, bool),
+    Chat(Option<Ref>, u8),
+    Concern(u8),
+    Offer,
+    Answer,
+}
+
+fn person() -> impl Strategy<Value = usize> {
+    0..PEOPLE.len()
+}
+
+fn reference() -> impl Strategy<Value = Ref> {
+    prop_oneof![
+        6 => person().prop_map(Ref::Person),
+        1 => person().prop_map(Ref::Old),
+        1 => Just(Ref::Nobody),
+    ]
+}
+
+fn source() -> impl Strategy<Value = MediaSource> {
+    prop_oneof![
+        Just(MediaSource::Microphone),
+        Just(MediaSource::Camera),
+        Just(MediaSource::ScreenShare)
+    ]
+}
+
+fn permission() -> impl Strategy<Value = Permission> {
+    prop_oneof![
+        Just(Permission::Microphone),
+        Just(Permission::Camera),
+        Just(Permission::ScreenShare),
+        Just(Permission::Annotate)
+    ]
+}
+
+fn engagement() -> impl Strategy<Value = Engagement> {
+    prop_oneof![
+        Just(Engagement::ChatOnly),
+        Just(Engagement::VoiceChat),
+        Just(Engagement::ChatCamera),
+        Just(Engagement::VoiceChatCamera)
+    ]
+}
+
+fn msg() -> impl Strategy<Value = M> {
+    prop_oneof![
+        1 => Just(M::Hello),
+        4 => reference().prop_map(M::Admit),
+        2 => Just(M::AdmitAll),
+        1 => reference().prop_map(M::Deny),
+        1 => reference().prop_map(M::Remove),
+        1 => reference().prop_map(M::Reallow),
+        1 => any::<bool>().prop_map(M::Lock),
+        3 => (proptest::option::of(reference()), permission(), any::<bool>())
+            .prop_map(|(t, p, g)| M::SetPermission(t, p, g)),
+        2 => (proptest::option::of(reference()), source()).prop_map(|(t, s)| M::TurnOff(t, s)),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(a, b)| M::SetChatPolicy(a, b)),
+        1 => Just(M::FlagIncident),
+        1 => (0u8..40).prop_map(|x| if x == 0 { M::EndLesson } else { M::Hello }),
+        3 => engagement().prop_map(M::SetEngagement),
+        5 => (source(), any::<bool>()).prop_map(|(s, on)| M::SetSource(s, on)),
+        6 => (proptest::option::of(reference()), 0u8..8).prop_map(|(t, k)| M::Chat(t, k)),
+        1 => (0u8..8).prop_map(M::Concern),
+        1 => Just(M::Offer),
+        1 => Just(M::Answer),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => person().prop_map(Op::Join),
+        2 => person().prop_map(Op::Leave),
+        2 => any::<bool>().prop_map(Op::Recorder),
+        1 => person().prop_map(Op::Block),
+        1 => person().prop_map(Op::Unblock),
+        2 => prop_oneof![0u64..5, Just(11u64), Just(31), Just(61), Just(120)].prop_map(Op::Advance),
+        2 => prop_oneof![1u64..5, Just(11u64), Just(61)].prop_map(Op::Skip),
+        20 => (person(), msg()).prop_map(|(p, m)| Op::Msg(p, m)),
+    ]
+}
+
+fn resolve(c: &Class, r: Ref) -> ParticipantId {
+    match r {
+        Ref::Person(i) => c
+            .pid(PEOPLE[i])
+            .or_else(|| c.ids.get(&PEOPLE[i]).and_then(|v| v.last().copied()))
+            .unwrap_or(ParticipantId(999)),
+        Ref::Old(i) => c
+            .ids
+            .get(&PEOPLE[i])
+            .and_then(|v| v.first().copied())
+            .unwrap_or(ParticipantId(0)),
+        Ref::Nobody => ParticipantId(4242),
+    }
+}
+
+fn target(c: &Class, t: Option<Ref>) -> Target {
+    t.map_or(Target::AllPupils, |r| Target::One(resolve(c, r)))
+}
+
+fn text(k: u8) -> String {
+    match k {
+        0 => String::new(),
+        1 => "   ".to_owned(),
+        2 => "x".repeat(2001),
+        n => format!("message {n}"),
+    }
+}
+
+fn to_client(c: &Class, m: &M) -> ClientMsg {
+    match m.clone() {
+        M::Hello => ClientMsg::Hello { version: 1 },
+        M::Admit(r) => ClientMsg::Admit {
+            participant: resolve(c, r),
+        },
+        M::AdmitAll => ClientMsg::AdmitAll,
+        M::Deny(r) => ClientMsg::Deny {
+            participant: resolve(c, r),
+        },
+        M::Remove(r) => ClientMsg::Remove {
+            participant: resolve(c, r),
+        },
+        M::Reallow(r) => ClientMsg::Reallow {
+            participant: resolve(c, r),
+        },
+        M::Lock(locked) => ClientMsg::Lock { locked },
+        M::SetPermission(t, permission, granted) => ClientMsg::SetPermission {
+            target: target(c, t),
+            permission,
+            granted,
+        },
+        M::TurnOff(t, source) => ClientMsg::TurnOff {
+            target: target(c, t),
+            source,
+        },
+        M::SetChatPolicy(public_chat, private_chat) => ClientMsg::SetChatPolicy {
+            public_chat,
+            private_chat,
+        },
+        M::FlagIncident => ClientMsg::FlagIncident {
+            note: "incident".to_owned(),
+        },
+        M::EndLesson => ClientMsg::EndLesson,
+        M::SetEngagement(engagement) => ClientMsg::SetEngagement { engagement },
+        M::SetSource(source, on) => ClientMsg::SetSource { source, on },
+        M::Chat(to, k) => ClientMsg::Chat {
+            to: to.map(|r| resolve(c, r)),
+            text: text(k),
+        },
+        M::Concern(k) => ClientMsg::ReportConcern { text: text(k) },
+        M::Offer => ClientMsg::Offer {
+            sdp: "v=0".to_owned(),
+        },
+        M::Answer => ClientMsg::Answer {
+            sdp: "v=0".to_owned(),
+        },
+    }
+}
+
+fn run(ops: &[Op]) {
+    let mut c = Class::new(4);
+    for op in ops {
+        match op {
+            Op::Join(i) => {
+                let _ = c.try_join(PEOPLE[*i]);
+            }
+            Op::Leave(i) => {
+                if let Some(p) = c.pid(PEOPLE[*i]) {
+                    c.leave(p);
+                }
+            }
+            Op::Recorder(a) => c.recorder(*a),
+            Op::Block(i) => c.block(PEOPLE[*i]),
+            Op::Unblock(i) => c.unblock(PEOPLE[*i]),
+            Op::Advance(s) => c.advance(Duration::from_secs(*s)),
+            Op::Skip(s) => c.skip(Duration::from_secs(*s)),
+            Op::Msg(i, m) => {
+                let from = resolve(&c, Ref::Person(*i));
+                let msg = to_client(&c, m);
+                c.say(from, msg);
+            }
+        }
+    }
+    // Whatever happened, time running out must leave the lesson consistent.
+    c.advance(Duration::from_secs(200));
+}
+
+/// A lesson that starts with the recorder and teacher in and most pupils
+/// admitted, so that sequences spend their time where the rules bite.
+fn run_from_started(ops: &[Op]) {
+    let (mut c, t) = Class::started(4);
+    for n in 0..3 {
+        c.admitted_pupil(n, t);
+    }
+    for n in 0..3 {
+        let p = c.pid(Who::Pupil(n)).expect("admitted above");
+        c.say(
+            p,
+            ClientMsg::SetEngagement {
+                engagement: Engagement::VoiceChatCamera,
+            },
+        );
+    }
+    for op in ops {
+        match op {
+            Op::Join(i) => {
+                let _ = c.try_join(PEOPLE[*i]);
+            }
+            Op::Leave(i) => {
+                if let Some(p) = c.pid(PEOPLE[*i]) {
+                    c.leave(p);
+                }
+            }
+            Op::Recorder(a) => c.recorder(*a),
+            Op::Block(i) => c.block(PEOPLE[*i]),
+            Op::Unblock(i) => c.unblock(PEOPLE[*i]),
+            Op::Advance(s) => c.advance(Duration::from_secs(*s)),
+            Op::Skip(s) => c.skip(Duration::from_secs(*s)),
+            Op::Msg(i, m) => {
+                let from = resolve(&c, Ref::Person(*i));
+                let msg = to_client(&c, m);
+                c.say(from, msg);
+            }
+        }
+    }
+    c.advance(Duration::from_secs(200));
+}
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 20_000,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(5_000))]
+    /// From an empty lesson: joins, admissions, holds and refusals in any order.
+    #[test]
+    fn invariants_hold_from_an_empty_lesson(ops in proptest::collection::vec(op(), 1..60)) {
+        run(&ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(5_000))]
+    /// From a running lesson with pupils admitted and publishing.
+    #[test]
+    fn invariants_hold_in_a_running_lesson(ops in proptest::collection::vec(op(), 1..60)) {
+        run_from_started(&ops);
+    }
+}
