@@ -359,19 +359,21 @@ impl Lesson {
             return Err(ErrorCode::Removed);
         }
 
-        // The same person from a second connection replaces the first.
-        let mut returning = self.departed.remove(&req.user);
-        if let Some(old) = self.by_user.get(&req.user).copied() {
-            let was_admitted = self.is_admitted(old);
-            self.drop_participant(old, Some(Farewell::Replaced));
-            returning = Some(Departed {
-                left_at: now,
-                admitted: was_admitted,
-            });
-        }
-        let readmit = returning.is_some_and(|d| d.admitted) && self.recorder_attached;
+        // The same person from a second connection replaces the first. Decide
+        // first, so that a refused join never drops the connection it would
+        // have replaced.
+        let present = self.by_user.get(&req.user).copied();
+        let was_admitted = match present {
+            Some(old) => self.is_admitted(old),
+            None => self.departed.get(&req.user).is_some_and(|d| d.admitted),
+        };
+        let readmit = was_admitted && self.recorder_attached;
         if role == Role::Pupil && self.locked && !readmit {
             return Err(ErrorCode::Locked);
+        }
+        self.departed.remove(&req.user);
+        if let Some(old) = present {
+            self.drop_participant(old, Some(Farewell::Replaced));
         }
 
         let id = ParticipantId(self.next_id);
