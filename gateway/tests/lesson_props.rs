@@ -22,7 +22,7 @@ const PEOPLE: [Who; 10] = [
     Who::Outsider,
     Who::Observer,
     Who::Stranger,
-    Who::Pupil(1),
+    Who::Visitor,
 ];
 
 #[derive(Debug, Clone)]

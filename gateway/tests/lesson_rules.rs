@@ -61,6 +61,26 @@ fn observer_joins_and_everyone_sees_observer_present() {
     c.accept(o, chat(Some(t), "fine"));
 }
 
+#[test]
+fn visitor_access_ends_with_the_grant() {
+    let (mut c, t) = Class::started(1);
+    let p = c.admitted_pupil(0, t);
+    let v = c.join(Who::Visitor);
+    assert!(c.lesson.is_admitted(v) && c.lesson.is_receiving(v));
+    c.refuse(v, chat(Some(p), "hello"), ErrorCode::Forbidden);
+    c.advance(common::VISITOR_GRANT);
+    assert_eq!(
+        c.inbox(v).last(),
+        Some(&ServerMsg::Goodbye {
+            reason: Farewell::AccessEnded
+        })
+    );
+    assert!(c.disconnects.contains(&(v, Farewell::AccessEnded)));
+    assert!(!c.lesson.is_receiving(v));
+    assert!(!c.last_status(p).expect("status").observer_present);
+    assert_eq!(c.try_join(Who::Visitor), Err(ErrorCode::NotFound));
+}
+
 // ---------------------------------------------------------- waiting room
 
 #[test]

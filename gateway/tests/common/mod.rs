@@ -25,6 +25,8 @@ use chaperone_protocol::{
 
 /// The class on the lesson's roster.
 pub const CLASS: &str = "7B";
+/// How long after the start a [`Who::Visitor`]'s grant lasts.
+pub const VISITOR_GRANT: Duration = Duration::from_secs(90);
 const ISSUER: &str = "https://idp.school.test";
 
 /// The people who may try to join.
@@ -46,6 +48,8 @@ pub enum Who {
     OtherStaff,
     /// A visitor whose grant has expired.
     ExpiredVisitor,
+    /// A visitor (inspector) whose grant ends 90 s after the lesson starts.
+    Visitor,
     /// Someone the school knows nothing about.
     Stranger,
 }
@@ -107,6 +111,9 @@ pub struct Class {
     input_chat_records: Vec<(ParticipantId, Option<ParticipantId>, String)>,
     /// Number of inputs driven (for reports).
     pub steps: u64,
+    /// A participant whose connection is ending in the current input: the
+    /// lesson may still say goodbye (e.g. their access expired first).
+    leaving: Option<ParticipantId>,
 }
 
 pub fn user(who: Who) -> UserRef {
@@ -119,6 +126,7 @@ pub fn user(who: Who) -> UserRef {
         Who::Admin => "admin".to_owned(),
         Who::OtherStaff => "other-teacher".to_owned(),
         Who::ExpiredVisitor => "inspector".to_owned(),
+        Who::Visitor => "visitor".to_owned(),
         Who::Stranger => "stranger".to_owned(),
     };
     UserRef::new(ISSUER, subject).expect("fixed test names are valid")
@@ -171,6 +179,7 @@ impl Class {
             ended: false,
             input_chat_records: Vec::new(),
             steps: 0,
+            leaving: None,
         };
         class.drain();
         class
@@ -227,6 +236,10 @@ impl Class {
                 visitor_until: Some(self.now()),
                 ..Account::default()
             },
+            Who::Visitor => Account {
+                visitor_until: Some(self.base + VISITOR_GRANT),
+                ..Account::default()
+            },
             Who::Admin | Who::Stranger => Account::default(),
         };
         JoinRequest {
@@ -276,8 +289,10 @@ impl Class {
     pub fn leave(&mut self, p: ParticipantId) {
         let now = self.now();
         self.present.remove(&p);
+        self.leaving = Some(p);
         self.lesson.handle_leave(now, p);
         self.drain();
+        self.leaving = None;
     }
 
     pub fn recorder(&mut self, attached: bool) {
@@ -515,6 +530,10 @@ impl Class {
                     );
                 }
                 let Some(seen) = self.present.get(to).cloned() else {
+                    if self.leaving == Some(*to) && matches!(msg, ServerMsg::Goodbye { .. }) {
+                        self.inbox.entry(*to).or_default().push(msg.clone());
+                        return;
+                    }
                     self.fail("message sent to someone not present", out);
                 };
                 let waiting_ok = matches!(
