@@ -38,6 +38,8 @@ enum Op {
     Skip(u64),
     /// A message from a person (by index) to the lesson.
     Msg(usize, M),
+    /// The node dies; another restores the lesson from its last snapshot.
+    Failover,
 }
 
 /// A person reference for targets: a person's current id, an old id, or nobody.
@@ -142,6 +144,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop_oneof![0u64..5, Just(11u64), Just(31), Just(61), Just(120)].prop_map(Op::Advance),
         2 => prop_oneof![1u64..5, Just(11u64), Just(61)].prop_map(Op::Skip),
         20 => (person(), msg()).prop_map(|(p, m)| Op::Msg(p, m)),
+        1 => Just(Op::Failover),
     ]
 }
 
@@ -245,6 +248,14 @@ fn run(ops: &[Op]) {
                 let msg = to_client(&c, m);
                 c.say(from, msg);
             }
+            Op::Failover => {
+                let snapshot = c
+                    .persisted
+                    .last()
+                    .cloned()
+                    .expect("a lesson persists at creation");
+                c.restore(snapshot);
+            }
         }
     }
     // Whatever happened, time running out must leave the lesson consistent.
@@ -286,6 +297,14 @@ fn run_from_started(ops: &[Op]) {
                 let from = resolve(&c, Ref::Person(*i));
                 let msg = to_client(&c, m);
                 c.say(from, msg);
+            }
+            Op::Failover => {
+                let snapshot = c
+                    .persisted
+                    .last()
+                    .cloned()
+                    .expect("a lesson persists at creation");
+                c.restore(snapshot);
             }
         }
     }

@@ -114,6 +114,10 @@ pub struct Class {
     /// A participant whose connection is ending in the current input: the
     /// lesson may still say goodbye (e.g. their access expired first).
     leaving: Option<ParticipantId>,
+    /// People blocked, from the harness's own calls.
+    pub blocked: BTreeSet<Who>,
+    /// Pupils removed and not re-allowed, from the recorded events.
+    pub removed: BTreeSet<Who>,
 }
 
 pub fn user(who: Who) -> UserRef {
@@ -180,6 +184,8 @@ impl Class {
             input_chat_records: Vec::new(),
             steps: 0,
             leaving: None,
+            blocked: BTreeSet::new(),
+            removed: BTreeSet::new(),
         };
         class.drain();
         class
@@ -258,6 +264,15 @@ impl Class {
         let req = self.request(who);
         let result = self.lesson.handle_join(now, req);
         if let Ok(p) = result {
+            assert!(
+                !self.blocked.contains(&who),
+                "blocked {who:?} got in as {p}"
+            );
+            assert!(
+                !self.removed.contains(&who),
+                "removed {who:?} got back in as {p}"
+            );
+            assert!(!self.ended, "{who:?} joined an ended lesson");
             self.ids.entry(who).or_default().push(p);
         }
         self.drain_with_joiner(result.ok().map(|p| (p, who)));
@@ -307,12 +322,14 @@ impl Class {
 
     pub fn block(&mut self, who: Who) {
         let now = self.now();
+        self.blocked.insert(who);
         self.lesson.handle_block(now, &user(who));
         self.drain();
     }
 
     pub fn unblock(&mut self, who: Who) {
         let now = self.now();
+        self.blocked.remove(&who);
         self.lesson.handle_unblock(now, &user(who));
         self.drain();
     }
@@ -685,8 +702,25 @@ impl Class {
                 self.media_sdp.push(*participant);
             }
             Output::Record(Record::Event(e)) => {
-                if let LessonEvent::Ended { .. } = e {
-                    self.ended = true;
+                match e {
+                    LessonEvent::Ended { .. } => self.ended = true,
+                    LessonEvent::Removed { participant, .. } => {
+                        let who = self
+                            .ids
+                            .iter()
+                            .find(|(_, v)| v.contains(participant))
+                            .map(|(w, _)| *w);
+                        match who {
+                            Some(w) => {
+                                self.removed.insert(w);
+                            }
+                            None => self.fail("removal of an unknown participant", out),
+                        }
+                    }
+                    LessonEvent::Reallowed { user: u, .. } => {
+                        self.removed.retain(|w| user(*w) != *u);
+                    }
+                    _ => {}
                 }
                 self.events.push(e.clone());
             }
