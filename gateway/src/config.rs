@@ -270,7 +270,9 @@ impl Config {
                         "text" => LogFormat::Text,
                         "json" => LogFormat::Json,
                         other => {
-                            return Err(bad(format!("unknown log format {other:?} (text or json)")));
+                            return Err(bad(format!(
+                                "unknown log format {other:?} (text or json)"
+                            )));
                         }
                     }
                 }

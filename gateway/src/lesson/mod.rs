@@ -359,20 +359,20 @@ impl Lesson {
             return Err(ErrorCode::Removed);
         }
 
-        // Decide before changing anything, so a refused join leaves the
-        // person's existing connection (if any) untouched.
-        let current = self.by_user.get(&req.user).copied();
-        let was_admitted = match current {
+        // The same person from a second connection replaces the first. Decide
+        // first, so that a refused join never drops the connection it would
+        // have replaced.
+        let present = self.by_user.get(&req.user).copied();
+        let was_admitted = match present {
             Some(old) => self.is_admitted(old),
             None => self.departed.get(&req.user).is_some_and(|d| d.admitted),
         };
         let readmit = was_admitted && self.recorder_attached;
-        if role == Role::Pupil && self.locked && !readmit && current.is_none() {
+        if role == Role::Pupil && self.locked && !readmit {
             return Err(ErrorCode::Locked);
         }
         self.departed.remove(&req.user);
-        // The same person from a second connection replaces the first.
-        if let Some(old) = current {
+        if let Some(old) = present {
             self.drop_participant(old, Some(Farewell::Replaced));
         }
 
@@ -1073,6 +1073,23 @@ impl Lesson {
         for p in expired {
             self.drop_participant(p, Some(Farewell::AccessEnded));
         }
+        // A grace may have run out since the last input without the shell's
+        // timer firing first: the rules of this input must see the hold.
+        self.update_holds(now);
+    }
+
+    /// Brings the supervision clock and the holds up to `now`.
+    fn update_holds(&mut self, now: Instant) {
+        if self.staff_present() {
+            self.unsupervised_since = None;
+        } else if self.unsupervised_since.is_none() {
+            self.unsupervised_since = Some(now);
+        }
+        let held = self.hold_reasons(now);
+        if held != self.held {
+            self.held = held.clone();
+            self.record(LessonEvent::Hold { reasons: held });
+        }
     }
 
     fn hold_reasons(&self, now: Instant) -> Vec<HoldReason> {
@@ -1157,17 +1174,7 @@ impl Lesson {
     /// Recomputes everything derived from state and emits the differences:
     /// holds, forwarding, receiving, what each participant sees, the snapshot.
     fn settle(&mut self, now: Instant) {
-        // Supervision and recorder clocks.
-        if self.staff_present() {
-            self.unsupervised_since = None;
-        } else if self.unsupervised_since.is_none() {
-            self.unsupervised_since = Some(now);
-        }
-        let held = self.hold_reasons(now);
-        if held != self.held {
-            self.held = held.clone();
-            self.record(LessonEvent::Hold { reasons: held });
-        }
+        self.update_holds(now);
 
         // Teachers' cameras.
         let grace = self.config.teacher_camera_grace;
