@@ -38,6 +38,12 @@ fn unrostered_user_is_refused_not_found() {
         Who::OtherStaff,
     ] {
         assert_eq!(c.try_join(who), Err(ErrorCode::NotFound), "{who:?}");
+        // The person learns nothing; the recording keeps the attempt.
+        let refused = chaperone_protocol::event::LessonEvent::JoinRefused {
+            user: common::user(who),
+            code: ErrorCode::NotFound,
+        };
+        assert_eq!(c.events.last(), Some(&refused), "{who:?}");
     }
     assert!(c.present.len() == 1, "only the teacher is present");
 }

@@ -189,6 +189,14 @@ pub enum LessonEvent {
         /// The error code they received.
         code: crate::signal::ErrorCode,
     },
+    /// Someone was refused entry (not on the roster, blocked, removed,
+    /// locked out, or the lesson had ended).
+    JoinRefused {
+        /// Who tried.
+        user: UserRef,
+        /// The refusal they received.
+        code: crate::signal::ErrorCode,
+    },
     /// The lesson ended.
     Ended {
         /// Who ended it.

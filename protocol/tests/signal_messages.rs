@@ -304,6 +304,10 @@ fn every_lesson_event_round_trips_through_json() {
             action: "chat".into(),
             code: ErrorCode::Held,
         },
+        LessonEvent::JoinRefused {
+            user: UserRef::new("https://idp", "blocked").unwrap(),
+            code: ErrorCode::Blocked,
+        },
         LessonEvent::Ended { by: P },
     ];
     for e in all {

@@ -342,7 +342,14 @@ impl Lesson {
         req: JoinRequest,
     ) -> Result<ParticipantId, ErrorCode> {
         self.expire(now);
+        let user = req.user.clone();
         let result = self.join(now, req);
+        if let Err(code) = result {
+            // Kept as evidence: a blocked or removed pupil trying again, a
+            // stranger probing. Only the recording sees it; the answer to the
+            // person is the same as for a lesson that does not exist.
+            self.record(LessonEvent::JoinRefused { user, code });
+        }
         self.settle(now);
         result
     }
