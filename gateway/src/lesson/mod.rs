@@ -640,8 +640,10 @@ impl Lesson {
                 if role != Role::Pupil {
                     return Err(ErrorCode::Forbidden);
                 }
-                self.rate_limit(now, from)?;
+                // Text first, as for chat: an empty concern does not use up
+                // the pupil's allowance.
                 let text = self.check_text(&text)?;
+                self.rate_limit(now, from)?;
                 let event = LessonEvent::Concern {
                     participant: from,
                     text,
