@@ -5,9 +5,11 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Monotonic now, for the lesson core and timers.
+/// Monotonic now, for the lesson core and timers. Read through tokio so that
+/// tests with paused time (`#[tokio::test(start_paused = true)]`) drive the
+/// lesson's graces without waiting; outside such tests it is the real clock.
 pub fn now() -> Instant {
-    Instant::now()
+    tokio::time::Instant::now().into_std()
 }
 
 /// Wall-clock milliseconds since the Unix epoch, for what is persisted or

@@ -7,4 +7,5 @@ pub mod config;
 pub mod http;
 pub mod lesson;
 pub mod media;
+pub mod room;
 pub mod store;
