@@ -2,6 +2,7 @@
 //! it: authentication, signaling, media forwarding, the state store and the
 //! feed to the recorder.
 #![forbid(unsafe_code)]
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
