@@ -74,6 +74,10 @@ pub struct AppState {
     pub probes: Vec<Probe>,
     /// Development mode (shown on the front page).
     pub dev: bool,
+    /// The public keys of the gateway's token signing keys, served at
+    /// `/.well-known/jwks.json` so the recorder and other nodes can verify
+    /// service tokens.
+    pub jwks: serde_json::Value,
 }
 
 /// The router: health endpoints and the front page, with security headers.
@@ -82,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/", get(index))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -128,6 +133,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.jwks)
 }
 
 async fn index(State(state): State<AppState>) -> Html<String> {

@@ -5,6 +5,7 @@
 //! `CHAPERONE_*` environment overrides). See the README.
 
 use anyhow::{Context, Result, bail};
+use chaperone_gateway::auth::KeySet;
 use chaperone_gateway::config::{Config, LogFormat, StoreKind};
 use chaperone_gateway::http::{self, AppState, Probe};
 use chaperone_gateway::store::{LocalStore, RedisStore, RedisStoreConfig, StateStore, Store};
@@ -131,9 +132,14 @@ async fn main() -> Result<()> {
         let store = probe_store.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     })];
+    // Development keys are fresh on every start; production keys come from
+    // files with the identity issue.
+    let kid = format!("dev-{:016x}", rand::random::<u64>());
+    let keys = KeySet::from_seed(&kid, rand::random::<[u8; 32]>())?;
     let state = AppState {
         probes,
         dev: config.dev,
+        jwks: keys.jwks(),
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

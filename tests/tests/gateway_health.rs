@@ -23,6 +23,13 @@ fn dev_gateway_is_live_and_ready() {
     let (status, page) = http_get(gw.port(), "/").unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("Development mode"));
+    // The token keys' public halves, usable by a verifier holding nothing else.
+    let (status, body) = http_get(gw.port(), "/.well-known/jwks.json").unwrap();
+    assert_eq!(status, 200);
+    let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    assert!(jwks["keys"][0].get("d").is_none(), "never the private key");
+    chaperone_gateway::auth::Verifier::from_jwks(&jwks).unwrap();
 }
 
 #[test]
