@@ -137,6 +137,10 @@ pub struct RoomClaims {
 }
 
 /// Claims of a service token (gateway → recorder feed).
+///
+/// The registered claims are repeated here rather than shared through
+/// `#[serde(flatten)]`: serde cannot combine `flatten` with
+/// `deny_unknown_fields`, and refusing unknown claims matters more.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceClaims {
