@@ -356,3 +356,84 @@ fn error_msg(code: ErrorCode, action: &str) -> ConnEvent {
         action: Some(action.to_owned()),
     })
 }
+
+/// The lessons running on this node, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Rooms {
+    inner: std::sync::Arc<std::sync::Mutex<HashMap<LessonId, RoomHandle>>>,
+}
+
+impl Rooms {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LessonId, RoomHandle>> {
+        // Each critical section is one map operation; a panic elsewhere cannot
+        // leave the map half-updated, so a poisoned lock is still sound.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a running lesson.
+    pub fn insert(&self, room: RoomHandle) {
+        self.lock().insert(room.lesson(), room);
+    }
+
+    /// The lesson's task, if it runs here.
+    pub fn get(&self, lesson: LessonId) -> Option<RoomHandle> {
+        self.lock().get(&lesson).cloned()
+    }
+
+    /// Forgets a lesson.
+    pub fn remove(&self, lesson: LessonId) {
+        self.lock().remove(&lesson);
+    }
+
+    /// Every lesson running here.
+    pub fn all(&self) -> Vec<RoomHandle> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Carries cluster events from the state store's pub/sub to every lesson on
+/// this node, until the store's event stream closes: a block published on
+/// any node removes the person from every lesson here.
+///
+/// If this node falls behind and misses events, it re-reads the whole block
+/// list and applies it (blocking is idempotent), so a missed message never
+/// leaves a blocked person in a lesson.
+pub async fn relay_cluster_events<S: crate::store::StateStore>(store: S, rooms: Rooms) {
+    use crate::store::StoreEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = store.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(StoreEvent::Blocked { user }) => {
+                for room in rooms.all() {
+                    let _ = room.block(user.clone()).await;
+                }
+            }
+            Ok(StoreEvent::Unblocked { user }) => {
+                for room in rooms.all() {
+                    let _ = room.unblock(user.clone()).await;
+                }
+            }
+            Ok(StoreEvent::SessionsEnded { .. } | StoreEvent::Lesson { .. }) => {}
+            Err(RecvError::Lagged(missed)) => {
+                tracing::error!(missed, "missed cluster events; re-applying the block list");
+                match store.list_blocks().await {
+                    Ok(blocks) => {
+                        for (user, _) in blocks {
+                            for room in rooms.all() {
+                                let _ = room.block(user.clone()).await;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot re-read the block list"),
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
