@@ -302,7 +302,11 @@ impl Report {
             None => out.push_str("no readable checkpoint\n"),
         }
         for f in &self.findings {
-            let tag = if f.is_problem() { "PROBLEM" } else { "NOTICE " };
+            let tag = if f.is_problem() {
+                "PROBLEM:"
+            } else {
+                "NOTICE:"
+            };
             out.push_str(&format!("{tag} {}\n", f.describe()));
         }
         let n = self.problems().count();
