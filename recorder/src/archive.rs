@@ -375,6 +375,11 @@ impl LessonWriter {
 
     /// Writes a signed checkpoint of the manifest (and, the first time, the
     /// public key). Returns the manifest written.
+    ///
+    /// Durability rule for the ingest shell: acknowledge seqs to the gateway
+    /// only once a checkpoint covering them is written. A segment stored
+    /// after the last checkpoint cannot be described by a restarted recorder
+    /// (it cannot decrypt it), so its frames must still be replayable.
     pub async fn checkpoint(&mut self, now_unix_micros: u64) -> Result<Manifest, ArchiveError> {
         self.write_checkpoint(now_unix_micros, false).await
     }
