@@ -1,2 +1,24 @@
-//! The Chaperone recorder (being written).
+//! The Chaperone recorder: seals each lesson's feed into segments encrypted
+//! with age, writes them to object storage with a hash-chained, signed
+//! manifest, and verifies an archive end to end.
+//!
+//! What it owns, by module:
+//!
+//! - [`segment`]: the plaintext segment format and sealing to public age
+//!   recipients (the ingest side; never an identity);
+//! - [`archive`]: the object layout and the put-if-absent writer;
+//! - [`manifest`]: entries, gaps, the chain and canonical bytes;
+//! - [`keys`]: the manifest-signing Ed25519 key;
+//! - [`verify`]: `recorder verify`;
+//! - [`review`]: opening segments with the review identity (review side only).
+//!
+//! It must never hold an age identity in the ingest path, never overwrite a
+//! stored object, and never read a clock outside the binary's shell.
 #![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod keys;
+pub mod manifest;
+pub mod review;
+pub mod segment;
+pub mod verify;

@@ -1,0 +1,453 @@
+//! The archive: where a lesson's sealed segments and signed manifests live
+//! in an [`ObjectStore`], and the writer that puts them there.
+//!
+//! This module owns the object layout and the write discipline. It must
+//! never overwrite an object (every write is put-if-absent where the store
+//! supports it), never hold an age identity, and never read a clock.
+//!
+//! # Layout
+//!
+//! (Also in `recorder/ARCHIVE.md`, for readers without our code.)
+//!
+//! ```text
+//! lessons/<lesson-id>/segments/<index:010>.age      sealed segment (age, binary)
+//! lessons/<lesson-id>/manifests/<checkpoint:010>.json  manifest checkpoint, canonical JSON
+//! lessons/<lesson-id>/manifests/<checkpoint:010>.sig   Ed25519 signature (raw 64 bytes) over the .json
+//! lessons/<lesson-id>/recorder.pub                  recorder's Ed25519 public key, PEM (convenience copy)
+//! ```
+//!
+//! `<lesson-id>` is 32 lowercase hex digits; indices are zero-padded to ten
+//! digits so names sort in order. Checkpoints are separate immutable objects
+//! rather than one overwritten `manifest.json`: an earlier signed checkpoint
+//! can never be replaced, and each later one must extend it. The highest
+//! checkpoint is the current one; the lesson is complete when it says
+//! `"final":true`.
+
+use std::sync::Arc;
+
+use chaperone_protocol::LessonId;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+
+use crate::keys::RecorderSigningKey;
+use crate::manifest::{
+    self, Entry, GENESIS_PREV, Gap, MANIFEST_FORMAT, MAX_TRACKS, Manifest, ManifestError,
+};
+use crate::segment::{RecipientSet, SealError, Segment};
+
+/// Digits in a zero-padded segment index or checkpoint number.
+pub const INDEX_DIGITS: usize = 10;
+
+/// `lessons/<lesson-id>`.
+pub fn lesson_prefix(lesson: &LessonId) -> Path {
+    Path::from(format!("lessons/{lesson}"))
+}
+
+/// `lessons/<lesson-id>/segments/<index:010>.age`.
+pub fn segment_path(lesson: &LessonId, index: u64) -> Path {
+    Path::from(format!("lessons/{lesson}/segments/{index:010}.age"))
+}
+
+/// `lessons/<lesson-id>/manifests/<checkpoint:010>.json`.
+pub fn manifest_path(lesson: &LessonId, checkpoint: u64) -> Path {
+    Path::from(format!("lessons/{lesson}/manifests/{checkpoint:010}.json"))
+}
+
+/// `lessons/<lesson-id>/manifests/<checkpoint:010>.sig`.
+pub fn signature_path(lesson: &LessonId, checkpoint: u64) -> Path {
+    Path::from(format!("lessons/{lesson}/manifests/{checkpoint:010}.sig"))
+}
+
+/// `lessons/<lesson-id>/recorder.pub`.
+pub fn public_key_path(lesson: &LessonId) -> Path {
+    Path::from(format!("lessons/{lesson}/recorder.pub"))
+}
+
+/// What an object under a lesson's prefix is, by its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A sealed segment with this index.
+    Segment(u64),
+    /// A manifest checkpoint.
+    Manifest(u64),
+    /// A checkpoint's signature.
+    Signature(u64),
+    /// The published public key.
+    PublicKey,
+    /// Anything else (which verify reports).
+    Unknown,
+}
+
+/// Classifies `location` relative to the lesson's prefix.
+pub fn classify(lesson: &LessonId, location: &Path) -> ObjectKind {
+    let full = location.as_ref();
+    let prefix = format!("lessons/{lesson}/");
+    let Some(rest) = full.strip_prefix(&prefix) else {
+        return ObjectKind::Unknown;
+    };
+    if rest == "recorder.pub" {
+        return ObjectKind::PublicKey;
+    }
+    let number = |s: &str| -> Option<u64> {
+        (s.len() == INDEX_DIGITS && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    if let Some(n) = rest
+        .strip_prefix("segments/")
+        .and_then(|s| s.strip_suffix(".age"))
+        .and_then(number)
+    {
+        return ObjectKind::Segment(n);
+    }
+    if let Some(m) = rest.strip_prefix("manifests/") {
+        if let Some(n) = m.strip_suffix(".json").and_then(number) {
+            return ObjectKind::Manifest(n);
+        }
+        if let Some(n) = m.strip_suffix(".sig").and_then(number) {
+            return ObjectKind::Signature(n);
+        }
+    }
+    ObjectKind::Unknown
+}
+
+/// Why an archive write failed. Nothing already stored is ever changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// An object already exists at the path with different bytes; it was
+    /// left as it was.
+    #[error("{path} already exists with different contents; not overwritten")]
+    AlreadyExists {
+        /// The path.
+        path: String,
+    },
+    /// The segment's index is not the next one expected.
+    #[error("segment index {got}, expected {expected}")]
+    IndexOutOfOrder {
+        /// The index expected next.
+        expected: u64,
+        /// The index given.
+        got: u64,
+    },
+    /// The segment belongs to another lesson.
+    #[error("segment of lesson {got} given to the writer of {expected}")]
+    WrongLesson {
+        /// This writer's lesson.
+        expected: LessonId,
+        /// The segment's lesson.
+        got: LessonId,
+    },
+    /// The segment's seqs do not follow the previous segment's, and no gap
+    /// was recorded for the difference.
+    #[error("segment starts at seq {got}; expected {expected} (record a gap first)")]
+    SeqDiscontinuity {
+        /// The seq expected.
+        expected: u64,
+        /// The segment's first seq.
+        got: u64,
+    },
+    /// The writer has already written its final checkpoint.
+    #[error("lesson already finalised")]
+    Finalised,
+    /// A track name or gap reason is not valid in a manifest.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Sealing failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// Whether a put-if-absent stored the object or found it already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written now.
+    Written,
+    /// Already present with identical bytes (a retried write).
+    AlreadyPresent,
+}
+
+/// Puts `bytes` at `path` only if nothing is there. If the store does not
+/// support conditional puts, falls back to check-then-put (which a
+/// concurrent writer could race; the archive has one writer per lesson).
+pub async fn put_if_absent(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<PutOutcome, ArchiveError> {
+    let bytes = bytes::Bytes::from(bytes);
+    let payload = PutPayload::from(bytes.clone());
+    let opts = PutOptions::from(PutMode::Create);
+    match store.put_opts(path, payload.clone(), opts).await {
+        Ok(_) => Ok(PutOutcome::Written),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            same_or_conflict(store, path, &bytes).await
+        }
+        Err(
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+        ) => match store.head(path).await {
+            Ok(_) => same_or_conflict(store, path, &bytes).await,
+            Err(object_store::Error::NotFound { .. }) => {
+                store.put(path, payload).await?;
+                Ok(PutOutcome::Written)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn same_or_conflict(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<PutOutcome, ArchiveError> {
+    let existing = store.get(path).await?.bytes().await?;
+    if existing.as_ref() == bytes {
+        Ok(PutOutcome::AlreadyPresent)
+    } else {
+        Err(ArchiveError::AlreadyExists {
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Writes one lesson: seals each segment to the recipient set, stores it
+/// put-if-absent, chains it into the manifest, and writes signed
+/// checkpoints. Holds public recipients and the manifest-signing key only:
+/// it cannot decrypt what it writes.
+#[derive(Debug)]
+pub struct LessonWriter {
+    store: Arc<dyn ObjectStore>,
+    lesson: LessonId,
+    recipients: RecipientSet,
+    signer: RecorderSigningKey,
+    entries: Vec<Entry>,
+    gaps: Vec<Gap>,
+    next_checkpoint: u64,
+    /// The seq the next segment must start at (None before the first).
+    next_seq: Option<u64>,
+    finalised: bool,
+    published_key: bool,
+}
+
+impl LessonWriter {
+    /// A writer for a new lesson.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        lesson: LessonId,
+        recipients: RecipientSet,
+        signer: RecorderSigningKey,
+    ) -> Self {
+        Self {
+            store,
+            lesson,
+            recipients,
+            signer,
+            entries: Vec::new(),
+            gaps: Vec::new(),
+            next_checkpoint: 0,
+            next_seq: None,
+            finalised: false,
+            published_key: false,
+        }
+    }
+
+    /// The lesson written.
+    pub fn lesson(&self) -> LessonId {
+        self.lesson
+    }
+
+    /// The recipients segments are sealed to.
+    pub fn recipients(&self) -> &RecipientSet {
+        &self.recipients
+    }
+
+    /// Entries written so far.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The index the next segment must carry.
+    pub fn next_index(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    /// Records a known loss of seqs `first_missing_seq..=last_missing_seq`.
+    /// The next segment may then start after it.
+    pub fn record_gap(&mut self, gap: Gap) -> Result<(), ArchiveError> {
+        if self.finalised {
+            return Err(ArchiveError::Finalised);
+        }
+        manifest::check_reason(&gap.reason)?;
+        if let Some(next) = self.next_seq
+            && gap.first_missing_seq == next
+        {
+            self.next_seq = gap.last_missing_seq.checked_add(1);
+        }
+        self.gaps.push(gap);
+        Ok(())
+    }
+
+    /// Seals and stores `segment` (which must carry [`Self::next_index`] and
+    /// continue the seqs), then appends its manifest entry. On error nothing
+    /// is appended.
+    pub async fn append(
+        &mut self,
+        segment: &Segment,
+        tracks: Vec<String>,
+    ) -> Result<Entry, ArchiveError> {
+        if self.finalised {
+            return Err(ArchiveError::Finalised);
+        }
+        let h = segment.header();
+        if h.lesson != self.lesson {
+            return Err(ArchiveError::WrongLesson {
+                expected: self.lesson,
+                got: h.lesson,
+            });
+        }
+        if h.index != self.next_index() {
+            return Err(ArchiveError::IndexOutOfOrder {
+                expected: self.next_index(),
+                got: h.index,
+            });
+        }
+        if let Some(next) = self.next_seq
+            && h.first_seq != next
+        {
+            return Err(ArchiveError::SeqDiscontinuity {
+                expected: next,
+                got: h.first_seq,
+            });
+        }
+        if tracks.len() > MAX_TRACKS {
+            return Err(ManifestError::TooManyTracks {
+                count: tracks.len(),
+            }
+            .into());
+        }
+        for t in &tracks {
+            manifest::check_track(t)?;
+        }
+        let sealed = crate::segment::seal(segment, &self.recipients)?;
+        let entry = Entry {
+            end: h.end_unix_micros,
+            first_seq: h.first_seq,
+            index: h.index,
+            last_seq: h.last_seq,
+            prev: self
+                .entries
+                .last()
+                .map_or_else(|| GENESIS_PREV.to_owned(), Entry::chain_hash),
+            sha256: manifest::sha256_hex(&sealed),
+            size: sealed.len() as u64,
+            start: h.start_unix_micros,
+            tracks,
+        };
+        put_if_absent(
+            self.store.as_ref(),
+            &segment_path(&self.lesson, h.index),
+            sealed,
+        )
+        .await?;
+        self.next_seq = h.last_seq.checked_add(1);
+        self.entries.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// The manifest as it stands, for checkpoint `checkpoint`.
+    fn manifest(&self, now_unix_micros: u64, is_final: bool) -> Manifest {
+        Manifest {
+            checkpoint: self.next_checkpoint,
+            created: now_unix_micros,
+            entries: self.entries.clone(),
+            is_final,
+            format: MANIFEST_FORMAT.to_owned(),
+            gaps: self.gaps.clone(),
+            lesson: self.lesson.to_string(),
+            recipients: self.recipients.to_strings(),
+        }
+    }
+
+    /// Writes a signed checkpoint of the manifest (and, the first time, the
+    /// public key). Returns the manifest written.
+    ///
+    /// Durability rule for the ingest shell: acknowledge seqs to the gateway
+    /// only once a checkpoint covering them is written. A segment stored
+    /// after the last checkpoint cannot be described by a restarted recorder
+    /// (it cannot decrypt it), so its frames must still be replayable.
+    pub async fn checkpoint(&mut self, now_unix_micros: u64) -> Result<Manifest, ArchiveError> {
+        self.write_checkpoint(now_unix_micros, false).await
+    }
+
+    /// Writes the final signed checkpoint; the writer accepts nothing after.
+    pub async fn finish(&mut self, now_unix_micros: u64) -> Result<Manifest, ArchiveError> {
+        self.write_checkpoint(now_unix_micros, true).await
+    }
+
+    async fn write_checkpoint(
+        &mut self,
+        now_unix_micros: u64,
+        is_final: bool,
+    ) -> Result<Manifest, ArchiveError> {
+        if self.finalised {
+            return Err(ArchiveError::Finalised);
+        }
+        if !self.published_key {
+            put_if_absent(
+                self.store.as_ref(),
+                &public_key_path(&self.lesson),
+                self.signer.public().to_pem().into_bytes(),
+            )
+            .await?;
+            self.published_key = true;
+        }
+        let m = self.manifest(now_unix_micros, is_final);
+        let bytes = m.canonical_bytes();
+        let sig = self.signer.sign(&bytes);
+        // The manifest first, then its signature: a crash between leaves an
+        // unsigned checkpoint, which verify reports rather than trusts.
+        put_if_absent(
+            self.store.as_ref(),
+            &manifest_path(&self.lesson, m.checkpoint),
+            bytes,
+        )
+        .await?;
+        put_if_absent(
+            self.store.as_ref(),
+            &signature_path(&self.lesson, m.checkpoint),
+            sig.to_vec(),
+        )
+        .await?;
+        self.next_checkpoint += 1;
+        self.finalised = is_final;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_through_classify() {
+        let l = LessonId::from_bytes([0xab; 16]);
+        assert_eq!(
+            segment_path(&l, 42).as_ref(),
+            format!("lessons/{}/segments/0000000042.age", "ab".repeat(16))
+        );
+        assert_eq!(classify(&l, &segment_path(&l, 42)), ObjectKind::Segment(42));
+        assert_eq!(classify(&l, &manifest_path(&l, 3)), ObjectKind::Manifest(3));
+        assert_eq!(
+            classify(&l, &signature_path(&l, 3)),
+            ObjectKind::Signature(3)
+        );
+        assert_eq!(classify(&l, &public_key_path(&l)), ObjectKind::PublicKey);
+        let odd = Path::from(format!("lessons/{l}/segments/42.age"));
+        assert_eq!(classify(&l, &odd), ObjectKind::Unknown);
+    }
+}
