@@ -4,3 +4,5 @@
 #![forbid(unsafe_code)]
 pub mod lesson;
 pub mod media;
+pub mod room;
+pub mod signal;
