@@ -285,3 +285,94 @@ async fn registry_finds_starts_once_and_shuts_down() {
         Err(ErrorCode::NotFound)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_blocked_user_is_said_goodbye_and_refused_after() {
+    let (rooms, _records) = rooms(None);
+    let room = rooms.open(setup(), LessonConfig::default());
+    let (_a, mut ac) = join(&room, pupil("ann", "7A"), 256).await;
+    room.block(signal_support::user("ann")).await;
+    until(&mut ac, |m| {
+        *m == ServerMsg::Goodbye {
+            reason: Farewell::Blocked,
+        }
+    })
+    .await;
+    assert_eq!(next(&mut ac).await, Outbound::Close(Farewell::Blocked));
+    let again = room.join(pupil("ann", "7A"), mpsc::channel(4).0).await;
+    assert_eq!(again, Err(ErrorCode::Blocked));
+    room.unblock(signal_support::user("ann")).await;
+    let (_a2, mut ac2) = join(&room, pupil("ann", "7A"), 256).await;
+    until(&mut ac2, |m| matches!(m, ServerMsg::Waiting { .. })).await;
+}
+
+/// Real time: the media driver reads the real clock.
+#[tokio::test]
+async fn media_offers_are_answered_and_bad_sdp_gets_a_typed_error() {
+    use std::sync::Arc as StdArc;
+    use str0m::media::{Direction, MediaKind};
+
+    let (media, events) = chaperone_gateway::media::driver::start(Default::default())
+        .await
+        .expect("media driver starts on loopback");
+    let (records, _records_rx) = mpsc::channel(10_000);
+    let rooms = Rooms::new(RoomDeps {
+        records,
+        media: Some(media),
+        persist: None,
+    });
+    let _router = rooms.route_media_events(events);
+    let room = rooms.open(setup(), LessonConfig::default());
+    let (t, mut tc) = join(&room, teacher(), 256).await;
+    let (a, mut ac) = join(&room, pupil("ann", "7A"), 256).await;
+
+    // Junk SDP from the (always admitted) teacher: typed, not fatal.
+    room.message(
+        t,
+        ClientMsg::Offer {
+            sdp: "v=0 junk".into(),
+        },
+    )
+    .await;
+    let refusal = until(&mut tc, |m| matches!(m, ServerMsg::Error { .. })).await;
+    assert_eq!(
+        refusal,
+        ServerMsg::Error {
+            code: ErrorCode::Malformed,
+            action: Some("offer".into())
+        }
+    );
+
+    // A waiting pupil never reaches the media plane.
+    room.message(a, ClientMsg::Offer { sdp: "v=0".into() })
+        .await;
+    until(&mut ac, |m| {
+        matches!(
+            m,
+            ServerMsg::Error {
+                code: ErrorCode::NotAdmitted,
+                ..
+            }
+        )
+    })
+    .await;
+
+    // A real offer gets a real answer.
+    #[allow(clippy::disallowed_methods)] // a test client's own clock
+    let start = std::time::Instant::now();
+    let mut rtc = str0m::Rtc::builder()
+        .set_crypto_provider(StdArc::new(str0m::crypto::from_feature_flags()))
+        .build(start);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer with one m-line");
+    room.message(
+        t,
+        ClientMsg::Offer {
+            sdp: offer.to_sdp_string(),
+        },
+    )
+    .await;
+    let answer = until(&mut tc, |m| matches!(m, ServerMsg::Answer { .. })).await;
+    assert!(matches!(answer, ServerMsg::Answer { sdp } if sdp.starts_with("v=0")));
+}
