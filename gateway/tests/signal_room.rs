@@ -376,3 +376,47 @@ async fn media_offers_are_answered_and_bad_sdp_gets_a_typed_error() {
     let answer = until(&mut tc, |m| matches!(m, ServerMsg::Answer { .. })).await;
     assert!(matches!(answer, ServerMsg::Answer { sdp } if sdp.starts_with("v=0")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pupil_back_after_the_reconnect_grace_waits_again() {
+    let (rooms, _records) = rooms(None);
+    let room = rooms.open(setup(), LessonConfig::default());
+    let (t, mut tc) = join(&room, teacher(), 256).await;
+    let (a, mut ac) = join(&room, pupil("ann", "7A"), 256).await;
+    room.recorder(true).await;
+    room.message(t, ClientMsg::Admit { participant: a }).await;
+    until(&mut ac, |m| *m == ServerMsg::Admitted).await;
+    // The teacher's roster tells when each step has been applied (at this
+    // virtual instant), so time is advanced only after it.
+    let pair =
+        |m: &ServerMsg| matches!(m, ServerMsg::Roster { participants } if participants.len() == 2);
+    let alone =
+        |m: &ServerMsg| matches!(m, ServerMsg::Roster { participants } if participants.len() == 1);
+    until(&mut tc, pair).await;
+    room.leave(a).await;
+    until(&mut tc, alone).await;
+
+    // Within the grace (30 s): straight back in.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let (a2, mut ac2) = join(&room, pupil("ann", "7A"), 256).await;
+    assert!(matches!(
+        next(&mut ac2).await,
+        Outbound::Msg(ServerMsg::Welcome { .. })
+    ));
+    assert_eq!(next(&mut ac2).await, Outbound::Msg(ServerMsg::Admitted));
+    until(&mut tc, pair).await;
+    room.leave(a2).await;
+    until(&mut tc, alone).await;
+
+    // Past it: the waiting room again.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let (_a3, mut ac3) = join(&room, pupil("ann", "7A"), 256).await;
+    assert!(matches!(
+        next(&mut ac3).await,
+        Outbound::Msg(ServerMsg::Welcome { .. })
+    ));
+    assert_eq!(
+        next(&mut ac3).await,
+        Outbound::Msg(ServerMsg::Waiting { locked: false })
+    );
+}
