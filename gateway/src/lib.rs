@@ -9,4 +9,5 @@ pub mod http;
 pub mod lesson;
 pub mod media;
 pub mod room;
+pub mod signal;
 pub mod store;

@@ -1,75 +1,116 @@
-//! The lesson task: the thin async shell around one [`Lesson`].
+//! The lesson task: the thin async shell around one [`Lesson`], in the style
+//! of quinn's `ConnectionDriver`.
 //!
-//! One tokio task per lesson `select!`s over its inbox and the lesson's next
-//! deadline, feeds each input to the core with the current time, and carries
-//! out the core's effects in order: messages to connections, forwarding
-//! decisions and SDP to the media plane, records and alerts to the recorder
-//! feed, snapshots to the state store. It makes no decision of its own
-//! (quinn's `ConnectionDriver`).
+//! One tokio task per lesson owns the [`Lesson`] and `select!`s over its
+//! inbox ([`RoomHandle`] commands: join, message, leave, recorder, block,
+//! server offer, shutdown) and `sleep_until` the core's next deadline. After
+//! every input it drains [`Lesson::poll_output`] and applies each effect in
+//! order:
 //!
-//! It must never block on a participant: each connection has a bounded
-//! queue, and a connection that cannot keep up is closed rather than allowed
-//! to stall the lesson for everyone else. It must never drop a record
-//! silently: if the feed is gone, that is logged as an error every time.
+//! | effect | goes to |
+//! |---|---|
+//! | `Send` | that participant's connection channel (bounded; `try_send`) |
+//! | `Forward`, `Receive`, `MediaOffer`, `MediaAnswer` | the optional [`MediaHandle`] |
+//! | `Record`, `Alert` | the [`RoomRecord`] channel the recorder feed consumes |
+//! | `Persist` | the optional [`PersistFn`] |
+//! | `Disconnect` | that connection: [`Outbound::Close`] after its `Goodbye` |
+//!
+//! It must never decide anything (every rule is the core's), never block the
+//! lesson on one participant's connection (a connection that cannot keep up
+//! is dropped and treated as having left), and never drop a record silently.
+//! It is the only lesson code that reads the clock, through [`now`].
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use chaperone_protocol::event::LessonEvent;
 use chaperone_protocol::signal::{ClientMsg, ErrorCode, Farewell, ServerMsg};
 use chaperone_protocol::{LessonId, ParticipantId, UserRef};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
 
-use crate::lesson::{JoinRequest, Lesson, Output, Record, Snapshot};
-use crate::media::MediaHandle;
+use crate::lesson::{JoinRequest, Lesson, LessonConfig, LessonSetup, Output, Record, Snapshot};
+use crate::media::{MediaError, MediaHandle};
+use crate::signal::errors;
 
-/// Messages queued to one connection before it counts as too slow.
-pub const CONNECTION_QUEUE: usize = 256;
+/// Commands queued to one lesson task before senders wait.
+pub const INBOX_CAPACITY: usize = 1024;
 
-/// Commands queued to a lesson task before senders wait.
-const INBOX: usize = 1024;
+/// The shell's clock: the one place lesson code reads the time.
+///
+/// It reads tokio's clock (not `std::time::Instant::now`, which clippy bans
+/// outside the shell) so that `#[tokio::test(start_paused = true)]` drives
+/// the lesson's graces in virtual time; outside paused tests the two agree.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
-/// What a connection receives from its lesson.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnEvent {
-    /// Send this message to the client.
+/// What the lesson task sends down one participant's connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outbound {
+    /// A message to write to the socket.
     Msg(ServerMsg),
-    /// Close the connection (its `Goodbye` was the previous message).
+    /// Close the socket for this reason (the `Goodbye` has already been queued).
     Close(Farewell),
 }
 
-/// What the lesson task hands to the recorder feed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FeedItem {
-    /// An event or chat message, with the wall-clock time it happened.
+/// Something for the recorder feed: every [`Record`] and [`Output::Alert`]
+/// of a lesson, stamped with the shell's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomRecord {
+    /// An event or a chat message to append to the lesson's recording.
     Record {
-        /// Microseconds since the Unix epoch.
-        at_micros: u64,
+        /// The lesson.
+        lesson: LessonId,
+        /// When the shell applied it.
+        at: Instant,
         /// What to record.
         record: Record,
     },
-    /// A concern or incident for the safeguarding team.
+    /// A concern or incident the safeguarding team must see.
     Alert {
-        /// Microseconds since the Unix epoch.
-        at_micros: u64,
-        /// The event.
-        event: chaperone_protocol::event::LessonEvent,
+        /// The lesson.
+        lesson: LessonId,
+        /// When the shell applied it.
+        at: Instant,
+        /// The concern or incident (also recorded as a [`RoomRecord::Record`]).
+        event: LessonEvent,
     },
 }
 
-/// Where a lesson task sends what the core decides.
-#[derive(Debug, Clone)]
-pub struct RoomSinks {
-    /// The media plane, if this node forwards media.
+/// Saves a lesson's control state (the store plugs in here). Called on the
+/// lesson task, so it must not block: queue the write and return.
+pub type PersistFn = Arc<dyn Fn(&Snapshot) + Send + Sync>;
+
+/// What every lesson task is connected to.
+#[derive(Clone)]
+pub struct RoomDeps {
+    /// Where records and alerts go (the recorder feed). If it is full the
+    /// lesson waits: nothing recorded is dropped.
+    pub records: mpsc::Sender<RoomRecord>,
+    /// The media plane, if this node runs one.
     pub media: Option<MediaHandle>,
-    /// The recorder feed (records and alerts, in order).
-    pub feed: mpsc::Sender<(LessonId, FeedItem)>,
-    /// Snapshots to persist, latest last.
-    pub persist: Option<mpsc::Sender<(LessonId, Snapshot)>>,
+    /// Where snapshots go, if the lesson is persisted.
+    pub persist: Option<PersistFn>,
 }
 
+impl fmt::Debug for RoomDeps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomDeps")
+            .field("media", &self.media)
+            .field("persist", &self.persist.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
 enum Command {
     Join {
-        req: JoinRequest,
-        conn: mpsc::Sender<ConnEvent>,
+        req: Box<JoinRequest>,
+        conn: mpsc::Sender<Outbound>,
         reply: oneshot::Sender<Result<ParticipantId, ErrorCode>>,
     },
     Message {
@@ -88,20 +129,19 @@ enum Command {
     Unblock {
         user: UserRef,
     },
+    ServerOffer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    Shutdown,
 }
 
-/// A handle to a running lesson task. Cheap to clone.
-#[derive(Debug, Clone)]
+/// A cheap, cloneable handle to one lesson's task.
+#[derive(Clone, Debug)]
 pub struct RoomHandle {
     lesson: LessonId,
     tx: mpsc::Sender<Command>,
 }
-
-/// The lesson task has stopped (the lesson ended and everyone left, or the
-/// node is shutting down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the lesson is no longer running on this node")]
-pub struct RoomGone;
 
 impl RoomHandle {
     /// The lesson.
@@ -109,290 +149,436 @@ impl RoomHandle {
         self.lesson
     }
 
-    /// Asks to join; `conn` receives the participant's messages.
+    /// Whether the lesson task has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Someone authenticated asks to join; `conn` receives everything the
+    /// lesson says to them from now on (starting with `Welcome`). A stopped
+    /// lesson answers `NotFound`, as for a lesson that was never here.
     pub async fn join(
         &self,
         req: JoinRequest,
-        conn: mpsc::Sender<ConnEvent>,
-    ) -> Result<Result<ParticipantId, ErrorCode>, RoomGone> {
+        conn: mpsc::Sender<Outbound>,
+    ) -> Result<ParticipantId, ErrorCode> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Join { req, conn, reply })
-            .await
-            .map_err(|_| RoomGone)?;
-        rx.await.map_err(|_| RoomGone)
+        let cmd = Command::Join {
+            req: Box::new(req),
+            conn,
+            reply,
+        };
+        if !self.send(cmd).await {
+            return Err(ErrorCode::NotFound);
+        }
+        rx.await.unwrap_or(Err(ErrorCode::NotFound))
     }
 
-    /// A message from a participant.
-    pub async fn message(&self, from: ParticipantId, msg: ClientMsg) -> Result<(), RoomGone> {
-        self.send(Command::Message { from, msg }).await
+    /// A message from a joined participant's connection.
+    pub async fn message(&self, from: ParticipantId, msg: ClientMsg) {
+        self.send(Command::Message { from, msg }).await;
     }
 
-    /// A participant's connection closed.
-    pub async fn leave(&self, participant: ParticipantId) -> Result<(), RoomGone> {
-        self.send(Command::Leave { participant }).await
+    /// A participant's connection ended.
+    pub async fn leave(&self, participant: ParticipantId) {
+        self.send(Command::Leave { participant }).await;
     }
 
-    /// The recorder feed became attached or was lost.
-    pub async fn recorder(&self, attached: bool) -> Result<(), RoomGone> {
-        self.send(Command::Recorder { attached }).await
+    /// [`RoomHandle::leave`] from a synchronous context (a drop guard): never
+    /// waits, and never loses the leave while a runtime is running.
+    pub fn leave_soon(&self, participant: ParticipantId) {
+        match self.tx.try_send(Command::Leave { participant }) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(cmd)) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let tx = self.tx.clone();
+                    rt.spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// The recorder feed became attached (acknowledged) or was lost.
+    pub async fn recorder(&self, attached: bool) {
+        self.send(Command::Recorder { attached }).await;
     }
 
     /// A user was blocked everywhere.
-    pub async fn block(&self, user: UserRef) -> Result<(), RoomGone> {
-        self.send(Command::Block { user }).await
+    pub async fn block(&self, user: UserRef) {
+        self.send(Command::Block { user }).await;
     }
 
     /// A block was lifted.
-    pub async fn unblock(&self, user: UserRef) -> Result<(), RoomGone> {
-        self.send(Command::Unblock { user }).await
+    pub async fn unblock(&self, user: UserRef) {
+        self.send(Command::Unblock { user }).await;
     }
 
-    async fn send(&self, cmd: Command) -> Result<(), RoomGone> {
-        self.tx.send(cmd).await.map_err(|_| RoomGone)
+    /// The media plane wants to renegotiate with a participant (a
+    /// [`crate::media::MediaEvent::Offer`]); it goes to them as `ServerMsg::Offer`.
+    pub async fn server_offer(&self, participant: ParticipantId, sdp: String) {
+        self.send(Command::ServerOffer { participant, sdp }).await;
+    }
+
+    /// Stops the lesson task; every connection is closed.
+    pub async fn shutdown(&self) {
+        self.send(Command::Shutdown).await;
     }
 }
 
-/// Starts the task driving `lesson`.
-pub fn spawn(lesson: Lesson, sinks: RoomSinks) -> RoomHandle {
-    let (tx, rx) = mpsc::channel(INBOX);
-    let id = lesson.id();
-    tokio::spawn(
-        Room {
-            lesson,
-            sinks,
-            conns: HashMap::new(),
-            in_media: HashSet::new(),
-            deadline: None,
+/// Every lesson task on this node, by lesson id.
+#[derive(Clone, Debug)]
+pub struct Rooms {
+    deps: RoomDeps,
+    rooms: Arc<Mutex<HashMap<LessonId, RoomHandle>>>,
+}
+
+impl Rooms {
+    /// An empty registry whose lessons use `deps`.
+    pub fn new(deps: RoomDeps) -> Self {
+        Self {
+            deps,
+            rooms: Arc::default(),
         }
-        .run(rx),
-    );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LessonId, RoomHandle>> {
+        // A poisoned map is still a valid map: every update is one insert or remove.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running task of a lesson, if this node has one.
+    pub fn get(&self, lesson: LessonId) -> Option<RoomHandle> {
+        let mut rooms = self.lock();
+        match rooms.get(&lesson) {
+            Some(h) if h.is_closed() => {
+                rooms.remove(&lesson);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
+    /// The lesson's task, starting it (a new, empty lesson) if it is not running.
+    pub fn open(&self, setup: LessonSetup, config: LessonConfig) -> RoomHandle {
+        let id = setup.id;
+        self.get_or_start(id, || Lesson::new(now(), setup, config))
+    }
+
+    /// The lesson's task, starting it from a persisted snapshot (another
+    /// node's lesson taken over) if it is not running.
+    pub fn restore(
+        &self,
+        setup: LessonSetup,
+        config: LessonConfig,
+        snapshot: Snapshot,
+    ) -> Result<RoomHandle, crate::lesson::SnapshotError> {
+        let id = setup.id;
+        if let Some(h) = self.get(id) {
+            return Ok(h);
+        }
+        let lesson = Lesson::restore(now(), setup, config, snapshot)?;
+        Ok(self.get_or_start(id, || lesson))
+    }
+
+    fn get_or_start(&self, id: LessonId, make: impl FnOnce() -> Lesson) -> RoomHandle {
+        let mut rooms = self.lock();
+        if let Some(h) = rooms.get(&id).filter(|h| !h.is_closed()) {
+            return h.clone();
+        }
+        let handle = spawn(make(), self.deps.clone());
+        rooms.insert(id, handle.clone());
+        handle
+    }
+
+    /// Every lesson running on this node.
+    pub fn all(&self) -> Vec<RoomHandle> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Stops every lesson task.
+    pub async fn shutdown_all(&self) {
+        let all: Vec<RoomHandle> = self.lock().drain().map(|(_, h)| h).collect();
+        for h in all {
+            h.shutdown().await;
+        }
+    }
+
+    /// Routes the media plane's server offers to their lessons until the
+    /// media driver stops.
+    pub fn route_media_events(
+        &self,
+        mut events: mpsc::UnboundedReceiver<crate::media::MediaEvent>,
+    ) -> tokio::task::JoinHandle<()> {
+        let rooms = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    crate::media::MediaEvent::Offer {
+                        lesson,
+                        participant,
+                        sdp,
+                    } => match rooms.get(lesson) {
+                        Some(room) => room.server_offer(participant, sdp).await,
+                        None => debug!(%lesson, %participant, "media offer for no lesson"),
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// Starts a task for `lesson`.
+pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+    let id = lesson.id();
+    let task = RoomTask {
+        id,
+        lesson,
+        deps,
+        conns: HashMap::new(),
+        in_media: HashSet::new(),
+        gone: Vec::new(),
+    };
+    tokio::spawn(task.run(rx));
     RoomHandle { lesson: id, tx }
 }
 
-struct Room {
+struct RoomTask {
+    id: LessonId,
     lesson: Lesson,
-    sinks: RoomSinks,
-    conns: HashMap<ParticipantId, mpsc::Sender<ConnEvent>>,
-    /// Participants the media plane knows about.
+    deps: RoomDeps,
+    /// Each present participant's connection.
+    conns: HashMap<ParticipantId, mpsc::Sender<Outbound>>,
+    /// Participants added to the media plane.
     in_media: HashSet<ParticipantId>,
-    deadline: Option<std::time::Instant>,
+    /// Connections dropped while applying effects, to be told to the core.
+    gone: Vec<ParticipantId>,
 }
 
-impl Room {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let id = self.lesson.id();
-        self.apply_outputs().await;
+impl RoomTask {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        info!(lesson = %self.id, "lesson task started");
         loop {
+            let deadline = self.drain().await;
             let sleep = async {
-                match self.deadline {
+                match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
+                cmd = inbox.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.handle(cmd).await,
                 },
-                () = sleep => self.lesson.handle_timeout(crate::clock::now()),
-            }
-            self.apply_outputs().await;
-            if self.lesson.is_ended() && self.conns.is_empty() {
-                break;
+                () = sleep => self.lesson.handle_timeout(now()),
             }
         }
-        tracing::info!(lesson = %id, "lesson task stopped");
+        for p in std::mem::take(&mut self.in_media) {
+            self.media_remove(p).await;
+        }
+        // Dropping the senders closes every connection.
+        self.conns.clear();
+        info!(lesson = %self.id, "lesson task stopped");
     }
 
-    fn handle(&mut self, cmd: Command) {
-        let now = crate::clock::now();
+    async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join { req, conn, reply } => {
-                let result = self.lesson.handle_join(now, req);
+                let result = self.lesson.handle_join(now(), *req);
                 if let Ok(p) = result {
-                    // Registered before the outputs are applied, so the
-                    // participant receives its welcome.
+                    // Registered before the core's output is drained, so the
+                    // `Welcome` it just queued reaches this connection.
                     self.conns.insert(p, conn);
                 }
-                let _ = reply.send(result);
+                if reply.send(result).is_err()
+                    && let Ok(p) = result
+                {
+                    // The connection gave up waiting: it will never read.
+                    debug!(lesson = %self.id, participant = %p, "joiner went away");
+                    self.conns.remove(&p);
+                    self.lesson.handle_leave(now(), p);
+                }
             }
-            Command::Message { from, msg } => self.lesson.handle_message(now, from, msg),
+            Command::Message { from, msg } => {
+                if self.conns.contains_key(&from) {
+                    self.lesson.handle_message(now(), from, msg);
+                }
+            }
             Command::Leave { participant } => {
                 self.conns.remove(&participant);
-                self.lesson.handle_leave(now, participant);
+                self.lesson.handle_leave(now(), participant);
+                self.media_remove(participant).await;
             }
-            Command::Recorder { attached } => self.lesson.handle_recorder(now, attached),
-            Command::Block { user } => self.lesson.handle_block(now, &user),
-            Command::Unblock { user } => self.lesson.handle_unblock(now, &user),
+            Command::Recorder { attached } => self.lesson.handle_recorder(now(), attached),
+            Command::Block { user } => self.lesson.handle_block(now(), &user),
+            Command::Unblock { user } => self.lesson.handle_unblock(now(), &user),
+            Command::ServerOffer { participant, sdp } => {
+                // Only someone the core lets receive media is in the media
+                // plane; a stale offer for anyone else is dropped.
+                if self.lesson.is_admitted(participant) {
+                    self.deliver(participant, ServerMsg::Offer { sdp });
+                }
+            }
+            Command::Shutdown => {}
         }
     }
 
-    /// Carries out every pending effect, in order.
-    async fn apply_outputs(&mut self) {
-        let lesson = self.lesson.id();
+    /// Applies every queued effect, in order; returns the next deadline.
+    async fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.lesson.poll_output() {
                 Output::Timeout(at) => {
-                    self.deadline = at;
-                    return;
+                    if self.gone.is_empty() {
+                        return at;
+                    }
+                    let now = now();
+                    for p in std::mem::take(&mut self.gone) {
+                        self.lesson.handle_leave(now, p);
+                        self.media_remove(p).await;
+                    }
                 }
-                Output::Send(p, msg) => self.deliver(p, ConnEvent::Msg(msg)),
-                Output::Disconnect(p, why) => {
-                    self.deliver(p, ConnEvent::Close(why));
-                    self.conns.remove(&p);
-                    self.leave_media(p).await;
-                }
+                Output::Send(p, msg) => self.deliver(p, msg),
                 Output::Forward { track, on } => {
-                    if let Some(media) = &self.sinks.media
-                        && let Err(e) = media.set_forward(lesson, track, on).await
+                    if let Some(media) = &self.deps.media
+                        && let Err(e) = media.set_forward(self.id, track, on).await
                     {
-                        tracing::error!(%lesson, %track, on, error = %e, "media plane refused a forwarding change");
+                        error!(lesson = %self.id, %track, on, error = %e, "media: forward failed");
                     }
                 }
                 Output::Receive { participant, on } => {
-                    if let Some(media) = &self.sinks.media
-                        && let Err(e) = media.set_receive(lesson, participant, on).await
+                    if let Some(media) = &self.deps.media
+                        && let Err(e) = media.set_receive(self.id, participant, on).await
                     {
-                        tracing::error!(%lesson, %participant, on, error = %e, "media plane refused a receive change");
+                        error!(lesson = %self.id, %participant, on, error = %e, "media: receive failed");
                     }
                 }
-                Output::MediaOffer { participant, sdp } => self.offer(participant, sdp).await,
+                Output::MediaOffer { participant, sdp } => {
+                    let reply = match self.media_offer(participant, sdp).await {
+                        Ok(answer) => ServerMsg::Answer { sdp: answer },
+                        Err(e) => media_refusal(self.id, participant, "offer", &e),
+                    };
+                    self.deliver(participant, reply);
+                }
                 Output::MediaAnswer { participant, sdp } => {
-                    if let Some(media) = &self.sinks.media
-                        && let Err(e) = media.answer(lesson, participant, sdp).await
-                    {
-                        tracing::warn!(%lesson, %participant, error = %e, "SDP answer refused");
-                        self.deliver(participant, error_msg(ErrorCode::Malformed, "answer"));
+                    let result = match &self.deps.media {
+                        Some(media) => media.answer(self.id, participant, sdp).await,
+                        None => Err(MediaError::Stopped),
+                    };
+                    if let Err(e) = result {
+                        let reply = media_refusal(self.id, participant, "answer", &e);
+                        self.deliver(participant, reply);
                     }
                 }
                 Output::Record(record) => {
-                    self.feed(FeedItem::Record {
-                        at_micros: crate::clock::unix_millis() * 1000,
+                    let at = now();
+                    self.record(RoomRecord::Record {
+                        lesson: self.id,
+                        at,
                         record,
                     })
                     .await;
                 }
                 Output::Alert(event) => {
-                    self.feed(FeedItem::Alert {
-                        at_micros: crate::clock::unix_millis() * 1000,
+                    let at = now();
+                    self.record(RoomRecord::Alert {
+                        lesson: self.id,
+                        at,
                         event,
                     })
                     .await;
                 }
                 Output::Persist(snapshot) => {
-                    if let Some(persist) = &self.sinks.persist
-                        && persist.send((lesson, snapshot)).await.is_err()
-                    {
-                        tracing::error!(%lesson, "state store writer is gone: snapshot not persisted");
+                    if let Some(persist) = &self.deps.persist {
+                        persist(&snapshot);
                     }
+                }
+                Output::Disconnect(p, farewell) => {
+                    // The core has already removed them; only the socket is left.
+                    if let Some(conn) = self.conns.remove(&p) {
+                        // If the queue is full, dropping the sender closes it anyway.
+                        let _ = conn.try_send(Outbound::Close(farewell));
+                    }
+                    self.media_remove(p).await;
                 }
             }
         }
     }
 
-    async fn offer(&mut self, participant: ParticipantId, sdp: String) {
-        let lesson = self.lesson.id();
-        let Some(media) = self.sinks.media.clone() else {
-            self.deliver(participant, error_msg(ErrorCode::Internal, "offer"));
+    /// Queues a message to a participant's connection without waiting. A
+    /// connection that cannot keep up is dropped and treated as a leave.
+    fn deliver(&mut self, p: ParticipantId, msg: ServerMsg) {
+        let Some(conn) = self.conns.get(&p) else {
             return;
         };
-        if self.in_media.insert(participant)
-            && let Err(e) = media.add_participant(lesson, participant).await
-        {
-            tracing::error!(%lesson, %participant, error = %e, "media plane refused a participant");
-        }
-        match media.offer(lesson, participant, sdp).await {
-            Ok(answer) => self.deliver(
-                participant,
-                ConnEvent::Msg(ServerMsg::Answer { sdp: answer }),
-            ),
-            Err(e) => {
-                tracing::warn!(%lesson, %participant, error = %e, "SDP offer refused");
-                self.deliver(participant, error_msg(ErrorCode::Malformed, "offer"));
+        match conn.try_send(Outbound::Msg(msg)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                warn!(lesson = %self.id, participant = %p, "connection cannot keep up; disconnecting");
+                self.conns.remove(&p);
+                self.gone.push(p);
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.conns.remove(&p);
+                self.gone.push(p);
             }
         }
     }
 
-    async fn leave_media(&mut self, participant: ParticipantId) {
-        if self.in_media.remove(&participant)
-            && let Some(media) = &self.sinks.media
-            && let Err(e) = media
-                .remove_participant(self.lesson.id(), participant)
-                .await
-        {
-            tracing::warn!(%participant, error = %e, "media plane could not remove a participant");
-        }
-    }
-
-    /// Queues `event` for a connection; a connection whose queue is full is
-    /// too slow to keep, and is told to close and forgotten.
-    fn deliver(&mut self, p: ParticipantId, event: ConnEvent) {
-        let Some(conn) = self.conns.get(&p) else {
-            return;
+    async fn record(&self, rec: RoomRecord) {
+        let rec = match self.deps.records.try_send(rec) {
+            Ok(()) => return,
+            Err(TrySendError::Full(rec)) => {
+                warn!(lesson = %self.id, "recorder feed is full; the lesson waits for it");
+                rec
+            }
+            Err(TrySendError::Closed(rec)) => rec,
         };
-        if conn.try_send(event).is_err() {
-            tracing::warn!(lesson = %self.lesson.id(), participant = %p, "connection too slow or gone; closing it");
-            self.conns.remove(&p);
-            let now = crate::clock::now();
-            self.lesson.handle_leave(now, p);
+        if self.deps.records.send(rec).await.is_err() {
+            error!(lesson = %self.id, "recorder feed is closed: a lesson record was not delivered");
         }
     }
 
-    /// Hands a record to the feed, waiting for room rather than dropping it:
-    /// nothing recorded is ever lost. The feed buffers and spools on its own,
-    /// so waiting here is backpressure, not a stall.
-    async fn feed(&self, item: FeedItem) {
-        let lesson = self.lesson.id();
-        if self.sinks.feed.send((lesson, item)).await.is_err() {
-            tracing::error!(%lesson, "recorder feed is closed: a record could not be handed over");
+    async fn media_offer(&mut self, p: ParticipantId, sdp: String) -> Result<String, MediaError> {
+        let media = self.deps.media.as_ref().ok_or(MediaError::Stopped)?;
+        if !self.in_media.contains(&p) {
+            match media.add_participant(self.id, p).await {
+                Ok(()) | Err(MediaError::AlreadyAdded { .. }) => {
+                    self.in_media.insert(p);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        media.offer(self.id, p, sdp).await
+    }
+
+    async fn media_remove(&mut self, p: ParticipantId) {
+        if self.in_media.remove(&p)
+            && let Some(media) = &self.deps.media
+            && let Err(e) = media.remove_participant(self.id, p).await
+        {
+            error!(lesson = %self.id, participant = %p, error = %e, "media: remove failed");
         }
     }
 }
 
-fn error_msg(code: ErrorCode, action: &str) -> ConnEvent {
-    ConnEvent::Msg(ServerMsg::Error {
-        code,
+/// The typed refusal for a failed media negotiation, logged.
+fn media_refusal(
+    lesson: LessonId,
+    participant: ParticipantId,
+    action: &str,
+    e: &MediaError,
+) -> ServerMsg {
+    warn!(%lesson, %participant, action, error = %e, "media negotiation refused");
+    ServerMsg::Error {
+        code: errors::media_error_code(e),
         action: Some(action.to_owned()),
-    })
-}
-
-/// The lessons running on this node, by id.
-#[derive(Debug, Clone, Default)]
-pub struct Rooms {
-    inner: std::sync::Arc<std::sync::Mutex<HashMap<LessonId, RoomHandle>>>,
-}
-
-impl Rooms {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LessonId, RoomHandle>> {
-        // Each critical section is one map operation; a panic elsewhere cannot
-        // leave the map half-updated, so a poisoned lock is still sound.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a running lesson.
-    pub fn insert(&self, room: RoomHandle) {
-        self.lock().insert(room.lesson(), room);
-    }
-
-    /// The lesson's task, if it runs here.
-    pub fn get(&self, lesson: LessonId) -> Option<RoomHandle> {
-        self.lock().get(&lesson).cloned()
-    }
-
-    /// Forgets a lesson.
-    pub fn remove(&self, lesson: LessonId) {
-        self.lock().remove(&lesson);
-    }
-
-    /// Every lesson running here.
-    pub fn all(&self) -> Vec<RoomHandle> {
-        self.lock().values().cloned().collect()
     }
 }
 
@@ -411,12 +597,12 @@ pub async fn relay_cluster_events<S: crate::store::StateStore>(store: S, rooms: 
         match events.recv().await {
             Ok(StoreEvent::Blocked { user }) => {
                 for room in rooms.all() {
-                    let _ = room.block(user.clone()).await;
+                    room.block(user.clone()).await;
                 }
             }
             Ok(StoreEvent::Unblocked { user }) => {
                 for room in rooms.all() {
-                    let _ = room.unblock(user.clone()).await;
+                    room.unblock(user.clone()).await;
                 }
             }
             Ok(StoreEvent::SessionsEnded { .. } | StoreEvent::Lesson { .. }) => {}
@@ -426,7 +612,7 @@ pub async fn relay_cluster_events<S: crate::store::StateStore>(store: S, rooms: 
                     Ok(blocks) => {
                         for (user, _) in blocks {
                             for room in rooms.all() {
-                                let _ = room.block(user.clone()).await;
+                                room.block(user.clone()).await;
                             }
                         }
                     }

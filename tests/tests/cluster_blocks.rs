@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use chaperone_gateway::lesson::{Account, JoinRequest, Lesson, LessonConfig, LessonSetup};
-use chaperone_gateway::room::{self, ConnEvent, RoomSinks, Rooms};
+use chaperone_gateway::lesson::{Account, JoinRequest, LessonConfig, LessonSetup};
+use chaperone_gateway::room::{self, Outbound, RoomDeps, Rooms};
 use chaperone_gateway::store::{
     Block, RedisStore, RedisStoreConfig, StateStore, StoreEvent, UnixMillis,
 };
@@ -41,25 +41,16 @@ async fn a_block_on_one_node_cuts_off_a_pupil_on_another_within_a_second() {
         assistants: vec![],
         extra_pupils: vec![],
     };
-    let lesson = Lesson::new(
-        chaperone_gateway::clock::now(),
-        setup,
-        LessonConfig::default(),
-    );
-    let (feed, _feed_rx) = mpsc::channel(10_000);
-    let rooms = Rooms::new();
-    let room = room::spawn(
-        lesson,
-        RoomSinks {
-            media: None,
-            feed,
-            persist: None,
-        },
-    );
-    rooms.insert(room.clone());
+    let (records, _records_rx) = mpsc::channel(10_000);
+    let rooms = Rooms::new(RoomDeps {
+        records,
+        media: None,
+        persist: None,
+    });
+    let room = rooms.open(setup, LessonConfig::default());
     tokio::spawn(room::relay_cluster_events(node_b.clone(), rooms.clone()));
 
-    room.recorder(true).await.unwrap();
+    room.recorder(true).await;
     let (t_tx, _t_rx) = mpsc::channel(256);
     let teacher = room
         .join(
@@ -74,7 +65,6 @@ async fn a_block_on_one_node_cuts_off_a_pupil_on_another_within_a_second() {
             t_tx,
         )
         .await
-        .unwrap()
         .unwrap();
     let (p_tx, mut p_rx) = mpsc::channel(256);
     let pupil = JoinRequest {
@@ -85,10 +75,9 @@ async fn a_block_on_one_node_cuts_off_a_pupil_on_another_within_a_second() {
             ..Account::default()
         },
     };
-    room.join(pupil.clone(), p_tx).await.unwrap().unwrap();
+    room.join(pupil.clone(), p_tx).await.unwrap();
     room.message(teacher, chaperone_protocol::signal::ClientMsg::AdmitAll)
-        .await
-        .unwrap();
+        .await;
 
     // The DSL blocks the pupil on node A.
     node_a
@@ -111,7 +100,7 @@ async fn a_block_on_one_node_cuts_off_a_pupil_on_another_within_a_second() {
 
     let closed = tokio::time::timeout(Duration::from_secs(1), async {
         while let Some(event) = p_rx.recv().await {
-            if event == ConnEvent::Close(Farewell::Blocked) {
+            if event == Outbound::Close(Farewell::Blocked) {
                 return true;
             }
         }
@@ -125,6 +114,6 @@ async fn a_block_on_one_node_cuts_off_a_pupil_on_another_within_a_second() {
     );
 
     // And they cannot come back in on that node.
-    let again = room.join(pupil, mpsc::channel(8).0).await.unwrap();
+    let again = room.join(pupil, mpsc::channel(8).0).await;
     assert_eq!(again, Err(chaperone_protocol::signal::ErrorCode::Blocked));
 }
