@@ -66,6 +66,9 @@ conformance!(
     sessions_expire_and_end_per_user,
     single_use_claims,
     events_reach_subscribers,
+    records_are_kept_per_table,
+    temp_values_are_taken_once,
+    audit_log_appends_in_order,
 );
 
 async fn ping_answers<S: StateStore>(store: S) {
@@ -225,6 +228,97 @@ async fn sessions_expire_and_end_per_user<S: StateStore>(store: S) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(store.get_session("short", at(120)).await.unwrap(), None);
+}
+
+async fn records_are_kept_per_table<S: StateStore>(store: S) {
+    assert_eq!(store.get_record("lessons", "a").await.unwrap(), None);
+    assert!(store.list_records("lessons").await.unwrap().is_empty());
+    store
+        .put_record("lessons", "a", r#"{"n":1}"#.to_owned())
+        .await
+        .unwrap();
+    store
+        .put_record("lessons", "b", r#"{"n":2}"#.to_owned())
+        .await
+        .unwrap();
+    store
+        .put_record("people", "a", r#"{"p":1}"#.to_owned())
+        .await
+        .unwrap();
+    // Replacing keeps one record per id.
+    store
+        .put_record("lessons", "a", r#"{"n":3}"#.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_record("lessons", "a").await.unwrap().as_deref(),
+        Some(r#"{"n":3}"#)
+    );
+    let mut all = store.list_records("lessons").await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_owned(), r#"{"n":3}"#.to_owned()),
+            ("b".to_owned(), r#"{"n":2}"#.to_owned())
+        ]
+    );
+    assert_eq!(store.list_records("people").await.unwrap().len(), 1);
+    let big = "x".repeat(chaperone_gateway::store::MAX_VALUE_BYTES + 1);
+    assert!(matches!(
+        store.put_record("lessons", "big", big).await,
+        Err(StoreError::TooLarge(_))
+    ));
+}
+
+async fn temp_values_are_taken_once<S: StateStore>(store: S) {
+    store
+        .put_temp("login", "s1", b"pending".to_vec(), T0, at(60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_temp("login", "other", at(1)).await.unwrap(),
+        None
+    );
+    assert_eq!(store.take_temp("nope", "s1", at(1)).await.unwrap(), None);
+    // Sixteen concurrent takers: exactly one gets the value.
+    let takers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_temp("login", "s1", at(2)).await.unwrap() })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in takers {
+        if let Some(v) = t.await.unwrap() {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, vec![b"pending".to_vec()]);
+
+    // Expired values are gone (Redis by real TTL, hence the short one).
+    store
+        .put_temp("login", "short", b"x".to_vec(), T0, at(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        store.take_temp("login", "short", at(120)).await.unwrap(),
+        None
+    );
+}
+
+async fn audit_log_appends_in_order<S: StateStore>(store: S) {
+    assert!(store.audit_tail(10).await.unwrap().is_empty());
+    for n in 0..5 {
+        store.append_audit(format!(r#"{{"n":{n}}}"#)).await.unwrap();
+    }
+    assert_eq!(
+        store.audit_tail(2).await.unwrap(),
+        vec![r#"{"n":3}"#.to_owned(), r#"{"n":4}"#.to_owned()]
+    );
+    assert_eq!(store.audit_tail(100).await.unwrap().len(), 5);
+    assert!(store.audit_tail(0).await.unwrap().is_empty());
 }
 
 async fn single_use_claims<S: StateStore>(store: S) {

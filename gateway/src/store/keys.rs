@@ -39,6 +39,21 @@ pub fn once(prefix: &str, namespace: &str, id: &str) -> String {
     format!("{prefix}:once:{namespace}:{id}")
 }
 
+/// `{prefix}:records:{table}` — hash from record id to JSON.
+pub fn records(prefix: &str, table: &str) -> String {
+    format!("{prefix}:records:{table}")
+}
+
+/// `{prefix}:temp:{namespace}:{id}` — a short-lived value, taken once.
+pub fn temp(prefix: &str, namespace: &str, id: &str) -> String {
+    format!("{prefix}:temp:{namespace}:{id}")
+}
+
+/// `{prefix}:audit` — list of JSON audit records, append-only.
+pub fn audit(prefix: &str) -> String {
+    format!("{prefix}:audit")
+}
+
 /// `{prefix}:events` — the pub/sub channel of cluster events.
 pub fn events(prefix: &str) -> String {
     format!("{prefix}:events")

@@ -19,6 +19,9 @@ struct Inner {
     grants: HashMap<String, VisitorGrant>,
     sessions: HashMap<String, (SessionRecord, UnixMillis)>,
     claims: HashMap<(String, String), UnixMillis>,
+    records: HashMap<String, HashMap<String, String>>,
+    temp: HashMap<(String, String), (Vec<u8>, UnixMillis)>,
+    audit: Vec<String>,
 }
 
 /// The in-memory store. Cheap to clone; clones share state.
@@ -219,6 +222,76 @@ impl StateStore for LocalStore {
         }
         inner.claims.insert(key, expires_at);
         Ok(true)
+    }
+
+    async fn put_record(&self, table: &str, id: &str, json: String) -> Result<(), StoreError> {
+        check_size(json.len())?;
+        self.lock()
+            .records
+            .entry(table.to_owned())
+            .or_default()
+            .insert(id.to_owned(), json);
+        Ok(())
+    }
+
+    async fn get_record(&self, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .records
+            .get(table)
+            .and_then(|t| t.get(id))
+            .cloned())
+    }
+
+    async fn list_records(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .lock()
+            .records
+            .get(table)
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn put_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        bytes: Vec<u8>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        check_size(bytes.len())?;
+        let mut inner = self.lock();
+        inner.temp.retain(|_, (_, until)| *until > now);
+        inner
+            .temp
+            .insert((namespace.to_owned(), id.to_owned()), (bytes, expires_at));
+        Ok(())
+    }
+
+    async fn take_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let taken = self
+            .lock()
+            .temp
+            .remove(&(namespace.to_owned(), id.to_owned()));
+        Ok(taken.and_then(|(bytes, until)| (until > now).then_some(bytes)))
+    }
+
+    async fn append_audit(&self, json: String) -> Result<(), StoreError> {
+        check_size(json.len())?;
+        self.lock().audit.push(json);
+        Ok(())
+    }
+
+    async fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let from = inner.audit.len().saturating_sub(limit);
+        Ok(inner.audit[from..].to_vec())
     }
 
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! The state store: what must survive a gateway node or be shared between
 //! nodes — lesson control snapshots (compare-and-set versioned), the block
-//! list, visitor grants, login sessions, single-use claims (room-token
-//! `jti`s) — and the pub/sub of cluster events (blocks, ended sessions,
+//! list, visitor grants, login sessions, pending logins, single-use claims
+//! (room-token `jti`s), records (lesson descriptions, the people directory),
+//! the audit log — and the pub/sub of cluster events (blocks, ended sessions,
 //! lesson events).
 //!
 //! One trait, [`StateStore`], two implementations chosen at start-up through
@@ -244,6 +245,52 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         expires_at: UnixMillis,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Stores a JSON record under `(table, id)`, replacing any earlier one
+    /// (lesson descriptions, the people directory).
+    fn put_record(
+        &self,
+        table: &str,
+        id: &str,
+        json: String,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The record under `(table, id)`, if any.
+    fn get_record(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Every record of `table`, as `(id, json)`, in no particular order.
+    fn list_records(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Keeps a short-lived value (a pending login) until `expires_at`.
+    fn put_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        bytes: Vec<u8>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes and returns a live short-lived value: it can be taken once,
+    /// on one node, however many ask at the same time.
+    fn take_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Appends one record to the append-only audit log.
+    fn append_audit(&self, json: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The last `limit` audit records, oldest first.
+    fn audit_tail(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Tells every node (this one included).
     fn publish(&self, event: StoreEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Hears every published event from now on.
@@ -349,6 +396,39 @@ impl StateStore for Store {
         expires_at: UnixMillis,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.claim_once(namespace, id, now, expires_at).await)
+    }
+    async fn put_record(&self, table: &str, id: &str, json: String) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_record(table, id, json).await)
+    }
+    async fn get_record(&self, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.get_record(table, id).await)
+    }
+    async fn list_records(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self, s => s.list_records(table).await)
+    }
+    async fn put_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        bytes: Vec<u8>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_temp(namespace, id, bytes, now, expires_at).await)
+    }
+    async fn take_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.take_temp(namespace, id, now).await)
+    }
+    async fn append_audit(&self, json: String) -> Result<(), StoreError> {
+        dispatch!(self, s => s.append_audit(json).await)
+    }
+    async fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.audit_tail(limit).await)
     }
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
         dispatch!(self, s => s.publish(event).await)

@@ -7,6 +7,7 @@
 //! events use one dedicated pub/sub connection owned by a background task
 //! that resubscribes after every disconnect. Key names live in [`super::keys`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -449,6 +450,79 @@ impl StateStore for RedisStore {
             )
             .await?;
         Ok(set.is_some())
+    }
+
+    async fn put_record(&self, table: &str, id: &str, json: String) -> Result<(), StoreError> {
+        check_size(json.len())?;
+        let mut c = self.conn();
+        let _: () = self
+            .run(c.hset(keys::records(self.prefix(), table), id, json))
+            .await?;
+        Ok(())
+    }
+
+    async fn get_record(&self, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn();
+        self.run(c.hget(keys::records(self.prefix(), table), id))
+            .await
+    }
+
+    async fn list_records(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut c = self.conn();
+        let all: HashMap<String, String> = self
+            .run(c.hgetall(keys::records(self.prefix(), table)))
+            .await?;
+        Ok(all.into_iter().collect())
+    }
+
+    async fn put_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        bytes: Vec<u8>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        check_size(bytes.len())?;
+        let mut c = self.conn();
+        let _: () = self
+            .run(c.pset_ex(
+                keys::temp(self.prefix(), namespace, id),
+                bytes,
+                now.until(expires_at),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn take_temp(
+        &self,
+        namespace: &str,
+        id: &str,
+        _now: UnixMillis,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // GETDEL is atomic: of two nodes racing for the same pending login,
+        // exactly one gets it. Redis expires the key itself.
+        let mut c = self.conn();
+        self.run(c.get_del(keys::temp(self.prefix(), namespace, id)))
+            .await
+    }
+
+    async fn append_audit(&self, json: String) -> Result<(), StoreError> {
+        check_size(json.len())?;
+        let mut c = self.conn();
+        let _: () = self.run(c.rpush(keys::audit(self.prefix()), json)).await?;
+        Ok(())
+    }
+
+    async fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn();
+        let from = -isize::try_from(limit).unwrap_or(isize::MAX);
+        self.run(c.lrange(keys::audit(self.prefix()), from, -1))
+            .await
     }
 
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
