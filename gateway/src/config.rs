@@ -57,6 +57,98 @@ pub struct Config {
     pub lesson: LessonSettings,
     /// Logging.
     pub log: LogConfig,
+    /// The school's OpenID Connect provider.
+    pub oidc: OidcSettings,
+    /// Login sessions.
+    pub session: SessionSettings,
+    /// The gateway's signing keys and room tokens.
+    pub tokens: TokenSettings,
+}
+
+/// `[oidc]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The provider's issuer URL, exactly as its discovery document states it.
+    /// Empty with `--dev`: the built-in development provider at `/dev-idp`.
+    pub issuer: String,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Our client secret.
+    pub client_secret: String,
+    /// Scopes requested (`openid` is always sent).
+    pub scopes: Vec<String>,
+    /// How far an ID token's `iat` may be from our clock, seconds.
+    pub max_iat_skew_secs: u64,
+    /// Timeout of one request to the provider, milliseconds.
+    pub http_timeout_ms: u64,
+    /// Recording replay needs an MFA login at most this old, seconds.
+    pub step_up_max_age_secs: u64,
+    /// How claims become roles and classes.
+    pub claims: crate::auth::ClaimMapping,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["openid".to_owned(), "profile".to_owned()],
+            max_iat_skew_secs: 300,
+            http_timeout_ms: 10_000,
+            step_up_max_age_secs: 900,
+            claims: crate::auth::ClaimMapping::default(),
+        }
+    }
+}
+
+/// `[session]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session unused this long ends, seconds.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after login however busy, seconds.
+    pub absolute_timeout_secs: u64,
+    /// Lesson look-ups (open a lesson, ask for a room token) one session may make per minute.
+    pub lesson_lookups_per_minute: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 1800,
+            absolute_timeout_secs: 12 * 3600,
+            lesson_lookups_per_minute: 60,
+        }
+    }
+}
+
+/// `[tokens]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Lifetime of a room token, seconds (at most 300).
+    pub room_token_secs: u64,
+    /// PKCS#8 PEM Ed25519 private key signing room and service tokens
+    /// (required outside `--dev`, which makes a fresh key each start).
+    pub signing_key_file: String,
+    /// The key's `kid`.
+    pub signing_key_id: String,
+    /// Audience of service tokens (the recorder).
+    pub service_audience: String,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            room_token_secs: 120,
+            signing_key_file: String::new(),
+            signing_key_id: "gateway-1".to_owned(),
+            service_audience: "chaperone-recorder".to_owned(),
+        }
+    }
 }
 
 /// `[http]`
@@ -277,6 +369,32 @@ impl Config {
                     }
                 }
                 "LOG_FILTER" => self.log.filter = value,
+                "OIDC_ISSUER" => self.oidc.issuer = value,
+                "OIDC_CLIENT_ID" => self.oidc.client_id = value,
+                "OIDC_CLIENT_SECRET" => self.oidc.client_secret = value,
+                "OIDC_SCOPES" => {
+                    self.oidc.scopes = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "OIDC_MAX_IAT_SKEW_SECS" => self.oidc.max_iat_skew_secs = num(&value)?,
+                "OIDC_HTTP_TIMEOUT_MS" => self.oidc.http_timeout_ms = num(&value)?,
+                "OIDC_STEP_UP_MAX_AGE_SECS" => self.oidc.step_up_max_age_secs = num(&value)?,
+                "SESSION_IDLE_TIMEOUT_SECS" => self.session.idle_timeout_secs = num(&value)?,
+                "SESSION_ABSOLUTE_TIMEOUT_SECS" => {
+                    self.session.absolute_timeout_secs = num(&value)?
+                }
+                "SESSION_LESSON_LOOKUPS_PER_MINUTE" => {
+                    self.session.lesson_lookups_per_minute =
+                        u32::try_from(num(&value)?).map_err(|e| bad(e.to_string()))?
+                }
+                "TOKENS_ROOM_TOKEN_SECS" => self.tokens.room_token_secs = num(&value)?,
+                "TOKENS_SIGNING_KEY_FILE" => self.tokens.signing_key_file = value,
+                "TOKENS_SIGNING_KEY_ID" => self.tokens.signing_key_id = value,
+                "TOKENS_SERVICE_AUDIENCE" => self.tokens.service_audience = value,
                 // CHAPERONE_LOG is read by the logger directly; others are not ours.
                 _ => {}
             }
@@ -306,14 +424,46 @@ impl Config {
         if l.chat_rate == 0 || l.chat_window_secs == 0 {
             return invalid("lesson.chat_rate and lesson.chat_window_secs must be at least 1");
         }
+        if self.tokens.room_token_secs == 0
+            || self.tokens.room_token_secs > crate::auth::MAX_LIFETIME_SECS
+        {
+            return invalid("tokens.room_token_secs must be between 1 and 300");
+        }
+        let s = &self.session;
+        if s.idle_timeout_secs < 60 || s.absolute_timeout_secs < s.idle_timeout_secs {
+            return invalid(
+                "session.idle_timeout_secs must be at least 60 and at most session.absolute_timeout_secs",
+            );
+        }
+        if s.lesson_lookups_per_minute == 0 {
+            return invalid("session.lesson_lookups_per_minute must be at least 1");
+        }
+        if self.oidc.claims.roles.is_empty() {
+            return invalid("oidc.claims.roles must map at least one claim value to a role");
+        }
+        if !self.oidc.issuer.is_empty()
+            && (self.oidc.client_id.is_empty() || self.oidc.client_secret.is_empty())
+        {
+            return invalid("oidc.issuer needs oidc.client_id and oidc.client_secret");
+        }
         if self.dev {
             if !self.http.listen.ip().is_loopback() {
                 return invalid(
                     "--dev listens on loopback only (it serves a development identity provider)",
                 );
             }
-        } else if !self.http.public_url.starts_with("https://") {
-            return invalid("http.public_url must be set to an https:// URL outside --dev");
+        } else {
+            if !self.http.public_url.starts_with("https://") {
+                return invalid("http.public_url must be set to an https:// URL outside --dev");
+            }
+            if !self.oidc.issuer.starts_with("https://") {
+                return invalid(
+                    "oidc.issuer must be the https:// URL of the school's identity provider outside --dev",
+                );
+            }
+            if self.tokens.signing_key_file.is_empty() {
+                return invalid("tokens.signing_key_file is required outside --dev");
+            }
         }
         Ok(())
     }
@@ -453,8 +603,29 @@ mod tests {
         c.http.public_url = "http://school.test".into();
         assert!(c.validate().is_err(), "production needs https");
         c.http.public_url = "https://school.test".into();
+        assert!(
+            c.validate().is_err(),
+            "production needs an identity provider"
+        );
+        c.oidc.issuer = "https://login.school.test".into();
+        assert!(c.validate().is_err(), "and client credentials");
+        c.oidc.client_id = "chaperone".into();
+        c.oidc.client_secret = "secret".into();
+        assert!(c.validate().is_err(), "and a signing key");
+        c.tokens.signing_key_file = "/etc/chaperone/key.pem".into();
         assert!(c.validate().is_ok());
         assert_eq!(c.allowed_origins(), vec!["https://school.test"]);
+        c.tokens.room_token_secs = 301;
+        assert!(c.validate().is_err(), "room tokens live at most 5 minutes");
+        let mut c = dev();
+        c.session.idle_timeout_secs = 10;
+        assert!(c.validate().is_err(), "idle timeout too short");
+        let mut c = dev();
+        c.oidc.claims.roles.clear();
+        assert!(
+            c.validate().is_err(),
+            "no role mapping: nobody could sign in"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -80,12 +80,11 @@ pub struct AppState {
     pub jwks: serde_json::Value,
 }
 
-/// The router: health endpoints and the front page, with security headers.
+/// The router: health endpoints and the key set, with security headers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/", get(index))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
@@ -139,19 +138,8 @@ async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.jwks)
 }
 
-async fn index(State(state): State<AppState>) -> Html<String> {
-    let dev = if state.dev {
-        "<p><strong>Development mode.</strong> The built-in identity provider is on; never use <code>--dev</code> with real pupils.</p>"
-    } else {
-        ""
-    };
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Chaperone</title></head>\
-         <body><h1>Chaperone</h1><p>The live-lesson gateway is running.</p>{dev}</body></html>"
-    ))
-}
-
-async fn security_headers(mut response: Response) -> Response {
+/// Adds the security headers every response carries.
+pub async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

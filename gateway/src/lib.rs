@@ -2,6 +2,7 @@
 //! it: authentication, signaling, media forwarding, the state store and the
 //! feed to the recorder.
 #![forbid(unsafe_code)]
+pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -11,3 +12,4 @@ pub mod media;
 pub mod room;
 pub mod signal;
 pub mod store;
+pub mod web;

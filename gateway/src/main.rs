@@ -5,10 +5,10 @@
 //! `CHAPERONE_*` environment overrides). See the README.
 
 use anyhow::{Context, Result, bail};
-use chaperone_gateway::auth::KeySet;
+use chaperone_gateway::app::App;
 use chaperone_gateway::config::{Config, LogFormat, StoreKind};
-use chaperone_gateway::http::{self, AppState, Probe};
-use chaperone_gateway::store::{LocalStore, RedisStore, RedisStoreConfig, StateStore, Store};
+use chaperone_gateway::http;
+use chaperone_gateway::store::{LocalStore, RedisStore, RedisStoreConfig, Store};
 
 const HELP: &str = "\
 gateway — Chaperone live-lesson safeguarding gateway
@@ -126,29 +126,29 @@ async fn main() -> Result<()> {
     }
     init_logging(&config);
 
-    let store = open_store(&config)?;
-    let probe_store = store.clone();
-    let probes = vec![Probe::new("store", move || {
-        let store = probe_store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    })];
-    // Development keys are fresh on every start; production keys come from
-    // files with the identity issue.
-    let kid = format!("dev-{:016x}", rand::random::<u64>());
-    let keys = KeySet::from_seed(&kid, rand::random::<[u8; 32]>())?;
-    let state = AppState {
-        probes,
-        dev: config.dev,
-        jwks: keys.jwks(),
-    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("listening on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
+    let public_url = if config.http.public_url.is_empty() {
+        // --dev only (validate() requires a public URL otherwise).
+        format!("http://{addr}")
+    } else {
+        config.http.public_url.clone()
+    };
+    let store = open_store(&config)?;
+    let app = App::build(&config, store, public_url.clone())?;
     if config.dev {
         tracing::warn!("development mode: never use --dev with real pupils");
+        if app.devidp.is_some() {
+            tracing::warn!(
+                "development identity provider at {public_url}/dev-idp: it signs anyone in as any demo person"
+            );
+        }
     }
-    tracing::info!(%addr, store = ?config.store.kind, "Chaperone gateway listening on http://{addr}/");
-    http::run(listener, http::router(state), shutdown_signal()).await?;
+    tracing::info!(%addr, store = ?config.store.kind, "Chaperone gateway listening on {public_url}/");
+    let router = app.router.clone();
+    http::run(listener, router, shutdown_signal()).await?;
+    app.rooms.shutdown_all().await;
     Ok(())
 }

@@ -4,8 +4,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chaperone_gateway::auth::{KeySet, ROOM_TOKEN_TYPE, TokenError, TokenIssuer, Verifier};
-use chaperone_protocol::{LessonId, Role, UserRef};
+use chaperone_gateway::auth::{
+    AccountClaims, KeySet, ROOM_TOKEN_TYPE, TokenError, TokenIssuer, Verifier,
+};
+use chaperone_protocol::{LessonId, UserRef};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -21,13 +23,28 @@ fn issuer() -> TokenIssuer {
     }
 }
 
+fn pupil_account() -> AccountClaims {
+    AccountClaims {
+        pupil_classes: vec!["7A".to_owned()],
+        ..AccountClaims::default()
+    }
+}
+
 fn pupil() -> UserRef {
     UserRef::new("https://idp.school.test", "pupil-1").unwrap()
 }
 
 fn room_token(t: &TokenIssuer) -> String {
-    t.issue_room(NOW, 120, "jti-1".into(), LESSON, pupil(), Role::Pupil)
-        .unwrap()
+    t.issue_room(
+        NOW,
+        120,
+        "jti-1".into(),
+        LESSON,
+        pupil(),
+        "Pat".into(),
+        pupil_account(),
+    )
+    .unwrap()
 }
 
 /// Valid room-token claims as JSON, to tamper with.
@@ -35,7 +52,8 @@ fn claims(t: &TokenIssuer) -> serde_json::Value {
     json!({
         "iss": t.issuer, "aud": t.room_audience, "sub": pupil().to_string(),
         "exp": NOW + 120, "nbf": NOW, "iat": NOW, "jti": "jti-x", "typ": ROOM_TOKEN_TYPE,
-        "lesson": LESSON, "user": pupil(), "role": "pupil",
+        "lesson": LESSON, "user": pupil(), "name": "Pat",
+        "account": {"staff": false, "pupil_classes": ["7A"], "safeguarding_observer": false, "visitor_until": null},
     })
 }
 
@@ -76,7 +94,10 @@ fn b64(v: &serde_json::Value) -> String {
 fn issued_room_token_verifies() {
     let t = issuer();
     let c = t.verify_room(NOW + 1, &room_token(&t)).unwrap();
-    assert_eq!((c.lesson, c.user, c.role), (LESSON, pupil(), Role::Pupil));
+    assert_eq!(
+        (c.lesson, c.user, c.name.as_str(), c.account),
+        (LESSON, pupil(), "Pat", pupil_account())
+    );
     assert_eq!(c.exp - c.iat, 120);
 }
 
@@ -84,7 +105,15 @@ fn issued_room_token_verifies() {
 fn lifetimes_over_five_minutes_are_not_issued_or_accepted() {
     let t = issuer();
     assert_eq!(
-        t.issue_room(NOW, 301, "j".into(), LESSON, pupil(), Role::Pupil),
+        t.issue_room(
+            NOW,
+            301,
+            "j".into(),
+            LESSON,
+            pupil(),
+            "Pat".into(),
+            pupil_account()
+        ),
         Err(TokenError::LifetimeTooLong)
     );
     let mut c = claims(&t);
@@ -236,7 +265,7 @@ fn tampered_payload_fails_the_signature() {
     let token = room_token(&t);
     let parts: Vec<&str> = token.split('.').collect();
     let mut c = claims(&t);
-    c["role"] = json!("teacher");
+    c["account"]["staff"] = json!(true);
     let forged = format!("{}.{}.{}", parts[0], b64(&c), parts[2]);
     assert_eq!(t.verify_room(NOW, &forged), Err(TokenError::BadSignature));
 }
@@ -308,7 +337,15 @@ async fn a_join_token_is_single_use() {
     );
     // Another token for the same person is fine.
     let other = t
-        .issue_room(NOW, 120, "jti-2".into(), LESSON, pupil(), Role::Pupil)
+        .issue_room(
+            NOW,
+            120,
+            "jti-2".into(),
+            LESSON,
+            pupil(),
+            "Pat".into(),
+            pupil_account(),
+        )
         .unwrap();
     assert!(
         t.verify_room_for_join(NOW + 2, &other, &store)

@@ -1,11 +1,18 @@
-//! Authentication: the gateway's signing keys and the short-lived tokens it
-//! issues (room tokens for joining a lesson, service tokens for the recorder
-//! feed). OIDC login, sessions and the development identity provider join
-//! this module with the identity issue.
+//! Authentication and access: the OIDC relying party, how claims become
+//! school roles, login sessions, the gateway's signing keys and the
+//! short-lived tokens it issues (room tokens for joining a lesson, service
+//! tokens for the recorder feed), and the development identity provider.
 
+pub mod devidp;
+pub mod identity;
+pub mod join;
+pub mod oidc;
+pub mod session;
 pub mod tokens;
 
+pub use identity::{ClaimMapping, Identity, IdentityRefusal, SchoolRole};
+pub use oidc::{OidcError, RelyingParty, RpConfig};
 pub use tokens::{
-    KeySet, MAX_LIFETIME_SECS, ROOM_TOKEN_TYPE, RoomClaims, SERVICE_TOKEN_TYPE, ServiceClaims,
-    TokenError, TokenIssuer, Verifier,
+    AccountClaims, KeySet, MAX_LIFETIME_SECS, ROOM_TOKEN_TYPE, RoomClaims, SERVICE_TOKEN_TYPE,
+    ServiceClaims, TokenError, TokenIssuer, Verifier,
 };

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chaperone_protocol::{LessonId, Role, UserRef};
+use chaperone_protocol::{LessonId, UserRef};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -132,8 +132,25 @@ pub struct RoomClaims {
     pub lesson: LessonId,
     /// The person.
     pub user: UserRef,
-    /// Their role in the lesson.
-    pub role: Role,
+    /// Their display name.
+    pub name: String,
+    /// What the identity layer vouches for; the lesson core decides the role.
+    pub account: AccountClaims,
+}
+
+/// The identity facts a room token carries to the lesson core (see
+/// [`crate::lesson::Account`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountClaims {
+    /// Teaching staff (teacher or assistant).
+    pub staff: bool,
+    /// Classes they belong to as a pupil.
+    pub pupil_classes: Vec<String>,
+    /// SLT or DSL.
+    pub safeguarding_observer: bool,
+    /// End of a visitor grant covering this lesson, Unix seconds.
+    pub visitor_until: Option<u64>,
 }
 
 /// Claims of a service token (gateway → recorder feed).
@@ -467,9 +484,11 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// A room token for `user` to join `lesson` as `role`, valid `lifetime`
-    /// seconds (at most [`MAX_LIFETIME_SECS`]) from `now`. `jti` must be
-    /// unguessable (from a CSPRNG).
+    /// A room token for `user` (called `name`) to join `lesson` with what
+    /// `account` vouches for, valid `lifetime` seconds (at most
+    /// [`MAX_LIFETIME_SECS`]) from `now`. `jti` must be unguessable (from a
+    /// CSPRNG).
+    #[allow(clippy::too_many_arguments)]
     pub fn issue_room(
         &self,
         now: u64,
@@ -477,7 +496,8 @@ impl TokenIssuer {
         jti: String,
         lesson: LessonId,
         user: UserRef,
-        role: Role,
+        name: String,
+        account: AccountClaims,
     ) -> Result<String, TokenError> {
         if lifetime > MAX_LIFETIME_SECS {
             return Err(TokenError::LifetimeTooLong);
@@ -493,7 +513,8 @@ impl TokenIssuer {
             typ: ROOM_TOKEN_TYPE.to_owned(),
             lesson,
             user,
-            role,
+            name,
+            account,
         };
         self.keys.sign(ROOM_TOKEN_TYPE, &claims)
     }

@@ -1,0 +1,222 @@
+//! Assembles a gateway node from its configuration: keys, the relying
+//! party (and, in development mode, the built-in identity provider it talks
+//! to), the signed-in web, lesson signaling, the lessons on this node and
+//! the relay of cluster events. `main` and the in-process tests both start
+//! a node through [`App::build`], so what the tests drive is what runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::auth::devidp::{self, DevIdp};
+use crate::auth::join::JoinAuth;
+use crate::auth::oidc::{RelyingParty, RpConfig};
+use crate::auth::session::{SessionConfig, new_secret};
+use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
+use crate::config::Config;
+use crate::http::{AppState, Probe};
+use crate::room::{RoomDeps, RoomRecord, Rooms};
+use crate::signal::{SignalConfig, SignalState};
+use crate::store::{StateStore, Store};
+use crate::web::{CALLBACK_PATH, WebConfig, WebState};
+
+/// Why a node could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The signing key could not be read or used.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The relying party could not be configured.
+    #[error("identity provider: {0}")]
+    Oidc(String),
+}
+
+/// A node, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    /// Every HTTP route.
+    pub router: Router,
+    /// The development identity provider, when it runs.
+    pub devidp: Option<DevIdp>,
+    /// The lessons on this node.
+    pub rooms: Rooms,
+    /// The URL people reach this node at.
+    pub public_url: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn keys(config: &Config) -> Result<KeySet, StartError> {
+    let t = &config.tokens;
+    if t.signing_key_file.is_empty() {
+        // Development: a fresh key every start.
+        let kid = format!("dev-{:016x}", rand::random::<u64>());
+        return KeySet::from_seed(&kid, rand::random::<[u8; 32]>())
+            .map_err(|e: TokenError| StartError::Key(e.to_string()));
+    }
+    let pem = std::fs::read_to_string(&t.signing_key_file)
+        .map_err(|e| StartError::Key(format!("{}: {e}", t.signing_key_file)))?;
+    KeySet::from_pkcs8_pem(&t.signing_key_id, &pem).map_err(|e| StartError::Key(e.to_string()))
+}
+
+fn unix_secs() -> u64 {
+    crate::clock::unix_millis() / 1000
+}
+
+impl App {
+    /// Assembles a node serving at `public_url` (no trailing slash) on `store`.
+    pub fn build(config: &Config, store: Store, public_url: String) -> Result<Self, StartError> {
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let keys = keys(config)?;
+        let jwks = keys.jwks();
+        let tokens = Arc::new(TokenIssuer {
+            issuer: public_url.clone(),
+            room_audience: public_url.clone(),
+            service_audience: config.tokens.service_audience.clone(),
+            keys,
+        });
+
+        // The identity provider: the configured one, or in development mode
+        // with none configured, the built-in one at /dev-idp.
+        let redirect_url = format!("{public_url}{CALLBACK_PATH}");
+        let (rp_config, devidp) = if config.oidc.issuer.is_empty() {
+            let issuer = format!("{public_url}{}", devidp::MOUNT);
+            let client_id = "chaperone-dev".to_owned();
+            let client_secret = new_secret();
+            let idp = DevIdp::new(
+                config.dev,
+                issuer.clone(),
+                client_id.clone(),
+                client_secret.clone(),
+                redirect_url.clone(),
+                unix_secs,
+            )
+            .map_err(|e| StartError::Oidc(e.to_string()))?;
+            (
+                RpConfig {
+                    issuer,
+                    client_id,
+                    client_secret,
+                    redirect_url,
+                    scopes: config.oidc.scopes.clone(),
+                    max_iat_skew_secs: config.oidc.max_iat_skew_secs,
+                    http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
+                },
+                Some(idp),
+            )
+        } else {
+            (
+                RpConfig {
+                    issuer: config.oidc.issuer.clone(),
+                    client_id: config.oidc.client_id.clone(),
+                    client_secret: config.oidc.client_secret.clone(),
+                    redirect_url,
+                    scopes: config.oidc.scopes.clone(),
+                    max_iat_skew_secs: config.oidc.max_iat_skew_secs,
+                    http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
+                },
+                None,
+            )
+        };
+        let rp =
+            Arc::new(RelyingParty::new(rp_config).map_err(|e| StartError::Oidc(e.to_string()))?);
+
+        let mut origins = config.allowed_origins();
+        if !origins.contains(&public_url) {
+            origins.push(public_url.clone());
+        }
+
+        // Lessons. The recorder feed is not attached yet: records are
+        // logged at debug level and lessons hold pupils (fail closed).
+        let (records_tx, mut records_rx) = mpsc::channel::<RoomRecord>(1024);
+        let drain = tokio::spawn(async move {
+            while let Some(record) = records_rx.recv().await {
+                tracing::debug!(?record, "lesson record (no recorder attached)");
+            }
+        });
+        let rooms = Rooms::new(RoomDeps {
+            records: records_tx,
+            media: None,
+            persist: None,
+        });
+        let relay = tokio::spawn(crate::room::relay_cluster_events(
+            store.clone(),
+            rooms.clone(),
+        ));
+
+        let web = WebState::new(
+            store.clone(),
+            rp.clone(),
+            tokens.clone(),
+            WebConfig {
+                public_url: public_url.clone(),
+                allowed_origins: origins.clone(),
+                sessions: SessionConfig {
+                    idle: Duration::from_secs(config.session.idle_timeout_secs),
+                    absolute: Duration::from_secs(config.session.absolute_timeout_secs),
+                },
+                mapping: config.oidc.claims.clone(),
+                room_token_secs: config.tokens.room_token_secs,
+                step_up_max_age_secs: config.oidc.step_up_max_age_secs,
+                lookups_per_minute: config.session.lesson_lookups_per_minute,
+                dev: config.dev,
+            },
+        );
+        let signal = crate::signal::router(SignalState {
+            rooms: rooms.clone(),
+            auth: Arc::new(JoinAuth::new(
+                tokens.clone(),
+                store.clone(),
+                rooms.clone(),
+                config.lesson.lesson_config(),
+            )),
+            config: Arc::new(SignalConfig {
+                allowed_origins: origins,
+                ..SignalConfig::default()
+            }),
+        });
+
+        let probe_store = store.clone();
+        let mut probes = vec![Probe::new("store", move || {
+            let store = probe_store.clone();
+            Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        })];
+        if devidp.is_none() {
+            let probe_rp = rp.clone();
+            probes.push(Probe::new("identity_provider", move || {
+                let rp = probe_rp.clone();
+                Box::pin(async move { rp.probe(unix_secs()).await })
+            }));
+        }
+        let health = crate::http::router(AppState {
+            probes,
+            dev: config.dev,
+            jwks,
+        });
+
+        let mut router = crate::web::router(web).merge(signal).merge(health);
+        if let Some(idp) = &devidp {
+            router = router.nest(devidp::MOUNT, idp.router());
+        }
+        Ok(Self {
+            router: router.layer(axum::middleware::map_response(
+                crate::http::security_headers,
+            )),
+            devidp,
+            rooms,
+            public_url,
+            tasks: vec![drain, relay],
+        })
+    }
+}

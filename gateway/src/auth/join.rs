@@ -1,0 +1,116 @@
+//! The signaling [`Authenticator`]: a room token becomes a join request
+//! (SECURITY.md 10–12). The token is verified and its `jti` consumed (once,
+//! on any node), it must be for the lesson asked for (otherwise the answer
+//! is "not found", as for a lesson that does not exist), and the person's
+//! block status is read from the state store on every join and every
+//! reconnect. If the store cannot be read, nobody joins (fail closed).
+//!
+//! A lesson that exists but is not running on this node yet is started
+//! here from its description.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chaperone_protocol::LessonId;
+
+use super::tokens::{TokenError, TokenIssuer};
+use crate::clock::{now, unix_millis};
+use crate::lesson::{Account, JoinRequest, LessonConfig};
+use crate::room::Rooms;
+use crate::signal::{AuthRefusal, Authenticator};
+use crate::store::{StateStore, Store};
+use crate::web::lessons::{LessonInfo, TABLE};
+
+/// Room-token authentication for lesson WebSockets.
+#[derive(Clone, Debug)]
+pub struct JoinAuth {
+    tokens: Arc<TokenIssuer>,
+    store: Store,
+    rooms: Rooms,
+    lesson_config: LessonConfig,
+}
+
+impl JoinAuth {
+    /// An authenticator using `tokens` and `store`, starting lessons in `rooms`.
+    pub fn new(
+        tokens: Arc<TokenIssuer>,
+        store: Store,
+        rooms: Rooms,
+        lesson_config: LessonConfig,
+    ) -> Self {
+        Self {
+            tokens,
+            store,
+            rooms,
+            lesson_config,
+        }
+    }
+
+    async fn ensure_running(&self, lesson: LessonId) -> Result<(), AuthRefusal> {
+        if self.rooms.get(lesson).is_some() {
+            return Ok(());
+        }
+        let json = self
+            .store
+            .get_record(TABLE, &lesson.to_string())
+            .await
+            .map_err(|_| AuthRefusal::Unavailable)?
+            .ok_or(AuthRefusal::NotFound)?;
+        let info: LessonInfo = serde_json::from_str(&json).map_err(|e| {
+            tracing::error!(%lesson, error = %e, "unreadable lesson record");
+            AuthRefusal::NotFound
+        })?;
+        self.rooms.open(info.setup(), self.lesson_config.clone());
+        Ok(())
+    }
+}
+
+impl Authenticator for JoinAuth {
+    async fn authenticate(
+        &self,
+        lesson: LessonId,
+        token: &str,
+    ) -> Result<JoinRequest, AuthRefusal> {
+        let now_ms = unix_millis();
+        let claims = match self
+            .tokens
+            .verify_room_for_join(now_ms / 1000, token, &self.store)
+            .await
+        {
+            Ok(c) => c,
+            Err(TokenError::Unavailable(e)) => {
+                tracing::error!(%lesson, error = %e, "cannot consume a join token: store unavailable");
+                return Err(AuthRefusal::Unavailable);
+            }
+            Err(e) => {
+                tracing::info!(%lesson, code = e.code(), "room token refused");
+                return Err(AuthRefusal::Unauthenticated);
+            }
+        };
+        if claims.lesson != lesson {
+            return Err(AuthRefusal::NotFound);
+        }
+        match self.store.blocked(&claims.user).await {
+            Err(_) => return Err(AuthRefusal::Unavailable),
+            Ok(Some(_)) => {
+                tracing::info!(%lesson, user = %claims.user, "blocked person refused at join");
+                return Err(AuthRefusal::Blocked);
+            }
+            Ok(None) => {}
+        }
+        self.ensure_running(lesson).await?;
+        let visitor_until = claims.account.visitor_until.map(|secs| {
+            now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))
+        });
+        Ok(JoinRequest {
+            user: claims.user,
+            name: claims.name,
+            account: Account {
+                staff: claims.account.staff,
+                pupil_classes: claims.account.pupil_classes,
+                safeguarding_observer: claims.account.safeguarding_observer,
+                visitor_until,
+            },
+        })
+    }
+}

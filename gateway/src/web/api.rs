@@ -1,0 +1,626 @@
+//! The JSON API of the signed-in web. Every handler authorises on the
+//! server from the session's identity; errors are typed JSON
+//! (`{"error": code, "message": ...}`) with their HTTP status mapped in one
+//! place ([`ApiError`]). A lesson that exists but is not the caller's is
+//! answered exactly as one that does not exist.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chaperone_protocol::{LessonId, UserRef};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::audit::{self, AuditRecord};
+use super::lessons::{LessonInfo, TABLE};
+use super::{WebState, current_session, same_origin};
+use crate::auth::identity::Identity;
+use crate::auth::tokens::AccountClaims;
+use crate::clock::unix_millis;
+use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
+
+/// The people directory table (who has signed in, for the block and grant forms).
+pub const PEOPLE: &str = "people";
+/// Longest stated reason.
+pub const MAX_REASON_CHARS: usize = 500;
+/// Longest visitor window.
+pub const MAX_GRANT_MS: u64 = 31 * 24 * 3600 * 1000;
+
+/// Why an API request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No live session.
+    #[error("sign in first")]
+    Unauthenticated,
+    /// Signed in, but the role does not allow this.
+    #[error("your role does not allow this")]
+    Forbidden,
+    /// Not found, or not yours (the same answer).
+    #[error("not found")]
+    NotFound,
+    /// A state-changing request from another site.
+    #[error("cross-site request refused")]
+    CrossSite,
+    /// The request body is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many lookups.
+    #[error("too many requests; slow down")]
+    RateLimited,
+    /// The state store or signing failed: nothing was changed.
+    #[error("temporarily unavailable")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::CrossSite => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::CrossSite => "cross_site",
+            ApiError::Invalid(_) => "invalid",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status(),
+            Json(json!({"error": self.code(), "message": self.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "state store failed during an API request");
+        ApiError::Unavailable
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The API routes.
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/api/me", get(me))
+        .route("/api/lessons", get(list_lessons).post(create_lesson))
+        .route("/api/lessons/{lesson}", get(get_lesson))
+        .route("/api/lessons/{lesson}/token", post(room_token))
+        .route("/api/people", get(people))
+        .route("/api/blocks", get(list_blocks).post(block))
+        .route("/api/unblock", post(unblock))
+        .route("/api/visitors", post(grant_visitor))
+        .route("/api/visitors/revoke", post(revoke_visitor))
+        .route("/api/audit", get(audit_log))
+}
+
+/// The caller's session: (session key, identity).
+async fn signed_in(state: &WebState, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
+    match current_session(state, headers).await? {
+        Some((key, session)) => Ok((key, session.identity)),
+        None => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// A state-changing call: same origin and signed in.
+async fn changing(state: &WebState, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
+    if !same_origin(state, headers) {
+        return Err(ApiError::CrossSite);
+    }
+    signed_in(state, headers).await
+}
+
+fn reason(text: &str) -> Result<String, ApiError> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::Invalid(format!(
+            "a reason of 1 to {MAX_REASON_CHARS} characters is required"
+        )));
+    }
+    Ok(t.to_owned())
+}
+
+/// Records a signed-in person in the directory (best effort).
+pub async fn remember_person(state: &WebState, identity: &Identity, now_ms: u64) {
+    let entry = json!({
+        "user": identity.user,
+        "name": identity.name,
+        "roles": identity.roles,
+        "classes": identity.classes,
+        "last_login_ms": now_ms,
+    });
+    if let Err(e) = state
+        .store
+        .put_record(PEOPLE, &identity.user.to_string(), entry.to_string())
+        .await
+    {
+        tracing::warn!(error = %e, "people directory not updated");
+    }
+}
+
+async fn me(State(state): State<WebState>, headers: HeaderMap) -> ApiResult<serde_json::Value> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    let now = unix_millis() / 1000;
+    Ok(Json(json!({
+        "user": who.user,
+        "name": who.name,
+        "roles": who.roles,
+        "classes": who.classes,
+        "mfa": who.mfa,
+        "home": super::home_kind(&who),
+        "may_create_lessons": who.is_staff(),
+        "may_block": who.may_block(),
+        "may_grant_visitors": who.may_grant_visitors(),
+        "step_up_fresh": who.step_up_fresh(now, state.config.step_up_max_age_secs),
+    })))
+}
+
+async fn grants_of(state: &WebState, who: &Identity) -> Result<Vec<VisitorGrant>, ApiError> {
+    if who.has(crate::auth::SchoolRole::Visitor) {
+        Ok(state.store.grants_for(&who.user).await?)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+async fn all_lessons(state: &WebState) -> Result<Vec<LessonInfo>, ApiError> {
+    let mut out = Vec::new();
+    for (id, json) in state.store.list_records(TABLE).await? {
+        match serde_json::from_str::<LessonInfo>(&json) {
+            Ok(l) => out.push(l),
+            Err(e) => tracing::error!(%id, error = %e, "unreadable lesson record skipped"),
+        }
+    }
+    out.sort_by_key(|l| (l.starts_at_ms, l.id));
+    Ok(out)
+}
+
+async fn list_lessons(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<LessonInfo>> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    let grants = grants_of(&state, &who).await?;
+    let now = unix_millis();
+    Ok(Json(
+        all_lessons(&state)
+            .await?
+            .into_iter()
+            .filter(|l| l.visible_to(&who, &grants, now))
+            .collect(),
+    ))
+}
+
+/// A lesson the caller may see, counted against their lookup budget;
+/// everything else is `NotFound`.
+async fn visible_lesson(
+    state: &WebState,
+    key: &str,
+    who: &Identity,
+    lesson: &str,
+) -> Result<LessonInfo, ApiError> {
+    let now = unix_millis();
+    if !state.allow_lookup(key, now) {
+        return Err(ApiError::RateLimited);
+    }
+    let Ok(id) = lesson.parse::<LessonId>() else {
+        return Err(ApiError::NotFound);
+    };
+    let Some(json) = state.store.get_record(TABLE, &id.to_string()).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let info: LessonInfo = serde_json::from_str(&json).map_err(|e| {
+        tracing::error!(lesson = %id, error = %e, "unreadable lesson record");
+        ApiError::NotFound
+    })?;
+    let grants = grants_of(state, who).await?;
+    if info.visible_to(who, &grants, now) {
+        Ok(info)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+async fn get_lesson(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+) -> ApiResult<LessonInfo> {
+    let (key, who) = signed_in(&state, &headers).await?;
+    Ok(Json(visible_lesson(&state, &key, &who, &lesson).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLesson {
+    title: String,
+    class: String,
+    starts_at_ms: u64,
+    ends_at_ms: u64,
+    #[serde(default)]
+    teachers: Vec<UserRef>,
+    #[serde(default)]
+    assistants: Vec<UserRef>,
+}
+
+async fn create_lesson(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(req): Json<NewLesson>,
+) -> Result<(StatusCode, Json<LessonInfo>), ApiError> {
+    let (_, who) = changing(&state, &headers).await?;
+    if !who.is_staff() {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "lesson_created", Some(who.user.clone()))
+                .refused("forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden);
+    }
+    let mut teachers = vec![who.user.clone()];
+    for t in req.teachers {
+        if !teachers.contains(&t) {
+            teachers.push(t);
+        }
+    }
+    let info = LessonInfo {
+        id: LessonId::from_bytes(rand::random::<[u8; 16]>()),
+        title: req.title.trim().to_owned(),
+        class: req.class.trim().to_owned(),
+        teachers,
+        assistants: req.assistants,
+        starts_at_ms: req.starts_at_ms,
+        ends_at_ms: req.ends_at_ms,
+        created_by: who.user.clone(),
+    };
+    info.validate()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let json = serde_json::to_string(&info).map_err(|_| ApiError::Unavailable)?;
+    state
+        .store
+        .put_record(TABLE, &info.id.to_string(), json)
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(unix_millis(), "lesson_created", Some(who.user.clone()))
+            .lesson(info.id)
+            .reason(format!("class {}", info.class)),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+#[derive(Debug, Serialize)]
+struct RoomToken {
+    token: String,
+    expires_in: u64,
+    lesson: LessonId,
+    ws_path: String,
+}
+
+async fn room_token(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+) -> ApiResult<RoomToken> {
+    let (key, who) = changing(&state, &headers).await?;
+    let refused = |code: &str| {
+        AuditRecord::new(unix_millis(), "room_token_refused", Some(who.user.clone())).refused(code)
+    };
+    let info = match visible_lesson(&state, &key, &who, &lesson).await {
+        Ok(i) => i,
+        Err(e) => {
+            audit::write(&state.store, refused(e.code())).await;
+            return Err(e);
+        }
+    };
+    // `current_session` already refused blocked people; checked again
+    // here against a block that raced the request.
+    if state.store.blocked(&who.user).await?.is_some() {
+        audit::write(&state.store, refused("blocked").lesson(info.id)).await;
+        return Err(ApiError::Forbidden);
+    }
+    let now_ms = unix_millis();
+    let mut account = who.account();
+    let visitor_until = if !account.staff && !account.safeguarding_observer {
+        grants_of(&state, &who)
+            .await?
+            .iter()
+            .filter(|g| g.covers(info.id, UnixMillis(now_ms)))
+            .map(|g| g.not_after.0 / 1000)
+            .max()
+    } else {
+        None
+    };
+    account.visitor_until = None;
+    let claims = AccountClaims {
+        staff: account.staff,
+        pupil_classes: account.pupil_classes,
+        safeguarding_observer: account.safeguarding_observer,
+        visitor_until,
+    };
+    let lifetime = state.config.room_token_secs;
+    let jti = crate::auth::session::new_secret();
+    let token = state
+        .tokens
+        .issue_room(
+            now_ms / 1000,
+            lifetime,
+            jti,
+            info.id,
+            who.user.clone(),
+            who.name.clone(),
+            claims,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "room token not issued");
+            ApiError::Unavailable
+        })?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(now_ms, "room_token", Some(who.user.clone())).lesson(info.id),
+    )
+    .await;
+    Ok(Json(RoomToken {
+        token,
+        expires_in: lifetime,
+        lesson: info.id,
+        ws_path: format!("/ws/lessons/{}", info.id),
+    }))
+}
+
+async fn people(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<serde_json::Value>> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    if !(who.may_block() || who.may_grant_visitors() || who.is_staff()) {
+        return Err(ApiError::Forbidden);
+    }
+    let mut out: Vec<serde_json::Value> = state
+        .store
+        .list_records(PEOPLE)
+        .await?
+        .into_iter()
+        .filter_map(|(_, j)| serde_json::from_str(&j).ok())
+        .collect();
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    user: UserRef,
+    reason: String,
+}
+
+async fn list_blocks(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<serde_json::Value>> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    if !who.may_block() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Json(
+        state
+            .store
+            .list_blocks()
+            .await?
+            .into_iter()
+            .map(|(user, b)| json!({"user": user, "reason": b.reason, "by": b.by, "at_ms": b.at.0}))
+            .collect(),
+    ))
+}
+
+async fn block(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(req): Json<BlockRequest>,
+) -> ApiResult<serde_json::Value> {
+    let (_, who) = changing(&state, &headers).await?;
+    if !who.may_block() {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "block", Some(who.user.clone()))
+                .target(req.user)
+                .refused("forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden);
+    }
+    let why = reason(&req.reason)?;
+    if req.user == who.user {
+        return Err(ApiError::Invalid("you cannot block yourself".to_owned()));
+    }
+    let now = UnixMillis(unix_millis());
+    state
+        .store
+        .block(
+            &req.user,
+            Block {
+                reason: why.clone(),
+                by: who.user.clone(),
+                at: now,
+            },
+        )
+        .await?;
+    // Sessions end everywhere; live connections on every node close
+    // through the published event (and the lesson tasks' own block lists).
+    let ended = state.store.delete_sessions_of(&req.user, now).await?;
+    state
+        .store
+        .publish(StoreEvent::Blocked {
+            user: req.user.clone(),
+        })
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(now.0, "block", Some(who.user.clone()))
+            .target(req.user.clone())
+            .reason(why),
+    )
+    .await;
+    Ok(Json(json!({"blocked": req.user, "sessions_ended": ended})))
+}
+
+async fn unblock(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(req): Json<BlockRequest>,
+) -> ApiResult<serde_json::Value> {
+    let (_, who) = changing(&state, &headers).await?;
+    if !who.may_block() {
+        return Err(ApiError::Forbidden);
+    }
+    let why = reason(&req.reason)?;
+    let was = state.store.unblock(&req.user).await?;
+    if !was {
+        return Err(ApiError::NotFound);
+    }
+    state
+        .store
+        .publish(StoreEvent::Unblocked {
+            user: req.user.clone(),
+        })
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(unix_millis(), "unblock", Some(who.user.clone()))
+            .target(req.user.clone())
+            .reason(why),
+    )
+    .await;
+    Ok(Json(json!({"unblocked": req.user})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantRequest {
+    visitor: UserRef,
+    lessons: Vec<LessonId>,
+    not_before_ms: u64,
+    not_after_ms: u64,
+    reason: String,
+}
+
+async fn grant_visitor(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(req): Json<GrantRequest>,
+) -> Result<(StatusCode, Json<VisitorGrant>), ApiError> {
+    let (_, who) = changing(&state, &headers).await?;
+    if !who.may_grant_visitors() {
+        return Err(ApiError::Forbidden);
+    }
+    let why = reason(&req.reason)?;
+    if req.not_after_ms <= req.not_before_ms || req.not_after_ms - req.not_before_ms > MAX_GRANT_MS
+    {
+        return Err(ApiError::Invalid(
+            "the window must end after it starts and last at most 31 days".to_owned(),
+        ));
+    }
+    if req.lessons.is_empty() || req.lessons.len() > 50 {
+        return Err(ApiError::Invalid("name 1 to 50 lessons".to_owned()));
+    }
+    for l in &req.lessons {
+        if state
+            .store
+            .get_record(TABLE, &l.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::Invalid(format!("no lesson {l}")));
+        }
+    }
+    let grant = VisitorGrant {
+        id: crate::auth::session::new_secret(),
+        visitor: req.visitor.clone(),
+        lessons: req.lessons,
+        not_before: UnixMillis(req.not_before_ms),
+        not_after: UnixMillis(req.not_after_ms),
+        granted_by: who.user.clone(),
+        reason: why.clone(),
+    };
+    state.store.put_grant(grant.clone()).await?;
+    for l in &grant.lessons {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "visitor_grant", Some(who.user.clone()))
+                .target(req.visitor.clone())
+                .lesson(*l)
+                .reason(why.clone()),
+        )
+        .await;
+    }
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    id: String,
+    reason: String,
+}
+
+async fn revoke_visitor(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(req): Json<RevokeRequest>,
+) -> ApiResult<serde_json::Value> {
+    let (_, who) = changing(&state, &headers).await?;
+    if !who.may_grant_visitors() {
+        return Err(ApiError::Forbidden);
+    }
+    let why = reason(&req.reason)?;
+    if !state.store.revoke_grant(&req.id).await? {
+        return Err(ApiError::NotFound);
+    }
+    audit::write(
+        &state.store,
+        AuditRecord::new(unix_millis(), "visitor_revoke", Some(who.user.clone())).reason(why),
+    )
+    .await;
+    Ok(Json(json!({"revoked": req.id})))
+}
+
+async fn audit_log(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<serde_json::Value>> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    if !who.may_block() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Json(
+        state
+            .store
+            .audit_tail(500)
+            .await?
+            .into_iter()
+            .filter_map(|j| serde_json::from_str(&j).ok())
+            .collect(),
+    ))
+}

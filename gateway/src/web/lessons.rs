@@ -1,0 +1,200 @@
+//! Lesson descriptions as staff create them, and who may see which
+//! (SECURITY.md 14). Pure: the handlers load records and grants and ask.
+
+use chaperone_protocol::{LessonId, UserRef};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::identity::{Identity, SchoolRole};
+use crate::lesson::LessonSetup;
+use crate::store::VisitorGrant;
+
+/// The state-store table of lesson descriptions.
+pub const TABLE: &str = "lessons";
+
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 120;
+/// Longest class name, in characters.
+pub const MAX_CLASS_CHARS: usize = 40;
+/// Most teachers or assistants on one lesson.
+pub const MAX_STAFF: usize = 10;
+/// Longest lesson.
+pub const MAX_DURATION_MS: u64 = 8 * 3600 * 1000;
+
+/// A lesson as created through the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LessonInfo {
+    /// Unguessable id.
+    pub id: LessonId,
+    /// Title.
+    pub title: String,
+    /// The class whose pupils may join.
+    pub class: String,
+    /// Teachers (the creator first).
+    pub teachers: Vec<UserRef>,
+    /// Assistants.
+    pub assistants: Vec<UserRef>,
+    /// Start, Unix milliseconds.
+    pub starts_at_ms: u64,
+    /// End, Unix milliseconds.
+    pub ends_at_ms: u64,
+    /// Who created it.
+    pub created_by: UserRef,
+}
+
+/// Why a lesson description was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LessonInputError {
+    /// Title empty or too long.
+    #[error("title must be 1 to {MAX_TITLE_CHARS} characters")]
+    Title,
+    /// Class empty, too long or with control characters.
+    #[error("class must be 1 to {MAX_CLASS_CHARS} printable characters")]
+    Class,
+    /// End not after start, or the lesson is too long.
+    #[error("the lesson must end after it starts and last at most 8 hours")]
+    Times,
+    /// Too many teachers or assistants.
+    #[error("at most {MAX_STAFF} teachers and {MAX_STAFF} assistants")]
+    TooManyStaff,
+}
+
+fn printable(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
+impl LessonInfo {
+    /// Checks a description's fields.
+    pub fn validate(&self) -> Result<(), LessonInputError> {
+        let title = self.title.trim();
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || !printable(title) {
+            return Err(LessonInputError::Title);
+        }
+        let class = self.class.trim();
+        if class.is_empty() || class.chars().count() > MAX_CLASS_CHARS || !printable(class) {
+            return Err(LessonInputError::Class);
+        }
+        if self.ends_at_ms <= self.starts_at_ms
+            || self.ends_at_ms - self.starts_at_ms > MAX_DURATION_MS
+        {
+            return Err(LessonInputError::Times);
+        }
+        if self.teachers.len() > MAX_STAFF || self.assistants.len() > MAX_STAFF {
+            return Err(LessonInputError::TooManyStaff);
+        }
+        Ok(())
+    }
+
+    /// The lesson core's setup for this lesson.
+    pub fn setup(&self) -> LessonSetup {
+        LessonSetup {
+            id: self.id,
+            class: self.class.clone(),
+            teachers: self.teachers.clone(),
+            assistants: self.assistants.clone(),
+            extra_pupils: Vec::new(),
+        }
+    }
+
+    /// Whether `who` may see (list, open, ask a token for) this lesson at
+    /// `now_ms`, given their visitor grants. Anything else answers exactly
+    /// as a lesson that does not exist.
+    pub fn visible_to(&self, who: &Identity, grants: &[VisitorGrant], now_ms: u64) -> bool {
+        let user = &who.user;
+        (who.is_staff() && (self.teachers.contains(user) || self.assistants.contains(user)))
+            || who.is_safeguarding_observer()
+            || (who.has(SchoolRole::Pupil) && who.classes.contains(&self.class))
+            || (who.has(SchoolRole::Visitor)
+                && grants.iter().any(|g| {
+                    g.visitor == *user && g.covers(self.id, crate::store::UnixMillis(now_ms))
+                }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::UnixMillis;
+
+    fn who(sub: &str, roles: &[SchoolRole], classes: &[&str]) -> Identity {
+        Identity {
+            user: UserRef::new("https://idp", sub).unwrap(),
+            name: sub.to_owned(),
+            roles: roles.iter().copied().collect(),
+            classes: classes
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect::<BTreeSet<_>>(),
+            mfa: true,
+            auth_time: 0,
+        }
+    }
+
+    fn lesson() -> LessonInfo {
+        let teacher = UserRef::new("https://idp", "t").unwrap();
+        LessonInfo {
+            id: LessonId::from_bytes([7; 16]),
+            title: "Fractions".to_owned(),
+            class: "7A".to_owned(),
+            teachers: vec![teacher.clone()],
+            assistants: Vec::new(),
+            starts_at_ms: 1000,
+            ends_at_ms: 2000,
+            created_by: teacher,
+        }
+    }
+
+    #[test]
+    fn who_sees_a_lesson() {
+        let l = lesson();
+        assert!(l.visible_to(&who("t", &[SchoolRole::Teacher], &[]), &[], 0));
+        assert!(!l.visible_to(&who("t2", &[SchoolRole::Teacher], &[]), &[], 0));
+        assert!(l.visible_to(&who("p", &[SchoolRole::Pupil], &["7A"]), &[], 0));
+        assert!(!l.visible_to(&who("p", &[SchoolRole::Pupil], &["7B"]), &[], 0));
+        assert!(l.visible_to(&who("s", &[SchoolRole::Slt], &[]), &[], 0));
+        assert!(l.visible_to(&who("d", &[SchoolRole::Dsl], &[]), &[], 0));
+        assert!(!l.visible_to(&who("a", &[SchoolRole::Admin], &[]), &[], 0));
+        // A teacher named on the lesson but without a staff role: no.
+        assert!(!l.visible_to(&who("t", &[SchoolRole::Pupil], &[]), &[], 0));
+    }
+
+    #[test]
+    fn visitors_see_granted_lessons_inside_the_window() {
+        let l = lesson();
+        let v = who("v", &[SchoolRole::Visitor], &[]);
+        let grant = VisitorGrant {
+            id: "g".to_owned(),
+            visitor: v.user.clone(),
+            lessons: vec![l.id],
+            not_before: UnixMillis(100),
+            not_after: UnixMillis(200),
+            granted_by: UserRef::new("https://idp", "s").unwrap(),
+            reason: "inspection".to_owned(),
+        };
+        assert!(!l.visible_to(&v, &[], 150));
+        assert!(l.visible_to(&v, std::slice::from_ref(&grant), 150));
+        assert!(!l.visible_to(&v, std::slice::from_ref(&grant), 99));
+        assert!(!l.visible_to(&v, &[grant], 200));
+    }
+
+    #[test]
+    fn descriptions_are_validated() {
+        assert_eq!(lesson().validate(), Ok(()));
+        let mut l = lesson();
+        l.title = " ".to_owned();
+        assert_eq!(l.validate(), Err(LessonInputError::Title));
+        let mut l = lesson();
+        l.class = "7\nA".to_owned();
+        assert_eq!(l.validate(), Err(LessonInputError::Class));
+        let mut l = lesson();
+        l.ends_at_ms = l.starts_at_ms;
+        assert_eq!(l.validate(), Err(LessonInputError::Times));
+        let mut l = lesson();
+        l.ends_at_ms = l.starts_at_ms + MAX_DURATION_MS + 1;
+        assert_eq!(l.validate(), Err(LessonInputError::Times));
+    }
+}
