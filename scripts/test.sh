@@ -30,6 +30,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 declare -A NEEDED=(
   [redis-server]=redis-server
   [age]=age
+  [node]=nodejs
+  [npm]=npm
+  [chromium]=chromium
 )
 missing=()
 for bin in "${!NEEDED[@]}"; do
@@ -45,6 +48,14 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# --- npm packages: the real OIDC provider and the browser driver -------------
+# (playwright-core drives Debian's /usr/bin/chromium; no browser is downloaded)
+if [ ! -d tests/idp/node_modules ] || [ tests/idp/package-lock.json -nt tests/idp/node_modules ]; then
+  log "installing npm packages for the identity-provider and browser tests"
+  npm ci --prefix tests/idp --no-audit --no-fund
+  touch tests/idp/node_modules
 fi
 
 # --- build and test ----------------------------------------------------------

@@ -41,9 +41,14 @@ pub struct Gateway {
 impl Gateway {
     /// `gateway --dev` with extra `CHAPERONE_*` environment settings.
     pub fn start_dev(env: &[(&str, &str)]) -> Result<Self> {
-        let port = free_port()?;
+        Self::start_dev_on(free_port()?, &[], env)
+    }
+
+    /// `gateway --dev <args>` on `port` with extra environment settings.
+    pub fn start_dev_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut cmd = Command::new(binary("gateway")?);
         cmd.arg("--dev")
+            .args(args)
             .env("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("CHAPERONE_LOG", "warn")
             .stdout(Stdio::null())

@@ -6,5 +6,6 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod gateway;
+pub mod idp;
 pub mod process;
 pub mod redis;

@@ -1,0 +1,186 @@
+//! The gateway binary against a real, OpenID-certified provider (npm
+//! `oidc-provider`, started on a free loopback port with the demo school)
+//! and a real browser (Debian Chromium through playwright-core): people
+//! sign in and land on their pages (and on `gateway --dev`, through its
+//! built-in provider); the provider's key rotation is
+//! followed; a provider whose discovery names another issuer is refused.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chaperone_tests::gateway::{Gateway, http_get};
+use chaperone_tests::idp::{Idp, demo_users, run_node_script};
+use chaperone_tests::process::free_port;
+
+const SECRET: &str = "test-client-secret-0123456789";
+
+/// A gateway configuration file for `issuer`, mapping the provider's groups.
+fn config_file(issuer: &str, port: u16) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("chaperone-gw-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[oidc]
+issuer = "{issuer}"
+client_id = "chaperone"
+client_secret = "{SECRET}"
+scopes = ["openid", "profile", "school"]
+
+[oidc.claims]
+mfa_acr = ["urn:mfa"]
+
+[oidc.claims.roles]
+staff-teachers = "teacher"
+pupils = "pupil"
+slt = "slt"
+dsl = "dsl"
+admins = "admin"
+visitors = "visitor"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Setup {
+    idp: Idp,
+    gateway: Gateway,
+    config: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn setup(issuer_override: Option<&str>) -> Setup {
+    let port = free_port().unwrap();
+    let idp = Idp::start(
+        SECRET,
+        &format!("http://127.0.0.1:{port}/auth/callback"),
+        &demo_users(),
+    )
+    .unwrap();
+    let issuer = issuer_override.map_or_else(
+        || idp.issuer(),
+        |f| f.replace("{port}", &idp.issuer()[17..]),
+    );
+    let config = config_file(&issuer, port);
+    let gateway =
+        Gateway::start_dev_on(port, &["--config", config.to_str().unwrap()], &[]).unwrap();
+    Setup {
+        idp,
+        gateway,
+        config,
+    }
+}
+
+fn land(gateway: &Gateway, logins: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("GATEWAY_URL", gateway.base_url()),
+        ("LOGINS", logins.to_owned()),
+    ];
+    if let Ok(dir) = std::env::var("CHAPERONE_SCREENSHOTS") {
+        env.push(("SCREENSHOT_DIR", dir));
+    }
+    run_node_script("login-lands.mjs", &env, Duration::from_secs(120))
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            (
+                v["login"].as_str().unwrap().to_owned(),
+                v["page"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn people_sign_in_in_chromium_and_land_on_their_pages() {
+    let s = setup(None);
+    let (status, body) = http_get(s.gateway.port(), "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("identity_provider"));
+    let landed = land(&s.gateway, "teacher,pupil1,slt,nobody,teacher-nomfa");
+    let expected = [
+        ("teacher", "teacher"),
+        ("pupil1", "pupil"),
+        ("slt", "leader"),
+        ("nobody", "no-access"),
+        ("teacher-nomfa", "mfa-required"),
+    ];
+    assert_eq!(
+        landed,
+        expected
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn provider_key_rotation_is_followed() {
+    let mut s = setup(None);
+    assert_eq!(
+        land(&s.gateway, "pupil1"),
+        vec![("pupil1".into(), "pupil".into())]
+    );
+    s.idp.restart(true).unwrap();
+    assert_eq!(
+        land(&s.gateway, "pupil2"),
+        vec![("pupil2".into(), "pupil".into())]
+    );
+}
+
+#[test]
+fn discovery_naming_another_issuer_is_refused() {
+    // Same server, reached as "localhost": its discovery document says
+    // 127.0.0.1, so the pinned issuer does not match.
+    let s = setup(Some("http://localhost:{port}"));
+    let (status, body) = http_get(s.gateway.port(), "/login").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("data-page=\"login-error\""), "{body}");
+    assert!(body.contains("discovery"), "{body}");
+    let (status, body) = http_get(s.gateway.port(), "/readyz").unwrap();
+    assert_eq!(status, 503, "readiness follows the provider: {body}");
+    let _ = &s.idp;
+}
+
+#[test]
+fn gateway_dev_lets_a_newcomer_sign_in_as_each_demo_person() {
+    let gateway = Gateway::start_dev(&[]).unwrap();
+    let mut env = vec![
+        ("GATEWAY_URL", gateway.base_url()),
+        (
+            "LOGINS",
+            "teacher,pupil-a,pupil-b,pupil-c,pupil-7b,slt,dsl,admin,visitor".to_owned(),
+        ),
+        ("DEV_IDP", "1".to_owned()),
+    ];
+    if let Ok(dir) = std::env::var("CHAPERONE_SCREENSHOTS") {
+        env.push(("SCREENSHOT_DIR", dir));
+    }
+    let landed: Vec<(String, String)> =
+        run_node_script("login-lands.mjs", &env, Duration::from_secs(120))
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                (
+                    v["login"].as_str().unwrap().to_owned(),
+                    v["page"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+    let pages: Vec<&str> = landed.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        pages,
+        [
+            "teacher", "pupil", "pupil", "pupil", "pupil", "leader", "leader", "leader", "visitor"
+        ]
+    );
+}
