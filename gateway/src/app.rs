@@ -18,6 +18,7 @@ use crate::auth::session::{SessionConfig, new_secret};
 use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
 use crate::config::Config;
 use crate::http::{AppState, Probe};
+use crate::recording::EmbeddedRecorder;
 use crate::room::{RoomDeps, RoomRecord, Rooms};
 use crate::signal::{SignalConfig, SignalState};
 use crate::store::{StateStore, Store};
@@ -33,6 +34,12 @@ pub enum StartError {
     /// The relying party could not be configured.
     #[error("identity provider: {0}")]
     Oidc(String),
+    /// The media socket could not be opened.
+    #[error("media: {0}")]
+    Media(String),
+    /// The recorder could not be set up (directory, keys, recipients).
+    #[error("recorder: {0}")]
+    Recorder(String),
 }
 
 /// A node, ready to serve.
@@ -46,6 +53,10 @@ pub struct App {
     pub rooms: Rooms,
     /// The URL people reach this node at.
     pub public_url: String,
+    /// The media plane.
+    pub media: crate::media::MediaHandle,
+    /// The embedded recorder's health.
+    pub recorder: crate::recording::RecorderStatus,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -70,13 +81,76 @@ fn keys(config: &Config) -> Result<KeySet, StartError> {
     KeySet::from_pkcs8_pem(&t.signing_key_id, &pem).map_err(|e| StartError::Key(e.to_string()))
 }
 
+/// The embedded recorder's settings; in development mode missing keys are
+/// made (and kept) under `.chaperone-dev/`.
+fn recorder(config: &Config) -> Result<EmbeddedRecorder, StartError> {
+    use chaperone_recorder::keys::RecorderSigningKey;
+    use chaperone_recorder::segment::RecipientSet;
+    let r = &config.recorder;
+    let err = |m: String| StartError::Recorder(m);
+    let dev_dir = std::path::PathBuf::from(".chaperone-dev");
+    let dir = if r.dir.is_empty() {
+        dev_dir.join("recordings")
+    } else {
+        r.dir.clone().into()
+    };
+    let parent = dir
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let recipients = if r.recipients.is_empty() {
+        // Development: one review identity, kept beside the recordings so
+        // they stay openable across restarts (`age -d -i review-identity.txt`).
+        let path = parent.join("review-identity.txt");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(_) => {
+                std::fs::create_dir_all(&parent)
+                    .map_err(|e| err(format!("{}: {e}", parent.display())))?;
+                let (identity, recipient) = chaperone_recorder::review::generate_identity();
+                let text = format!("# development review identity for {recipient}\n{identity}\n");
+                std::fs::write(&path, &text)
+                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                text
+            }
+        };
+        let recipient = chaperone_recorder::review::recipient_of(&text)
+            .ok_or_else(|| err(format!("{} holds no age identity", path.display())))?;
+        vec![recipient]
+    } else {
+        r.recipients.clone()
+    };
+    let recipients = RecipientSet::parse(&recipients.join("\n")).map_err(|e| err(e.to_string()))?;
+    let key_path = if r.signing_key_file.is_empty() {
+        parent.join("recorder-signing-key.pem")
+    } else {
+        r.signing_key_file.clone().into()
+    };
+    if let Some(p) = key_path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
+    }
+    let key = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| err(e.to_string()))?;
+    let store = chaperone_recorder::archive::local_store(&dir).map_err(|e| err(e.to_string()))?;
+    tracing::info!(dir = %dir.display(), recipients = ?recipients.to_strings(), "recorder: embedded, writing sealed segments");
+    Ok(EmbeddedRecorder {
+        store,
+        recipients,
+        signing_key_pem: key.to_pem(),
+        segment: Duration::from_secs(r.segment_secs),
+    })
+}
+
 fn unix_secs() -> u64 {
     crate::clock::unix_millis() / 1000
 }
 
 impl App {
     /// Assembles a node serving at `public_url` (no trailing slash) on `store`.
-    pub fn build(config: &Config, store: Store, public_url: String) -> Result<Self, StartError> {
+    pub async fn build(
+        config: &Config,
+        store: Store,
+        public_url: String,
+    ) -> Result<Self, StartError> {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let keys = keys(config)?;
         let jwks = keys.jwks();
@@ -137,19 +211,26 @@ impl App {
             origins.push(public_url.clone());
         }
 
-        // Lessons. The recorder feed is not attached yet: records are
-        // logged at debug level and lessons hold pupils (fail closed).
-        let (records_tx, mut records_rx) = mpsc::channel::<RoomRecord>(1024);
-        let drain = tokio::spawn(async move {
-            while let Some(record) = records_rx.recv().await {
-                tracing::debug!(?record, "lesson record (no recorder attached)");
-            }
-        });
+        // The media plane: one UDP socket for every participant.
+        let (media, media_events) = crate::media::driver::start(crate::media::MediaDriverConfig {
+            bind: config.media.udp_listen,
+            advertised: config
+                .media
+                .advertised()
+                .map_err(|e| StartError::Media(e.to_string()))?,
+        })
+        .await
+        .map_err(|e| StartError::Media(e.to_string()))?;
+
+        // Lessons, and the embedded recorder their records go to.
+        let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
-            media: None,
+            media: Some(media.clone()),
             persist: None,
         });
+        let media_router = rooms.route_media_events(media_events);
+        let (recorder_task, recorder_status) = recorder(config)?.spawn(records_rx, rooms.clone());
         let relay = tokio::spawn(crate::room::relay_cluster_events(
             store.clone(),
             rooms.clone(),
@@ -180,6 +261,7 @@ impl App {
                 store.clone(),
                 rooms.clone(),
                 config.lesson.lesson_config(),
+                recorder_status.clone(),
             )),
             config: Arc::new(SignalConfig {
                 allowed_origins: origins,
@@ -216,7 +298,9 @@ impl App {
             devidp,
             rooms,
             public_url,
-            tasks: vec![drain, relay],
+            media,
+            recorder: recorder_status,
+            tasks: vec![recorder_task, relay, media_router],
         })
     }
 }

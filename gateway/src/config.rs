@@ -63,6 +63,70 @@ pub struct Config {
     pub session: SessionSettings,
     /// The gateway's signing keys and room tokens.
     pub tokens: TokenSettings,
+    /// The media plane (SFU).
+    pub media: MediaSettings,
+    /// The embedded recorder.
+    pub recorder: RecorderSettings,
+}
+
+/// `[media]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// The one UDP socket every participant's media uses (port 0: any free port).
+    pub udp_listen: SocketAddr,
+    /// Address and port put in answers as the only candidate (the public
+    /// address behind NAT); empty: `udp_listen`, which must then be concrete.
+    pub advertised: String,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertised: String::new(),
+        }
+    }
+}
+
+impl MediaSettings {
+    /// The advertised address, if set.
+    pub fn advertised(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.advertised.is_empty() {
+            return Ok(None);
+        }
+        self.advertised
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("media.advertised: {e}")))
+    }
+}
+
+/// `[recorder]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecorderSettings {
+    /// Directory recordings are written to (dev default: `.chaperone-dev/recordings`).
+    pub dir: String,
+    /// age recipients (`age1...`) segments are sealed to: the review key and
+    /// any escrow keys. Dev default: a generated identity kept in
+    /// `.chaperone-dev/review-identity.txt`.
+    pub recipients: Vec<String>,
+    /// PEM Ed25519 key signing manifests (dev default: generated next to the recordings).
+    pub signing_key_file: String,
+    /// Length of one sealed segment, seconds.
+    pub segment_secs: u64,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            recipients: Vec::new(),
+            signing_key_file: String::new(),
+            segment_secs: 10,
+        }
+    }
 }
 
 /// `[oidc]`
@@ -395,6 +459,21 @@ impl Config {
                 "TOKENS_SIGNING_KEY_FILE" => self.tokens.signing_key_file = value,
                 "TOKENS_SIGNING_KEY_ID" => self.tokens.signing_key_id = value,
                 "TOKENS_SERVICE_AUDIENCE" => self.tokens.service_audience = value,
+                "MEDIA_UDP_LISTEN" => {
+                    self.media.udp_listen = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "MEDIA_ADVERTISED" => self.media.advertised = value,
+                "RECORDER_DIR" => self.recorder.dir = value,
+                "RECORDER_RECIPIENTS" => {
+                    self.recorder.recipients = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "RECORDER_SIGNING_KEY_FILE" => self.recorder.signing_key_file = value,
+                "RECORDER_SEGMENT_SECS" => self.recorder.segment_secs = num(&value)?,
                 // CHAPERONE_LOG is read by the logger directly; others are not ours.
                 _ => {}
             }
@@ -446,6 +525,13 @@ impl Config {
         {
             return invalid("oidc.issuer needs oidc.client_id and oidc.client_secret");
         }
+        self.media.advertised()?;
+        if self.media.advertised.is_empty() && self.media.udp_listen.ip().is_unspecified() {
+            return invalid("media.udp_listen is a wildcard address: set media.advertised");
+        }
+        if self.recorder.segment_secs == 0 || self.recorder.segment_secs > 300 {
+            return invalid("recorder.segment_secs must be between 1 and 300");
+        }
         if self.dev {
             if !self.http.listen.ip().is_loopback() {
                 return invalid(
@@ -463,6 +549,14 @@ impl Config {
             }
             if self.tokens.signing_key_file.is_empty() {
                 return invalid("tokens.signing_key_file is required outside --dev");
+            }
+            if self.recorder.dir.is_empty()
+                || self.recorder.recipients.is_empty()
+                || self.recorder.signing_key_file.is_empty()
+            {
+                return invalid(
+                    "recorder.dir, recorder.recipients and recorder.signing_key_file are required outside --dev",
+                );
             }
         }
         Ok(())
@@ -613,6 +707,10 @@ mod tests {
         c.oidc.client_secret = "secret".into();
         assert!(c.validate().is_err(), "and a signing key");
         c.tokens.signing_key_file = "/etc/chaperone/key.pem".into();
+        assert!(c.validate().is_err(), "and a recorder");
+        c.recorder.dir = "/var/lib/chaperone/recordings".into();
+        c.recorder.recipients = vec!["age1example".into()];
+        c.recorder.signing_key_file = "/etc/chaperone/recorder.pem".into();
         assert!(c.validate().is_ok());
         assert_eq!(c.allowed_origins(), vec!["https://school.test"]);
         c.tokens.room_token_secs = 301;

@@ -137,7 +137,7 @@ async fn main() -> Result<()> {
         config.http.public_url.clone()
     };
     let store = open_store(&config)?;
-    let app = App::build(&config, store, public_url.clone())?;
+    let app = App::build(&config, store, public_url.clone()).await?;
     if config.dev {
         tracing::warn!("development mode: never use --dev with real pupils");
         if app.devidp.is_some() {
@@ -146,7 +146,7 @@ async fn main() -> Result<()> {
             );
         }
     }
-    tracing::info!(%addr, store = ?config.store.kind, "Chaperone gateway listening on {public_url}/");
+    tracing::info!(%addr, store = ?config.store.kind, media = %app.media.advertised(), "Chaperone gateway listening on {public_url}/");
     let router = app.router.clone();
     http::run(listener, router, shutdown_signal()).await?;
     app.rooms.shutdown_all().await;

@@ -429,6 +429,19 @@ impl LessonWriter {
     }
 }
 
+/// An object store on the local filesystem under `dir` (created if missing).
+pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, ArchiveError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ArchiveError::Store(object_store::Error::Generic {
+            store: "local",
+            source: Box::new(e),
+        })
+    })?;
+    Ok(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! - [`segment`]: the plaintext segment format and sealing to public age
 //!   recipients (the ingest side; never an identity);
 //! - [`archive`]: the object layout and the put-if-absent writer;
+//! - [`ingest`]: a lesson's frames collected into segments and checkpoints;
 //! - [`manifest`]: entries, gaps, the chain and canonical bytes;
 //! - [`keys`]: the manifest-signing Ed25519 key;
 //! - [`verify`]: `recorder verify`;
@@ -16,7 +17,10 @@
 //! stored object, and never read a clock outside the binary's shell.
 #![forbid(unsafe_code)]
 
+pub use object_store::ObjectStore;
+
 pub mod archive;
+pub mod ingest;
 pub mod keys;
 pub mod manifest;
 pub mod review;

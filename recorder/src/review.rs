@@ -64,3 +64,25 @@ pub fn open_plaintext(
 pub fn open_segment(sealed: &[u8], identity: &age::x25519::Identity) -> Result<Segment, OpenError> {
     Ok(Segment::decode(&open_plaintext(sealed, identity)?)?)
 }
+
+/// A fresh review identity and its public recipient, as `age-keygen` makes
+/// them (`AGE-SECRET-KEY-1...`, `age1...`). For development set-ups only:
+/// in production the review identity is made offline and only its
+/// recipient is configured.
+pub fn generate_identity() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    (identity.to_string().expose_secret().to_owned(), recipient)
+}
+
+/// The public recipient of an identity in `age-keygen`'s text form
+/// (comment lines allowed).
+pub fn recipient_of(identity_text: &str) -> Option<String> {
+    identity_text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .and_then(|l| l.parse::<age::x25519::Identity>().ok())
+        .map(|i| i.to_public().to_string())
+}

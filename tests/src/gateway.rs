@@ -36,6 +36,14 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 pub struct Gateway {
     port: u16,
     child: ChildGuard,
+    recordings: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_dir_all(&self.recordings);
+    }
 }
 
 impl Gateway {
@@ -47,8 +55,13 @@ impl Gateway {
     /// `gateway --dev <args>` on `port` with extra environment settings.
     pub fn start_dev_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut cmd = Command::new(binary("gateway")?);
+        // Recordings of this run go to a directory of its own, removed with it.
+        let recordings =
+            std::env::temp_dir().join(format!("chaperone-rec-{}-{port}", std::process::id()));
         cmd.arg("--dev")
             .args(args)
+            .env("CHAPERONE_RECORDER_DIR", recordings.join("recordings"))
+            .current_dir(std::env::temp_dir())
             .env("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("CHAPERONE_LOG", "warn")
             .stdout(Stdio::null())
@@ -58,12 +71,22 @@ impl Gateway {
         }
         let mut child = ChildGuard::spawn("gateway", &mut cmd)?;
         wait_for_port(&mut child, port, Duration::from_secs(20))?;
-        Ok(Self { port, child })
+        Ok(Self {
+            port,
+            child,
+            recordings,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where this gateway's recordings go (`<dir>/recordings`, with the dev
+    /// review identity and manifest key beside it).
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        &self.recordings
     }
 
     /// The port.

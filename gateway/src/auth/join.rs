@@ -6,7 +6,7 @@
 //! reconnect. If the store cannot be read, nobody joins (fail closed).
 //!
 //! A lesson that exists but is not running on this node yet is started
-//! here from its description.
+//! here from its description, and told whether the recorder is attached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use chaperone_protocol::LessonId;
 use super::tokens::{TokenError, TokenIssuer};
 use crate::clock::{now, unix_millis};
 use crate::lesson::{Account, JoinRequest, LessonConfig};
+use crate::recording::RecorderStatus;
 use crate::room::Rooms;
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
@@ -28,6 +29,7 @@ pub struct JoinAuth {
     store: Store,
     rooms: Rooms,
     lesson_config: LessonConfig,
+    recorder: RecorderStatus,
 }
 
 impl JoinAuth {
@@ -37,12 +39,14 @@ impl JoinAuth {
         store: Store,
         rooms: Rooms,
         lesson_config: LessonConfig,
+        recorder: RecorderStatus,
     ) -> Self {
         Self {
             tokens,
             store,
             rooms,
             lesson_config,
+            recorder,
         }
     }
 
@@ -60,7 +64,10 @@ impl JoinAuth {
             tracing::error!(%lesson, error = %e, "unreadable lesson record");
             AuthRefusal::NotFound
         })?;
-        self.rooms.open(info.setup(), self.lesson_config.clone());
+        let room = self.rooms.open(info.setup(), self.lesson_config.clone());
+        if self.recorder.attached() {
+            room.recorder(true).await;
+        }
         Ok(())
     }
 }

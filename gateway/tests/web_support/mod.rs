@@ -27,6 +27,7 @@ pub struct Node {
     pub addr: SocketAddr,
     pub app: App,
     pub store: Store,
+    pub recordings: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -48,10 +49,12 @@ impl Node {
             ..Config::default()
         };
         config.http.listen = addr;
+        let recordings = tempfile::tempdir()?;
+        config.recorder.dir = recordings.path().join("recordings").display().to_string();
         tweak(&mut config);
         config.validate()?;
         let store = Store::Local(LocalStore::new());
-        let app = App::build(&config, store.clone(), format!("http://{addr}"))?;
+        let app = App::build(&config, store.clone(), format!("http://{addr}")).await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app.router.clone();
         tokio::spawn(chaperone_gateway::http::run(listener, router, async move {
@@ -61,6 +64,7 @@ impl Node {
             addr,
             app,
             store,
+            recordings,
             stop: Some(stop),
         })
     }
