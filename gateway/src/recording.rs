@@ -6,10 +6,12 @@
 //! stored through `object_store` with signed, hash-chained manifests that
 //! `recorder verify` checks.
 //!
-//! The lesson core's recording gate follows this recorder's health: while
-//! segments are being written, lessons are told the recorder is attached;
-//! when a write fails every lesson is told it is lost (pupils are held) and
-//! the frames stay pending until a write succeeds again. Records arrive on
+//! The lesson core's recording gate follows this recorder's health: while a
+//! lesson's segments are being written it is told the recorder is attached;
+//! when a write fails it is told the recording is lost (pupils are held) and
+//! the frames stay pending until a write succeeds again. A lesson's final
+//! manifest is written a few seconds after it ends, once the participants'
+//! last events (leaving) are in. Records arrive on
 //! a bounded channel and a full channel makes the lesson wait, so nothing is
 //! dropped on the way in. (The remote recorder and its acknowledged,
 //! replayed feed are the recorder issue's.)
@@ -73,7 +75,15 @@ impl std::fmt::Debug for EmbeddedRecorder {
 struct LessonState {
     sink: LessonSink,
     next_seq: u64,
+    /// Whether the last write for this lesson succeeded (its room is told when this changes).
+    healthy: bool,
+    /// When the lesson ended (unix micros): it is finalised once the
+    /// participants' last events have arrived.
+    ended_at: Option<u64>,
 }
+
+/// How long after a lesson ends its last records (people leaving) may still arrive.
+const FINAL_AFTER_END_MICROS: u64 = 5_000_000;
 
 fn unix_micros_at(at: std::time::Instant) -> u64 {
     let age = now().saturating_duration_since(at);
@@ -92,12 +102,13 @@ impl EmbeddedRecorder {
         let shared = status.clone();
         let task = tokio::spawn(async move {
             let mut lessons: HashMap<LessonId, LessonState> = HashMap::new();
+            let mut finished = std::collections::HashSet::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     record = records.recv() => match record {
-                        Some(r) => self.take(&mut lessons, r, &shared, &rooms).await,
+                        Some(r) => self.take(&mut lessons, &finished, r, &rooms).await,
                         None => {
                             for (lesson, mut state) in lessons.drain() {
                                 if let Err(e) = state.sink.finish(unix_millis() * 1000).await {
@@ -107,35 +118,66 @@ impl EmbeddedRecorder {
                             return;
                         }
                     },
-                    _ = tick.tick() => {
-                        let at = unix_millis() * 1000;
-                        let mut failed = false;
-                        for (lesson, state) in &mut lessons {
-                            let retry = !shared.attached() && state.sink.pending() > 0;
-                            if (state.sink.due(at) || retry)
-                                && let Err(e) = state.sink.flush(at).await
-                            {
-                                error!(%lesson, error = %e, pending = state.sink.pending(), "recording write failed; frames kept");
-                                failed = true;
-                            }
-                        }
-                        Self::health(&shared, &rooms, !failed).await;
-                    }
+                    _ = tick.tick() => self.tick(&mut lessons, &mut finished, &shared, &rooms).await,
                 }
             }
         });
         (task, status)
     }
 
-    async fn health(status: &RecorderStatus, rooms: &Rooms, ok: bool) {
-        if status.set(ok) {
-            if ok {
-                info!("recorder: writing again; lessons resume");
+    /// Seals what is due, retries what failed, finalises ended lessons, and
+    /// tells each lesson's room when its recording is lost or back.
+    async fn tick(
+        &self,
+        lessons: &mut HashMap<LessonId, LessonState>,
+        finished: &mut std::collections::HashSet<LessonId>,
+        status: &RecorderStatus,
+        rooms: &Rooms,
+    ) {
+        let at = unix_millis() * 1000;
+        let mut done = Vec::new();
+        for (lesson, state) in lessons.iter_mut() {
+            let retry = !state.healthy && state.sink.pending() > 0;
+            let ending = state
+                .ended_at
+                .is_some_and(|e| at.saturating_sub(e) >= FINAL_AFTER_END_MICROS);
+            let result = if ending {
+                state.sink.finish(at).await.map(|_| ())
+            } else if state.sink.due(at) || retry {
+                state.sink.flush(at).await.map(|_| ())
             } else {
-                warn!("recorder: writes failing; lessons hold pupils until it recovers");
+                continue;
+            };
+            let ok = match result {
+                Ok(()) => {
+                    if ending {
+                        info!(%lesson, frames = state.next_seq, "recording finished");
+                        done.push(*lesson);
+                    }
+                    true
+                }
+                Err(e) => {
+                    error!(%lesson, error = %e, pending = state.sink.pending(), "recording write failed; frames kept");
+                    false
+                }
+            };
+            if ok != state.healthy {
+                state.healthy = ok;
+                if let Some(room) = rooms.get(*lesson) {
+                    room.recorder(ok).await;
+                }
             }
-            for room in rooms.all() {
-                room.recorder(ok).await;
+        }
+        for lesson in done {
+            lessons.remove(&lesson);
+            finished.insert(lesson);
+        }
+        let all_ok = lessons.values().all(|s| s.healthy);
+        if status.set(all_ok) {
+            if all_ok {
+                info!("recorder: writing again");
+            } else {
+                warn!("recorder: writes failing; affected lessons hold pupils until it recovers");
             }
         }
     }
@@ -158,8 +200,8 @@ impl EmbeddedRecorder {
     async fn take(
         &self,
         lessons: &mut HashMap<LessonId, LessonState>,
+        finished: &std::collections::HashSet<LessonId>,
         record: RoomRecord,
-        status: &RecorderStatus,
         rooms: &Rooms,
     ) {
         let (lesson, at, record) = match record {
@@ -170,16 +212,25 @@ impl EmbeddedRecorder {
                 return;
             }
         };
+        if finished.contains(&lesson) {
+            // Its final manifest is written; nothing may follow it.
+            error!(%lesson, ?record, "record after the lesson's final manifest; not recorded");
+            return;
+        }
         let state = match lessons.entry(lesson) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let Some(writer) = self.writer(lesson) else {
-                    Self::health(status, rooms, false).await;
+                    if let Some(room) = rooms.get(lesson) {
+                        room.recorder(false).await;
+                    }
                     return;
                 };
                 v.insert(LessonState {
                     sink: LessonSink::new(writer, self.segment),
                     next_seq: 0,
+                    healthy: true,
+                    ended_at: None,
                 })
             }
         };
@@ -226,15 +277,7 @@ impl EmbeddedRecorder {
         }
         state.next_seq += 1;
         if ended {
-            match state.sink.finish(unix_millis() * 1000).await {
-                Ok(_) => {
-                    info!(%lesson, frames = state.next_seq, "recording finished");
-                    lessons.remove(&lesson);
-                }
-                Err(e) => {
-                    error!(%lesson, error = %e, "final manifest not written; retried on the next tick")
-                }
-            }
+            state.ended_at = Some(at_micros);
         }
     }
 }

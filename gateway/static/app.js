@@ -104,23 +104,17 @@ async function leaderTools(info, lessons) {
   return out;
 }
 
-async function lessonDetail(id) {
-  try {
-    const l = await api(`/api/lessons/${id}`);
-    return el('section', { id: 'lesson' }, el('h2', {}, l.title), el('p', {}, `Class ${l.class}, ${when(l.starts_at_ms)} to ${when(l.ends_at_ms)}`),
-      el('p', { class: 'muted' }, 'The live lesson opens here.'));
-  } catch (e) {
-    return el('section', { id: 'lesson-missing' }, el('h2', {}, 'Lesson not found'), el('p', {}, 'There is no such lesson for you.'));
-  }
-}
-
 async function render() {
   try {
     const info = await api('/api/me');
     const lessons = await api('/api/lessons');
     const parts = [];
     const lessonId = me.dataset.lesson;
-    if (lessonId) parts.push(await lessonDetail(lessonId));
+    if (lessonId) {
+      const { LessonClient } = await import('./lesson.js');
+      await new LessonClient(app, lessonId).start();
+      return;
+    }
     parts.push(el('section', {}, el('h2', {}, 'Your lessons'), lessonList(lessons, info)));
     if (info.may_create_lessons) parts.push(createForm(render));
     parts.push(...await leaderTools(info, lessons));

@@ -145,6 +145,7 @@ pub fn router(state: WebState) -> Router {
         .route("/logout", post(logout))
         .route("/static/app.js", get(app_js))
         .route("/static/app.css", get(app_css))
+        .route("/static/lesson.js", get(lesson_js))
         .merge(api::router())
         .with_state(state)
 }
@@ -268,11 +269,15 @@ async fn lesson_page(
 
 /// The signed-in shell; `app.js` fills it from the API.
 fn app_page(state: &WebState, identity: &Identity, lesson: Option<&str>) -> Response {
-    let kind = home_kind(identity);
+    let kind = if lesson.is_some() {
+        "lesson"
+    } else {
+        home_kind(identity)
+    };
     let roles: Vec<&str> = identity.roles.iter().map(|r| r.name()).collect();
     let lesson_attr = lesson.map_or(String::new(), |l| format!(" data-lesson=\"{}\"", escape(l)));
     Html(page(
-        "Lessons",
+        if lesson.is_some() { "Lesson" } else { "Lessons" },
         kind,
         &format!(
             "{}<section id=\"me\" data-roles=\"{}\"{lesson_attr}><p>Signed in as <strong id=\"me-name\">{}</strong> ({})</p>\
@@ -637,6 +642,14 @@ async fn app_js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+async fn lesson_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/lesson.js"),
     )
         .into_response()
 }

@@ -1,0 +1,194 @@
+// A real lesson in headless Chromium against `gateway --dev`: a teacher and
+// two pupils sign in through the development provider; pupils wait; the
+// teacher admits one, then all; every pupil decodes the teacher's video;
+// controls stop media at the SFU (bytes stop growing at the receivers);
+// screen share is granted, seen and revoked; chat, public and private, and
+// a refused pupil-to-pupil message.
+//
+//   GATEWAY_URL=http://127.0.0.1:8080 [SCREENSHOT_DIR=dir] node lesson-e2e.mjs
+//
+// Prints one JSON line per step with what it measured; exits non-zero with
+// the reason on the first failed expectation.
+import { launch, loginViaDevIdp } from './browser.mjs';
+
+const gateway = process.env.GATEWAY_URL;
+const shots = process.env.SCREENSHOT_DIR;
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+function step(name, data = {}) { console.log(JSON.stringify({ step: name, ...data })); }
+function expect(cond, message) { if (!cond) throw new Error(`expectation failed: ${message}`); }
+
+async function waitFor(page, fn, arg, what, timeout = 20000) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout, polling: 200 });
+  } catch (e) {
+    const state = await page.evaluate(() => ({ state: document.body.dataset.lessonState, notice: document.getElementById('notice')?.textContent, error: document.body.dataset.lastError })).catch(() => ({}));
+    throw new Error(`timed out waiting for ${what}: ${JSON.stringify(state)}`);
+  }
+}
+
+// Inbound bytes at `page` from tracks whose id starts with `prefix`.
+async function inboundBytes(page, prefix) {
+  const rows = await page.evaluate(() => window.chaperone.inbound());
+  return rows.filter(r => (r.track || '').startsWith(prefix)).reduce((n, r) => n + r.bytes, 0);
+}
+// Polls (from here, not in the page) until `page` has decoded a frame of `prefix`.
+async function decoding(page, prefix, what, timeout = 30000) {
+  const until = Date.now() + timeout;
+  while (Date.now() < until) {
+    const frames = await framesFrom(page, prefix);
+    if (frames > 0) return frames;
+    await sleep(250);
+  }
+  throw new Error(`nothing decoded: ${what}`);
+}
+async function framesFrom(page, prefix) {
+  const rows = await page.evaluate(() => window.chaperone.inbound());
+  return rows.filter(r => (r.track || '').startsWith(prefix)).reduce((n, r) => n + r.frames, 0);
+}
+
+// Waits until bytes from `prefix` at `page` grow.
+async function growing(page, prefix, what) {
+  const start = await inboundBytes(page, prefix);
+  for (let i = 0; i < 60; i++) {
+    await sleep(250);
+    const now = await inboundBytes(page, prefix);
+    if (now > start) return now;
+  }
+  throw new Error(`no media arriving: ${what}`);
+}
+
+// Checks that bytes from `prefix` at `page` stop growing (after a settle time).
+async function stopped(page, prefix, what) {
+  await sleep(1500);
+  const a = await inboundBytes(page, prefix);
+  await sleep(2000);
+  const b = await inboundBytes(page, prefix);
+  expect(b === a, `${what}: still receiving (${a} -> ${b} bytes)`);
+  return b;
+}
+
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+}
+
+const browser = await launch();
+try {
+  const open = async person => {
+    const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+    const page = await context.newPage();
+    page.on('dialog', d => d.accept(d.type() === 'prompt' ? 'test note' : undefined));
+    // Headless has no screen to capture: a moving canvas stands in for one.
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getDisplayMedia = async () => {
+        const c = document.createElement('canvas'); c.width = 640; c.height = 360;
+        const g = c.getContext('2d'); let n = 0;
+        setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360},70%,50%)`; g.fillRect(0, 0, 640, 360); }, 40);
+        return c.captureStream(25);
+      };
+    });
+    await loginViaDevIdp(page, gateway, person);
+    return page;
+  };
+
+  const teacher = await open('teacher');
+  const lesson = await teacher.evaluate(async () => {
+    const now = Date.now();
+    const r = await fetch('/api/lessons', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Fractions', class: '7A', starts_at_ms: now, ends_at_ms: now + 3600000 }) });
+    return (await r.json()).id;
+  });
+  await teacher.goto(`${gateway}/lessons/${lesson}`);
+  await waitFor(teacher, () => document.body.dataset.lessonState === 'admitted', null, 'teacher admitted');
+  const teacherId = await teacher.evaluate(() => window.chaperone.you);
+  step('teacher_in', { lesson, teacherId });
+
+  const pupilA = await open('pupil-a');
+  const pupilB = await open('pupil-b');
+  for (const p of [pupilA, pupilB]) {
+    await p.goto(`${gateway}/lessons/${lesson}`);
+    await waitFor(p, () => document.body.dataset.lessonState === 'waiting', null, 'pupil waiting');
+  }
+  const idA = await pupilA.evaluate(() => window.chaperone.you);
+  const idB = await pupilB.evaluate(() => window.chaperone.you);
+  // The waiting room gets nothing: no roster, no media.
+  expect((await pupilA.evaluate(() => window.chaperone.roster.length)) === 0, 'a waiting pupil saw the roster');
+  await shot(pupilA, 'pupil-waiting');
+  await waitFor(teacher, n => document.querySelectorAll('[data-waiting]').length === n, 2, 'two pupils waiting at the teacher');
+  await shot(teacher, 'teacher-waiting-room');
+  step('pupils_waiting', { idA, idB });
+
+  await teacher.click(`button[data-admit="${idA}"]`);
+  await waitFor(pupilA, () => document.body.dataset.lessonState === 'admitted', null, 'pupil A admitted');
+  expect((await pupilB.evaluate(() => document.body.dataset.lessonState)) === 'waiting', 'pupil B admitted too early');
+  await teacher.click('#admit-all');
+  await waitFor(pupilB, () => document.body.dataset.lessonState === 'admitted', null, 'pupil B admitted');
+  step('admitted');
+
+  // Every pupil decodes the teacher's camera.
+  const decoded = {};
+  for (const [name, p] of [['a', pupilA], ['b', pupilB]]) {
+    decoded[name] = await decoding(p, `p${teacherId}/camera`, `pupil ${name} decoding the teacher's video`);
+  }
+  step('teacher_video_decoded', decoded);
+
+  // Pupils take part with voice and camera.
+  for (const p of [pupilA, pupilB]) await p.selectOption('#engagement', 'voice_chat_camera');
+  await growing(pupilB, `p${idA}/microphone`, "pupil A's voice at pupil B");
+  await growing(teacher, `p${idA}/camera`, "pupil A's camera at the teacher");
+  await growing(teacher, `p${idB}/camera`, "pupil B's camera at the teacher");
+  await shot(teacher, 'teacher-lesson');
+  await shot(pupilA, 'pupil-lesson');
+  step('pupils_publishing');
+
+  // Mic off for pupil A: pupil B stops receiving A's audio; B's audio still flows to A.
+  await teacher.click(`button[data-action="mic-off"][data-participant="${idA}"]`);
+  const afterMute = await stopped(pupilB, `p${idA}/microphone`, "pupil A's voice after mic off");
+  await growing(pupilA, `p${idB}/microphone`, "pupil B's voice still at pupil A");
+  step('mic_off_enforced', { bytes_frozen_at: afterMute });
+
+  // All cameras off: no pupil video reaches anyone.
+  await teacher.click('#all-cams-off');
+  await stopped(teacher, `p${idA}/camera`, "pupil A's camera at the teacher after all cameras off");
+  await stopped(teacher, `p${idB}/camera`, "pupil B's camera at the teacher after all cameras off");
+  await stopped(pupilA, `p${idB}/camera`, "pupil B's camera at pupil A after all cameras off");
+  step('all_cameras_off_enforced');
+
+  // Screen share: granted to A, seen by B, revoked again.
+  await teacher.check(`input[data-permission="screen_share"][data-participant="${idA}"]`);
+  await waitFor(pupilA, () => !!document.getElementById('share-screen'), null, 'share button for pupil A');
+  await pupilA.click('#share-screen');
+  step('screen_share_seen', { frames: await decoding(pupilB, `p${idA}/screen_share`, "pupil A's screen at pupil B") });
+  await teacher.uncheck(`input[data-permission="screen_share"][data-participant="${idA}"]`);
+  await stopped(pupilB, `p${idA}/screen_share`, "pupil A's screen after the permission was revoked");
+  step('screen_share_revoked');
+
+  // Chat: public, private to the teacher, and pupil-to-pupil refused.
+  await pupilA.fill('#chat-input', 'hello everyone');
+  await pupilA.click('#chat-send');
+  await waitFor(pupilB, () => [...document.querySelectorAll('#chat-log li')].some(li => li.textContent.includes('hello everyone')), null, 'public chat at pupil B');
+  await pupilA.selectOption('#chat-to', String(teacherId));
+  await pupilA.fill('#chat-input', 'a private question');
+  await pupilA.click('#chat-send');
+  await waitFor(teacher, () => [...document.querySelectorAll('#chat-log li[data-private="true"]')].some(li => li.textContent.includes('a private question')), null, 'private message at the teacher');
+  await sleep(500);
+  expect(!(await pupilB.evaluate(() => document.body.innerText.includes('a private question'))), 'pupil B saw a private message');
+  // The page offers no pupil as a private recipient...
+  const options = await pupilA.evaluate(() => [...document.querySelectorAll('#chat-to option')].map(o => o.value));
+  expect(!options.includes(String(idB)), 'pupil B offered as a private recipient');
+  // ...and the server refuses a modified page that tries anyway.
+  await pupilA.evaluate(id => window.chaperone.send({ chat: { to: id, text: 'psst' } }), idB);
+  await waitFor(pupilA, () => document.body.dataset.lastError === 'pupil_to_pupil', null, 'pupil_to_pupil refusal');
+  await sleep(500);
+  expect(!(await pupilB.evaluate(() => document.body.innerText.includes('psst'))), 'pupil B received a pupil-to-pupil message');
+  await shot(teacher, 'teacher-chat');
+  step('chat_rules_enforced');
+
+  // The teacher ends the lesson: everyone is told.
+  await teacher.click('#end-lesson');
+  for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'ended', null, 'lesson ended at a pupil');
+  step('ended');
+} catch (err) {
+  console.error(err && err.stack || String(err));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
