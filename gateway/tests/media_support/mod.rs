@@ -110,6 +110,47 @@ impl Client {
         screen: bool,
     ) -> anyhow::Result<Client> {
         media.add_participant(lesson, participant).await?;
+        let (pending, offer) = Pending::new(screen).await?;
+        let answer = media.offer(lesson, participant, offer).await?;
+        pending.finish(
+            participant,
+            answer,
+            Answers::Direct {
+                media: media.clone(),
+                lesson,
+            },
+        )
+    }
+}
+
+/// Where the client's answers to server offers go.
+pub enum Answers {
+    /// Straight to the SFU (no signaling).
+    Direct {
+        /// The SFU.
+        media: MediaHandle,
+        /// The lesson.
+        lesson: LessonId,
+    },
+    /// To whoever carries them over signaling.
+    Channel(mpsc::UnboundedSender<String>),
+}
+
+/// A client whose offer is made but not yet answered (for negotiation
+/// through signaling).
+pub struct Pending {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    audio: Mid,
+    video: Mid,
+    screen: Option<Mid>,
+    pending: str0m::change::SdpPendingOffer,
+}
+
+impl Pending {
+    /// Makes the client's offer (audio, camera, and with `screen` a screen share).
+    pub async fn new(screen: bool) -> anyhow::Result<(Pending, String)> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()
@@ -122,24 +163,41 @@ impl Client {
         let screen =
             screen.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending) = api.apply().context("an offer with two m-lines")?;
-        let answer = media
-            .offer(lesson, participant, offer.to_sdp_string())
-            .await?;
-        rtc.sdp_api()
-            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
+        Ok((
+            Pending {
+                rtc,
+                socket,
+                local,
+                audio,
+                video,
+                screen,
+                pending,
+            },
+            offer.to_sdp_string(),
+        ))
+    }
 
+    /// Applies the SFU's answer and starts sending (whatever it is told).
+    pub fn finish(
+        mut self,
+        participant: ParticipantId,
+        answer: String,
+        answers: Answers,
+    ) -> anyhow::Result<Client> {
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, SdpAnswer::from_sdp_string(&answer)?)?;
         let counters = Arc::new(Counters::default());
         let (offers, offers_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(());
         let task = Task {
-            rtc,
-            socket,
-            local,
-            audio,
-            video,
-            screen,
-            media: media.clone(),
-            lesson,
+            rtc: self.rtc,
+            socket: self.socket,
+            local: self.local,
+            audio: self.audio,
+            video: self.video,
+            screen: self.screen,
+            answers,
             participant,
             counters: counters.clone(),
         };
@@ -152,7 +210,9 @@ impl Client {
             _stop: stop,
         })
     }
+}
 
+impl Client {
     /// Waits until DTLS is up.
     pub async fn wait_connected(&self) -> anyhow::Result<()> {
         wait_for(Duration::from_secs(10), || self.counters.is_connected())
@@ -208,8 +268,7 @@ struct Task {
     audio: Mid,
     video: Mid,
     screen: Option<Mid>,
-    media: MediaHandle,
-    lesson: LessonId,
+    answers: Answers,
     participant: ParticipantId,
     counters: Arc<Counters>,
 }
@@ -253,10 +312,17 @@ impl Task {
                 Some(offer) = offers.recv() => {
                     let Ok(offer) = SdpOffer::from_sdp_string(&offer) else { return };
                     let Ok(answer) = self.rtc.sdp_api().accept_offer(offer) else { return };
-                    let sent = self.media
-                        .answer(self.lesson, self.participant, answer.to_sdp_string())
-                        .await;
-                    assert!(sent.is_ok(), "the SFU accepts our answer: {sent:?}");
+                    match &self.answers {
+                        Answers::Direct { media, lesson } => {
+                            let sent = media
+                                .answer(*lesson, self.participant, answer.to_sdp_string())
+                                .await;
+                            assert!(sent.is_ok(), "the SFU accepts our answer: {sent:?}");
+                        }
+                        Answers::Channel(tx) => {
+                            let _ = tx.send(answer.to_sdp_string());
+                        }
+                    }
                 }
                 _ = stop.changed() => return,
                 () = tokio::time::sleep_until(wake.into()) => {

@@ -1,0 +1,321 @@
+//! Clients that ignore the teacher, through the whole stack: a node
+//! (`App::build`, with its SFU and recorder), lesson WebSockets, and Rust
+//! WebRTC clients on str0m that negotiate over signaling and then send
+//! audio, camera and screen share whatever they are told. The server holds:
+//! a muted pupil's audio stops reaching everyone, a screen share without
+//! permission reaches nobody, and a waiting pupil gets no media and every
+//! attempt it makes is refused.
+#![allow(clippy::unwrap_used)]
+
+mod media_support;
+mod web_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chaperone_protocol::ParticipantId;
+use chaperone_protocol::signal::{ClientMsg, ErrorCode, ServerMsg, Target};
+use chaperone_protocol::{Engagement, MediaSource};
+use futures_util::{SinkExt, StreamExt};
+use media_support::{Answers, Client, Pending, wait_for};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use web_support::{Node, Ws, open_ws};
+
+/// Where server offers go once the client exists, and those that came before.
+type OfferRoute = Arc<Mutex<(Option<mpsc::UnboundedSender<String>>, Vec<String>)>>;
+
+/// One participant's signaling: messages out, everything received kept.
+struct Peer {
+    out: mpsc::UnboundedSender<ClientMsg>,
+    inbox: Arc<Mutex<Vec<ServerMsg>>>,
+    /// Where server offers go; those that arrive before the client exists wait.
+    offers: OfferRoute,
+}
+
+impl Peer {
+    fn new(ws: Ws) -> Peer {
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<ClientMsg>();
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink
+                    .send(Message::text(serde_json::to_string(&m).unwrap()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let offers: OfferRoute = Arc::default();
+        let (i, o) = (inbox.clone(), offers.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Text(t) = msg {
+                    let m = ServerMsg::decode(t.as_bytes()).unwrap();
+                    if let ServerMsg::Offer { sdp } = &m {
+                        let mut o = o.lock().unwrap();
+                        match o.0.as_ref() {
+                            Some(tx) => {
+                                let _ = tx.send(sdp.clone());
+                            }
+                            None => o.1.push(sdp.clone()),
+                        }
+                    }
+                    i.lock().unwrap().push(m);
+                }
+            }
+        });
+        Peer { out, inbox, offers }
+    }
+
+    fn send(&self, m: ClientMsg) {
+        self.out.send(m).unwrap();
+    }
+
+    fn seen(&self, f: impl Fn(&ServerMsg) -> bool) -> bool {
+        self.inbox.lock().unwrap().iter().any(f)
+    }
+
+    async fn wait(&self, what: &str, f: impl Fn(&ServerMsg) -> bool) {
+        wait_for(Duration::from_secs(10), || self.seen(&f))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: got {:?}", self.inbox.lock().unwrap()));
+    }
+
+    fn you(&self) -> ParticipantId {
+        self.inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match m {
+                ServerMsg::Welcome { you, .. } => Some(*you),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn refused(&self, code: ErrorCode) -> bool {
+        self.seen(|m| matches!(m, ServerMsg::Error { code: c, .. } if *c == code))
+    }
+
+    /// Negotiates a str0m client over this signaling connection.
+    async fn media(&self, screen: bool) -> Client {
+        let (pending, offer) = Pending::new(screen).await.unwrap();
+        self.send(ClientMsg::Offer { sdp: offer });
+        self.wait("an answer", |m| matches!(m, ServerMsg::Answer { .. }))
+            .await;
+        let answer = self
+            .inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match m {
+                ServerMsg::Answer { sdp } => Some(sdp.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let (answers_tx, mut answers_rx) = mpsc::unbounded_channel::<String>();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            while let Some(sdp) = answers_rx.recv().await {
+                let _ = out.send(ClientMsg::Answer { sdp });
+            }
+        });
+        let client = pending
+            .finish(self.you(), answer, Answers::Channel(answers_tx))
+            .unwrap();
+        {
+            let mut o = self.offers.lock().unwrap();
+            let tx = client.offer_sink().1;
+            for sdp in o.1.drain(..) {
+                let _ = tx.send(sdp);
+            }
+            o.0 = Some(tx);
+        }
+        client.wait_connected().await.unwrap();
+        client
+    }
+}
+
+async fn join(node: &Node, who: &str, lesson: &str) -> Peer {
+    let mut b = node.browser();
+    b.login_ok(who).await.unwrap();
+    let token = b.room_token(lesson).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Peer::new(open_ws(node, lesson, &token).await.unwrap().unwrap())
+}
+
+/// Frames received by `c` stop growing: read, settle, read again.
+async fn frozen(read: impl Fn() -> u64) -> (u64, u64) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = read();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    (a, read())
+}
+
+#[tokio::test]
+async fn the_server_holds_against_clients_that_ignore_it() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Node::start(|_| {}).await.unwrap();
+        let mut teacher_b = node.browser();
+        teacher_b.login_ok("teacher").await.unwrap();
+        let lesson = teacher_b.create_lesson("7A").await.unwrap();
+        let teacher = join(&node, "teacher", &lesson).await;
+        teacher
+            .wait("teacher admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+
+        let a = join(&node, "pupil-a", &lesson).await;
+        let b = join(&node, "pupil-b", &lesson).await;
+        a.wait("A waiting", |m| matches!(m, ServerMsg::Waiting { .. }))
+            .await;
+        b.wait("B waiting", |m| matches!(m, ServerMsg::Waiting { .. }))
+            .await;
+
+        // A waiting pupil tries everything: SDP, chat, controls. All refused;
+        // it never gets an answer, a roster or a chat message.
+        let (_pending, offer) = Pending::new(true).await.unwrap();
+        a.send(ClientMsg::Offer { sdp: offer });
+        a.send(ClientMsg::Chat {
+            to: None,
+            text: "let me in".into(),
+        });
+        a.send(ClientMsg::AdmitAll);
+        wait_for(Duration::from_secs(5), || a.refused(ErrorCode::NotAdmitted))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !a.seen(|m| matches!(
+                m,
+                ServerMsg::Answer { .. }
+                    | ServerMsg::Offer { .. }
+                    | ServerMsg::Roster { .. }
+                    | ServerMsg::Chat { .. }
+            )),
+            "a waiting pupil received {:?}",
+            a.inbox.lock().unwrap()
+        );
+        assert!(
+            !teacher.seen(|m| matches!(m, ServerMsg::Chat { .. })),
+            "a waiting pupil's chat reached the teacher"
+        );
+
+        teacher.send(ClientMsg::AdmitAll);
+        a.wait("A admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+        b.wait("B admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+        for p in [&a, &b] {
+            p.send(ClientMsg::SetEngagement {
+                engagement: Engagement::VoiceChatCamera,
+            });
+        }
+        // A's client publishes audio, camera and a screen share from the
+        // start, whatever it is allowed; B's publishes audio and camera.
+        let ca = a.media(true).await;
+        let cb = b.media(false).await;
+        let id_a = a.you();
+
+        // A's voice reaches B.
+        let rx = cb.counters.clone();
+        wait_for(Duration::from_secs(10), || rx.audio_rx() > 20)
+            .await
+            .unwrap();
+        // The screen share was never permitted: nobody receives a frame of it.
+        assert_eq!(
+            cb.counters.screen_rx(),
+            0,
+            "screen share without permission reached B"
+        );
+        // Asking for it changes nothing.
+        a.send(ClientMsg::SetSource {
+            source: MediaSource::ScreenShare,
+            on: true,
+        });
+        wait_for(Duration::from_secs(5), || {
+            a.refused(ErrorCode::NotPermitted)
+        })
+        .await
+        .unwrap();
+
+        // The teacher turns A's mic off. A's client keeps sending audio...
+        teacher.send(ClientMsg::TurnOff {
+            target: Target::One(id_a),
+            source: MediaSource::Microphone,
+        });
+        a.wait("A told its mic is off", |m| {
+            matches!(m, ServerMsg::ControlChanged { granted: false, .. })
+        })
+        .await;
+        let sent_before = ca.counters.audio_tx();
+        let (x, y) = frozen(|| rx.audio_rx()).await;
+        assert!(
+            ca.counters.audio_tx() > sent_before + 20,
+            "A kept sending audio"
+        );
+        // ...and B receives none of it.
+        assert_eq!(x, y, "muted audio still reached B");
+
+        // A turns its mic on again (allowed: it was turned off, not revoked),
+        // then the teacher revokes the permission: nothing flows after that.
+        a.send(ClientMsg::SetSource {
+            source: MediaSource::Microphone,
+            on: true,
+        });
+        wait_for(Duration::from_secs(5), || rx.audio_rx() > y + 10)
+            .await
+            .unwrap();
+        teacher.send(ClientMsg::SetPermission {
+            target: Target::One(id_a),
+            permission: chaperone_protocol::Permission::Microphone,
+            granted: false,
+        });
+        a.wait("A told its mic is revoked", |m| {
+            matches!(m, ServerMsg::ControlChanged { revoked: true, .. })
+        })
+        .await;
+        let (x, y) = frozen(|| rx.audio_rx()).await;
+        assert_eq!(x, y, "revoked audio still reached B");
+        a.send(ClientMsg::SetSource {
+            source: MediaSource::Microphone,
+            on: true,
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(rx.audio_rx(), y, "a revoked mic came back by asking");
+        assert_eq!(cb.counters.screen_rx(), 0);
+
+        // Private messages between pupils are refused and never delivered.
+        a.send(ClientMsg::Chat {
+            to: Some(b.you()),
+            text: "psst".into(),
+        });
+        wait_for(Duration::from_secs(5), || {
+            a.refused(ErrorCode::PupilToPupil)
+        })
+        .await
+        .unwrap();
+        assert!(!b.seen(|m| matches!(m, ServerMsg::Chat { .. })));
+
+        // No message carried anyone's address: SDP from the server names
+        // only the SFU's own candidate.
+        let media_port = node.app.media.advertised().port().to_string();
+        for p in [&a, &b] {
+            for m in p.inbox.lock().unwrap().iter() {
+                if let ServerMsg::Answer { sdp } | ServerMsg::Offer { sdp } = m {
+                    for line in sdp.lines().filter(|l| l.starts_with("a=candidate")) {
+                        assert!(line.contains(&media_port), "foreign candidate: {line}");
+                    }
+                }
+            }
+        }
+        drop((ca, cb));
+    })
+    .await
+    .unwrap();
+}
