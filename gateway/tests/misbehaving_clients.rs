@@ -140,6 +140,16 @@ impl Peer {
     }
 }
 
+/// A new lesson socket for a signed-in browser, with a fresh room token:
+/// `Err(status)` if the upgrade is refused.
+async fn connect(node: &Node, b: &mut web_support::Browser, lesson: &str) -> Result<Ws, u16> {
+    let token = b.room_token(lesson).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    open_ws(node, lesson, &token).await.unwrap()
+}
+
 async fn join(node: &Node, who: &str, lesson: &str) -> Peer {
     let mut b = node.browser();
     b.login_ok(who).await.unwrap();
@@ -315,6 +325,121 @@ async fn the_server_holds_against_clients_that_ignore_it() {
             }
         }
         drop((ca, cb));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_pupil_comes_back_without_waiting_but_a_removed_one_stays_out() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Node::start(|_| {}).await.unwrap();
+        let mut teacher_b = node.browser();
+        teacher_b.login_ok("teacher").await.unwrap();
+        let lesson = teacher_b.create_lesson("7A").await.unwrap();
+        let teacher = join(&node, "teacher", &lesson).await;
+        teacher
+            .wait("teacher admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+
+        // A pupil's browser: a session, and a fresh room token per connection.
+        let mut pupil_b = node.browser();
+        pupil_b.login_ok("pupil-a").await.unwrap();
+        let a = Peer::new(connect(&node, &mut pupil_b, &lesson).await.unwrap());
+        a.wait("waiting", |m| matches!(m, ServerMsg::Waiting { .. }))
+            .await;
+        teacher.send(ClientMsg::AdmitAll);
+        a.wait("admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+        let id = a.you();
+
+        // The socket drops (network flap): the pupil reconnects, re-authorised
+        // with a new token, and is straight back in, never in the waiting room.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = Peer::new(connect(&node, &mut pupil_b, &lesson).await.unwrap());
+        again
+            .wait("re-admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+        assert!(!again.seen(|m| matches!(m, ServerMsg::Waiting { .. })));
+
+        // Removed: the pupil is told, and every reconnection is refused.
+        let now_id = again.you();
+        assert_ne!(now_id, id, "a new connection gets a new participant id");
+        teacher.send(ClientMsg::Remove {
+            participant: now_id,
+        });
+        again
+            .wait("told of the removal", |m| {
+                matches!(
+                    m,
+                    ServerMsg::Goodbye {
+                        reason: chaperone_protocol::signal::Farewell::Removed
+                    }
+                )
+            })
+            .await;
+        match connect(&node, &mut pupil_b, &lesson).await {
+            // They know the lesson: they are told plainly they were removed.
+            Err(status) => assert_eq!(status, 403, "a removed pupil is refused"),
+            Ok(ws) => {
+                let p = Peer::new(ws);
+                p.wait("refused", |m| {
+                    matches!(m, ServerMsg::Goodbye { .. } | ServerMsg::Error { .. })
+                })
+                .await;
+                assert!(!p.seen(|m| matches!(m, ServerMsg::Admitted | ServerMsg::Waiting { .. })));
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn everyone_sees_an_observer_who_cannot_publish() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Node::start(|_| {}).await.unwrap();
+        let mut teacher_b = node.browser();
+        teacher_b.login_ok("teacher").await.unwrap();
+        let lesson = teacher_b.create_lesson("7A").await.unwrap();
+        let teacher = join(&node, "teacher", &lesson).await;
+        teacher
+            .wait("teacher admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+        let pupil = join(&node, "pupil-a", &lesson).await;
+        pupil
+            .wait("waiting", |m| matches!(m, ServerMsg::Waiting { .. }))
+            .await;
+        teacher.send(ClientMsg::AdmitAll);
+        pupil
+            .wait("admitted", |m| matches!(m, ServerMsg::Admitted))
+            .await;
+
+        let dsl = join(&node, "dsl", &lesson).await;
+        dsl.wait("observer in", |m| {
+            matches!(
+                m,
+                ServerMsg::Welcome {
+                    role: chaperone_protocol::Role::Observer,
+                    ..
+                }
+            )
+        })
+        .await;
+        let present = |m: &ServerMsg| matches!(m, ServerMsg::Status(s) if s.observer_present);
+        teacher.wait("teacher sees the observer", present).await;
+        pupil.wait("pupil sees the observer", present).await;
+        // Observers never publish.
+        dsl.send(ClientMsg::SetSource {
+            source: MediaSource::Camera,
+            on: true,
+        });
+        wait_for(Duration::from_secs(5), || {
+            dsl.refused(ErrorCode::NotPermitted) || dsl.refused(ErrorCode::Forbidden)
+        })
+        .await
+        .unwrap();
     })
     .await
     .unwrap();
