@@ -251,6 +251,7 @@ impl App {
                 room_token_secs: config.tokens.room_token_secs,
                 step_up_max_age_secs: config.oidc.step_up_max_age_secs,
                 lookups_per_minute: config.session.lesson_lookups_per_minute,
+                turn: config.turn.clone(),
                 dev: config.dev,
             },
         );

@@ -67,6 +67,30 @@ pub struct Config {
     pub media: MediaSettings,
     /// The embedded recorder.
     pub recorder: RecorderSettings,
+    /// TURN relays for clients that cannot reach the media port directly.
+    pub turn: TurnSettings,
+}
+
+/// `[turn]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnSettings {
+    /// TURN URLs handed to browsers (`turn:turn.school.example:3478?transport=udp`); empty: no TURN.
+    pub urls: Vec<String>,
+    /// The secret shared with coturn (`static-auth-secret`).
+    pub shared_secret: String,
+    /// Lifetime of the credentials handed out, seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            shared_secret: String::new(),
+            ttl_secs: 3600,
+        }
+    }
 }
 
 /// `[media]`
@@ -474,6 +498,16 @@ impl Config {
                 }
                 "RECORDER_SIGNING_KEY_FILE" => self.recorder.signing_key_file = value,
                 "RECORDER_SEGMENT_SECS" => self.recorder.segment_secs = num(&value)?,
+                "TURN_URLS" => {
+                    self.turn.urls = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "TURN_SHARED_SECRET" => self.turn.shared_secret = value,
+                "TURN_TTL_SECS" => self.turn.ttl_secs = num(&value)?,
                 // CHAPERONE_LOG is read by the logger directly; others are not ours.
                 _ => {}
             }
@@ -528,6 +562,13 @@ impl Config {
         self.media.advertised()?;
         if self.media.advertised.is_empty() && self.media.udp_listen.ip().is_unspecified() {
             return invalid("media.udp_listen is a wildcard address: set media.advertised");
+        }
+        if !self.turn.urls.is_empty()
+            && (self.turn.shared_secret.len() < 16 || self.turn.ttl_secs == 0)
+        {
+            return invalid(
+                "turn.urls needs turn.shared_secret (at least 16 characters) and turn.ttl_secs",
+            );
         }
         if self.recorder.segment_secs == 0 || self.recorder.segment_secs > 300 {
             return invalid("recorder.segment_secs must be between 1 and 300");

@@ -77,6 +77,7 @@ export class LessonClient {
       return this.render();
     }
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${data.ws_path}`;
+    this.iceServers = data.ice_servers || [];
     this.ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);
     this.ws.onopen = () => this.send({ hello: { version: 1 } });
     this.ws.onmessage = ev => this.onMessage(JSON.parse(ev.data));
@@ -147,7 +148,7 @@ export class LessonClient {
 
   async startMedia() {
     if (this.pc) return;
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: this.iceServers });
     this.pc = pc;
     // m-line order is the source mapping the SFU uses: audio = microphone,
     // first video = camera, second video = screen share.

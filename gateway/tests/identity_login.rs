@@ -587,3 +587,46 @@ async fn logout_ends_the_session_and_step_up_is_exposed() {
         Some("signin")
     );
 }
+
+#[tokio::test]
+async fn room_tokens_come_with_turn_credentials_when_configured() {
+    let node = Node::start(|c| {
+        c.turn.urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+        c.turn.shared_secret = "a-long-shared-secret".into();
+        c.turn.ttl_secs = 600;
+    })
+    .await
+    .unwrap();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let lesson = teacher.create_lesson("7A").await.unwrap();
+    let t = teacher.room_token(&lesson).await.unwrap().json();
+    let server = &t["ice_servers"][0];
+    assert_eq!(server["urls"][0], "turn:127.0.0.1:3478?transport=udp");
+    let username = server["username"].as_str().unwrap();
+    let (expiry, label) = username.split_once(':').unwrap();
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = chaperone_gateway::clock::unix_millis() / 1000;
+    assert!(expiry > now && expiry <= now + 600);
+    assert!(
+        !label.contains("teacher"),
+        "the TURN username names no one: {label}"
+    );
+    let expected = chaperone_gateway::auth::turn::credentials(
+        &["x".into()],
+        "a-long-shared-secret",
+        label,
+        expiry - 600,
+        600,
+    );
+    assert_eq!(server["credential"], expected.credential);
+    // Without TURN configured, none are handed out.
+    let plain = Node::start(|_| {}).await.unwrap();
+    let mut t2 = plain.browser();
+    t2.login_ok("teacher").await.unwrap();
+    let l2 = t2.create_lesson("7A").await.unwrap();
+    assert_eq!(
+        t2.room_token(&l2).await.unwrap().json()["ice_servers"],
+        json!([])
+    );
+}

@@ -9,6 +9,7 @@ pub mod join;
 pub mod oidc;
 pub mod session;
 pub mod tokens;
+pub mod turn;
 
 pub use identity::{ClaimMapping, Identity, IdentityRefusal, SchoolRole};
 pub use oidc::{OidcError, RelyingParty, RpConfig};

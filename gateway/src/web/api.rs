@@ -317,6 +317,8 @@ struct RoomToken {
     expires_in: u64,
     lesson: LessonId,
     ws_path: String,
+    /// TURN relays with time-limited credentials, when configured.
+    ice_servers: Vec<crate::auth::turn::IceServer>,
 }
 
 async fn room_token(
@@ -382,11 +384,26 @@ async fn room_token(
         AuditRecord::new(now_ms, "room_token", Some(who.user.clone())).lesson(info.id),
     )
     .await;
+    let turn = &state.config.turn;
+    let ice_servers = if turn.urls.is_empty() {
+        Vec::new()
+    } else {
+        // The TURN username names no one: a hash of the session, not the person.
+        let label = &key[..16.min(key.len())];
+        vec![crate::auth::turn::credentials(
+            &turn.urls,
+            &turn.shared_secret,
+            label,
+            now_ms / 1000,
+            turn.ttl_secs,
+        )]
+    };
     Ok(Json(RoomToken {
         token,
         expires_in: lifetime,
         lesson: info.id,
         ws_path: format!("/ws/lessons/{}", info.id),
+        ice_servers,
     }))
 }
 

@@ -69,6 +69,8 @@ pub struct WebConfig {
     pub step_up_max_age_secs: u64,
     /// Lesson lookups (open, token) one session may make per minute.
     pub lookups_per_minute: u32,
+    /// TURN relays handed out with room tokens (empty: none).
+    pub turn: crate::config::TurnSettings,
     /// Development mode (shown on pages).
     pub dev: bool,
 }
