@@ -68,6 +68,10 @@ impl Drop for App {
     }
 }
 
+/// Forwarded media frames buffered for the recorder: about ten seconds of a
+/// full class with cameras on. Past it the SFU records a drop rather than wait.
+const RECORD_QUEUE: usize = 32 * 1024;
+
 fn keys(config: &Config) -> Result<KeySet, StartError> {
     let t = &config.tokens;
     if t.signing_key_file.is_empty() {
@@ -211,9 +215,12 @@ impl App {
             origins.push(public_url.clone());
         }
 
-        // The media plane: one UDP socket for every participant.
+        // The media plane: one UDP socket for every participant; every
+        // forwarded frame also goes to the recorder.
+        let (frames_tx, frames_rx) = mpsc::channel(RECORD_QUEUE);
         let (media, media_events) = crate::media::driver::start(crate::media::MediaDriverConfig {
             bind: config.media.udp_listen,
+            record: Some(frames_tx),
             advertised: config
                 .media
                 .advertised()
@@ -230,7 +237,8 @@ impl App {
             persist: None,
         });
         let media_router = rooms.route_media_events(media_events);
-        let (recorder_task, recorder_status) = recorder(config)?.spawn(records_rx, rooms.clone());
+        let (recorder_task, recorder_status) =
+            recorder(config)?.spawn(records_rx, frames_rx, rooms.clone());
         let relay = tokio::spawn(crate::room::relay_cluster_events(
             store.clone(),
             rooms.clone(),

@@ -1,6 +1,8 @@
 //! The embedded recorder: in `gateway --dev` and single-node deployments
 //! the recorder runs in-process. Every lesson's records (events, public and
-//! private chat) become feed frames with per-lesson sequence numbers and go
+//! private chat) and every media frame the SFU forwarded (each participant's
+//! microphone, camera and screen share, as allowed) become feed frames with
+//! per-lesson sequence numbers and go
 //! through the recorder crate's [`LessonSink`]: segments sealed with age to
 //! the configured recipients (this process never holds an identity),
 //! stored through `object_store` with signed, hash-chained manifests that
@@ -34,6 +36,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::{now, unix_millis};
 use crate::lesson::Record;
+use crate::media::RecordedFrame;
 use crate::room::{RoomRecord, Rooms};
 
 /// Whether the embedded recorder is writing (the recording gate's input).
@@ -96,6 +99,7 @@ impl EmbeddedRecorder {
     pub fn spawn(
         self,
         mut records: mpsc::Receiver<RoomRecord>,
+        mut frames: mpsc::Receiver<RecordedFrame>,
         rooms: Rooms,
     ) -> (JoinHandle<()>, RecorderStatus) {
         let status = RecorderStatus(Arc::new(AtomicBool::new(true)));
@@ -118,6 +122,7 @@ impl EmbeddedRecorder {
                             return;
                         }
                     },
+                    Some(frame) = frames.recv() => self.take_media(&mut lessons, &finished, frame, &rooms).await,
                     _ = tick.tick() => self.tick(&mut lessons, &mut finished, &shared, &rooms).await,
                 }
             }
@@ -197,6 +202,80 @@ impl EmbeddedRecorder {
         }
     }
 
+    /// The lesson's recording state, started on its first record.
+    async fn state<'a>(
+        &self,
+        lessons: &'a mut HashMap<LessonId, LessonState>,
+        lesson: LessonId,
+        rooms: &Rooms,
+    ) -> Option<&'a mut LessonState> {
+        match lessons.entry(lesson) {
+            std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let Some(writer) = self.writer(lesson) else {
+                    if let Some(room) = rooms.get(lesson) {
+                        room.recorder(false).await;
+                    }
+                    return None;
+                };
+                Some(v.insert(LessonState {
+                    sink: LessonSink::new(writer, self.segment),
+                    next_seq: 0,
+                    healthy: true,
+                    ended_at: None,
+                }))
+            }
+        }
+    }
+
+    /// Appends one forwarded media frame to its lesson's recording.
+    async fn take_media(
+        &self,
+        lessons: &mut HashMap<LessonId, LessonState>,
+        finished: &std::collections::HashSet<LessonId>,
+        frame: RecordedFrame,
+        rooms: &Rooms,
+    ) {
+        let lesson = frame.lesson;
+        if finished.contains(&lesson) {
+            return;
+        }
+        let Some(state) = self.state(lessons, lesson, rooms).await else {
+            return;
+        };
+        let seq = state.next_seq;
+        let arrival_micros = unix_micros_at(frame.at);
+        let track = frame.track;
+        let feed = FeedFrame::Media {
+            seq,
+            track,
+            arrival_micros,
+            media_time: frame.media_time,
+            clock_rate: frame.clock_rate,
+            codec: frame.codec,
+            discontinuity: frame.discontinuity,
+            data: frame.data.to_vec(),
+        };
+        let bytes = match feed.to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                error!(%lesson, %track, error = %e, "media frame not encodable; not recorded");
+                return;
+            }
+        };
+        match state.sink.push(
+            SegmentRecord {
+                seq,
+                arrival_unix_micros: arrival_micros,
+                frame: bytes,
+            },
+            Some(track.to_string()),
+        ) {
+            Ok(()) => state.next_seq += 1,
+            Err(e) => error!(%lesson, %track, error = %e, "media frame refused by the segmenter"),
+        }
+    }
+
     async fn take(
         &self,
         lessons: &mut HashMap<LessonId, LessonState>,
@@ -217,22 +296,8 @@ impl EmbeddedRecorder {
             error!(%lesson, ?record, "record after the lesson's final manifest; not recorded");
             return;
         }
-        let state = match lessons.entry(lesson) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let Some(writer) = self.writer(lesson) else {
-                    if let Some(room) = rooms.get(lesson) {
-                        room.recorder(false).await;
-                    }
-                    return;
-                };
-                v.insert(LessonState {
-                    sink: LessonSink::new(writer, self.segment),
-                    next_seq: 0,
-                    healthy: true,
-                    ended_at: None,
-                })
-            }
+        let Some(state) = self.state(lessons, lesson, rooms).await else {
+            return;
         };
         let seq = state.next_seq;
         let at_micros = unix_micros_at(at);

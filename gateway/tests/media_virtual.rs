@@ -53,7 +53,14 @@ impl World {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let server = addr(4000);
-        let mut sfu = Sfu::new(SfuConfig { advertised: server }, now).expect("valid address");
+        let mut sfu = Sfu::new(
+            SfuConfig {
+                advertised: server,
+                record: false,
+            },
+            now,
+        )
+        .expect("valid address");
         let mut peers = Vec::new();
         for (id, port) in [(A, 5001), (B, 5002)] {
             sfu.add_participant(LESSON, id).expect("a new participant");

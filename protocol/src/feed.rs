@@ -26,6 +26,13 @@
 //! | 5 | `Chat` | `u64 seq`, `u64 at_micros`, `u64 from`, `u8 private`, `u64 to` (0 if public), text |
 //! | 6 | `Ack` | `u64 up_to` |
 //! | 7 | `End` | `u64 seq`, `u64 at_micros` |
+//! | 8 | `Media` | `u64 seq`, track, `u64 arrival_micros`, `u64 media_time`, `u32 clock_rate`, `u8 codec`, `u8 flags`, bytes frame |
+//!
+//! `Media` is one whole media frame (an Opus packet, a VP8/VP9/H.264 frame)
+//! as the SFU forwarded it, depacketized: `media_time` is its RTP timestamp
+//! extended to 64 bits in units of `clock_rate` Hz; `codec` is 0 Opus, 1 VP8,
+//! 2 VP9, 3 H.264, 255 other; `flags` bit 0 says the frames before it were
+//! lost upstream (a decoder must wait for the next keyframe).
 //!
 //! Times are microseconds since the Unix epoch. Sequence numbers are per
 //! lesson, start at 1 and have no gaps: the recorder acknowledges "every
@@ -44,8 +51,11 @@ use crate::{LessonId, MediaSource, ParticipantId, ProtocolError, TrackId};
 pub const FEED_VERSION: u8 = 1;
 
 /// Largest frame (after the length prefix). Bounds memory per frame; the
-/// largest legitimate frame is an event or a chat message.
-pub const MAX_FEED_FRAME: usize = 128 * 1024;
+/// largest legitimate frame is a media frame (a video keyframe).
+pub const MAX_FEED_FRAME: usize = MAX_MEDIA_FRAME + 64;
+
+/// Largest media frame carried (a high-resolution screen-share keyframe).
+pub const MAX_MEDIA_FRAME: usize = 1024 * 1024;
 
 /// Largest RTP packet carried (a UDP datagram on any sane path MTU).
 pub const MAX_RTP_PACKET: usize = 1500;
@@ -111,6 +121,25 @@ pub enum FeedFrame {
         /// Text.
         text: String,
     },
+    /// One whole media frame as the SFU forwarded it (see the module docs).
+    Media {
+        /// Feed sequence number.
+        seq: u64,
+        /// Whose source.
+        track: TrackId,
+        /// When the gateway received it.
+        arrival_micros: u64,
+        /// RTP timestamp, extended, in `clock_rate` units.
+        media_time: u64,
+        /// The media clock in Hz (48 000 for Opus, 90 000 for video).
+        clock_rate: u32,
+        /// The codec.
+        codec: MediaCodec,
+        /// Frames before this one were lost upstream.
+        discontinuity: bool,
+        /// The frame.
+        data: Vec<u8>,
+    },
     /// From the recorder: every frame with `seq <= up_to` is durably stored.
     Ack {
         /// Highest durable sequence number.
@@ -125,6 +154,44 @@ pub enum FeedFrame {
     },
 }
 
+/// The codec of a [`FeedFrame::Media`] frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MediaCodec {
+    /// Opus audio.
+    Opus,
+    /// VP8 video.
+    Vp8,
+    /// VP9 video.
+    Vp9,
+    /// H.264 video.
+    H264,
+    /// Anything else (kept, for the record).
+    Other,
+}
+
+impl MediaCodec {
+    fn byte(self) -> u8 {
+        match self {
+            MediaCodec::Opus => 0,
+            MediaCodec::Vp8 => 1,
+            MediaCodec::Vp9 => 2,
+            MediaCodec::H264 => 3,
+            MediaCodec::Other => 255,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, ProtocolError> {
+        Ok(match b {
+            0 => MediaCodec::Opus,
+            1 => MediaCodec::Vp8,
+            2 => MediaCodec::Vp9,
+            3 => MediaCodec::H264,
+            255 => MediaCodec::Other,
+            _ => return Err(malformed("unknown codec")),
+        })
+    }
+}
+
 const KIND_HELLO: u8 = 1;
 const KIND_RTP: u8 = 2;
 const KIND_SR: u8 = 3;
@@ -132,6 +199,7 @@ const KIND_EVENT: u8 = 4;
 const KIND_CHAT: u8 = 5;
 const KIND_ACK: u8 = 6;
 const KIND_END: u8 = 7;
+const KIND_MEDIA: u8 = 8;
 
 fn source_byte(s: MediaSource) -> u8 {
     match s {
@@ -162,7 +230,8 @@ impl FeedFrame {
             | FeedFrame::SenderReport { seq, .. }
             | FeedFrame::Event { seq, .. }
             | FeedFrame::Chat { seq, .. }
-            | FeedFrame::End { seq, .. } => Some(*seq),
+            | FeedFrame::End { seq, .. }
+            | FeedFrame::Media { seq, .. } => Some(*seq),
             FeedFrame::Hello { .. } | FeedFrame::Ack { .. } => None,
         }
     }
@@ -264,6 +333,33 @@ impl FeedFrame {
                 out.extend_from_slice(&to.map_or(0, |p| p.0).to_be_bytes());
                 put_bytes(out, text.as_bytes());
             }
+            FeedFrame::Media {
+                seq,
+                track,
+                arrival_micros,
+                media_time,
+                clock_rate,
+                codec,
+                discontinuity,
+                data,
+            } => {
+                if data.len() > MAX_MEDIA_FRAME {
+                    out.truncate(start);
+                    return Err(ProtocolError::TooLarge {
+                        len: data.len(),
+                        max: MAX_MEDIA_FRAME,
+                    });
+                }
+                out.push(KIND_MEDIA);
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_track(out, *track);
+                out.extend_from_slice(&arrival_micros.to_be_bytes());
+                out.extend_from_slice(&media_time.to_be_bytes());
+                out.extend_from_slice(&clock_rate.to_be_bytes());
+                out.push(codec.byte());
+                out.push(u8::from(*discontinuity));
+                put_bytes(out, data);
+            }
             FeedFrame::Ack { up_to } => {
                 out.push(KIND_ACK);
                 out.extend_from_slice(&up_to.to_be_bytes());
@@ -317,7 +413,7 @@ impl FeedFrame {
             return Err(ProtocolError::UnsupportedVersion(u32::from(version)));
         }
         if let Some(&kind) = buf.get(5)
-            && !(KIND_HELLO..=KIND_END).contains(&kind)
+            && !(KIND_HELLO..=KIND_MEDIA).contains(&kind)
         {
             return Err(malformed("unknown frame kind"));
         }
@@ -401,6 +497,30 @@ impl FeedFrame {
                     from,
                     to,
                     text: text.to_owned(),
+                }
+            }
+            KIND_MEDIA => {
+                let seq = r.u64()?;
+                let track = r.track()?;
+                let arrival_micros = r.u64()?;
+                let media_time = r.u64()?;
+                let clock_rate = r.u32()?;
+                let codec = MediaCodec::from_byte(r.u8()?)?;
+                let discontinuity = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(malformed("bad media flags")),
+                };
+                let data = r.bytes(MAX_MEDIA_FRAME)?.to_vec();
+                FeedFrame::Media {
+                    seq,
+                    track,
+                    arrival_micros,
+                    media_time,
+                    clock_rate,
+                    codec,
+                    discontinuity,
+                    data,
                 }
             }
             KIND_ACK => FeedFrame::Ack { up_to: r.u64()? },

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use chaperone_protocol::event::{HoldReason, LessonEvent};
-use chaperone_protocol::feed::{FEED_VERSION, FeedFrame, MAX_FEED_FRAME, MAX_RTP_PACKET};
+use chaperone_protocol::feed::{
+    FEED_VERSION, FeedFrame, MAX_FEED_FRAME, MAX_MEDIA_FRAME, MAX_RTP_PACKET, MediaCodec,
+};
 use chaperone_protocol::signal::{ErrorCode, MAX_CHAT_CHARS};
 use chaperone_protocol::{
     LessonId, MediaSource, ParticipantId, ProtocolError, Role, TrackId, UserRef,
@@ -46,6 +48,75 @@ fn rtp_round_trips() {
         arrival_micros: 0,
         packet: vec![0xff; MAX_RTP_PACKET],
     });
+}
+
+#[test]
+fn media_frames_round_trip_and_are_bounded() {
+    for (codec, clock_rate) in [
+        (MediaCodec::Opus, 48_000),
+        (MediaCodec::Vp8, 90_000),
+        (MediaCodec::Vp9, 90_000),
+        (MediaCodec::H264, 90_000),
+        (MediaCodec::Other, 8_000),
+    ] {
+        round_trip(FeedFrame::Media {
+            seq: 9,
+            track: track(3, MediaSource::Camera),
+            arrival_micros: 1_800_000_000_000_000,
+            media_time: u64::from(u32::MAX) + 5,
+            clock_rate,
+            codec,
+            discontinuity: codec == MediaCodec::Vp8,
+            data: vec![0x9d; 1200],
+        });
+    }
+    // A whole keyframe of the largest size fits; one byte more is refused
+    // before anything is written.
+    round_trip(FeedFrame::Media {
+        seq: 1,
+        track: track(1, MediaSource::ScreenShare),
+        arrival_micros: 0,
+        media_time: 0,
+        clock_rate: 90_000,
+        codec: MediaCodec::Vp8,
+        discontinuity: false,
+        data: vec![0; MAX_MEDIA_FRAME],
+    });
+    let mut out = Vec::new();
+    let too_big = FeedFrame::Media {
+        seq: 1,
+        track: track(1, MediaSource::ScreenShare),
+        arrival_micros: 0,
+        media_time: 0,
+        clock_rate: 90_000,
+        codec: MediaCodec::Vp8,
+        discontinuity: false,
+        data: vec![0; MAX_MEDIA_FRAME + 1],
+    };
+    assert!(matches!(
+        too_big.encode(&mut out),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    assert!(out.is_empty());
+    // Unknown codec bytes and flags are refused.
+    let mut bytes = FeedFrame::Media {
+        seq: 1,
+        track: track(1, MediaSource::Microphone),
+        arrival_micros: 0,
+        media_time: 0,
+        clock_rate: 48_000,
+        codec: MediaCodec::Opus,
+        discontinuity: false,
+        data: vec![1, 2, 3],
+    }
+    .to_bytes()
+    .unwrap();
+    let codec_at = 4 + 2 + 8 + 9 + 8 + 8 + 4;
+    bytes[codec_at] = 7;
+    assert!(FeedFrame::parse(&bytes).is_err());
+    bytes[codec_at] = 0;
+    bytes[codec_at + 1] = 2;
+    assert!(FeedFrame::parse(&bytes).is_err());
 }
 
 #[test]
@@ -303,6 +374,22 @@ fn arb_frame() -> impl Strategy<Value = FeedFrame> {
                 from: ParticipantId(from),
                 to: to.map(ParticipantId),
                 text
+            }),
+        (
+            any::<u64>(),
+            arb_track(),
+            any::<(u64, u64, u32, bool)>(),
+            prop::collection::vec(any::<u8>(), 0..4096)
+        )
+            .prop_map(|(seq, track, (a, m, c, d), data)| FeedFrame::Media {
+                seq,
+                track,
+                arrival_micros: a,
+                media_time: m,
+                clock_rate: c,
+                codec: MediaCodec::Vp8,
+                discontinuity: d,
+                data
             }),
         any::<u64>().prop_map(|up_to| FeedFrame::Ack { up_to }),
         (any::<u64>(), any::<u64>()).prop_map(|(seq, at_micros)| FeedFrame::End { seq, at_micros }),

@@ -32,7 +32,7 @@ async function inboundBytes(page, prefix) {
   return rows.filter(r => (r.track || '').startsWith(prefix)).reduce((n, r) => n + r.bytes, 0);
 }
 // Polls (from here, not in the page) until `page` has decoded a frame of `prefix`.
-async function decoding(page, prefix, what, timeout = 30000) {
+async function decoding(page, prefix, what, timeout = 60000) {
   const until = Date.now() + timeout;
   while (Date.now() < until) {
     const frames = await framesFrom(page, prefix);

@@ -4,7 +4,8 @@
 //! screen share, chat rules, end of lesson. The steps and their checks are in
 //! `tests/idp/lesson-e2e.mjs`. Then the lesson's recording is checked: it
 //! verifies with `recorder verify`, and the standard `age` tool opens it with
-//! the development review identity, showing the public and the private chat.
+//! the development review identity, showing the public and the private chat
+//! and the forwarded media (camera, microphone, screen share) of the lesson.
 #![allow(clippy::unwrap_used)]
 // Waiting for a real process to finish writing is a wall-clock matter.
 #![allow(clippy::disallowed_methods)]
@@ -12,6 +13,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use chaperone_protocol::feed::{FeedFrame, MediaCodec};
+use chaperone_protocol::{MediaSource, ParticipantId, TrackId};
+use chaperone_recorder::segment::Segment;
 use chaperone_tests::gateway::{Gateway, binary};
 use chaperone_tests::idp::run_node_script;
 
@@ -70,15 +74,21 @@ fn a_lesson_in_chromium_is_enforced_and_recorded() {
         "{report}"
     );
 
-    // Any segment opens with the standard age tool and the review identity.
+    // Any segment opens with the standard age tool and the review identity;
+    // inside are the feed frames: events, chat, and every forwarded media frame.
     let identity = gateway.recordings_dir().join("review-identity.txt");
-    let mut plaintext = Vec::new();
-    for entry in std::fs::read_dir(store.join(format!("lessons/{lesson}/segments"))).unwrap() {
+    let mut frames = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(store.join(format!("lessons/{lesson}/segments")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for path in paths {
         let out = Command::new("age")
             .arg("-d")
             .arg("-i")
             .arg(&identity)
-            .arg(entry.unwrap().path())
+            .arg(&path)
             .output()
             .unwrap();
         assert!(
@@ -86,9 +96,69 @@ fn a_lesson_in_chromium_is_enforced_and_recorded() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        plaintext.extend(out.stdout);
+        let segment = Segment::decode(&out.stdout).unwrap();
+        for record in segment.records() {
+            frames.push(FeedFrame::parse(&record.frame).unwrap());
+        }
     }
-    let text = String::from_utf8_lossy(&plaintext);
-    assert!(text.contains("hello everyone"), "public chat recorded");
-    assert!(text.contains("a private question"), "private chat recorded");
+    let chat: Vec<(&str, bool)> = frames
+        .iter()
+        .filter_map(|f| match f {
+            FeedFrame::Chat { text, to, .. } => Some((text.as_str(), to.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        chat.contains(&("hello everyone", false)),
+        "public chat recorded: {chat:?}"
+    );
+    assert!(
+        chat.contains(&("a private question", true)),
+        "private chat recorded: {chat:?}"
+    );
+    let teacher = ParticipantId(steps[0]["teacherId"].as_u64().unwrap());
+    let pupil_a = ParticipantId(steps[1]["idA"].as_u64().unwrap());
+    let media = |track: TrackId| {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                FeedFrame::Media {
+                    track: t,
+                    codec,
+                    media_time,
+                    ..
+                } if *t == track => Some((*codec, *media_time)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let camera = media(TrackId::new(teacher, MediaSource::Camera));
+    let mic = media(TrackId::new(teacher, MediaSource::Microphone));
+    let screen = media(TrackId::new(pupil_a, MediaSource::ScreenShare));
+    assert!(
+        camera.len() > 50,
+        "the teacher's camera is recorded: {} frames",
+        camera.len()
+    );
+    assert!(
+        camera
+            .iter()
+            .all(|(c, _)| matches!(c, MediaCodec::Vp8 | MediaCodec::Vp9 | MediaCodec::H264))
+    );
+    assert!(
+        mic.len() > 100 && mic.iter().all(|(c, _)| *c == MediaCodec::Opus),
+        "the teacher's microphone is recorded: {} frames",
+        mic.len()
+    );
+    assert!(!screen.is_empty(), "the permitted screen share is recorded");
+    assert!(
+        camera.windows(2).all(|w| w[0].1 <= w[1].1),
+        "media time runs forward"
+    );
+    // Sequence numbers have no gaps: nothing was lost on the way in.
+    let seqs: Vec<u64> = frames.iter().filter_map(FeedFrame::seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seqs are contiguous"
+    );
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use chaperone_protocol::{LessonId, ParticipantId, TrackId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
-use super::sfu::{MediaError, MediaOutput, Sfu, SfuConfig, SfuStats};
+use super::sfu::{MediaError, MediaOutput, RecordedFrame, Sfu, SfuConfig, SfuStats};
 
 /// Largest datagram read; WebRTC keeps datagrams under the path MTU.
 const RECV_BUF: usize = 2048;
@@ -24,7 +24,7 @@ const RECV_BUF: usize = 2048;
 const COMMAND_QUEUE: usize = 1024;
 
 /// Where the media socket listens and what it tells participants.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct MediaDriverConfig {
     /// Address the one UDP socket binds. Default `127.0.0.1:0` (tests).
     pub bind: SocketAddr,
@@ -32,6 +32,10 @@ pub struct MediaDriverConfig {
     /// address and port). Default: the bound address, which must then be a
     /// concrete address, not `0.0.0.0`.
     pub advertised: Option<SocketAddr>,
+    /// Where every forwarded frame goes for the recording, if anywhere. The
+    /// SFU never waits for it: a frame that does not fit is counted in
+    /// [`SfuStats::record_dropped`] and logged as an error.
+    pub record: Option<mpsc::Sender<RecordedFrame>>,
 }
 
 impl Default for MediaDriverConfig {
@@ -39,6 +43,7 @@ impl Default for MediaDriverConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             advertised: None,
+            record: None,
         }
     }
 }
@@ -129,11 +134,17 @@ pub async fn start(
         .local_addr()
         .map_err(|e| MediaError::Io(e.to_string()))?;
     let advertised = config.advertised.unwrap_or(local_addr);
-    let sfu = Sfu::new(SfuConfig { advertised }, now())?;
+    let sfu = Sfu::new(
+        SfuConfig {
+            advertised,
+            record: config.record.is_some(),
+        },
+        now(),
+    )?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     info!(%local_addr, %advertised, "media: listening");
-    tokio::spawn(run(socket, advertised, sfu, rx, events_tx));
+    tokio::spawn(run(socket, advertised, sfu, rx, events_tx, config.record));
     Ok((
         MediaHandle {
             tx,
@@ -271,10 +282,11 @@ async fn run(
     mut sfu: Sfu,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<MediaEvent>,
+    record: Option<mpsc::Sender<RecordedFrame>>,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     loop {
-        let next = flush(&mut sfu, &socket, &events).await;
+        let next = flush(&mut sfu, &socket, &events, record.as_ref()).await;
         // With no connection there is no deadline; wake rarely anyway.
         let deadline = next.unwrap_or_else(|| now() + Duration::from_secs(60));
         tokio::select! {
@@ -302,9 +314,23 @@ async fn flush(
     sfu: &mut Sfu,
     socket: &UdpSocket,
     events: &mpsc::UnboundedSender<MediaEvent>,
+    record: Option<&mpsc::Sender<RecordedFrame>>,
 ) -> Option<Instant> {
     loop {
         match sfu.poll_output() {
+            MediaOutput::Record(frame) => {
+                if let Some(tx) = record
+                    && let Err(e) = tx.try_send(frame)
+                {
+                    let frame = match &e {
+                        mpsc::error::TrySendError::Full(f)
+                        | mpsc::error::TrySendError::Closed(f) => f,
+                    };
+                    sfu.count_record_dropped();
+                    error!(lesson = %frame.lesson, track = %frame.track,
+                        "media: recorder not keeping up; frame not recorded");
+                }
+            }
             MediaOutput::Transmit { to, bytes } => {
                 if let Err(e) = socket.send_to(&bytes, to).await {
                     debug!(%to, error = %e, "media: send failed");

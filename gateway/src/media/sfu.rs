@@ -70,6 +70,30 @@ pub struct SfuConfig {
     /// The address and port put in every answer as the only host candidate:
     /// the server's public address and its single UDP port.
     pub advertised: SocketAddr,
+    /// Emit every forwarded frame as [`MediaOutput::Record`] for the recorder.
+    pub record: bool,
+}
+
+/// A frame of a forwarded track, for the recording: what the lesson core
+/// allowed is what is recorded, whoever receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFrame {
+    /// The lesson.
+    pub lesson: LessonId,
+    /// Whose source.
+    pub track: TrackId,
+    /// When the SFU received it.
+    pub at: Instant,
+    /// Its RTP timestamp, extended, in `clock_rate` units.
+    pub media_time: u64,
+    /// The media clock, Hz.
+    pub clock_rate: u32,
+    /// The codec.
+    pub codec: chaperone_protocol::feed::MediaCodec,
+    /// Frames before it were lost upstream.
+    pub discontinuity: bool,
+    /// The depacketized frame.
+    pub data: Arc<[u8]>,
 }
 
 /// Why the SFU refused a request.
@@ -136,6 +160,8 @@ pub enum MediaOutput {
         /// SDP text.
         sdp: String,
     },
+    /// A forwarded frame for the recording (only with [`SfuConfig::record`]).
+    Record(RecordedFrame),
     /// Nothing more until this instant, or until the next input if `None`.
     Timeout(Option<Instant>),
 }
@@ -152,6 +178,8 @@ pub struct SfuStats {
     pub dropped_unmapped: u64,
     /// Datagrams no participant accepted (unknown address, garbage).
     pub dropped_datagrams: u64,
+    /// Forwarded frames the recorder could not take in time (a recording gap).
+    pub record_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -273,6 +301,11 @@ impl Sfu {
     /// The counters so far.
     pub fn stats(&self) -> SfuStats {
         self.stats
+    }
+
+    /// Counts a frame the recorder could not take (the driver's channel was full).
+    pub fn count_record_dropped(&mut self) {
+        self.stats.record_dropped += 1;
     }
 
     /// Adds an admitted participant. They send and receive nothing until an
@@ -800,6 +833,19 @@ impl Sfu {
             }
         }
         let payload: Arc<[u8]> = data.data;
+        if self.config.record {
+            let spec = data.params.spec();
+            self.outputs.push_back(MediaOutput::Record(RecordedFrame {
+                lesson: from.lesson,
+                track,
+                at: data.network_time,
+                media_time: data.time.numer(),
+                clock_rate: data.time.denom(),
+                codec: codec_of(spec.codec),
+                discontinuity: !data.contiguous,
+                data: payload.clone(),
+            }));
+        }
         for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
             if key.lesson != from.lesson
                 || key.participant == from.participant
@@ -827,6 +873,19 @@ impl Sfu {
     }
 }
 
+/// Our name for a codec (the rest of the gateway never names str0m types).
+fn codec_of(codec: str0m::format::Codec) -> chaperone_protocol::feed::MediaCodec {
+    use chaperone_protocol::feed::MediaCodec;
+    use str0m::format::Codec;
+    match codec {
+        Codec::Opus => MediaCodec::Opus,
+        Codec::Vp8 => MediaCodec::Vp8,
+        Codec::Vp9 => MediaCodec::Vp9,
+        Codec::H264 => MediaCodec::H264,
+        _ => MediaCodec::Other,
+    }
+}
+
 /// The media kind a source is carried as.
 fn kind_of(source: MediaSource) -> MediaKind {
     match source {
@@ -851,6 +910,7 @@ mod tests {
         Sfu::new(
             SfuConfig {
                 advertised: "127.0.0.1:4000".parse().expect("a literal address"),
+                record: false,
             },
             t0(),
         )
@@ -861,6 +921,7 @@ mod tests {
     fn unspecified_advertised_address_is_refused() {
         let config = SfuConfig {
             advertised: "0.0.0.0:4000".parse().expect("a literal address"),
+            record: false,
         };
         assert!(matches!(
             Sfu::new(config, t0()),
