@@ -80,7 +80,16 @@ export class LessonClient {
     this.iceServers = data.ice_servers || [];
     this.ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);
     this.ws.onopen = () => this.send({ hello: { version: 1 } });
-    this.ws.onmessage = ev => this.onMessage(JSON.parse(ev.data));
+    // Messages are handled one at a time, in order: an SDP offer from the
+    // SFU must not be applied while our own offer/answer is half done.
+    this.inbox = Promise.resolve();
+    this.ws.onmessage = ev => {
+      const msg = JSON.parse(ev.data);
+      this.inbox = this.inbox.then(() => this.onMessage(msg)).catch(e => {
+        this.notice = `Something went wrong: ${e.message}`;
+        this.render();
+      });
+    };
     this.ws.onclose = ev => {
       if (this.state !== 'ended' && this.state !== 'refused') {
         this.setState('disconnected');
@@ -113,11 +122,13 @@ export class LessonClient {
         break;
       case 'roster': this.roster = body.participants; break;
       case 'waiting_list': this.waiting = body.waiting; break;
-      case 'you': this.me = body; await this.applyOwnSources(); break;
+      case 'you': this.me = body; break;
       case 'status': this.status = body; break;
       case 'control_changed': {
         const verb = body.granted ? 'allowed' : (body.revoked ? 'revoked' : 'turned off');
         this.notice = `Your teacher ${verb}: ${LABEL[body.permission] || body.permission}.`;
+        // The server already stopped forwarding it; stop capturing it here too.
+        if (!body.granted) await this.stopLocal(body.permission);
         break;
       }
       case 'chat': this.chat.push(body); break;
@@ -148,13 +159,20 @@ export class LessonClient {
 
   async startMedia() {
     if (this.pc) return;
+    // Staff publish from the start: their camera and microphone are captured
+    // before the offer, so the tracks are there when it is negotiated.
+    if (this.isStaff()) {
+      for (const source of ['microphone', 'camera']) {
+        try { this.local[source] = await this.capture(source); } catch (e) { this.notice = `Could not use your ${LABEL[source].toLowerCase()}: ${e.message}`; }
+      }
+    }
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: this.iceServers });
     this.pc = pc;
     // m-line order is the source mapping the SFU uses: audio = microphone,
     // first video = camera, second video = screen share.
     if (this.role !== 'observer') {
-      this.senders.microphone = pc.addTransceiver('audio', { direction: 'sendonly' }).sender;
-      this.senders.camera = pc.addTransceiver('video', { direction: 'sendonly' }).sender;
+      this.senders.microphone = pc.addTransceiver(this.local.microphone || 'audio', { direction: 'sendonly' }).sender;
+      this.senders.camera = pc.addTransceiver(this.local.camera || 'video', { direction: 'sendonly' }).sender;
       this.senders.screen_share = pc.addTransceiver('video', { direction: 'sendonly' }).sender;
     }
     pc.ontrack = ev => {
@@ -168,7 +186,7 @@ export class LessonClient {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     this.send({ offer: { sdp: pc.localDescription.sdp } });
-    if (this.isStaff()) await this.setSource('microphone', true).then(() => this.setSource('camera', true));
+    for (const source of ['microphone', 'camera']) if (this.local[source]) this.send({ set_source: { source, on: true } });
   }
 
   async onServerOffer(sdp) {
@@ -204,14 +222,15 @@ export class LessonClient {
     this.render();
   }
 
-  // When the server turns one of my sources off, stop sending it here too.
-  async applyOwnSources() {
-    for (const source of SOURCES) {
-      if (this.local[source] && !this.me.sources_on.includes(source)) {
-        this.local[source].stop();
-        this.local[source] = null;
-        await this.senders[source]?.replaceTrack(null);
-      }
+  // Stops capturing one of my sources (after the teacher turned it off).
+  async stopLocal(source) {
+    if (!this.local[source]) return;
+    this.local[source].stop();
+    this.local[source] = null;
+    await this.senders[source]?.replaceTrack(null);
+    if (source === 'microphone' || source === 'camera') {
+      const other = source === 'microphone' ? this.local.camera : this.local.microphone;
+      this.engagement = other ? (source === 'microphone' ? 'chat_camera' : 'voice_chat') : 'chat_only';
     }
   }
 

@@ -215,6 +215,21 @@ async fn the_server_holds_against_clients_that_ignore_it() {
             !teacher.seen(|m| matches!(m, ServerMsg::Chat { .. })),
             "a waiting pupil's chat reached the teacher"
         );
+        // Raw UDP at the media port (garbage, a STUN binding request with no
+        // session) gets nothing back.
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let media_addr = node.app.media.local_addr();
+        udp.send_to(b"let me in", media_addr).await.unwrap();
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        udp.send_to(&stun, media_addr).await.unwrap();
+        let mut buf = [0u8; 1500];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(700), udp.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "the media port answered a stranger"
+        );
 
         teacher.send(ClientMsg::AdmitAll);
         a.wait("A admitted", |m| matches!(m, ServerMsg::Admitted))

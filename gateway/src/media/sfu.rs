@@ -854,12 +854,15 @@ impl Sfu {
                 continue;
             }
             let Some(mid) = peer.open_mid_for(track) else {
+                tracing::trace!(lesson = %key.lesson, participant = %key.participant, %track, "media: no open slot yet");
                 continue;
             };
             let Some(writer) = peer.rtc.writer(mid) else {
+                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: slot has no writer");
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
+                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: no matching payload type");
                 continue;
             };
             if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
