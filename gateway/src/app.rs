@@ -290,6 +290,17 @@ impl App {
                 Box::pin(async move { rp.probe(unix_secs()).await })
             }));
         }
+        let probe_recorder = recorder_status.clone();
+        probes.push(Probe::new("recorder", move || {
+            let ok = probe_recorder.attached();
+            Box::pin(async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("recording writes are failing".to_owned())
+                }
+            })
+        }));
         let health = crate::http::router(AppState {
             probes,
             dev: config.dev,

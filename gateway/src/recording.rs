@@ -287,13 +287,25 @@ impl EmbeddedRecorder {
             RoomRecord::Record { lesson, at, record } => (lesson, at, record),
             RoomRecord::Alert { lesson, event, .. } => {
                 // Also recorded as a Record; this is the safeguarding team's signal.
-                warn!(target: "safeguarding", %lesson, ?event, "concern or incident raised");
+                // The kind only: a concern's words are for the DSL, not the log.
+                let kind = match &event {
+                    LessonEvent::Concern { participant, .. } => {
+                        format!("concern from {participant}")
+                    }
+                    LessonEvent::Incident { .. } => "incident flagged".to_owned(),
+                    _ => "alert".to_owned(),
+                };
+                warn!(target: "safeguarding", %lesson, %kind, "concern or incident raised");
                 return;
             }
         };
         if finished.contains(&lesson) {
             // Its final manifest is written; nothing may follow it.
-            error!(%lesson, ?record, "record after the lesson's final manifest; not recorded");
+            let kind = match &record {
+                Record::Event(_) => "event",
+                Record::Chat { .. } => "chat",
+            };
+            error!(%lesson, kind, "record after the lesson's final manifest; not recorded");
             return;
         }
         let Some(state) = self.state(lessons, lesson, rooms).await else {

@@ -20,6 +20,7 @@ fn dev_gateway_is_live_and_ready() {
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["checks"]["store"], "ok");
+    assert_eq!(json["checks"]["recorder"], "ok");
     let (status, page) = http_get(gw.port(), "/").unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("Development mode"));

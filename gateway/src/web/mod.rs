@@ -262,8 +262,11 @@ async fn lesson_page(
     match current_session(&state, &headers).await {
         Err(_) => unavailable_page(),
         Ok(None) => {
-            let return_to = format!("/lessons/{}", escape(&lesson));
-            Redirect::to(&format!("/login?return_to={return_to}")).into_response()
+            // Only a well-formed lesson id is carried through the login.
+            match lesson.parse::<chaperone_protocol::LessonId>() {
+                Ok(id) => Redirect::to(&format!("/login?return_to=/lessons/{id}")).into_response(),
+                Err(_) => Redirect::to("/login").into_response(),
+            }
         }
         Ok(Some((_, session))) => app_page(&state, &session.identity, Some(&lesson)),
     }
