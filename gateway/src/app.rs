@@ -18,6 +18,7 @@ use crate::auth::session::{SessionConfig, new_secret};
 use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
 use crate::config::Config;
 use crate::http::{AppState, Probe};
+use crate::metrics::Metrics;
 use crate::recording::EmbeddedRecorder;
 use crate::room::{RoomDeps, RoomRecord, Rooms};
 use crate::signal::{SignalConfig, SignalState};
@@ -40,6 +41,9 @@ pub enum StartError {
     /// The recorder could not be set up (directory, keys, recipients).
     #[error("recorder: {0}")]
     Recorder(String),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// A node, ready to serve.
@@ -57,6 +61,8 @@ pub struct App {
     pub media: crate::media::MediaHandle,
     /// The embedded recorder's health.
     pub recorder: crate::recording::RecorderStatus,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -231,11 +237,13 @@ impl App {
 
         // Lessons, and the embedded recorder their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
             media: Some(media.clone()),
             persist: None,
-        });
+        })
+        .with_metrics(metrics.clone());
         let media_router = rooms.route_media_events(media_events);
         let (recorder_task, recorder_status) =
             recorder(config)?.spawn(records_rx, frames_rx, rooms.clone());
@@ -265,13 +273,16 @@ impl App {
         );
         let signal = crate::signal::router(SignalState {
             rooms: rooms.clone(),
-            auth: Arc::new(JoinAuth::new(
-                tokens.clone(),
-                store.clone(),
-                rooms.clone(),
-                config.lesson.lesson_config(),
-                recorder_status.clone(),
-            )),
+            auth: Arc::new(
+                JoinAuth::new(
+                    tokens.clone(),
+                    store.clone(),
+                    rooms.clone(),
+                    config.lesson.lesson_config(),
+                    recorder_status.clone(),
+                )
+                .with_metrics(metrics.clone()),
+            ),
             config: Arc::new(SignalConfig {
                 allowed_origins: origins,
                 ..SignalConfig::default()
@@ -320,7 +331,49 @@ impl App {
             public_url,
             media,
             recorder: recorder_status,
+            metrics,
             tasks: vec![recorder_task, relay, media_router],
         })
+    }
+}
+
+impl App {
+    /// The `/metrics` route, for the separate metrics listener. Each scrape
+    /// first reads the figures that are totals elsewhere (lessons running,
+    /// the SFU's counters, the recorder's health).
+    pub fn metrics_router(&self) -> Router {
+        let metrics = self.metrics.clone();
+        let rooms = self.rooms.clone();
+        let media = self.media.clone();
+        let recorder = self.recorder.clone();
+        Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (metrics, rooms, media, recorder) = (
+                    metrics.clone(),
+                    rooms.clone(),
+                    media.clone(),
+                    recorder.clone(),
+                );
+                async move {
+                    metrics
+                        .lessons_live
+                        .set(i64::try_from(rooms.all().len()).unwrap_or(i64::MAX));
+                    metrics
+                        .recorder_attached
+                        .set(i64::from(recorder.attached()));
+                    if let Ok(stats) = media.stats().await {
+                        metrics.observe_sfu(stats);
+                    }
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
     }
 }

@@ -69,6 +69,37 @@ pub struct Config {
     pub recorder: RecorderSettings,
     /// TURN relays for clients that cannot reach the media port directly.
     pub turn: TurnSettings,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Address of the separate listener serving `/metrics`; empty: no metrics listener.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9100".to_owned(),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The listener address, if metrics are served.
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("metrics.listen: {e}")))
+    }
 }
 
 /// `[turn]`
@@ -508,6 +539,7 @@ impl Config {
                 }
                 "TURN_SHARED_SECRET" => self.turn.shared_secret = value,
                 "TURN_TTL_SECS" => self.turn.ttl_secs = num(&value)?,
+                "METRICS_LISTEN" => self.metrics.listen = value,
                 // CHAPERONE_LOG is read by the logger directly; others are not ours.
                 _ => {}
             }
@@ -560,6 +592,7 @@ impl Config {
             return invalid("oidc.issuer needs oidc.client_id and oidc.client_secret");
         }
         self.media.advertised()?;
+        self.metrics.address()?;
         if self.media.advertised.is_empty() && self.media.udp_listen.ip().is_unspecified() {
             return invalid("media.udp_listen is a wildcard address: set media.advertised");
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod lesson;
 pub mod media;
+pub mod metrics;
 pub mod recording;
 pub mod room;
 pub mod signal;

@@ -147,6 +147,18 @@ async fn main() -> Result<()> {
         }
     }
     tracing::info!(%addr, store = ?config.store.kind, media = %app.media.advertised(), "Chaperone gateway listening on {public_url}/");
+    if let Some(metrics_addr) = config.metrics.address()? {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("metrics listener on {metrics_addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        let router = app.metrics_router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let router = app.router.clone();
     http::run(listener, router, shutdown_signal()).await?;
     app.rooms.shutdown_all().await;

@@ -236,6 +236,7 @@ impl RoomHandle {
 pub struct Rooms {
     deps: RoomDeps,
     rooms: Arc<Mutex<HashMap<LessonId, RoomHandle>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Rooms {
@@ -244,7 +245,14 @@ impl Rooms {
         Self {
             deps,
             rooms: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// The same registry, whose lessons report to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LessonId, RoomHandle>> {
@@ -291,7 +299,7 @@ impl Rooms {
         if let Some(h) = rooms.get(&id).filter(|h| !h.is_closed()) {
             return h.clone();
         }
-        let handle = spawn(make(), self.deps.clone());
+        let handle = start(make(), self.deps.clone(), self.metrics.clone());
         rooms.insert(id, handle.clone());
         handle
     }
@@ -335,6 +343,14 @@ impl Rooms {
 
 /// Starts a task for `lesson`.
 pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
+    start(lesson, deps, None)
+}
+
+fn start(
+    lesson: Lesson,
+    deps: RoomDeps,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let id = lesson.id();
     let task = RoomTask {
@@ -344,6 +360,8 @@ pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
         conns: HashMap::new(),
         in_media: HashSet::new(),
         gone: Vec::new(),
+        metrics,
+        control: None,
     };
     tokio::spawn(task.run(rx));
     RoomHandle { lesson: id, tx }
@@ -359,6 +377,10 @@ struct RoomTask {
     in_media: HashSet<ParticipantId>,
     /// Connections dropped while applying effects, to be told to the core.
     gone: Vec<ParticipantId>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The message being applied and when it arrived, until its first
+    /// forwarding change has reached the SFU (control latency).
+    control: Option<(Instant, &'static str)>,
 }
 
 impl RoomTask {
@@ -408,7 +430,9 @@ impl RoomTask {
             }
             Command::Message { from, msg } => {
                 if self.conns.contains_key(&from) {
-                    self.lesson.handle_message(now(), from, msg);
+                    let at = now();
+                    self.control = Some((at, msg.name()));
+                    self.lesson.handle_message(at, from, msg);
                 }
             }
             Command::Leave { participant } => {
@@ -436,6 +460,8 @@ impl RoomTask {
             match self.lesson.poll_output() {
                 Output::Timeout(at) => {
                     if self.gone.is_empty() {
+                        // A message that changed no forwarding is not a control.
+                        self.control = None;
                         return at;
                     }
                     let now = now();
@@ -450,6 +476,11 @@ impl RoomTask {
                         && let Err(e) = media.set_forward(self.id, track, on).await
                     {
                         error!(lesson = %self.id, %track, on, error = %e, "media: forward failed");
+                    }
+                    if let (Some(m), Some((at, kind))) = (&self.metrics, self.control.take()) {
+                        m.control_seconds
+                            .observe(now().saturating_duration_since(at).as_secs_f64());
+                        m.controls.with_label_values(&[kind]).inc();
                     }
                 }
                 Output::Receive { participant, on } => {

@@ -327,6 +327,37 @@ async fn the_server_holds_against_clients_that_ignore_it() {
         .unwrap();
         assert!(!b.seen(|m| matches!(m, ServerMsg::Chat { .. })));
 
+        // The metrics saw it: the controls' enforcement times, the frames
+        // forwarded and the muted frames dropped, the refused join of no one.
+        let text = node.scrape().await.unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        assert!(
+            value("chaperone_control_enforcement_seconds_count") >= 2.0,
+            "{text}"
+        );
+        assert!(
+            value("chaperone_controls_total{kind=\"turn_off\"}") >= 1.0,
+            "{text}"
+        );
+        assert!(
+            value("chaperone_media_frames_forwarded_total") > 0.0,
+            "{text}"
+        );
+        assert!(
+            value("chaperone_media_frames_dropped_total{reason=\"not_forwarded\"}") > 0.0,
+            "{text}"
+        );
+        assert_eq!(value("chaperone_lessons_live"), 1.0);
+        assert_eq!(value("chaperone_recorder_attached"), 1.0);
+        // No label carries an id.
+        assert!(!text.contains(&lesson), "a lesson id in a label");
+
         // No message carried anyone's address: SDP from the server names
         // only the SFU's own candidate.
         let media_port = node.app.media.advertised().port().to_string();

@@ -35,6 +35,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Gateway {
     port: u16,
+    metrics_port: u16,
     child: ChildGuard,
     recordings: PathBuf,
 }
@@ -58,8 +59,13 @@ impl Gateway {
         // Recordings of this run go to a directory of its own, removed with it.
         let recordings =
             std::env::temp_dir().join(format!("chaperone-rec-{}-{port}", std::process::id()));
+        let metrics_port = free_port()?;
         cmd.arg("--dev")
             .args(args)
+            .env(
+                "CHAPERONE_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .env("CHAPERONE_RECORDER_DIR", recordings.join("recordings"))
             .current_dir(std::env::temp_dir())
             .env("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
@@ -73,6 +79,7 @@ impl Gateway {
         wait_for_port(&mut child, port, Duration::from_secs(20))?;
         Ok(Self {
             port,
+            metrics_port,
             child,
             recordings,
         })
@@ -87,6 +94,11 @@ impl Gateway {
     /// review identity and manifest key beside it).
     pub fn recordings_dir(&self) -> &std::path::Path {
         &self.recordings
+    }
+
+    /// The metrics listener's port.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// The port.

@@ -30,6 +30,7 @@ pub struct JoinAuth {
     rooms: Rooms,
     lesson_config: LessonConfig,
     recorder: RecorderStatus,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl JoinAuth {
@@ -47,7 +48,14 @@ impl JoinAuth {
             rooms,
             lesson_config,
             recorder,
+            metrics: None,
         }
+    }
+
+    /// Counts refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn ensure_running(&self, lesson: LessonId) -> Result<(), AuthRefusal> {

@@ -25,6 +25,8 @@ pub const STEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// A running node.
 pub struct Node {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     pub app: App,
     pub store: Store,
     pub recordings: tempfile::TempDir,
@@ -60,8 +62,16 @@ impl Node {
         tokio::spawn(chaperone_gateway::http::run(listener, router, async move {
             let _ = stopped.await;
         }));
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        tokio::spawn(chaperone_gateway::http::run(
+            metrics_listener,
+            app.metrics_router(),
+            std::future::pending(),
+        ));
         Ok(Node {
             addr,
+            metrics_addr,
             app,
             store,
             recordings,
@@ -75,6 +85,16 @@ impl Node {
 
     pub fn idp(&self) -> &DevIdp {
         self.app.devidp.as_ref().unwrap()
+    }
+
+    /// One scrape of `/metrics`.
+    pub async fn scrape(&self) -> Result<String> {
+        Ok(
+            reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+                .await?
+                .text()
+                .await?,
+        )
     }
 
     pub fn browser(&self) -> Browser {
