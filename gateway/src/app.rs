@@ -63,12 +63,13 @@ pub struct App {
     pub recorder: crate::recording::RecorderStatus,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    recorder_task: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for App {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(self.recorder_task.as_ref()) {
             t.abort();
         }
     }
@@ -332,12 +333,27 @@ impl App {
             media,
             recorder: recorder_status,
             metrics,
-            tasks: vec![recorder_task, relay, media_router],
+            recorder_task: Some(recorder_task),
+            tasks: vec![relay, media_router],
         })
     }
 }
 
 impl App {
+    /// Stops the lessons, then lets the recorder write everything pending
+    /// (nothing recorded is lost at a clean shutdown).
+    pub async fn shutdown(&mut self) {
+        self.rooms.shutdown_all().await;
+        self.recorder.stop();
+        if let Some(task) = self.recorder_task.take()
+            && tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .is_err()
+        {
+            tracing::error!("recorder did not finish writing within 30 s");
+        }
+    }
+
     /// The `/metrics` route, for the separate metrics listener. Each scrape
     /// first reads the figures that are totals elsewhere (lessons running,
     /// the SFU's counters, the recorder's health).

@@ -161,6 +161,7 @@ async fn main() -> Result<()> {
     }
     let router = app.router.clone();
     http::run(listener, router, shutdown_signal()).await?;
-    app.rooms.shutdown_all().await;
+    let mut app = app;
+    app.shutdown().await;
     Ok(())
 }

@@ -39,9 +39,10 @@ use crate::lesson::Record;
 use crate::media::RecordedFrame;
 use crate::room::{RoomRecord, Rooms};
 
-/// Whether the embedded recorder is writing (the recording gate's input).
+/// Whether the embedded recorder is writing (the recording gate's input),
+/// and the way to stop it.
 #[derive(Clone, Debug, Default)]
-pub struct RecorderStatus(Arc<AtomicBool>);
+pub struct RecorderStatus(Arc<AtomicBool>, Arc<tokio::sync::Notify>);
 
 impl RecorderStatus {
     /// True while segments are being written.
@@ -51,6 +52,12 @@ impl RecorderStatus {
 
     fn set(&self, attached: bool) -> bool {
         self.0.swap(attached, Ordering::AcqRel) != attached
+    }
+
+    /// Asks the recorder to write everything pending and stop (at shutdown,
+    /// after the lessons have stopped). Await its task to know it is done.
+    pub fn stop(&self) {
+        self.1.notify_one();
     }
 }
 
@@ -102,8 +109,12 @@ impl EmbeddedRecorder {
         mut frames: mpsc::Receiver<RecordedFrame>,
         rooms: Rooms,
     ) -> (JoinHandle<()>, RecorderStatus) {
-        let status = RecorderStatus(Arc::new(AtomicBool::new(true)));
+        let status = RecorderStatus(
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         let shared = status.clone();
+        let stop = status.1.clone();
         let task = tokio::spawn(async move {
             let mut lessons: HashMap<LessonId, LessonState> = HashMap::new();
             let mut finished = std::collections::HashSet::new();
@@ -124,6 +135,30 @@ impl EmbeddedRecorder {
                     },
                     Some(frame) = frames.recv() => self.take_media(&mut lessons, &finished, frame, &rooms).await,
                     _ = tick.tick() => self.tick(&mut lessons, &mut finished, &shared, &rooms).await,
+                    () = stop.notified() => {
+                        // Take what the lessons and the SFU already queued, then
+                        // write it all down. Lessons that did not end get a
+                        // checkpoint, not a final manifest.
+                        while let Ok(r) = records.try_recv() {
+                            self.take(&mut lessons, &finished, r, &rooms).await;
+                        }
+                        while let Ok(f) = frames.try_recv() {
+                            self.take_media(&mut lessons, &finished, f, &rooms).await;
+                        }
+                        let at = unix_millis() * 1000;
+                        for (lesson, state) in &mut lessons {
+                            let result = if state.ended_at.is_some() {
+                                state.sink.finish(at).await.map(|_| ())
+                            } else {
+                                state.sink.flush(at).await.map(|_| ())
+                            };
+                            match result {
+                                Ok(()) => info!(%lesson, "recording written at shutdown"),
+                                Err(e) => error!(%lesson, error = %e, pending = state.sink.pending(), "recording not written at shutdown"),
+                            }
+                        }
+                        return;
+                    }
                 }
             }
         });
