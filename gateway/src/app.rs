@@ -87,9 +87,19 @@ fn keys(config: &Config) -> Result<KeySet, StartError> {
         return KeySet::from_seed(&kid, rand::random::<[u8; 32]>())
             .map_err(|e: TokenError| StartError::Key(e.to_string()));
     }
-    let pem = std::fs::read_to_string(&t.signing_key_file)
-        .map_err(|e| StartError::Key(format!("{}: {e}", t.signing_key_file)))?;
-    KeySet::from_pkcs8_pem(&t.signing_key_id, &pem).map_err(|e| StartError::Key(e.to_string()))
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|e| StartError::Key(format!("{path}: {e}")))
+    };
+    let mut keys = KeySet::from_pkcs8_pem(&t.signing_key_id, &read(&t.signing_key_file)?)
+        .map_err(|e| StartError::Key(e.to_string()))?;
+    // A rollover: the previous keys still verify (and are published in the
+    // JWKS) until every node signs with the new one.
+    for entry in &t.previous_keys {
+        let (kid, path) = entry.split_once('=').unwrap_or((entry, ""));
+        keys.accept_also(kid, &read(path)?)
+            .map_err(|e| StartError::Key(format!("{kid}: {e}")))?;
+    }
+    Ok(keys)
 }
 
 /// The embedded recorder's settings; in development mode missing keys are

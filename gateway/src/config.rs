@@ -255,6 +255,9 @@ pub struct TokenSettings {
     pub signing_key_file: String,
     /// The key's `kid`.
     pub signing_key_id: String,
+    /// Keys still accepted (not used for signing) during a rollover, as
+    /// `kid=path` entries of PEM Ed25519 keys (private or public).
+    pub previous_keys: Vec<String>,
     /// Audience of service tokens (the recorder).
     pub service_audience: String,
 }
@@ -265,6 +268,7 @@ impl Default for TokenSettings {
             room_token_secs: 120,
             signing_key_file: String::new(),
             signing_key_id: "gateway-1".to_owned(),
+            previous_keys: Vec::new(),
             service_audience: "chaperone-recorder".to_owned(),
         }
     }
@@ -513,6 +517,14 @@ impl Config {
                 "TOKENS_ROOM_TOKEN_SECS" => self.tokens.room_token_secs = num(&value)?,
                 "TOKENS_SIGNING_KEY_FILE" => self.tokens.signing_key_file = value,
                 "TOKENS_SIGNING_KEY_ID" => self.tokens.signing_key_id = value,
+                "TOKENS_PREVIOUS_KEYS" => {
+                    self.tokens.previous_keys = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
                 "TOKENS_SERVICE_AUDIENCE" => self.tokens.service_audience = value,
                 "MEDIA_UDP_LISTEN" => {
                     self.media.udp_listen = value.parse().map_err(|e| bad(format!("{e}")))?
@@ -573,6 +585,14 @@ impl Config {
             || self.tokens.room_token_secs > crate::auth::MAX_LIFETIME_SECS
         {
             return invalid("tokens.room_token_secs must be between 1 and 300");
+        }
+        if self
+            .tokens
+            .previous_keys
+            .iter()
+            .any(|e| !matches!(e.split_once('='), Some((k, p)) if !k.is_empty() && !p.is_empty()))
+        {
+            return invalid("tokens.previous_keys entries are kid=path");
         }
         let s = &self.session;
         if s.idle_timeout_secs < 60 || s.absolute_timeout_secs < s.idle_timeout_secs {

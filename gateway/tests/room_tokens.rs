@@ -366,3 +366,32 @@ async fn an_unreachable_store_refuses_the_join() {
         Err(TokenError::Unavailable(_))
     ));
 }
+
+#[test]
+fn a_previous_key_from_pem_still_verifies_during_a_rollover() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    // The old node signs with "k-old"; the new key set signs with "k-new"
+    // and accepts "k-old" from its PEM file.
+    let old_seed = [9u8; 32];
+    let old = TokenIssuer {
+        keys: KeySet::from_seed("k-old", old_seed).unwrap(),
+        ..issuer()
+    };
+    let token = room_token(&old);
+    let mut keys = KeySet::from_seed("k-new", [8u8; 32]).unwrap();
+    let pem = ed25519_dalek::SigningKey::from_bytes(&old_seed)
+        .to_pkcs8_pem(Default::default())
+        .unwrap();
+    let new = TokenIssuer {
+        keys: keys.clone(),
+        ..issuer()
+    };
+    assert_eq!(new.verify_room(NOW, &token), Err(TokenError::UnknownKey));
+    keys.accept_also("k-old", &pem).unwrap();
+    let new = TokenIssuer { keys, ..issuer() };
+    assert!(new.verify_room(NOW, &token).is_ok());
+    assert_eq!(new.keys.jwks()["keys"].as_array().unwrap().len(), 2);
+    // New tokens are signed with the new key only.
+    let fresh = room_token(&new);
+    assert_eq!(old.verify_room(NOW, &fresh), Err(TokenError::UnknownKey));
+}

@@ -428,6 +428,29 @@ impl KeySet {
         Ok(())
     }
 
+    /// Also accepts signatures by the key in `pem` (PKCS#8 Ed25519, private
+    /// or public), named `kid`, without signing with it: the previous key
+    /// during a rollover across nodes.
+    pub fn accept_also(&mut self, kid: &str, pem: &str) -> Result<(), TokenError> {
+        if kid.is_empty() || kid == self.active_kid {
+            return Err(TokenError::Key(format!(
+                "kid {kid:?} is empty or the active key's"
+            )));
+        }
+        let public = match SigningKey::from_pkcs8_pem(pem) {
+            Ok(key) => key.verifying_key(),
+            Err(_) => {
+                use ed25519_dalek::pkcs8::DecodePublicKey;
+                ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+                    .map_err(|e| TokenError::Key(e.to_string()))?
+            }
+        };
+        self.verifier
+            .keys
+            .insert(kid.to_owned(), PublicKey::new(public.to_bytes()));
+        Ok(())
+    }
+
     /// Stops accepting an old key (never the active one).
     pub fn retire(&mut self, kid: &str) {
         if kid != self.active_kid {
