@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chaperone_gateway::auth::{
-    AccountClaims, KeySet, ROOM_TOKEN_TYPE, TokenError, TokenIssuer, Verifier,
+    AccountClaims, JoinTokens as _, KeySet, ROOM_TOKEN_TYPE, TokenError, TokenIssuer, Verifier,
 };
 use chaperone_protocol::{LessonId, UserRef};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chaperone_protocol::LessonId;
 
-use super::tokens::{TokenError, TokenIssuer};
+use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
 use crate::clock::{now, unix_millis};
 use crate::lesson::{Account, JoinRequest, LessonConfig};
 use crate::recording::RecorderStatus;

@@ -14,6 +14,6 @@ pub mod turn;
 pub use identity::{ClaimMapping, Identity, IdentityRefusal, SchoolRole};
 pub use oidc::{OidcError, RelyingParty, RpConfig};
 pub use tokens::{
-    AccountClaims, KeySet, MAX_LIFETIME_SECS, ROOM_TOKEN_TYPE, RoomClaims, SERVICE_TOKEN_TYPE,
-    ServiceClaims, TokenError, TokenIssuer, Verifier,
+    AccountClaims, JoinTokens, KeySet, MAX_LIFETIME_SECS, ROOM_TOKEN_TYPE, RoomClaims,
+    SERVICE_TOKEN_TYPE, ServiceClaims, TokenError, TokenIssuer, Verifier,
 };
