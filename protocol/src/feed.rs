@@ -27,12 +27,17 @@
 //! | 6 | `Ack` | `u64 up_to` |
 //! | 7 | `End` | `u64 seq`, `u64 at_micros` |
 //! | 8 | `Media` | `u64 seq`, track, `u64 arrival_micros`, `u64 media_time`, `u32 clock_rate`, `u8 codec`, `u8 flags`, bytes frame |
+//! | 9 | `Flush` | (empty) |
 //!
 //! `Media` is one whole media frame (an Opus packet, a VP8/VP9/H.264 frame)
 //! as the SFU forwarded it, depacketized: `media_time` is its RTP timestamp
 //! extended to 64 bits in units of `clock_rate` Hz; `codec` is 0 Opus, 1 VP8,
 //! 2 VP9, 3 H.264, 255 other; `flags` bit 0 says the frames before it were
 //! lost upstream (a decoder must wait for the next keyframe).
+//!
+//! `Flush` asks the recorder to write everything it holds now, rather than
+//! at the end of the current segment interval, and acknowledge it (a gateway
+//! shutting down sends it after its last frame).
 //!
 //! Times are microseconds since the Unix epoch. Sequence numbers are per
 //! lesson, start at 1 and have no gaps: the recorder acknowledges "every
@@ -145,6 +150,8 @@ pub enum FeedFrame {
         /// Highest durable sequence number.
         up_to: u64,
     },
+    /// From the gateway: write everything received now and acknowledge it.
+    Flush,
     /// The lesson ended; nothing follows.
     End {
         /// Feed sequence number.
@@ -200,6 +207,7 @@ const KIND_CHAT: u8 = 5;
 const KIND_ACK: u8 = 6;
 const KIND_END: u8 = 7;
 const KIND_MEDIA: u8 = 8;
+const KIND_FLUSH: u8 = 9;
 
 fn source_byte(s: MediaSource) -> u8 {
     match s {
@@ -232,7 +240,7 @@ impl FeedFrame {
             | FeedFrame::Chat { seq, .. }
             | FeedFrame::End { seq, .. }
             | FeedFrame::Media { seq, .. } => Some(*seq),
-            FeedFrame::Hello { .. } | FeedFrame::Ack { .. } => None,
+            FeedFrame::Hello { .. } | FeedFrame::Ack { .. } | FeedFrame::Flush => None,
         }
     }
 
@@ -360,6 +368,7 @@ impl FeedFrame {
                 out.push(u8::from(*discontinuity));
                 put_bytes(out, data);
             }
+            FeedFrame::Flush => out.push(KIND_FLUSH),
             FeedFrame::Ack { up_to } => {
                 out.push(KIND_ACK);
                 out.extend_from_slice(&up_to.to_be_bytes());
@@ -413,7 +422,7 @@ impl FeedFrame {
             return Err(ProtocolError::UnsupportedVersion(u32::from(version)));
         }
         if let Some(&kind) = buf.get(5)
-            && !(KIND_HELLO..=KIND_MEDIA).contains(&kind)
+            && !(KIND_HELLO..=KIND_FLUSH).contains(&kind)
         {
             return Err(malformed("unknown frame kind"));
         }
@@ -524,6 +533,7 @@ impl FeedFrame {
                 }
             }
             KIND_ACK => FeedFrame::Ack { up_to: r.u64()? },
+            KIND_FLUSH => FeedFrame::Flush,
             KIND_END => FeedFrame::End {
                 seq: r.u64()?,
                 at_micros: r.u64()?,

@@ -180,8 +180,10 @@ fn public_and_private_chat_round_trip() {
 }
 
 #[test]
-fn ack_and_end_round_trip() {
+fn ack_flush_and_end_round_trip() {
     round_trip(FeedFrame::Ack { up_to: 1234 });
+    round_trip(FeedFrame::Flush);
+    assert_eq!(FeedFrame::Flush.to_bytes().unwrap(), vec![0, 0, 0, 2, 1, 9]);
     round_trip(FeedFrame::End {
         seq: 99,
         at_micros: 100,
@@ -392,6 +394,7 @@ fn arb_frame() -> impl Strategy<Value = FeedFrame> {
                 data
             }),
         any::<u64>().prop_map(|up_to| FeedFrame::Ack { up_to }),
+        Just(FeedFrame::Flush),
         (any::<u64>(), any::<u64>()).prop_map(|(seq, at_micros)| FeedFrame::End { seq, at_micros }),
     ]
 }
