@@ -14,6 +14,7 @@
 //! lessons/<lesson-id>/manifests/<checkpoint:010>.json  manifest checkpoint, canonical JSON
 //! lessons/<lesson-id>/manifests/<checkpoint:010>.sig   Ed25519 signature (raw 64 bytes) over the .json
 //! lessons/<lesson-id>/recorder.pub                  recorder's Ed25519 public key, PEM (convenience copy)
+//! lessons/<lesson-id>/orphans/<name>.<unix-micros>  set aside when a recorder resumes (see below)
 //! ```
 //!
 //! `<lesson-id>` is 32 lowercase hex digits; indices are zero-padded to ten
@@ -22,6 +23,16 @@
 //! can never be replaced, and each later one must extend it. The highest
 //! checkpoint is the current one; the lesson is complete when it says
 //! `"final":true`.
+//!
+//! # Resuming
+//!
+//! A recorder that takes over a lesson (after a crash, or another instance's)
+//! continues from the highest *signed* checkpoint ([`LessonWriter::resume`]).
+//! A segment stored after that checkpoint, or a checkpoint whose signature
+//! never got written, was never acknowledged to the gateway, so its frames
+//! are replayed into the segments that follow; the object itself is moved
+//! to `orphans/` (never silently deleted, never overwritten) so that the
+//! numbering continues without a hole, and `verify` lists it as a notice.
 
 use std::sync::Arc;
 
@@ -74,6 +85,8 @@ pub enum ObjectKind {
     Signature(u64),
     /// The published public key.
     PublicKey,
+    /// An object set aside when a recorder resumed the lesson.
+    Orphan,
     /// Anything else (which verify reports).
     Unknown,
 }
@@ -87,6 +100,12 @@ pub fn classify(lesson: &LessonId, location: &Path) -> ObjectKind {
     };
     if rest == "recorder.pub" {
         return ObjectKind::PublicKey;
+    }
+    if rest
+        .strip_prefix("orphans/")
+        .is_some_and(|n| !n.is_empty() && !n.contains('/'))
+    {
+        return ObjectKind::Orphan;
     }
     let number = |s: &str| -> Option<u64> {
         (s.len() == INDEX_DIGITS && s.bytes().all(|b| b.is_ascii_digit()))
@@ -150,6 +169,9 @@ pub enum ArchiveError {
     /// The writer has already written its final checkpoint.
     #[error("lesson already finalised")]
     Finalised,
+    /// The stored archive cannot be continued by this recorder.
+    #[error("cannot resume the archive: {0}")]
+    Unresumable(String),
     /// A track name or gap reason is not valid in a manifest.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -254,6 +276,131 @@ impl LessonWriter {
             finalised: false,
             published_key: false,
         }
+    }
+
+    /// A writer continuing the lesson's archive from its highest signed
+    /// checkpoint, or a new writer if it has none. Objects written after
+    /// that checkpoint are moved to `orphans/` (see the module docs). Refuses
+    /// a checkpoint signed by another key or sealed to other recipients.
+    pub async fn resume(
+        store: Arc<dyn ObjectStore>,
+        lesson: LessonId,
+        recipients: RecipientSet,
+        signer: RecorderSigningKey,
+        now_unix_micros: u64,
+    ) -> Result<Self, ArchiveError> {
+        let mut segments = Vec::new();
+        let mut manifests = std::collections::BTreeSet::new();
+        let mut signatures = std::collections::BTreeSet::new();
+        let mut listing = store.list(Some(&lesson_prefix(&lesson)));
+        while let Some(meta) = futures_util::StreamExt::next(&mut listing).await {
+            let meta = meta?;
+            match classify(&lesson, &meta.location) {
+                ObjectKind::Segment(i) => segments.push(i),
+                ObjectKind::Manifest(n) => {
+                    manifests.insert(n);
+                }
+                ObjectKind::Signature(n) => {
+                    signatures.insert(n);
+                }
+                _ => {}
+            }
+        }
+        drop(listing);
+        let mut writer = Self::new(store, lesson, recipients, signer);
+        let latest = manifests
+            .iter()
+            .rev()
+            .find(|n| signatures.contains(n))
+            .copied();
+        if let Some(n) = latest {
+            let bytes = writer
+                .store
+                .get(&manifest_path(&lesson, n))
+                .await?
+                .bytes()
+                .await?;
+            let sig = writer
+                .store
+                .get(&signature_path(&lesson, n))
+                .await?
+                .bytes()
+                .await?;
+            if !writer.signer.public().verify(&bytes, &sig) {
+                return Err(ArchiveError::Unresumable(format!(
+                    "checkpoint {n} is not signed by this recorder's key"
+                )));
+            }
+            let m = Manifest::parse(&bytes)?;
+            if m.recipients != writer.recipients.to_strings() {
+                return Err(ArchiveError::Unresumable(
+                    "the lesson was sealed to other recipients".to_owned(),
+                ));
+            }
+            writer.next_seq = m.entries.last().and_then(|e| e.last_seq.checked_add(1));
+            for g in &m.gaps {
+                if writer.next_seq == Some(g.first_missing_seq) {
+                    writer.next_seq = g.last_missing_seq.checked_add(1);
+                }
+            }
+            writer.entries = m.entries;
+            writer.gaps = m.gaps;
+            writer.next_checkpoint = n + 1;
+            writer.finalised = m.is_final;
+            writer.published_key = true;
+        }
+        let first_orphan_segment = writer.next_index();
+        let mut orphans: Vec<Path> = segments
+            .into_iter()
+            .filter(|&i| i >= first_orphan_segment)
+            .map(|i| segment_path(&lesson, i))
+            .collect();
+        for n in manifests.iter().chain(signatures.iter()) {
+            if latest.is_none_or(|l| *n > l) {
+                orphans.push(manifest_path(&lesson, *n));
+                orphans.push(signature_path(&lesson, *n));
+            }
+        }
+        orphans.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        orphans.dedup();
+        for path in orphans {
+            writer.set_aside(&path, now_unix_micros).await?;
+        }
+        Ok(writer)
+    }
+
+    /// Moves one object to `orphans/` (copy put-if-absent, then delete).
+    async fn set_aside(&self, path: &Path, now_unix_micros: u64) -> Result<(), ArchiveError> {
+        let bytes = match self.store.get(path).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let name = path.filename().unwrap_or("object");
+        let to = Path::from(format!(
+            "lessons/{}/orphans/{name}.{now_unix_micros}",
+            self.lesson
+        ));
+        put_if_absent(self.store.as_ref(), &to, bytes.to_vec()).await?;
+        self.store.delete(path).await?;
+        tracing::warn!(lesson = %self.lesson, from = %path, %to,
+            "object written after the last signed checkpoint set aside; its frames are replayed");
+        Ok(())
+    }
+
+    /// Whether the final checkpoint has been written.
+    pub fn is_finalised(&self) -> bool {
+        self.finalised
+    }
+
+    /// The seq the next segment must start at, once anything was written.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
+    }
+
+    /// The highest seq the written checkpoints cover (after [`Self::resume`]).
+    pub fn covered_up_to(&self) -> Option<u64> {
+        self.next_seq.and_then(|n| n.checked_sub(1))
     }
 
     /// The lesson written.

@@ -72,6 +72,7 @@ pub enum KeyError {
 
 /// The recorder's manifest-signing key. Never logged: `Debug` shows only the
 /// public half.
+#[derive(Clone)]
 pub struct RecorderSigningKey(SigningKey);
 
 impl fmt::Debug for RecorderSigningKey {

@@ -161,6 +161,13 @@ pub enum Finding {
         /// The error.
         reason: String,
     },
+    /// An object a resuming recorder set aside: written after the last
+    /// signed checkpoint of a recorder that stopped, never acknowledged, its
+    /// frames replayed into the segments that follow. Not a failure.
+    SetAside {
+        /// Its path.
+        path: String,
+    },
     /// A loss the recorder wrote down. Not a failure: reported so that no
     /// reader mistakes the recording for complete.
     RecordedGap {
@@ -180,7 +187,7 @@ pub enum Finding {
 impl Finding {
     /// Whether this finding fails verification.
     pub fn is_problem(&self) -> bool {
-        !matches!(self, Finding::RecordedGap { .. })
+        !matches!(self, Finding::RecordedGap { .. } | Finding::SetAside { .. })
     }
 
     /// One line for people.
@@ -248,6 +255,9 @@ impl Finding {
                 format!("segment {index}: stored but NOT in the manifest")
             }
             Finding::UnknownObject { path } => format!("unexpected object {path}"),
+            Finding::SetAside { path } => format!(
+                "note: {path} was set aside by a resuming recorder (never acknowledged; its frames were replayed)"
+            ),
             Finding::StoreError { path, reason } => format!("{path}: store error: {reason}"),
             Finding::RecordedGap {
                 first_missing_seq,
@@ -503,6 +513,9 @@ async fn list(
                 listing.signatures.insert(n);
             }
             ObjectKind::PublicKey => {}
+            ObjectKind::Orphan => findings.push(Finding::SetAside {
+                path: meta.location.to_string(),
+            }),
             ObjectKind::Unknown => findings.push(Finding::UnknownObject {
                 path: meta.location.to_string(),
             }),
