@@ -11,18 +11,22 @@
 //! - [`manifest`]: entries, gaps, the chain and canonical bytes;
 //! - [`keys`]: the manifest-signing Ed25519 key;
 //! - [`verify`]: `recorder verify`;
-//! - [`review`]: opening segments with the review identity (review side only).
+//! - [`review`]: opening segments with the review identity (review side only);
+//! - [`service`]: `recorder serve`, the feed from gateways over WebSocket;
+//! - [`clock`]: the service shell's clock, the only place time is read.
 //!
 //! It must never hold an age identity in the ingest path, never overwrite a
-//! stored object, and never read a clock outside the binary's shell.
+//! stored object, and never read a clock outside [`clock`].
 #![forbid(unsafe_code)]
 
 pub use object_store::ObjectStore;
 
 pub mod archive;
+pub mod clock;
 pub mod ingest;
 pub mod keys;
 pub mod manifest;
 pub mod review;
 pub mod segment;
+pub mod service;
 pub mod verify;

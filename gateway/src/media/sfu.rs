@@ -178,6 +178,8 @@ pub struct SfuStats {
     pub dropped_unmapped: u64,
     /// Datagrams no participant accepted (unknown address, garbage).
     pub dropped_datagrams: u64,
+    /// Forwarded frames handed to the recorder.
+    pub recorded: u64,
     /// Forwarded frames the recorder could not take in time (a recording gap).
     pub record_dropped: u64,
 }
@@ -834,6 +836,7 @@ impl Sfu {
         }
         let payload: Arc<[u8]> = data.data;
         if self.config.record {
+            self.stats.recorded += 1;
             let spec = data.params.spec();
             self.outputs.push_back(MediaOutput::Record(RecordedFrame {
                 lesson: from.lesson,
