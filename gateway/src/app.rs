@@ -17,9 +17,9 @@ use crate::auth::oidc::{RelyingParty, RpConfig};
 use crate::auth::session::{SessionConfig, new_secret};
 use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
 use crate::config::Config;
+use crate::feed::{FeedSettings, FeedStatus};
 use crate::http::{AppState, Probe};
 use crate::metrics::Metrics;
-use crate::recording::EmbeddedRecorder;
 use crate::room::{RoomDeps, RoomRecord, Rooms};
 use crate::signal::{SignalConfig, SignalState};
 use crate::store::{StateStore, Store};
@@ -59,10 +59,13 @@ pub struct App {
     pub public_url: String,
     /// The media plane.
     pub media: crate::media::MediaHandle,
-    /// The embedded recorder's health.
-    pub recorder: crate::recording::RecorderStatus,
+    /// The recorder feed's health.
+    pub recorder: FeedStatus,
+    /// The recorder running inside this node, if no remote one is configured.
+    pub embedded_recorder: Option<crate::feed::embedded::Embedded>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    feed_metrics: crate::feed::FeedMetrics,
     recorder_task: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -102,65 +105,6 @@ fn keys(config: &Config) -> Result<KeySet, StartError> {
     Ok(keys)
 }
 
-/// The embedded recorder's settings; in development mode missing keys are
-/// made (and kept) under `.chaperone-dev/`.
-fn recorder(config: &Config) -> Result<EmbeddedRecorder, StartError> {
-    use chaperone_recorder::keys::RecorderSigningKey;
-    use chaperone_recorder::segment::RecipientSet;
-    let r = &config.recorder;
-    let err = |m: String| StartError::Recorder(m);
-    let dev_dir = std::path::PathBuf::from(".chaperone-dev");
-    let dir = if r.dir.is_empty() {
-        dev_dir.join("recordings")
-    } else {
-        r.dir.clone().into()
-    };
-    let parent = dir
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let recipients = if r.recipients.is_empty() {
-        // Development: one review identity, kept beside the recordings so
-        // they stay openable across restarts (`age -d -i review-identity.txt`).
-        let path = parent.join("review-identity.txt");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(_) => {
-                std::fs::create_dir_all(&parent)
-                    .map_err(|e| err(format!("{}: {e}", parent.display())))?;
-                let (identity, recipient) = chaperone_recorder::review::generate_identity();
-                let text = format!("# development review identity for {recipient}\n{identity}\n");
-                std::fs::write(&path, &text)
-                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
-                text
-            }
-        };
-        let recipient = chaperone_recorder::review::recipient_of(&text)
-            .ok_or_else(|| err(format!("{} holds no age identity", path.display())))?;
-        vec![recipient]
-    } else {
-        r.recipients.clone()
-    };
-    let recipients = RecipientSet::parse(&recipients.join("\n")).map_err(|e| err(e.to_string()))?;
-    let key_path = if r.signing_key_file.is_empty() {
-        parent.join("recorder-signing-key.pem")
-    } else {
-        r.signing_key_file.clone().into()
-    };
-    if let Some(p) = key_path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
-    }
-    let key = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| err(e.to_string()))?;
-    let store = chaperone_recorder::archive::local_store(&dir).map_err(|e| err(e.to_string()))?;
-    tracing::info!(dir = %dir.display(), recipients = ?recipients.to_strings(), "recorder: embedded, writing sealed segments");
-    Ok(EmbeddedRecorder {
-        store,
-        recipients,
-        signing_key_pem: key.to_pem(),
-        segment: Duration::from_secs(r.segment_secs),
-    })
-}
-
 fn unix_secs() -> u64 {
     crate::clock::unix_millis() / 1000
 }
@@ -175,6 +119,7 @@ impl App {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let keys = keys(config)?;
         let jwks = keys.jwks();
+        let verifier = keys.verifier();
         let tokens = Arc::new(TokenIssuer {
             issuer: public_url.clone(),
             room_audience: public_url.clone(),
@@ -246,7 +191,7 @@ impl App {
         .await
         .map_err(|e| StartError::Media(e.to_string()))?;
 
-        // Lessons, and the embedded recorder their records go to.
+        // Lessons, and the recorder feed their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let rooms = Rooms::new(RoomDeps {
@@ -256,8 +201,35 @@ impl App {
         })
         .with_metrics(metrics.clone());
         let media_router = rooms.route_media_events(media_events);
-        let (recorder_task, recorder_status) =
-            recorder(config)?.spawn(records_rx, frames_rx, rooms.clone());
+        let (embedded_recorder, recorders) = if config.recorder.urls.is_empty() {
+            let e = crate::feed::embedded::start(
+                config,
+                public_url.clone(),
+                verifier,
+                metrics.registry(),
+            )
+            .await
+            .map_err(StartError::Recorder)?;
+            let url = e.url.clone();
+            (Some(e), vec![url])
+        } else {
+            (None, config.recorder.urls.clone())
+        };
+        let feed_metrics = crate::feed::FeedMetrics::register(metrics.registry())
+            .map_err(|e| StartError::Metrics(e.to_string()))?;
+        let (recorder_task, recorder_status) = crate::feed::spawn(
+            FeedSettings {
+                recorders: recorders.clone(),
+                buffer_bytes: usize::try_from(config.feed.buffer_bytes).unwrap_or(usize::MAX),
+                spool_dir: config.feed.spool_dir(),
+                spool_max_bytes: config.feed.spool_max_bytes,
+                ack_timeout: Duration::from_millis(config.feed.ack_timeout_ms),
+            },
+            tokens.clone(),
+            records_rx,
+            frames_rx,
+            rooms.clone(),
+        );
         let relay = tokio::spawn(crate::room::relay_cluster_events(
             store.clone(),
             rooms.clone(),
@@ -290,7 +262,6 @@ impl App {
                     store.clone(),
                     rooms.clone(),
                     config.lesson.lesson_config(),
-                    recorder_status.clone(),
                 )
                 .with_metrics(metrics.clone()),
             ),
@@ -312,16 +283,10 @@ impl App {
                 Box::pin(async move { rp.probe(unix_secs()).await })
             }));
         }
-        let probe_recorder = recorder_status.clone();
+        let probe_recorders = crate::feed::ReadinessProbe::new(&recorders);
         probes.push(Probe::new("recorder", move || {
-            let ok = probe_recorder.attached();
-            Box::pin(async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err("recording writes are failing".to_owned())
-                }
-            })
+            let probe = probe_recorders.clone();
+            Box::pin(async move { probe.check().await })
         }));
         let health = crate::http::router(AppState {
             probes,
@@ -342,6 +307,8 @@ impl App {
             public_url,
             media,
             recorder: recorder_status,
+            embedded_recorder,
+            feed_metrics,
             metrics,
             recorder_task: Some(recorder_task),
             tasks: vec![relay, media_router],
@@ -350,8 +317,9 @@ impl App {
 }
 
 impl App {
-    /// Stops the lessons, then lets the recorder write everything pending
-    /// (nothing recorded is lost at a clean shutdown).
+    /// Stops the lessons, then sends the recorder everything pending and
+    /// waits (bounded) until it is durable: nothing recorded is lost at a
+    /// clean shutdown. An embedded recorder then closes its lessons.
     pub async fn shutdown(&mut self) {
         self.rooms.shutdown_all().await;
         self.recorder.stop();
@@ -360,7 +328,10 @@ impl App {
                 .await
                 .is_err()
         {
-            tracing::error!("recorder did not finish writing within 30 s");
+            tracing::error!("recorder feed did not finish within 30 s");
+        }
+        if let Some(e) = &self.embedded_recorder {
+            e.service.shutdown().await;
         }
     }
 
@@ -372,14 +343,16 @@ impl App {
         let rooms = self.rooms.clone();
         let media = self.media.clone();
         let recorder = self.recorder.clone();
+        let feed_metrics = self.feed_metrics.clone();
         Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let (metrics, rooms, media, recorder) = (
+                let (metrics, rooms, media, recorder, feed_metrics) = (
                     metrics.clone(),
                     rooms.clone(),
                     media.clone(),
                     recorder.clone(),
+                    feed_metrics.clone(),
                 );
                 async move {
                     metrics
@@ -388,6 +361,7 @@ impl App {
                     metrics
                         .recorder_attached
                         .set(i64::from(recorder.attached()));
+                    feed_metrics.observe(recorder.figures());
                     if let Ok(stats) = media.stats().await {
                         metrics.observe_sfu(stats);
                     }

@@ -65,8 +65,10 @@ pub struct Config {
     pub tokens: TokenSettings,
     /// The media plane (SFU).
     pub media: MediaSettings,
-    /// The embedded recorder.
+    /// Where recordings go: remote recorders, or the embedded one.
     pub recorder: RecorderSettings,
+    /// The feed to the recorder: buffering and spooling.
+    pub feed: FeedSettingsConfig,
     /// TURN relays for clients that cannot reach the media port directly.
     pub turn: TurnSettings,
     /// The Prometheus endpoint.
@@ -157,10 +159,49 @@ impl MediaSettings {
     }
 }
 
+/// `[feed]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettingsConfig {
+    /// Unacknowledged bytes one lesson keeps in memory before spooling to disk.
+    pub buffer_bytes: u64,
+    /// Where spooled frames go (empty: `chaperone-feed` in the system's temporary directory).
+    pub spool_dir: String,
+    /// Spooled bytes per lesson past which its recording counts as lost (pupils held; nothing dropped).
+    pub spool_max_bytes: u64,
+    /// Silence from the recorder after which its connection counts as lost, milliseconds.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for FeedSettingsConfig {
+    fn default() -> Self {
+        Self {
+            buffer_bytes: 64 * 1024 * 1024,
+            spool_dir: String::new(),
+            spool_max_bytes: 8 * 1024 * 1024 * 1024,
+            ack_timeout_ms: 5000,
+        }
+    }
+}
+
+impl FeedSettingsConfig {
+    /// The spool directory.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        if self.spool_dir.is_empty() {
+            std::env::temp_dir().join("chaperone-feed")
+        } else {
+            self.spool_dir.clone().into()
+        }
+    }
+}
+
 /// `[recorder]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderSettings {
+    /// Recorder services (`ws://` or `wss://` base URLs; `recorder serve`).
+    /// Empty: the recorder runs inside the gateway with the settings below.
+    pub urls: Vec<String>,
     /// Directory recordings are written to (dev default: `.chaperone-dev/recordings`).
     pub dir: String,
     /// age recipients (`age1...`) segments are sealed to: the review key and
@@ -176,6 +217,7 @@ pub struct RecorderSettings {
 impl Default for RecorderSettings {
     fn default() -> Self {
         Self {
+            urls: Vec::new(),
             dir: String::new(),
             recipients: Vec::new(),
             signing_key_file: String::new(),
@@ -530,6 +572,18 @@ impl Config {
                     self.media.udp_listen = value.parse().map_err(|e| bad(format!("{e}")))?
                 }
                 "MEDIA_ADVERTISED" => self.media.advertised = value,
+                "RECORDER_URLS" => {
+                    self.recorder.urls = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "FEED_BUFFER_BYTES" => self.feed.buffer_bytes = num(&value)?,
+                "FEED_SPOOL_DIR" => self.feed.spool_dir = value,
+                "FEED_SPOOL_MAX_BYTES" => self.feed.spool_max_bytes = num(&value)?,
+                "FEED_ACK_TIMEOUT_MS" => self.feed.ack_timeout_ms = num(&value)?,
                 "RECORDER_DIR" => self.recorder.dir = value,
                 "RECORDER_RECIPIENTS" => {
                     self.recorder.recipients = value
@@ -626,6 +680,19 @@ impl Config {
         if self.recorder.segment_secs == 0 || self.recorder.segment_secs > 300 {
             return invalid("recorder.segment_secs must be between 1 and 300");
         }
+        if self
+            .recorder
+            .urls
+            .iter()
+            .any(|u| !(u.starts_with("ws://") || u.starts_with("wss://")))
+        {
+            return invalid("recorder.urls are ws:// or wss:// URLs");
+        }
+        if self.feed.buffer_bytes < 1024 * 1024 || self.feed.ack_timeout_ms < 1000 {
+            return invalid(
+                "feed.buffer_bytes must be at least 1 MiB and feed.ack_timeout_ms at least 1000",
+            );
+        }
         if self.dev {
             if !self.http.listen.ip().is_loopback() {
                 return invalid(
@@ -644,12 +711,13 @@ impl Config {
             if self.tokens.signing_key_file.is_empty() {
                 return invalid("tokens.signing_key_file is required outside --dev");
             }
-            if self.recorder.dir.is_empty()
-                || self.recorder.recipients.is_empty()
-                || self.recorder.signing_key_file.is_empty()
+            if self.recorder.urls.is_empty()
+                && (self.recorder.dir.is_empty()
+                    || self.recorder.recipients.is_empty()
+                    || self.recorder.signing_key_file.is_empty())
             {
                 return invalid(
-                    "recorder.dir, recorder.recipients and recorder.signing_key_file are required outside --dev",
+                    "recorder.urls, or (for the embedded recorder) recorder.dir, recorder.recipients and recorder.signing_key_file, are required outside --dev",
                 );
             }
         }
@@ -806,6 +874,17 @@ mod tests {
         c.recorder.recipients = vec!["age1example".into()];
         c.recorder.signing_key_file = "/etc/chaperone/recorder.pem".into();
         assert!(c.validate().is_ok());
+        let mut remote = c.clone();
+        remote.recorder = RecorderSettings {
+            urls: vec!["wss://recorder.school.test".into()],
+            ..RecorderSettings::default()
+        };
+        assert!(
+            remote.validate().is_ok(),
+            "a remote recorder needs no local keys"
+        );
+        remote.recorder.urls = vec!["https://recorder.school.test".into()];
+        assert!(remote.validate().is_err(), "recorders are WebSocket URLs");
         assert_eq!(c.allowed_origins(), vec!["https://school.test"]);
         c.tokens.room_token_secs = 301;
         assert!(c.validate().is_err(), "room tokens live at most 5 minutes");

@@ -116,6 +116,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for components that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Adds what the SFU counted since the last call (its counters are totals).
     pub fn observe_sfu(&self, now: crate::media::SfuStats) {
         let mut last = self.last_sfu.lock().unwrap_or_else(|p| p.into_inner());

@@ -61,6 +61,12 @@ pub enum Outbound {
 /// of a lesson, stamped with the shell's clock.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoomRecord {
+    /// The lesson's task started: its recorder feed should connect now, so
+    /// that the recording is attached before pupils need admitting.
+    Opened {
+        /// The lesson.
+        lesson: LessonId,
+    },
     /// An event or a chat message to append to the lesson's recording.
     Record {
         /// The lesson.
@@ -386,6 +392,7 @@ struct RoomTask {
 impl RoomTask {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         info!(lesson = %self.id, "lesson task started");
+        self.record(RoomRecord::Opened { lesson: self.id }).await;
         loop {
             let deadline = self.drain().await;
             let sleep = async {

@@ -6,7 +6,8 @@
 //! reconnect. If the store cannot be read, nobody joins (fail closed).
 //!
 //! A lesson that exists but is not running on this node yet is started
-//! here from its description, and told whether the recorder is attached.
+//! here from its description (its recorder feed then connects and tells it
+//! when the recording is attached).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use chaperone_protocol::LessonId;
 use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
 use crate::clock::{now, unix_millis};
 use crate::lesson::{Account, JoinRequest, LessonConfig};
-use crate::recording::RecorderStatus;
 use crate::room::Rooms;
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
@@ -29,7 +29,6 @@ pub struct JoinAuth {
     store: Store,
     rooms: Rooms,
     lesson_config: LessonConfig,
-    recorder: RecorderStatus,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -40,14 +39,12 @@ impl JoinAuth {
         store: Store,
         rooms: Rooms,
         lesson_config: LessonConfig,
-        recorder: RecorderStatus,
     ) -> Self {
         Self {
             tokens,
             store,
             rooms,
             lesson_config,
-            recorder,
             metrics: None,
         }
     }
@@ -72,10 +69,7 @@ impl JoinAuth {
             tracing::error!(%lesson, error = %e, "unreadable lesson record");
             AuthRefusal::NotFound
         })?;
-        let room = self.rooms.open(info.setup(), self.lesson_config.clone());
-        if self.recorder.attached() {
-            room.recorder(true).await;
-        }
+        self.rooms.open(info.setup(), self.lesson_config.clone());
         Ok(())
     }
 }

@@ -1,0 +1,131 @@
+//! The recorder inside the gateway (`gateway --dev` and single-node
+//! deployments): the same `recorder serve` service, started in-process on a
+//! loopback port, so that the gateway's feed talks to it exactly as to a
+//! remote recorder (service token, `Hello`, acknowledged frames). It is
+//! given the gateway's public keys directly instead of fetching the JWKS.
+//!
+//! In development mode missing keys are made (and kept) under
+//! `.chaperone-dev/`: the review identity beside the recordings, so they
+//! stay openable across restarts (`age -d -i review-identity.txt`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chaperone_recorder::keys::RecorderSigningKey;
+use chaperone_recorder::segment::RecipientSet;
+use chaperone_recorder::service::auth::ServiceAuth;
+use chaperone_recorder::service::metrics::IngestMetrics;
+use chaperone_recorder::service::{Archive, Service};
+use chaperone_tokens::Verifier;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// A running in-process recorder.
+#[derive(Debug)]
+pub struct Embedded {
+    /// Its feed base URL (`ws://127.0.0.1:<port>`).
+    pub url: String,
+    /// The service (for shutdown and metrics).
+    pub service: Service,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The directory recordings go to.
+pub fn recordings_dir(config: &Config) -> PathBuf {
+    if config.recorder.dir.is_empty() {
+        PathBuf::from(".chaperone-dev").join("recordings")
+    } else {
+        PathBuf::from(&config.recorder.dir)
+    }
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    dir.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The recipients, generating the development review identity if none are
+/// configured.
+fn recipients(config: &Config, dir: &Path) -> Result<RecipientSet, String> {
+    let r = &config.recorder;
+    let list = if r.recipients.is_empty() {
+        let parent = parent_of(dir);
+        let path = parent.join("review-identity.txt");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(_) => {
+                std::fs::create_dir_all(&parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+                let (identity, recipient) = chaperone_recorder::review::generate_identity();
+                let text = format!("# development review identity for {recipient}\n{identity}\n");
+                std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+                text
+            }
+        };
+        let recipient = chaperone_recorder::review::recipient_of(&text)
+            .ok_or_else(|| format!("{} holds no age identity", path.display()))?;
+        vec![recipient]
+    } else {
+        r.recipients.clone()
+    };
+    RecipientSet::parse(&list.join("\n")).map_err(|e| e.to_string())
+}
+
+/// Starts the in-process recorder, trusting service tokens signed by
+/// `keys` for `issuer`.
+pub async fn start(
+    config: &Config,
+    issuer: String,
+    keys: Verifier,
+    registry: &prometheus::Registry,
+) -> Result<Embedded, String> {
+    let r = &config.recorder;
+    let dir = recordings_dir(config);
+    let recipients = recipients(config, &dir)?;
+    let key_path = if r.signing_key_file.is_empty() {
+        parent_of(&dir).join("recorder-signing-key.pem")
+    } else {
+        PathBuf::from(&r.signing_key_file)
+    };
+    if let Some(p) = key_path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let signer = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| e.to_string())?;
+    let store = chaperone_recorder::archive::local_store(&dir).map_err(|e| e.to_string())?;
+    let metrics = IngestMetrics::register(registry).map_err(|e| e.to_string())?;
+    tracing::info!(dir = %dir.display(), recipients = ?recipients.to_strings(), "recorder: embedded, writing sealed segments");
+    let service = Service::new(
+        Archive {
+            store,
+            recipients,
+            signer,
+            segment: Duration::from_secs(r.segment_secs),
+            idle_close: Duration::from_secs(120),
+            metrics,
+        },
+        ServiceAuth::with_keys(issuer, config.tokens.service_audience.clone(), keys),
+    );
+    service.ready().await?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| format!("embedded recorder listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = service.router();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "embedded recorder stopped");
+        }
+    });
+    Ok(Embedded {
+        url: format!("ws://{addr}"),
+        service,
+        task,
+    })
+}
