@@ -365,7 +365,9 @@ fn start(
         waiting_since: HashMap::new(),
         held: Vec::new(),
     };
-    tokio::spawn(task.run(rx));
+    // Every event of the lesson task carries the lesson id (its span).
+    let span = tracing::info_span!("lesson", lesson = %id);
+    tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
     RoomHandle { lesson: id, tx }
 }
 

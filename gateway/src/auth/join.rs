@@ -81,6 +81,8 @@ impl JoinAuth {
 }
 
 impl Authenticator for JoinAuth {
+    // The token is never a field: only the lesson it is presented for.
+    #[tracing::instrument(name = "join", skip(self, token), fields(%lesson))]
     async fn authenticate(
         &self,
         lesson: LessonId,
