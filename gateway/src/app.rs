@@ -179,6 +179,7 @@ impl App {
 
         // The media plane: one UDP socket for every participant; every
         // forwarded frame also goes to the recorder.
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let (frames_tx, frames_rx) = mpsc::channel(RECORD_QUEUE);
         let (media, media_events) = crate::media::driver::start(crate::media::MediaDriverConfig {
             bind: config.media.udp_listen,
@@ -187,13 +188,13 @@ impl App {
                 .media
                 .advertised()
                 .map_err(|e| StartError::Media(e.to_string()))?,
+            metrics: Some(metrics.media.clone()),
         })
         .await
         .map_err(|e| StartError::Media(e.to_string()))?;
 
         // Lessons, and the recorder feed their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
-        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
             media: Some(media.clone()),
@@ -337,7 +338,7 @@ impl App {
 
     /// The `/metrics` route, for the separate metrics listener. Each scrape
     /// first reads the figures that are totals elsewhere (lessons running,
-    /// the SFU's counters, the recorder's health).
+    /// the SFU's counters, the recorder's health, the tokio runtime).
     pub fn metrics_router(&self) -> Router {
         let metrics = self.metrics.clone();
         let rooms = self.rooms.clone();
@@ -365,6 +366,7 @@ impl App {
                     if let Ok(stats) = media.stats().await {
                         metrics.observe_sfu(stats);
                     }
+                    metrics.observe_runtime(&tokio::runtime::Handle::current());
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,

@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chaperone_protocol::event::LessonEvent;
+use chaperone_protocol::event::{Compliance, HoldReason, LessonEvent};
 use chaperone_protocol::signal::{ClientMsg, ErrorCode, Farewell, ServerMsg};
 use chaperone_protocol::{LessonId, ParticipantId, UserRef};
 use tokio::sync::mpsc::error::TrySendError;
@@ -368,8 +368,12 @@ fn start(
         gone: Vec::new(),
         metrics,
         control: None,
+        waiting_since: HashMap::new(),
+        held: Vec::new(),
     };
-    tokio::spawn(task.run(rx));
+    // Every event of the lesson task carries the lesson id (its span).
+    let span = tracing::info_span!("lesson", lesson = %id);
+    tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
     RoomHandle { lesson: id, tx }
 }
 
@@ -387,6 +391,10 @@ struct RoomTask {
     /// The message being applied and when it arrived, until its first
     /// forwarding change has reached the SFU (control latency).
     control: Option<(Instant, &'static str)>,
+    /// Pupils in the waiting room, since when (waiting-room time).
+    waiting_since: HashMap<ParticipantId, Instant>,
+    /// Why the lesson's pupils are held now, as counted in the metrics.
+    held: Vec<HoldReason>,
 }
 
 impl RoomTask {
@@ -412,15 +420,23 @@ impl RoomTask {
         for p in std::mem::take(&mut self.in_media) {
             self.media_remove(p).await;
         }
-        // Dropping the senders closes every connection.
-        self.conns.clear();
+        for p in std::mem::take(&mut self.conns).into_keys() {
+            self.forget(p);
+        }
+        // A stopped lesson holds nobody.
+        self.set_held(Vec::new());
+        // Dropping the senders (above) closes every connection.
         info!(lesson = %self.id, "lesson task stopped");
     }
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join { req, conn, reply } => {
+                let user = req.user.clone();
                 let result = self.lesson.handle_join(now(), *req);
+                if let Some(m) = &self.metrics {
+                    m.joins.joined(self.id, &user, result.ok());
+                }
                 if let Ok(p) = result {
                     // Registered before the core's output is drained, so the
                     // `Welcome` it just queued reaches this connection.
@@ -432,6 +448,7 @@ impl RoomTask {
                     // The connection gave up waiting: it will never read.
                     debug!(lesson = %self.id, participant = %p, "joiner went away");
                     self.conns.remove(&p);
+                    self.forget(p);
                     self.lesson.handle_leave(now(), p);
                 }
             }
@@ -444,6 +461,7 @@ impl RoomTask {
             }
             Command::Leave { participant } => {
                 self.conns.remove(&participant);
+                self.forget(participant);
                 self.lesson.handle_leave(now(), participant);
                 self.media_remove(participant).await;
             }
@@ -473,6 +491,7 @@ impl RoomTask {
                     }
                     let now = now();
                     for p in std::mem::take(&mut self.gone) {
+                        self.forget(p);
                         self.lesson.handle_leave(now, p);
                         self.media_remove(p).await;
                     }
@@ -516,6 +535,7 @@ impl RoomTask {
                 }
                 Output::Record(record) => {
                     let at = now();
+                    self.observe(&record, at);
                     self.record(RoomRecord::Record {
                         lesson: self.id,
                         at,
@@ -543,9 +563,73 @@ impl RoomTask {
                         // If the queue is full, dropping the sender closes it anyway.
                         let _ = conn.try_send(Outbound::Close(farewell));
                     }
+                    self.forget(p);
                     self.media_remove(p).await;
                 }
             }
+        }
+    }
+
+    /// Counts what a record says for the metrics: the core stays pure, the
+    /// shell counts its outputs as it applies them.
+    fn observe(&mut self, record: &Record, at: Instant) {
+        let Some(m) = self.metrics.clone() else {
+            return;
+        };
+        let Record::Event(event) = record else {
+            return;
+        };
+        match event {
+            LessonEvent::Waiting { participant } => {
+                self.waiting_since.insert(*participant, at);
+            }
+            LessonEvent::Admitted { participant, .. } => {
+                if let Some(since) = self.waiting_since.remove(participant) {
+                    m.waiting_room_seconds
+                        .observe(at.saturating_duration_since(since).as_secs_f64());
+                }
+            }
+            LessonEvent::Denied { participant, .. }
+            | LessonEvent::Removed { participant, .. }
+            | LessonEvent::Left { participant } => {
+                self.waiting_since.remove(participant);
+            }
+            LessonEvent::Hold { reasons } => self.set_held(reasons.clone()),
+            LessonEvent::Compliance {
+                kind: Compliance::TeacherCameraOff,
+                ..
+            } => m.teacher_camera_off.inc(),
+            LessonEvent::Concern { .. } => m.concerns.inc(),
+            LessonEvent::Incident { .. } => m.incidents.inc(),
+            LessonEvent::JoinRefused { code, .. } => {
+                m.join_refused(&crate::metrics::code_label(*code));
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the `lessons_held` gauges from the reasons counted so far to `now`.
+    fn set_held(&mut self, now: Vec<HoldReason>) {
+        if let Some(m) = &self.metrics {
+            for r in self.held.iter().filter(|r| !now.contains(r)) {
+                m.lessons_held
+                    .with_label_values(&[crate::metrics::hold_label(*r)])
+                    .dec();
+            }
+            for r in now.iter().filter(|r| !self.held.contains(r)) {
+                m.lessons_held
+                    .with_label_values(&[crate::metrics::hold_label(*r)])
+                    .inc();
+            }
+        }
+        self.held = now;
+    }
+
+    /// A participant is gone: nothing of theirs is timed any more.
+    fn forget(&mut self, p: ParticipantId) {
+        self.waiting_since.remove(&p);
+        if let Some(m) = &self.metrics {
+            m.joins.left(self.id, p);
         }
     }
 

@@ -44,9 +44,18 @@ fn readiness_follows_redis_while_liveness_stays_up() {
     ])
     .unwrap();
     let ready = |gw: &Gateway| http_get(gw.port(), "/readyz").unwrap().0;
+    // Liveness is checked at every step: it never follows Redis.
+    let live = |gw: &Gateway| {
+        assert_eq!(
+            http_get(gw.port(), "/livez").unwrap().0,
+            200,
+            "liveness does not follow Redis"
+        );
+    };
     let wait_for = |gw: &Gateway, want: u16| {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while ready(gw) != want {
+            live(gw);
             assert!(
                 std::time::Instant::now() < deadline,
                 "/readyz never became {want}"
@@ -68,6 +77,7 @@ fn readiness_follows_redis_while_liveness_stays_up() {
 
     redis.restart().unwrap();
     wait_for(&gw, 200);
+    live(&gw);
     gw.check_running().unwrap();
 }
 

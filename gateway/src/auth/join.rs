@@ -49,7 +49,7 @@ impl JoinAuth {
         }
     }
 
-    /// Counts refusals in `metrics`.
+    /// Counts refusals, and starts join timing, in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
@@ -75,11 +75,32 @@ impl JoinAuth {
 }
 
 impl Authenticator for JoinAuth {
+    // The token is never a field: only the lesson it is presented for.
+    #[tracing::instrument(name = "join", skip(self, token), fields(%lesson))]
     async fn authenticate(
         &self,
         lesson: LessonId,
         token: &str,
     ) -> Result<JoinRequest, AuthRefusal> {
+        let presented = now();
+        let result = self.check(lesson, token).await;
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(req) => m.joins.presented(lesson, &req.user, presented),
+                Err(refusal) => m.join_refused(match refusal {
+                    AuthRefusal::Unauthenticated => "unauthenticated",
+                    AuthRefusal::NotFound => "not_found",
+                    AuthRefusal::Blocked => "blocked",
+                    AuthRefusal::Unavailable => "unavailable",
+                }),
+            }
+        }
+        result
+    }
+}
+
+impl JoinAuth {
+    async fn check(&self, lesson: LessonId, token: &str) -> Result<JoinRequest, AuthRefusal> {
         let now_ms = unix_millis();
         let claims = match self
             .tokens

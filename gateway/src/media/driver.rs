@@ -15,7 +15,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use super::sfu::{MediaError, MediaOutput, RecordedFrame, Sfu, SfuConfig, SfuStats};
+use super::sfu::{MediaError, MediaOutput, MediaSample, RecordedFrame, Sfu, SfuConfig, SfuStats};
+use crate::metrics::MediaMetrics;
 
 /// Largest datagram read; WebRTC keeps datagrams under the path MTU.
 const RECV_BUF: usize = 2048;
@@ -36,6 +37,9 @@ pub struct MediaDriverConfig {
     /// SFU never waits for it: a frame that does not fit is counted in
     /// [`SfuStats::record_dropped`] and logged as an error.
     pub record: Option<mpsc::Sender<RecordedFrame>>,
+    /// Where the driver reports forwarding latency, RTCP figures and first
+    /// deliveries (the end of a join), if anywhere.
+    pub metrics: Option<MediaMetrics>,
 }
 
 impl Default for MediaDriverConfig {
@@ -44,6 +48,7 @@ impl Default for MediaDriverConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             advertised: None,
             record: None,
+            metrics: None,
         }
     }
 }
@@ -144,7 +149,15 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     info!(%local_addr, %advertised, "media: listening");
-    tokio::spawn(run(socket, advertised, sfu, rx, events_tx, config.record));
+    tokio::spawn(run(
+        socket,
+        advertised,
+        sfu,
+        rx,
+        events_tx,
+        config.record,
+        config.metrics,
+    ));
     Ok((
         MediaHandle {
             tx,
@@ -283,17 +296,32 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<MediaEvent>,
     record: Option<mpsc::Sender<RecordedFrame>>,
+    metrics: Option<MediaMetrics>,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
+    // When the datagram being handled arrived, if it made the SFU forward.
+    let mut forwarding_since: Option<Instant> = None;
     loop {
         let next = flush(&mut sfu, &socket, &events, record.as_ref()).await;
+        // Forwarding latency: the datagram that completed a frame was read
+        // at `since`; every packet the SFU wrote for it has now been handed
+        // to the socket. Two clock reads per forwarding datagram.
+        if let (Some(since), Some(m)) = (forwarding_since.take(), &metrics) {
+            m.forwarding_seconds
+                .observe(now().saturating_duration_since(since).as_secs_f64());
+        }
+        collect_samples(&mut sfu, metrics.as_ref());
         // With no connection there is no deadline; wake rarely anyway.
         let deadline = next.unwrap_or_else(|| now() + Duration::from_secs(60));
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
                     let data = buf.get(..n).unwrap_or_default();
-                    sfu.handle_datagram(now(), from, advertised, data);
+                    let (at, before) = (now(), sfu.frames_forwarded());
+                    sfu.handle_datagram(at, from, advertised, data);
+                    if sfu.frames_forwarded() > before {
+                        forwarding_since = Some(at);
+                    }
                 }
                 // E.g. ICMP port unreachable surfacing on some platforms:
                 // a property of one peer, never a reason to stop serving.
@@ -307,6 +335,40 @@ async fn run(
         }
     }
     info!("media: driver stopped (no handles left)");
+}
+
+/// Hands the SFU's measurements to the metrics (or drops them, without).
+fn collect_samples(sfu: &mut Sfu, metrics: Option<&MediaMetrics>) {
+    while let Some(sample) = sfu.poll_sample() {
+        let Some(m) = metrics else { continue };
+        match sample {
+            MediaSample::Rtcp {
+                path,
+                loss,
+                jitter,
+                rtt,
+            } => {
+                let path = [path.as_str()];
+                if let Some(loss) = loss.filter(|l| l.is_finite()) {
+                    m.loss.with_label_values(&path).observe(f64::from(loss));
+                }
+                if let Some(j) = jitter {
+                    m.jitter_seconds
+                        .with_label_values(&path)
+                        .observe(j.as_secs_f64());
+                }
+                if let Some(rtt) = rtt {
+                    m.rtt_seconds
+                        .with_label_values(&path)
+                        .observe(rtt.as_secs_f64());
+                }
+            }
+            MediaSample::FirstDelivery {
+                lesson,
+                participant,
+            } => m.joins.delivered(lesson, participant, now()),
+        }
+    }
 }
 
 /// Sends what the SFU produced; returns its next deadline.

@@ -15,4 +15,7 @@ pub mod driver;
 mod sfu;
 
 pub use driver::{MediaDriverConfig, MediaEvent, MediaHandle};
-pub use sfu::{MAX_SDP_LEN, MediaError, MediaOutput, RecordedFrame, Sfu, SfuConfig, SfuStats};
+pub use sfu::{
+    MAX_SDP_LEN, MediaError, MediaOutput, MediaPath, MediaSample, RecordedFrame, Sfu, SfuConfig,
+    SfuStats,
+};

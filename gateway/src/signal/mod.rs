@@ -254,5 +254,9 @@ async fn admit<A: Authenticator>(
         .protocols([SUBPROTOCOL])
         .max_message_size(config.max_ws_message)
         .max_frame_size(config.max_ws_message)
-        .on_upgrade(move |socket| conn.run(socket)))
+        .on_upgrade(move |socket| {
+            // Every event of the connection carries lesson and participant.
+            let span = tracing::info_span!("signal", %lesson, %participant);
+            tracing::Instrument::instrument(conn.run(socket), span)
+        }))
 }
