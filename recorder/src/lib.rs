@@ -11,6 +11,8 @@
 //! - [`manifest`]: entries, gaps, the chain and canonical bytes;
 //! - [`keys`]: the manifest-signing Ed25519 key;
 //! - [`verify`]: `recorder verify`;
+//! - [`store`]: the object store: configuration, start-up probe, retries,
+//!   the ingest spool and backfill, store metrics;
 //! - [`review`]: opening segments with the review identity (review side only).
 //!
 //! It must never hold an age identity in the ingest path, never overwrite a
@@ -25,4 +27,5 @@ pub mod keys;
 pub mod manifest;
 pub mod review;
 pub mod segment;
+pub mod store;
 pub mod verify;
