@@ -188,7 +188,7 @@ async fn a_spool_survives_the_process_and_is_locked_while_in_use() {
     let config = unreachable(&dir, 1 << 20);
     let p = Path::from("lessons/dd/segments/0000000000.age");
     {
-        let (s, _guard, _) = spooled(&config).await;
+        let (s, guard, _) = spooled(&config).await;
         put_if_absent(s.as_ref(), &p, b"kept".to_vec())
             .await
             .expect("spooled");
@@ -204,6 +204,7 @@ async fn a_spool_survives_the_process_and_is_locked_while_in_use() {
             matches!(second, Err(SpoolError::Locked { .. })),
             "{second:?}"
         );
+        guard.stop().await;
     }
     // An incomplete write left behind was never acknowledged: removed.
     std::fs::write(dir.path().join("00000000000000000099.part"), b"torn").expect("write");
@@ -235,7 +236,7 @@ async fn a_damaged_spool_file_stops_the_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = unreachable(&dir, 1 << 20);
     {
-        let (s, _guard, _) = spooled(&config).await;
+        let (s, guard, _) = spooled(&config).await;
         put_if_absent(
             s.as_ref(),
             &Path::from("lessons/ee/segments/0000000000.age"),
@@ -243,6 +244,7 @@ async fn a_damaged_spool_file_stops_the_start() {
         )
         .await
         .expect("spooled");
+        guard.stop().await;
     }
     let file = dir.path().join(&spool_files(&dir)[0]);
     let mut bytes = std::fs::read(&file).expect("read");

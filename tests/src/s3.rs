@@ -134,6 +134,16 @@ impl S3Server {
     }
 }
 
+/// How long outage tests keep the store down: `CHAPERONE_S3_OUTAGE_SECS`,
+/// else `default` (the 60 s scenario runs end to end with
+/// `CHAPERONE_S3_OUTAGE_SECS=60`).
+pub fn outage_from_env(default: Duration) -> Duration {
+    std::env::var("CHAPERONE_S3_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(default, Duration::from_secs)
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();

@@ -109,6 +109,9 @@ pub enum SpoolError {
         /// The directory.
         path: PathBuf,
     },
+    /// `spool_dir` is empty.
+    #[error("store.spool_dir is not set")]
+    NotConfigured,
     /// The ingest store writes each object once and never changes it.
     #[error("the ingest store writes once: {operation} is not supported")]
     Unsupported {
@@ -210,6 +213,16 @@ pub struct BackfillGuard {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl BackfillGuard {
+    /// Stops the backfill task and waits until it has let go of the store
+    /// (and so, once the caller drops its handles too, of the spool's
+    /// lock). Dropping the guard stops the task without waiting.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for BackfillGuard {
     fn drop(&mut self) {
         // Safe at any point: a spool file is removed only after its upload
@@ -227,10 +240,7 @@ impl SpooledStore {
         config: &StoreConfig,
         metrics: StoreMetrics,
     ) -> Result<(Arc<Self>, BackfillGuard), SpoolError> {
-        let dir = config.spool_path().ok_or_else(|| SpoolError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "spool_dir is empty"),
-        })?;
+        let dir = config.spool_path().ok_or(SpoolError::NotConfigured)?;
         let load_dir = dir.clone();
         let (lock, entries, conflicts) = tokio::task::spawn_blocking(move || load(&load_dir))
             .await
@@ -399,7 +409,7 @@ impl SpooledStore {
                 self.publish(&st);
                 drop(st);
                 self.wake.notify_one();
-                tracing::info!(object = %location, seq, bytes = size, "spooled");
+                tracing::debug!(object = %location, seq, bytes = size, "spooled");
                 Ok(PutResult {
                     e_tag: Some(e_tag),
                     version: None,
@@ -470,6 +480,9 @@ impl SpooledStore {
                 Ok(()) => {
                     backoff.reset();
                     self.set_store_up(true);
+                    if self.spooled_objects() == 0 {
+                        tracing::info!(store = %self.inner, "spool drained: every spooled object is in the store");
+                    }
                 }
                 Err(e) => {
                     self.metrics.upload_errors.inc();
@@ -534,7 +547,7 @@ impl SpooledStore {
             }
             Err(e) => return Err(e),
         }
-        tracing::info!(object = %entry.location, seq, bytes = entry.size, elapsed = ?started.elapsed(), "backfilled");
+        tracing::debug!(object = %entry.location, seq, bytes = entry.size, elapsed = ?started.elapsed(), "backfilled");
         let file = entry.file.clone();
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
