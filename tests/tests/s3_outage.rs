@@ -277,3 +277,49 @@ async fn verify_sees_spooled_objects_while_the_backfill_has_not_run() {
     assert!(r.ok, "{}", r.to_human());
     assert_eq!(r.segments_ok, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_object_that_conflicts_with_the_store_is_set_aside_never_uploaded() {
+    let mut rig = rig(1 << 20).await;
+    let path = object_store::path::Path::from("lessons/cafe/segments/0000000000.age");
+    rig.s3.stop();
+    archive::put_if_absent(rig.store.as_ref(), &path, b"spooled bytes".to_vec())
+        .await
+        .expect("spooled");
+    rig.backfill.stop().await;
+    // Meanwhile another writer put other bytes at the same path.
+    rig.s3.restart().expect("s3s-fs restarts");
+    let s3_store = store::open(&rig.s3.config()).await.expect("s3 opens");
+    archive::put_if_absent(s3_store.as_ref(), &path, b"other bytes".to_vec())
+        .await
+        .expect("stored");
+
+    let config = StoreConfig {
+        spool_dir: rig.spool.path().to_string_lossy().into_owned(),
+        ..rig.s3.config()
+    };
+    drop(rig.store);
+    let inner = store::open(&config).await.expect("probe passes");
+    let metrics = StoreMetrics::unregistered().expect("metrics");
+    let (next, _backfill) = SpooledStore::open(inner, &config, metrics.clone())
+        .await
+        .expect("spool reopens");
+    drained(&next).await;
+    assert_eq!(next.conflicts(), 1);
+    assert_eq!(metrics.spool_conflicts.get(), 1);
+    // The store keeps what it had; the spooled bytes are kept aside.
+    let stored = s3_store
+        .get(&path)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(stored.as_ref(), b"other bytes");
+    let aside: Vec<_> = std::fs::read_dir(rig.spool.path().join("conflicts"))
+        .expect("conflicts dir")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].starts_with(b"spooled bytes"));
+}
