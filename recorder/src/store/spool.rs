@@ -16,8 +16,15 @@
 //!   different bytes are a loud error, and the spool file is moved to
 //!   `conflicts/` for an operator, never uploaded over the stored one.
 //! - Order: while anything is spooled (or being spooled), new puts are
-//!   spooled behind it, and the backfill uploads in spool order, so the
-//!   store receives objects in the order they were written.
+//!   spooled behind it, spool writes are serialised, and the backfill
+//!   uploads in spool order, so the store receives objects in the order
+//!   they were written. (A caller that abandons a put mid-write lets the
+//!   next writer start; the abandoned write still completes and is
+//!   indexed, possibly after the next one. A lesson's own writes are
+//!   sequential, so its order holds regardless.)
+//! - Stop the backfill ([`BackfillGuard`]) only when shutting down: while
+//!   it is stopped, spooled objects stay spooled and new writes queue
+//!   behind them.
 //! - Reads (get, head, list) see spooled objects, so `LessonWriter`'s
 //!   put-if-absent (which compares bytes on conflict) and `verify` work
 //!   while objects wait in the spool. A list also needs the store: when the
@@ -196,11 +203,14 @@ pub struct SpooledStore {
     backfill_initial: Duration,
     backfill_max: Duration,
     health_interval: Duration,
-    state: Mutex<State>,
+    // Shared with the blocking spool writes, which commit to the index
+    // themselves: a caller that stops waiting cannot leave a written file
+    // unindexed or its bytes reserved.
+    state: Arc<Mutex<State>>,
     /// Serialises spool writes, so that seq order is commit order.
     write_lock: tokio::sync::Mutex<()>,
-    wake: Notify,
-    objects: watch::Sender<u64>,
+    wake: Arc<Notify>,
+    objects: Arc<watch::Sender<u64>>,
     metrics: StoreMetrics,
     /// Held for the life of the store: one process per spool directory.
     _lock: nix::fcntl::Flock<File>,
@@ -269,7 +279,7 @@ impl SpooledStore {
             backfill_initial: Duration::from_millis(config.retry_initial_backoff_ms),
             backfill_max: Duration::from_millis(config.retry_max_backoff_ms),
             health_interval: Duration::from_millis(config.health_interval_ms),
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 entries,
                 by_path,
                 bytes,
@@ -277,10 +287,10 @@ impl SpooledStore {
                 writing: false,
                 store_up: true,
                 conflicts,
-            }),
+            })),
             write_lock: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
-            objects: watch::Sender::new(count),
+            wake: Arc::new(Notify::new()),
+            objects: Arc::new(watch::Sender::new(count)),
             metrics,
             _lock: lock,
         });
@@ -323,20 +333,11 @@ impl SpooledStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock is a bug; the state is plain data
-        // that every critical section leaves consistent, so keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn publish(&self, st: &State) {
-        self.metrics.spool_bytes.set(saturating_i64(st.bytes));
-        self.metrics
-            .spool_objects
-            .set(saturating_i64(st.entries.len() as u64));
-        self.metrics
-            .spool_conflicts
-            .set(saturating_i64(st.conflicts));
-        self.objects.send_replace(st.entries.len() as u64);
+        publish(st, &self.metrics, &self.objects);
     }
 
     fn set_store_up(&self, up: bool) {
@@ -390,38 +391,45 @@ impl SpooledStore {
             st.next_seq += 1;
             seq
         };
+        // The blocking task writes, syncs and commits to the index on its
+        // own, so it completes even if this future is dropped.
         let dir = self.dir.clone();
         let loc = location.clone();
-        let written = tokio::task::spawn_blocking(move || write_file(&dir, seq, &loc, &payload))
-            .await
-            .map_err(|e| SpoolError::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(e),
-            })
-            .and_then(|r| r);
-        let mut st = self.lock();
-        st.writing = false;
-        match written {
-            Ok(entry) => {
-                let e_tag = hex::encode(entry.sha256);
-                st.by_path.insert(location.clone(), seq);
-                st.entries.insert(seq, entry);
-                self.publish(&st);
-                drop(st);
-                self.wake.notify_one();
-                tracing::debug!(object = %location, seq, bytes = size, "spooled");
-                Ok(PutResult {
-                    e_tag: Some(e_tag),
-                    version: None,
-                    extensions: Default::default(),
-                })
+        let state = Arc::clone(&self.state);
+        let metrics = self.metrics.clone();
+        let objects = Arc::clone(&self.objects);
+        let wake = Arc::clone(&self.wake);
+        let committed = tokio::task::spawn_blocking(move || {
+            let written = write_file(&dir, seq, &loc, &payload);
+            let mut st = lock(&state);
+            st.writing = false;
+            let result = match written {
+                Ok(entry) => {
+                    let e_tag = hex::encode(entry.sha256);
+                    st.by_path.insert(loc.clone(), seq);
+                    st.entries.insert(seq, entry);
+                    Ok(e_tag)
+                }
+                Err(e) => {
+                    st.bytes -= file_len;
+                    Err(e)
+                }
+            };
+            publish(&st, &metrics, &objects);
+            drop(st);
+            if result.is_ok() {
+                wake.notify_one();
             }
-            Err(e) => {
-                st.bytes -= file_len;
-                self.publish(&st);
-                Err(e.into())
-            }
-        }
+            result
+        })
+        .await
+        .map_err(|e| object_store::Error::JoinError { source: e })??;
+        tracing::debug!(object = %location, seq, bytes = size, "spooled");
+        Ok(PutResult {
+            e_tag: Some(committed),
+            version: None,
+            extensions: Default::default(),
+        })
     }
 
     async fn durable_put(
@@ -643,6 +651,21 @@ impl SpooledStore {
             .map(entry_meta)
             .collect()
     }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock is a bug; the state is plain data that
+    // every critical section leaves consistent, so keep going.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn publish(st: &State, metrics: &StoreMetrics, objects: &watch::Sender<u64>) {
+    metrics.spool_bytes.set(saturating_i64(st.bytes));
+    metrics
+        .spool_objects
+        .set(saturating_i64(st.entries.len() as u64));
+    metrics.spool_conflicts.set(saturating_i64(st.conflicts));
+    objects.send_replace(st.entries.len() as u64);
 }
 
 fn saturating_i64(v: u64) -> i64 {
