@@ -50,6 +50,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+# The S3 server the storage tests run against (it checks signatures). Later
+# versions need a newer compiler than the one here.
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing s3s-fs"
+  cargo install --locked s3s-fs@0.14.1 --features binary
+fi
 
 # --- npm packages: the real OIDC provider and the browser driver -------------
 # (playwright-core drives Debian's /usr/bin/chromium; no browser is downloaded)

@@ -11,6 +11,8 @@
 //! - [`manifest`]: entries, gaps, the chain and canonical bytes;
 //! - [`keys`]: the manifest-signing Ed25519 key;
 //! - [`verify`]: `recorder verify`;
+//! - [`store`]: the object store: configuration, start-up probe, retries,
+//!   the ingest spool and backfill, store metrics;
 //! - [`review`]: opening segments with the review identity (review side only);
 //! - [`service`]: `recorder serve`, the feed from gateways over WebSocket;
 //! - [`clock`]: the service shell's clock, the only place time is read.
@@ -29,4 +31,5 @@ pub mod manifest;
 pub mod review;
 pub mod segment;
 pub mod service;
+pub mod store;
 pub mod verify;

@@ -9,3 +9,4 @@ pub mod gateway;
 pub mod idp;
 pub mod process;
 pub mod redis;
+pub mod s3;

@@ -98,7 +98,13 @@ pub async fn start(
         std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     let signer = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| e.to_string())?;
-    let store = chaperone_recorder::archive::local_store(&dir).map_err(|e| e.to_string())?;
+    // The same store layer as `recorder serve` (writes fsync'd, probed now).
+    let store = chaperone_recorder::store::open(&chaperone_recorder::store::StoreConfig {
+        dir: dir.display().to_string(),
+        ..chaperone_recorder::store::StoreConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let metrics = IngestMetrics::register(registry).map_err(|e| e.to_string())?;
     tracing::info!(dir = %dir.display(), recipients = ?recipients.to_strings(), "recorder: embedded, writing sealed segments");
     let service = Service::new(
@@ -111,6 +117,7 @@ pub async fn start(
             metrics,
         },
         ServiceAuth::with_keys(issuer, config.tokens.service_audience.clone(), keys),
+        registry.clone(),
     );
     service.ready().await?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))

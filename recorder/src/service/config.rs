@@ -48,7 +48,7 @@ pub struct ServiceConfig {
     /// What is written and how.
     pub archive: ArchiveSection,
     /// Where it is written.
-    pub store: StoreSection,
+    pub store: crate::store::StoreConfig,
 }
 
 /// `[http]`
@@ -116,14 +116,6 @@ impl Default for ArchiveSection {
             idle_close_secs: 120,
         }
     }
-}
-
-/// `[store]`
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSection {
-    /// Directory of the filesystem object store.
-    pub dir: String,
 }
 
 const ENV_PREFIX: &str = "CHAPERONE_RECORDER_";
@@ -197,9 +189,9 @@ impl ServiceConfig {
         if self.archive.idle_close_secs == 0 {
             return invalid("archive.idle_close_secs must be at least 1");
         }
-        if self.store.dir.is_empty() {
-            return invalid("store.dir is required");
-        }
+        self.store
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("store: {e}")))?;
         Ok(())
     }
 

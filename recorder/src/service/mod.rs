@@ -82,6 +82,9 @@ impl std::fmt::Debug for Archive {
 #[derive(Clone, Debug)]
 pub struct Service {
     archive: Arc<Archive>,
+    spool: Option<Arc<crate::store::SpooledStore>>,
+    backfill: Arc<std::sync::Mutex<Option<crate::store::BackfillGuard>>>,
+    registry: prometheus::Registry,
     auth: Arc<ServiceAuth>,
     lessons: Lessons,
     next_conn: Arc<AtomicU64>,
@@ -89,9 +92,12 @@ pub struct Service {
 
 impl Service {
     /// A service writing to `archive`, admitting feeds that `auth` accepts.
-    pub fn new(archive: Archive, auth: ServiceAuth) -> Self {
+    pub fn new(archive: Archive, auth: ServiceAuth, registry: prometheus::Registry) -> Self {
         Self {
             archive: Arc::new(archive),
+            spool: None,
+            backfill: Arc::default(),
+            registry,
             auth: Arc::new(auth),
             lessons: Lessons::default(),
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -105,6 +111,17 @@ impl Service {
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .with_state(self.clone())
+    }
+
+    /// The same service, writing through a spool whose backfill `guard` keeps running.
+    pub fn with_spool(
+        mut self,
+        spool: Arc<crate::store::SpooledStore>,
+        guard: crate::store::BackfillGuard,
+    ) -> Self {
+        self.spool = Some(spool);
+        *self.backfill.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        self
     }
 
     /// `/metrics`, for a separate listener.
@@ -127,8 +144,14 @@ impl Service {
         )
     }
 
-    /// Whether the object store answers.
+    /// Whether the service can take recordings: the object store answers,
+    /// or, while it does not, the spool still has room.
     pub async fn ready(&self) -> Result<(), String> {
+        if let Some(spool) = &self.spool
+            && !spool.store_up()
+        {
+            return Ok(());
+        }
         let probe = object_store::path::Path::from("_readyz");
         match self.archive.store.head(&probe).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -145,6 +168,19 @@ impl Service {
     /// did not end stay open for a later resume) and stops them.
     pub async fn shutdown(&self) {
         self.lessons.shutdown(Duration::from_secs(30)).await;
+        let guard = self
+            .backfill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(guard) = guard {
+            guard.stop().await;
+        }
+    }
+
+    /// The service's metrics registry (the store's metrics are in it too).
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
     }
 }
 
@@ -354,10 +390,23 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
     .map_err(|e| StartError::Key(e.to_string()))?;
     let recipients = RecipientSet::parse(&config.archive.recipients.join("\n"))
         .map_err(|e| StartError::Recipients(e.to_string()))?;
-    let store = crate::archive::local_store(std::path::Path::new(&config.store.dir))
+    // Fails loudly here (wrong key, unreachable, no bucket), never later.
+    let store = crate::store::open(&config.store)
+        .await
         .map_err(|e| StartError::Store(e.to_string()))?;
-    let (_registry, metrics) =
+    let (registry, metrics) =
         IngestMetrics::new_registry().map_err(|e| StartError::Metrics(e.to_string()))?;
+    let spool = match config.store.spool_path() {
+        Some(_) => {
+            let m = crate::store::StoreMetrics::register(&registry)
+                .map_err(|e| StartError::Metrics(e.to_string()))?;
+            let (spool, guard) = crate::store::SpooledStore::open(store.clone(), &config.store, m)
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            Some((spool, guard))
+        }
+        None => None,
+    };
     let auth = ServiceAuth::from_jwks_url(
         config.gateway.issuer.clone(),
         config.gateway.audience.clone(),
@@ -368,9 +417,13 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
         // The gateway may start after us; keys are fetched again on the first feed.
         tracing::warn!(error = %e, "gateway keys not loaded yet");
     }
-    let service = Service::new(
+    let writes: Arc<dyn ObjectStore> = match &spool {
+        Some((s, _)) => s.clone(),
+        None => store,
+    };
+    let mut service = Service::new(
         Archive {
-            store,
+            store: writes,
             recipients,
             signer: key,
             segment: Duration::from_secs(config.archive.segment_secs),
@@ -378,7 +431,11 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
             metrics,
         },
         auth,
+        registry,
     );
+    if let Some((s, guard)) = spool {
+        service = service.with_spool(s, guard);
+    }
     service.ready().await.map_err(StartError::Store)?;
     Ok(service)
 }
