@@ -11,7 +11,15 @@
 //! - [`manifest`]: entries, gaps, the chain and canonical bytes;
 //! - [`keys`]: the manifest-signing Ed25519 key;
 //! - [`verify`]: `recorder verify`;
-//! - [`review`]: opening segments with the review identity (review side only).
+//! - [`review`]: opening segments with the review identity (review side only);
+//! - [`library`]: a recording opened for review, on one timeline;
+//! - [`webm`]: remuxing recorded frames into WebM (libwebm);
+//! - [`policy`]: what each review scope may see;
+//! - [`marks`]: DSL-only ranges and legal holds;
+//! - [`audit`]: the review audit log, hash-chained in the object store;
+//! - [`retention`]: the retention sweep;
+//! - [`export`]: export bundles for external agencies;
+//! - [`service`]: the review service's HTTP API (`recorder review`).
 //!
 //! It must never hold an age identity in the ingest path, never overwrite a
 //! stored object, and never read a clock outside the binary's shell.
@@ -20,9 +28,17 @@
 pub use object_store::ObjectStore;
 
 pub mod archive;
+pub mod audit;
+pub mod export;
 pub mod ingest;
 pub mod keys;
+pub mod library;
 pub mod manifest;
+pub mod marks;
+pub mod policy;
+pub mod retention;
 pub mod review;
 pub mod segment;
+pub mod service;
 pub mod verify;
+pub mod webm;
