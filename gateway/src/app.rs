@@ -248,6 +248,8 @@ impl App {
 
         // Lessons, and the embedded recorder their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
+        // Concerns and incidents reach the DSL's list on their way to the recorder (issue 6).
+        let records_rx = crate::web::incidents::tap(store.clone(), records_rx);
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
@@ -333,6 +335,8 @@ impl App {
         if let Some(idp) = &devidp {
             router = router.nest(devidp::MOUNT, idp.router());
         }
+        // The review service: in --dev in-process under /review (issue 6).
+        let (router, review_tasks) = crate::web::review::mount_embedded(router, config, &tokens);
         Ok(Self {
             router: router.layer(axum::middleware::map_response(
                 crate::http::security_headers,
@@ -344,7 +348,10 @@ impl App {
             recorder: recorder_status,
             metrics,
             recorder_task: Some(recorder_task),
-            tasks: vec![relay, media_router],
+            tasks: [relay, media_router]
+                .into_iter()
+                .chain(review_tasks)
+                .collect(),
         })
     }
 }

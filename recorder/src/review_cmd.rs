@@ -98,10 +98,7 @@ async fn fetch_jwks(source: &str) -> anyhow::Result<Verifier> {
 pub fn load_identity(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading identity {}", path.display()))?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .and_then(|l| l.parse::<age::x25519::Identity>().ok())
+    chaperone_recorder::review::identity_of(&text)
         .with_context(|| format!("{} holds no age X25519 identity", path.display()))
 }
 

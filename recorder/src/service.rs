@@ -281,6 +281,7 @@ impl ReviewService {
             .route("/api/recordings/{lesson}", get(detail))
             .route("/api/recordings/{lesson}/media/{file}", get(media))
             .route("/api/recordings/{lesson}/audit", get(lesson_audit))
+            .route("/api/recordings/{lesson}/seek", post(seek_report))
             .route("/api/recordings/{lesson}/restrict", post(restrict))
             .route("/api/recordings/{lesson}/hold", post(hold))
             .route("/api/recordings/{lesson}/export", get(export))
@@ -888,6 +889,33 @@ async fn media(
         h.insert(header::CONTENT_RANGE, v);
     }
     response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeekReport {
+    t_ms: u64,
+}
+
+/// The page reports a seek inside what the player has already buffered
+/// (which makes no range request): audited like one.
+async fn seek_report(
+    State(svc): State<Arc<ReviewService>>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+    Json(req): Json<SeekReport>,
+) -> Response {
+    let (_, s, id) = match lesson_access(&svc, &headers, &lesson, "seek").await {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let mut e = svc.entry("seek", Some(&s), Some(id));
+    e.from_ms = Some(req.t_ms);
+    e.to_ms = Some(req.t_ms);
+    match svc.record(e).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn lesson_audit(
