@@ -860,7 +860,7 @@ async fn media(
     let action = match previous {
         None => Some("play"),
         Some(_) if start >= media_end => None,
-        Some(p) if start.abs_diff(p) < 64 * 1024 => None,
+        Some(p) if start >= p && start - p < 64 * 1024 => None,
         Some(_) => Some("seek"),
     };
     if let Some(action) = action {
