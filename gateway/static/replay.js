@@ -211,6 +211,7 @@ function render(d) {
     restricted.length ? el('p', { class: 'warning', id: 'restricted' }, d.scope === 'dsl_restricted'
       ? `DSL-only parts (shown to you): ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)} (${r.reason})`).join(', ')}`
       : `Parts of this recording are restricted and not shown: ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)}`).join(', ')}`) : null,
+    d.gaps && d.gaps.length ? el('p', { class: 'warning', id: 'gaps' }, `The recorder lost parts of this lesson: ${d.gaps.map(g => `${fmt(Math.max(0, g.from / 1000 - d.start_ms))}–${fmt(Math.max(0, g.to / 1000 - d.start_ms))} (${g.reason})`).join(', ')}`) : null,
     d.withheld_parts ? el('p', { class: 'warning', id: 'restricted' }, 'Part of this lesson is not available.') : null,
     bookmarks.length ? el('p', { id: 'bookmarks' }, 'Bookmarks: ', ...bookmarks.map(b => el('button', { type: 'button', 'data-bookmark': b.kind, onclick: () => seek(b.t_ms / 1000) }, `${b.kind} at ${fmt(b.t_ms)}`))) : null,
     el('div', { class: 'controls' }, play, ' ', slider, ' ', clock),

@@ -114,7 +114,9 @@ async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
         None
     };
     let mut ok = audit.as_ref().is_none_or(|r| r.ok);
-    let mut json = serde_json::Map::new();
+    // JSON: the lesson's report as before (with the audit log's under
+    // "audit", and "ok" for both), or the audit log's report alone.
+    let mut json = serde_json::Value::Null;
     let mut human = String::new();
     if let (Some(lesson), Some(key_path)) = (a.lesson, a.key.as_ref()) {
         let key = RecorderPublicKey::load(key_path)
@@ -134,12 +136,17 @@ async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
         }
         ok &= report.ok;
         human.push_str(&report.to_human());
-        json.insert("lesson".into(), serde_json::to_value(&report)?);
+        json = serde_json::to_value(&report)?;
     }
     if let Some(r) = &audit {
         human.push_str(&r.to_human());
-        json.insert("audit".into(), serde_json::to_value(r)?);
+        if json.is_null() {
+            json = serde_json::to_value(r)?;
+        } else {
+            json["audit"] = serde_json::to_value(r)?;
+        }
     }
+    json["ok"] = serde_json::Value::Bool(ok);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {

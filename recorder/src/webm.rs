@@ -140,6 +140,12 @@ fn opus_head() -> Vec<u8> {
     h
 }
 
+/// A 20 ms Opus frame of silence (CELT, fullband, mono: TOC 0xf8), as
+/// WebRTC stacks send it.
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+/// The length of one [`OPUS_SILENCE`] frame.
+const SILENCE_STEP_MICROS: u64 = 20_000;
+
 /// Whether a video frame is a keyframe, and its size if it says.
 pub fn keyframe_info(codec: VideoCodec, data: &[u8]) -> Option<(u32, u32)> {
     match codec {
@@ -261,6 +267,18 @@ pub fn mux(input: &MuxInput<'_>) -> Result<WebmFile, WebmError> {
     if items.is_empty() {
         return Err(WebmError::Empty);
     }
+    // Every file starts at the lesson's start: silence from 0 until the
+    // first frame, so a player's timeline is the lesson's (a file that
+    // started later would otherwise begin its own timeline there).
+    let first = items.iter().map(|i| i.0).min().unwrap_or(0);
+    let first_audio = items.iter().filter(|i| !i.1).map(|i| i.0).min();
+    let pad_until = first_audio.unwrap_or(first);
+    let mut t = 0;
+    while t + SILENCE_STEP_MICROS <= pad_until {
+        items.push((t, false, true, &OPUS_SILENCE));
+        t += SILENCE_STEP_MICROS;
+    }
+    let has_audio = items.iter().any(|i| !i.1);
     // Stable: at equal times video (pushed first) stays first.
     items.sort_by_key(|(t, ..)| *t);
     let err = |e: webm::mux::Error| WebmError::Mux(e.to_string());
@@ -282,7 +300,7 @@ pub fn mux(input: &MuxInput<'_>) -> Result<WebmFile, WebmError> {
         builder = b;
         video_track = Some(t);
     }
-    if input.audio.is_some() {
+    if has_audio {
         let (b, t) = builder
             .add_audio_track(48_000, 2, AudioCodecId::Opus, Some(2))
             .map_err(err)?;
@@ -536,6 +554,30 @@ mod tests {
         // Audio resumes straight after the range.
         assert!(blocks.iter().any(|b| b.0 == 2 && b.1 == 2_500_000));
         assert_eq!(file.time_at(0), 0);
+    }
+
+    #[test]
+    fn a_file_that_starts_late_begins_at_the_lessons_start() {
+        // A screen share from 5 s: silence from 0, so the file's timeline is the lesson's.
+        let video: Vec<TimedFrame> = (0..10)
+            .map(|i| frame(5000 + i * 100, vp8_key(32, 32, i as u8)))
+            .collect();
+        let file = mux(&MuxInput {
+            video: Some((VideoCodec::Vp8, &video)),
+            audio: None,
+            omit: &[],
+            duration_micros: 6_000_000,
+        })
+        .unwrap();
+        let b = blocks(&file.bytes);
+        assert_eq!(b.first().map(|x| (x.0, x.1)), Some((2, 0)));
+        assert!(
+            b.iter()
+                .filter(|x| x.0 == 2)
+                .all(|x| x.2 == OPUS_SILENCE && x.1 < 5_000_000)
+        );
+        assert_eq!(b.iter().filter(|x| x.0 == 1).count(), 10);
+        assert_eq!(file.first_micros, Some(0));
     }
 
     #[test]

@@ -771,3 +771,124 @@ impl Verifier {
         Ok(claims)
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer {
+            issuer: "https://gw".into(),
+            room_audience: "https://gw".into(),
+            service_audience: "chaperone-recorder".into(),
+            keys: KeySet::from_seed("k", [3; 32]).unwrap(),
+        }
+    }
+
+    fn viewer() -> UserRef {
+        UserRef::new("https://idp", "slt").unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        t: &TokenIssuer,
+        role: &str,
+        scope: ReviewScope,
+        lesson: Option<LessonId>,
+        lessons: Vec<LessonId>,
+        reason: Option<&str>,
+    ) -> String {
+        t.issue_review(
+            1000,
+            120,
+            "j".into(),
+            DEFAULT_REVIEW_AUDIENCE,
+            viewer(),
+            "Mr O".into(),
+            role,
+            scope,
+            lesson,
+            lessons,
+            reason.map(str::to_owned),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn review_tokens_round_trip_and_refuse_inconsistent_scopes() {
+        let t = issuer();
+        let v = t.keys.verifier();
+        let l = LessonId::from_bytes([1; 16]);
+        let ok = issue(
+            &t,
+            "slt",
+            ReviewScope::Safeguarding,
+            Some(l),
+            vec![],
+            Some("why"),
+        );
+        let c = v
+            .verify_review(1010, &ok, "https://gw", DEFAULT_REVIEW_AUDIENCE)
+            .unwrap();
+        assert_eq!(
+            (c.scope, c.lesson, c.reason.as_deref()),
+            (ReviewScope::Safeguarding, Some(l), Some("why"))
+        );
+        assert_eq!(
+            v.verify_review(1010, &ok, "https://gw", "other"),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            v.verify_review(1010 + 200, &ok, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+            Err(TokenError::Expired)
+        );
+        // A room token is not a review token.
+        let room = t
+            .issue_room(
+                1000,
+                60,
+                "r".into(),
+                l,
+                viewer(),
+                "x".into(),
+                AccountClaims::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            v.verify_review(1010, &room, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+            Err(TokenError::WrongType)
+        );
+        for bad in [
+            issue(&t, "slt", ReviewScope::Safeguarding, Some(l), vec![], None),
+            issue(
+                &t,
+                "pupil",
+                ReviewScope::Safeguarding,
+                Some(l),
+                vec![],
+                Some("x"),
+            ),
+            issue(
+                &t,
+                "slt",
+                ReviewScope::DslRestricted,
+                Some(l),
+                vec![],
+                Some("x"),
+            ),
+            issue(&t, "slt", ReviewScope::PupilCopy, Some(l), vec![], None),
+            issue(&t, "pupil", ReviewScope::PupilCopy, None, vec![], None),
+        ] {
+            assert_eq!(
+                v.verify_review(1010, &bad, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+                Err(TokenError::Malformed)
+            );
+        }
+        let list = issue(&t, "pupil", ReviewScope::PupilCopy, None, vec![l], None);
+        assert!(
+            v.verify_review(1010, &list, "https://gw", DEFAULT_REVIEW_AUDIENCE)
+                .is_ok()
+        );
+    }
+}
