@@ -232,11 +232,19 @@ try {
   await dsl.click(`li[data-incident="${id}"] button`);
   await waitFor(dsl, i => document.querySelector(`li[data-incident="${i}"]`)?.innerText.includes('Referred to the local authority'), id, 'note saved');
   await shot(dsl, 'review-incidents');
+  // The link opens the replay at that moment (after the reason).
+  await dsl.goto(`${gateway}${link}`);
+  await waitFor(dsl, () => document.body.dataset.replayState === 'reason', null, 'reason form from the incident link');
+  await dsl.fill('#reason', 'Following up the incident');
+  await dsl.click('#reason-go');
+  await waitFor(dsl, () => document.body.dataset.replayState === 'ready', null, 'replay from the incident link');
+  const moment = (Number(new URL(link, gateway).searchParams.get('at')) - detail.start_ms) / 1000;
+  await waitFor(dsl, ([sel, t]) => { const v = document.querySelector(sel); return v && v.readyState > 0 && Math.abs(v.currentTime - t) < 1.5; }, [teacherVideo, moment], 'replay opened at the incident');
   // The gateway's audit has the refused token requests.
   const [, audit] = await call(dsl, '/api/audit');
   const refusals = audit.filter(r => r.action === 'review_token_refused').map(r => r.outcome);
   expect(['unauthenticated', 'forbidden', 'not_found', 'reason_required'].every(c => refusals.includes(c)), `gateway audit refusals: ${refusals}`);
-  step('dsl', { restricted: [from, to], incident_link: link });
+  step('dsl', { restricted: [from, to], incident_link: link, opened_at: moment });
 } catch (err) {
   console.error(err && err.stack || String(err));
   process.exitCode = 1;
