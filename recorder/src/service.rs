@@ -378,7 +378,14 @@ impl ReviewService {
         let now = self.now();
         let found = cookie(headers, REVIEW_COOKIE).and_then(|id| {
             let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let before = map.len();
             map.retain(|_, s| s.expires_micros > now);
+            if map.len() != before {
+                self.reading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(sid, _), _| map.contains_key(sid));
+            }
             map.get(id).cloned().map(|s| (id.to_owned(), s))
         });
         match found {
@@ -829,6 +836,9 @@ async fn media(
         }
     };
     let len = webm.bytes.len() as u64;
+    if len == 0 {
+        return Refusal::NotFound.into_response();
+    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (start, end, partial) = match range {
         None => (0, len.saturating_sub(1), false),
