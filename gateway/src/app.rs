@@ -195,6 +195,8 @@ impl App {
 
         // Lessons, and the recorder feed their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
+        // Concerns and incidents reach the DSL's list on their way to the recorder.
+        let records_rx = crate::web::incidents::tap(store.clone(), records_rx);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
             media: Some(media.clone()),
@@ -299,6 +301,8 @@ impl App {
         if let Some(idp) = &devidp {
             router = router.nest(devidp::MOUNT, idp.router());
         }
+        // The review service: in --dev in-process under /review (issue 6).
+        let (router, review_tasks) = crate::web::review::mount_embedded(router, config, &tokens);
         Ok(Self {
             router: router.layer(axum::middleware::map_response(
                 crate::http::security_headers,
@@ -312,7 +316,10 @@ impl App {
             feed_metrics,
             metrics,
             recorder_task: Some(recorder_task),
-            tasks: vec![relay, media_router],
+            tasks: [relay, media_router]
+                .into_iter()
+                .chain(review_tasks)
+                .collect(),
         })
     }
 }

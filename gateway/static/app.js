@@ -116,6 +116,10 @@ async function render() {
       return;
     }
     parts.push(el('section', {}, el('h2', {}, 'Your lessons'), lessonList(lessons, info)));
+    // Recordings: SLT and the DSL replay with a reason; pupils watch their class's lessons again.
+    if (info.roles.some(r => r === 'slt' || r === 'dsl' || r === 'pupil')) {
+      parts.push(el('p', {}, el('a', { href: '/replay', id: 'recordings-link', class: 'button' }, info.roles.includes('pupil') ? 'Watch a lesson again' : 'Recordings, concerns and incidents')));
+    }
     if (info.may_create_lessons) parts.push(createForm(render));
     parts.push(...await leaderTools(info, lessons));
     app.replaceChildren(...parts);

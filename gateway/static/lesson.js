@@ -332,7 +332,13 @@ export class LessonClient {
     // Pupils may write privately to staff only; the server refuses anything else.
     const targets = this.roster.filter(p => p.id !== this.you && (this.isStaff() ? true : (p.role === 'teacher' || p.role === 'assistant')));
     for (const p of targets) to.append(el('option', { value: p.id }, `${p.name} (private)`));
+    // A re-render (roster, media) must not turn a private message public
+    // behind the sender's back: keep the chosen recipient and the draft.
+    if ([...to.options].some(o => o.value === this.chatTo)) to.value = this.chatTo;
+    to.addEventListener('change', () => { this.chatTo = to.value; });
     const input = el('input', { id: 'chat-input', 'aria-label': 'Message', maxlength: '2000', autocomplete: 'off' });
+    input.value = this.chatDraft || '';
+    input.addEventListener('input', () => { this.chatDraft = input.value; });
     const form = el('form', { id: 'chat-form', onsubmit: ev => {
       ev.preventDefault();
       const text = input.value.trim();
@@ -340,6 +346,7 @@ export class LessonClient {
       const msg = to.value ? { chat: { to: Number(to.value), text } } : { chat: { text } };
       this.send(msg);
       input.value = '';
+      this.chatDraft = '';
     } }, to, input, el('button', { id: 'chat-send', type: 'submit' }, 'Send'));
     return el('section', { class: 'chat-panel', 'aria-label': 'Chat' }, el('h2', {}, 'Chat'), log, form);
   }

@@ -76,6 +76,15 @@ pub fn generate_identity() -> (String, String) {
     (identity.to_string().expose_secret().to_owned(), recipient)
 }
 
+/// The identity in `age-keygen`'s text form (comment lines allowed).
+pub fn identity_of(identity_text: &str) -> Option<age::x25519::Identity> {
+    identity_text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .and_then(|l| l.parse::<age::x25519::Identity>().ok())
+}
+
 /// The public recipient of an identity in `age-keygen`'s text form
 /// (comment lines allowed).
 pub fn recipient_of(identity_text: &str) -> Option<String> {

@@ -8,5 +8,6 @@
 pub mod gateway;
 pub mod idp;
 pub mod process;
+pub mod recorder;
 pub mod redis;
 pub mod s3;

@@ -14,6 +14,7 @@ use std::process::Command;
 
 use chaperone_gateway::config::Config;
 use chaperone_tests::gateway::{Gateway, binary, http_get};
+use chaperone_tests::recorder::Recorder;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -21,26 +22,6 @@ use serde_json::Value;
 /// exports yet: provided by the recorder feed and the recorder service
 /// (lead, issue 5). Remove each name here when it is exported; the test
 /// fails for a name that is listed but already exported, or no longer used.
-const PENDING_LEAD_METRICS: &[&str] = &[
-    // gateway side of the feed
-    "chaperone_feed_lag_seconds",
-    "chaperone_feed_buffer_bytes",
-    "chaperone_feed_spool_bytes",
-    "chaperone_feed_replayed_frames_total",
-    // recorder service
-    "chaperone_recorder_segment_durable_seconds_bucket",
-    "chaperone_recorder_upload_errors_total",
-    "chaperone_recorder_spool_bytes",
-    "chaperone_recorder_store_up",
-    "chaperone_recorder_lessons_active",
-    "chaperone_recorder_verify_failures_total",
-];
-
-/// `recorder` subcommands the deployment runs that the binary on this
-/// branch does not have yet: the ingest and review services (lead, issues
-/// 5 and 6). Remove each when `recorder` lists it in its usage.
-const PENDING_LEAD_SUBCOMMANDS: &[&str] = &["serve", "review"];
-
 /// Series that come from Prometheus itself and the blackbox exporter, not
 /// from our binaries: `up` (the scrape answered) and `probe_success` (the
 /// exporter's GET of `/readyz` answered 2xx), the two availability signals
@@ -229,11 +210,19 @@ fn dashboards_and_rules_use_only_metrics_a_live_gateway_exports() {
         }
     };
     assert_eq!(status, 200);
-    let exported = exported(&scrape);
+    let mut names = exported(&scrape);
+    assert!(names.contains("chaperone_join_seconds_bucket"), "{scrape}");
+    // The recorder service's own metrics (with a spool, as deployed).
+    let rec = Recorder::start(&gw.base_url(), &[]).unwrap();
+    let (status, scrape) = http_get(rec.metrics_port(), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let from_recorder = exported(&scrape);
     assert!(
-        exported.contains("chaperone_join_seconds_bucket"),
+        from_recorder.contains("chaperone_recorder_store_up"),
         "{scrape}"
     );
+    names.extend(from_recorder);
+    let exported = names;
 
     let mut used = BTreeSet::new();
     let mut used_jobs = BTreeSet::new();
@@ -243,21 +232,12 @@ fn dashboards_and_rules_use_only_metrics_a_live_gateway_exports() {
         assert!(!names.is_empty(), "{where_}: no metric in {expr}");
         for n in names {
             assert!(
-                exported.contains(&n)
-                    || PENDING_LEAD_METRICS.contains(&n.as_str())
-                    || EXTERNAL_METRICS.contains(&n.as_str()),
-                "{where_}: {n} is not exported by the gateway (nor pending, nor external)"
+                exported.contains(&n) || EXTERNAL_METRICS.contains(&n.as_str()),
+                "{where_}: {n} is exported by neither the gateway nor the recorder (nor external)"
             );
             used.insert(n);
         }
         used_jobs.extend(jobs(expr));
-    }
-    for p in PENDING_LEAD_METRICS {
-        assert!(
-            !exported.contains(*p),
-            "{p} is exported now: remove it from PENDING_LEAD_METRICS"
-        );
-        assert!(used.contains(*p), "{p} is pending but used nowhere");
     }
     // The figures the lesson-quality dashboard is for.
     let lesson_quality: String = exprs
@@ -480,17 +460,10 @@ fn recorder_subcommands() -> BTreeSet<String> {
 }
 
 fn check_subcommand(what: &str, sub: &str, have: &BTreeSet<String>) {
-    if PENDING_LEAD_SUBCOMMANDS.contains(&sub) {
-        assert!(
-            !have.contains(sub),
-            "recorder {sub} exists now: remove it from PENDING_LEAD_SUBCOMMANDS"
-        );
-    } else {
-        assert!(
-            have.contains(sub),
-            "{what} runs `recorder {sub}`, which does not exist"
-        );
-    }
+    assert!(
+        have.contains(sub),
+        "{what} runs `recorder {sub}`, which does not exist"
+    );
 }
 
 /// Third-party images are pinned to a version; ours are built here.
@@ -780,11 +753,39 @@ fn the_compose_file_agrees_with_what_it_runs() {
 
     // The recorder and review services run subcommands of `recorder`.
     let have = recorder_subcommands();
-    for name in ["recorder", "review"] {
+    for (name, config_flag) in [("recorder", "--config"), ("review", "--store-config")] {
         let cmd = command(&services[name]["command"]);
         check_subcommand(name, &cmd[0], &have);
-        let file = flag(&cmd, "--config").unwrap();
-        assert!(mounted(&services[name], file).exists());
+        let file = flag(&cmd, config_flag).unwrap_or_else(|| panic!("{name}: no {config_flag}"));
+        let path = mounted(&services[name], file);
+        assert!(path.exists(), "{name}: {} missing", path.display());
+        check_recorder_config(name, &read(&path), &BTreeMap::new());
+    }
+}
+
+/// A recorder service file (`recorder serve --config`) or a review store
+/// file (`recorder review --store-config`) loads with every key known.
+/// `env` is what the deployment adds from Secrets.
+fn check_recorder_config(what: &str, text: &str, env: &BTreeMap<String, String>) {
+    if text.contains("[archive]") {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recorder.toml");
+        std::fs::write(&path, text).unwrap();
+        let vars = env.iter().map(|(k, v)| (k.clone(), v.clone()));
+        chaperone_recorder::service::config::ServiceConfig::load(Some(&path), vars)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    } else {
+        let mut c: chaperone_recorder::store::StoreConfig =
+            toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (k, v) in env {
+            if let Some(key) = k.strip_prefix("CHAPERONE_REVIEW_STORE_") {
+                assert!(
+                    c.apply_env(key, v.clone()).unwrap(),
+                    "{what}: {k} is no key"
+                );
+            }
+        }
+        c.validate().unwrap_or_else(|e| panic!("{what}: {e}"));
     }
 }
 
@@ -849,7 +850,7 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
         .collect();
 
     for ((kind, name), d) in &k {
-        if kind != "Deployment" {
+        if !matches!(kind.as_str(), "Deployment" | "StatefulSet") {
             continue;
         }
         let pod = &d["spec"]["template"];
@@ -868,7 +869,18 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
             "{name}"
         );
         // Every mount is a declared volume; ConfigMap subPaths are keys of it.
-        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        let volumes: Vec<&Value> = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(
+                d["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| &t["metadata"]),
+            )
+            .collect();
         for m in c["volumeMounts"].as_array().unwrap() {
             let v = volumes
                 .iter()
@@ -915,9 +927,9 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
             check_subcommand(name, &args[0], &have);
         }
     }
-    // Some Service selects every Deployment.
+    // Some Service selects every Deployment and StatefulSet.
     for ((kind, name), d) in &k {
-        if kind == "Deployment" {
+        if matches!(kind.as_str(), "Deployment" | "StatefulSet") {
             let labels = &d["spec"]["template"]["metadata"]["labels"];
             assert!(
                 k.iter().any(|((sk, _), s)| sk == "Service"
@@ -930,6 +942,19 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
             );
         }
     }
+
+    // The recorder's and review service's files load with every key known.
+    let rec = &get("ConfigMap", "chaperone-recorder")["data"];
+    check_recorder_config(
+        "recorder.toml",
+        str_of(&rec["recorder.toml"], "recorder.toml"),
+        &secrets["chaperone-recorder-env"],
+    );
+    check_recorder_config(
+        "review-store.toml",
+        str_of(&rec["review-store.toml"], "review-store.toml"),
+        &secrets["chaperone-review-env"],
+    );
 
     // The gateway: its configuration as the binary builds it in the pod.
     let d = get("Deployment", "chaperone-gateway");
@@ -1010,10 +1035,12 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
         port_of(&config.metrics.listen).to_string().as_str()
     );
     // Keys are files of the mounted Secret.
-    for key_file in [
-        &config.tokens.signing_key_file,
-        &config.recorder.signing_key_file,
-    ] {
+    assert!(
+        !config.recorder.urls.is_empty(),
+        "production gateways stream to the recorder service"
+    );
+    {
+        let key_file = &config.tokens.signing_key_file;
         let (dir, name) = key_file.rsplit_once('/').unwrap();
         let m = mounts
             .iter()

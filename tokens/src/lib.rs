@@ -32,6 +32,15 @@ use serde::{Deserialize, Serialize};
 pub const ROOM_TOKEN_TYPE: &str = "chaperone-room+jwt";
 /// JOSE `typ` (and our `typ` claim) of a gateway→recorder service token.
 pub const SERVICE_TOKEN_TYPE: &str = "chaperone-service+jwt";
+/// JOSE `typ` (and our `typ` claim) of a review token (gateway → browser →
+/// review service).
+pub const REVIEW_TOKEN_TYPE: &str = "chaperone-review+jwt";
+/// Default audience of review tokens (the review service).
+pub const DEFAULT_REVIEW_AUDIENCE: &str = "chaperone-review";
+/// Longest stated reason a review token carries, in characters.
+pub const MAX_REVIEW_REASON_CHARS: usize = 500;
+/// Most lessons a list-scoped review token may name.
+pub const MAX_REVIEW_LESSONS: usize = 50;
 /// Longest lifetime of any token we issue or accept.
 pub const MAX_LIFETIME_SECS: u64 = 300;
 /// Longest token accepted, in bytes (checked before anything is decoded).
@@ -187,6 +196,74 @@ pub struct ServiceClaims {
     pub lesson: LessonId,
 }
 
+/// What a review token lets its bearer see at the review service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewScope {
+    /// SLT or DSL replay: every track, all chat, every event; DSL-only
+    /// ranges blanked. Requires a stated reason and a fresh MFA login.
+    Safeguarding,
+    /// DSL replay including DSL-only ranges, and the DSL's actions
+    /// (restrict, hold, export). Requires the DSL role, a reason and a fresh
+    /// MFA login.
+    DslRestricted,
+    /// A pupil's copy of their own class's lesson: staff camera and
+    /// microphone, screen shares and public chat only; never another
+    /// pupil's media, never private chat, never DSL-only ranges.
+    PupilCopy,
+}
+
+impl ReviewScope {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReviewScope::Safeguarding => "safeguarding",
+            ReviewScope::DslRestricted => "dsl_restricted",
+            ReviewScope::PupilCopy => "pupil_copy",
+        }
+    }
+}
+
+/// Claims of a review token: who may see which recording(s), how, and why.
+/// Issued by the gateway only to SLT/DSL (with a reason, after a fresh MFA
+/// login) or to a pupil of the lesson's class; verified by the review
+/// service with the gateway's JWKS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewClaims {
+    /// The gateway that issued it.
+    pub iss: String,
+    /// The review service audience.
+    pub aud: String,
+    /// The viewer, as `issuer#subject`.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Not before, Unix seconds.
+    pub nbf: u64,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Unique id.
+    pub jti: String,
+    /// [`REVIEW_TOKEN_TYPE`].
+    pub typ: String,
+    /// The viewer.
+    pub viewer: UserRef,
+    /// Their display name (for the audit log).
+    pub name: String,
+    /// The role the token was issued for: `slt`, `dsl` or `pupil`.
+    pub role: String,
+    /// What they may see.
+    pub scope: ReviewScope,
+    /// The lesson, or `None` for a list/search token (SLT/DSL only).
+    pub lesson: Option<LessonId>,
+    /// For a pupil's list token: the lessons of their classes (at most
+    /// [`MAX_REVIEW_LESSONS`]); empty otherwise.
+    pub lessons: Vec<LessonId>,
+    /// The stated reason (required for safeguarding scopes).
+    pub reason: Option<String>,
+}
+
 /// The registered claims every token of ours has, checked the same way.
 trait Registered {
     fn iss(&self) -> &str;
@@ -223,6 +300,7 @@ macro_rules! registered {
 }
 registered!(RoomClaims);
 registered!(ServiceClaims);
+registered!(ReviewClaims);
 
 /// A public key we accept signatures from.
 #[derive(Clone)]
@@ -573,6 +651,54 @@ impl TokenIssuer {
         self.keys.sign(SERVICE_TOKEN_TYPE, &claims)
     }
 
+    /// A review token (see [`ReviewClaims`]); `claims`' registered fields
+    /// are filled in here: issuer, audience `audience`, `now`, `lifetime`
+    /// (at most [`MAX_LIFETIME_SECS`]) and `jti` (from a CSPRNG).
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_review(
+        &self,
+        now: u64,
+        lifetime: u64,
+        jti: String,
+        audience: &str,
+        viewer: UserRef,
+        name: String,
+        role: &str,
+        scope: ReviewScope,
+        lesson: Option<LessonId>,
+        lessons: Vec<LessonId>,
+        reason: Option<String>,
+    ) -> Result<String, TokenError> {
+        if lifetime > MAX_LIFETIME_SECS {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        if lessons.len() > MAX_REVIEW_LESSONS
+            || reason
+                .as_ref()
+                .is_some_and(|r| r.chars().count() > MAX_REVIEW_REASON_CHARS)
+        {
+            return Err(TokenError::Malformed);
+        }
+        let claims = ReviewClaims {
+            iss: self.issuer.clone(),
+            aud: audience.to_owned(),
+            sub: viewer.to_string(),
+            exp: now + lifetime,
+            nbf: now,
+            iat: now,
+            jti,
+            typ: REVIEW_TOKEN_TYPE.to_owned(),
+            viewer,
+            name,
+            role: role.to_owned(),
+            scope,
+            lesson,
+            lessons,
+            reason,
+        };
+        self.keys.sign(REVIEW_TOKEN_TYPE, &claims)
+    }
+
     /// Verifies a room token at `now` (Unix seconds). The caller must still
     /// consume its `jti` once for a join.
     pub fn verify_room(&self, now: u64, token: &str) -> Result<RoomClaims, TokenError> {
@@ -607,5 +733,162 @@ impl Verifier {
         audience: &str,
     ) -> Result<ServiceClaims, TokenError> {
         self.verify(token, SERVICE_TOKEN_TYPE, issuer, audience, now)
+    }
+
+    /// Verifies a review token with public keys only (the review
+    /// service's side). Checks, besides the registered claims, that the
+    /// safeguarding scopes carry a reason and a plausible role.
+    pub fn verify_review(
+        &self,
+        now: u64,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<ReviewClaims, TokenError> {
+        let claims: ReviewClaims = self.verify(token, REVIEW_TOKEN_TYPE, issuer, audience, now)?;
+        let reason_ok = claims
+            .reason
+            .as_deref()
+            .is_some_and(|r| !r.trim().is_empty() && r.chars().count() <= MAX_REVIEW_REASON_CHARS);
+        let consistent = match claims.scope {
+            ReviewScope::Safeguarding => {
+                matches!(claims.role.as_str(), "slt" | "dsl")
+                    && reason_ok
+                    && claims.lessons.is_empty()
+            }
+            ReviewScope::DslRestricted => {
+                claims.role == "dsl" && reason_ok && claims.lessons.is_empty()
+            }
+            ReviewScope::PupilCopy => {
+                claims.role == "pupil"
+                    && claims.lessons.len() <= MAX_REVIEW_LESSONS
+                    && (claims.lesson.is_some() || !claims.lessons.is_empty())
+            }
+        };
+        if !consistent || claims.viewer.to_string() != claims.sub {
+            return Err(TokenError::Malformed);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer {
+            issuer: "https://gw".into(),
+            room_audience: "https://gw".into(),
+            service_audience: "chaperone-recorder".into(),
+            keys: KeySet::from_seed("k", [3; 32]).unwrap(),
+        }
+    }
+
+    fn viewer() -> UserRef {
+        UserRef::new("https://idp", "slt").unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        t: &TokenIssuer,
+        role: &str,
+        scope: ReviewScope,
+        lesson: Option<LessonId>,
+        lessons: Vec<LessonId>,
+        reason: Option<&str>,
+    ) -> String {
+        t.issue_review(
+            1000,
+            120,
+            "j".into(),
+            DEFAULT_REVIEW_AUDIENCE,
+            viewer(),
+            "Mr O".into(),
+            role,
+            scope,
+            lesson,
+            lessons,
+            reason.map(str::to_owned),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn review_tokens_round_trip_and_refuse_inconsistent_scopes() {
+        let t = issuer();
+        let v = t.keys.verifier();
+        let l = LessonId::from_bytes([1; 16]);
+        let ok = issue(
+            &t,
+            "slt",
+            ReviewScope::Safeguarding,
+            Some(l),
+            vec![],
+            Some("why"),
+        );
+        let c = v
+            .verify_review(1010, &ok, "https://gw", DEFAULT_REVIEW_AUDIENCE)
+            .unwrap();
+        assert_eq!(
+            (c.scope, c.lesson, c.reason.as_deref()),
+            (ReviewScope::Safeguarding, Some(l), Some("why"))
+        );
+        assert_eq!(
+            v.verify_review(1010, &ok, "https://gw", "other"),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            v.verify_review(1010 + 200, &ok, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+            Err(TokenError::Expired)
+        );
+        // A room token is not a review token.
+        let room = t
+            .issue_room(
+                1000,
+                60,
+                "r".into(),
+                l,
+                viewer(),
+                "x".into(),
+                AccountClaims::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            v.verify_review(1010, &room, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+            Err(TokenError::WrongType)
+        );
+        for bad in [
+            issue(&t, "slt", ReviewScope::Safeguarding, Some(l), vec![], None),
+            issue(
+                &t,
+                "pupil",
+                ReviewScope::Safeguarding,
+                Some(l),
+                vec![],
+                Some("x"),
+            ),
+            issue(
+                &t,
+                "slt",
+                ReviewScope::DslRestricted,
+                Some(l),
+                vec![],
+                Some("x"),
+            ),
+            issue(&t, "slt", ReviewScope::PupilCopy, Some(l), vec![], None),
+            issue(&t, "pupil", ReviewScope::PupilCopy, None, vec![], None),
+        ] {
+            assert_eq!(
+                v.verify_review(1010, &bad, "https://gw", DEFAULT_REVIEW_AUDIENCE),
+                Err(TokenError::Malformed)
+            );
+        }
+        let list = issue(&t, "pupil", ReviewScope::PupilCopy, None, vec![l], None);
+        assert!(
+            v.verify_review(1010, &list, "https://gw", DEFAULT_REVIEW_AUDIENCE)
+                .is_ok()
+        );
     }
 }

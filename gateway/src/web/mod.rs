@@ -19,7 +19,9 @@
 pub mod api;
 pub mod audit;
 pub mod html;
+pub mod incidents;
 pub mod lessons;
+pub mod review;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -149,6 +151,8 @@ pub fn router(state: WebState) -> Router {
         .route("/static/app.css", get(app_css))
         .route("/static/lesson.js", get(lesson_js))
         .merge(api::router())
+        .merge(review::router())
+        .merge(incidents::router())
         .with_state(state)
 }
 

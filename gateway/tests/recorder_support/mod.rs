@@ -84,7 +84,10 @@ impl RecorderSetup {
                 format!("127.0.0.1:{}", self.port),
             )
             .env("CHAPERONE_RECORDER_HTTP_METRICS_LISTEN", "")
-            .env("CHAPERONE_RECORDER_GATEWAY_ISSUER", &self.issuer)
+            .env(
+                "CHAPERONE_RECORDER_GATEWAY_ISSUERS",
+                format!("[\"{}\"]", self.issuer),
+            )
             .env(
                 "CHAPERONE_RECORDER_GATEWAY_JWKS_URL",
                 format!("{}/.well-known/jwks.json", self.issuer),

@@ -46,7 +46,7 @@ enum Source {
 
 /// Verifies service tokens.
 pub struct ServiceAuth {
-    issuer: String,
+    issuers: Vec<String>,
     audience: String,
     source: Source,
     keys: tokio::sync::RwLock<Option<Verifier>>,
@@ -57,7 +57,7 @@ pub struct ServiceAuth {
 impl std::fmt::Debug for ServiceAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceAuth")
-            .field("issuer", &self.issuer)
+            .field("issuers", &self.issuers)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
@@ -67,7 +67,7 @@ impl ServiceAuth {
     /// Keys given directly (the recorder inside the gateway).
     pub fn with_keys(issuer: String, audience: String, keys: Verifier) -> Self {
         Self {
-            issuer,
+            issuers: vec![issuer],
             audience,
             source: Source::Fixed,
             keys: tokio::sync::RwLock::new(Some(keys)),
@@ -77,14 +77,18 @@ impl ServiceAuth {
     }
 
     /// Keys fetched from the gateway's JWKS at `url` (never following redirects).
-    pub fn from_jwks_url(issuer: String, audience: String, url: String) -> Result<Self, AuthError> {
+    pub fn from_jwks_url(
+        issuers: Vec<String>,
+        audience: String,
+        url: String,
+    ) -> Result<Self, AuthError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| AuthError::Keys(e.to_string()))?;
         Ok(Self {
-            issuer,
+            issuers,
             audience,
             source: Source::Url { url, client },
             keys: tokio::sync::RwLock::new(None),
@@ -130,8 +134,14 @@ impl ServiceAuth {
         let Some(keys) = keys.as_ref() else {
             return Err(AuthError::Token(TokenError::UnknownKey));
         };
-        keys.verify_service(now, token, &self.issuer, &self.audience)
-            .map_err(AuthError::Token)
+        let mut result = Err(TokenError::WrongIssuer);
+        for issuer in &self.issuers {
+            result = keys.verify_service(now, token, issuer, &self.audience);
+            if !matches!(result, Err(TokenError::WrongIssuer)) {
+                break;
+            }
+        }
+        result.map_err(AuthError::Token)
     }
 
     /// Verifies `token` at `now` (Unix seconds) and uses up its `jti`.

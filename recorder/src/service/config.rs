@@ -74,8 +74,9 @@ impl Default for HttpSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySection {
-    /// The `iss` of the gateway's service tokens: its public URL.
-    pub issuer: String,
+    /// The `iss` a service token may carry: the gateways' public URLs
+    /// (one, when every node is behind the same URL).
+    pub issuers: Vec<String>,
     /// Where the gateway publishes its keys (`<public_url>/.well-known/jwks.json`).
     pub jwks_url: String,
     /// The `aud` service tokens must carry.
@@ -85,7 +86,7 @@ pub struct GatewaySection {
 impl Default for GatewaySection {
     fn default() -> Self {
         Self {
-            issuer: String::new(),
+            issuers: Vec::new(),
             jwks_url: String::new(),
             audience: "chaperone-recorder".to_owned(),
         }
@@ -177,8 +178,8 @@ impl ServiceConfig {
     /// Refuses missing or inconsistent settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.gateway.issuer.is_empty() || self.gateway.jwks_url.is_empty() {
-            return invalid("gateway.issuer and gateway.jwks_url are required");
+        if self.gateway.issuers.is_empty() || self.gateway.jwks_url.is_empty() {
+            return invalid("gateway.issuers and gateway.jwks_url are required");
         }
         if self.archive.recipients.is_empty() || self.archive.signing_key_file.is_empty() {
             return invalid("archive.recipients and archive.signing_key_file are required");
@@ -213,7 +214,10 @@ mod tests {
     }
 
     const REQUIRED: &[(&str, &str)] = &[
-        ("CHAPERONE_RECORDER_GATEWAY_ISSUER", "https://gw.test"),
+        (
+            "CHAPERONE_RECORDER_GATEWAY_ISSUERS",
+            "[\"https://gw.test\"]",
+        ),
         (
             "CHAPERONE_RECORDER_GATEWAY_JWKS_URL",
             "https://gw.test/.well-known/jwks.json",

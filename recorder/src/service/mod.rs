@@ -408,7 +408,7 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
         None => None,
     };
     let auth = ServiceAuth::from_jwks_url(
-        config.gateway.issuer.clone(),
+        config.gateway.issuers.clone(),
         config.gateway.audience.clone(),
         config.gateway.jwks_url.clone(),
     )

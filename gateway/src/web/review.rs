@@ -1,0 +1,396 @@
+//! Safeguarding review, the gateway's side (issue 6): who may replay which
+//! recording, decided here from the session, and said in a short-lived
+//! review token (`chaperone-review+jwt`) that the review service verifies
+//! with our JWKS. The review service (`recorder review`; in `--dev`
+//! in-process under `/review`, same origin) holds the age identity and
+//! enforces the token's scope on every response.
+//!
+//! - SLT and DSL: `safeguarding` (every track, all chat, the events; DSL-only
+//!   ranges blanked), for one lesson or, with no lesson, for searching.
+//!   Requires a stated reason and an MFA login younger than
+//!   `oidc.step_up_max_age_secs`.
+//! - DSL only: `dsl_restricted` (DSL-only ranges too, and restrict, hold,
+//!   export), same requirements.
+//! - Pupils: `pupil_copy` of a lesson of their own class (or a list of
+//!   them): staff media, screen share and public chat only.
+//!
+//! Everyone else (teachers, other classes, visitors, no session) is refused,
+//! and every issue and refusal is an audit record. A lesson that is not the
+//! pupil's answers exactly as one that does not exist.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chaperone_protocol::LessonId;
+use chaperone_tokens::{DEFAULT_REVIEW_AUDIENCE, ReviewScope};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::audit::{self, AuditRecord};
+use super::html::{escape, page};
+use super::lessons::{LessonInfo, TABLE};
+use super::{WebState, current_session, same_origin};
+use crate::auth::SchoolRole;
+use crate::auth::tokens::TokenIssuer;
+use crate::clock::unix_millis;
+use crate::config::Config;
+use crate::store::StateStore;
+
+/// Where the review service is reached from the browser (same origin; a
+/// reverse proxy routes it to `recorder review` in production).
+pub const REVIEW_BASE: &str = "/review";
+/// Lifetime of a review token, seconds: only long enough to be exchanged.
+pub const REVIEW_TOKEN_SECS: u64 = 120;
+/// Longest stated reason.
+pub const MAX_REASON_CHARS: usize = chaperone_tokens::MAX_REVIEW_REASON_CHARS;
+
+/// The review routes: pages and the token endpoint.
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/replay", get(replay_home))
+        .route("/replay/{lesson}", get(replay_page))
+        .route("/static/replay.js", get(replay_js))
+        .route("/api/review/token", post(review_token))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// The lesson, or none for a search/list token.
+    lesson: Option<String>,
+    scope: ReviewScope,
+    reason: Option<String>,
+}
+
+/// A refusal: status, code, message.
+fn refused(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
+
+async fn review_token(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    axum::Json(req): axum::Json<TokenRequest>,
+) -> Response {
+    let now_ms = unix_millis();
+    let scope_name = req.scope.name();
+    let lesson_id = req.lesson.as_deref().map(|l| l.parse::<LessonId>());
+    let audit_refusal = |who: Option<chaperone_protocol::UserRef>, code: &str| {
+        let mut r = AuditRecord::new(now_ms, "review_token_refused", who)
+            .refused(code)
+            .reason(format!("scope {scope_name}"));
+        if let Some(Ok(l)) = &lesson_id {
+            r = r.lesson(*l);
+        }
+        r
+    };
+    if !same_origin(&state, &headers) {
+        audit::write(&state.store, audit_refusal(None, "cross_site")).await;
+        return refused(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            "cross-site request refused",
+        );
+    }
+    let who = match current_session(&state, &headers).await {
+        Ok(Some((_, s))) => s.identity,
+        Ok(None) => {
+            audit::write(&state.store, audit_refusal(None, "unauthenticated")).await;
+            return refused(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first");
+        }
+        Err(_) => {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable",
+            );
+        }
+    };
+    let refuse = |code: &'static str, status: StatusCode, message: &'static str| {
+        let state = state.clone();
+        let record = audit_refusal(Some(who.user.clone()), code);
+        async move {
+            audit::write(&state.store, record).await;
+            refused(status, code, message)
+        }
+    };
+    let lesson = match lesson_id {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(_)) => return refuse("not_found", StatusCode::NOT_FOUND, "not found").await,
+    };
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    let now = now_ms / 1000;
+    let (role, lessons) = match req.scope {
+        ReviewScope::Safeguarding | ReviewScope::DslRestricted => {
+            let role = if who.has(SchoolRole::Dsl) {
+                "dsl"
+            } else if who.has(SchoolRole::Slt) && req.scope == ReviewScope::Safeguarding {
+                "slt"
+            } else {
+                return refuse(
+                    "forbidden",
+                    StatusCode::FORBIDDEN,
+                    "only senior leaders and the DSL replay recordings; DSL-only parts are for the DSL",
+                )
+                .await;
+            };
+            match &reason {
+                Some(r) if r.chars().count() <= MAX_REASON_CHARS => {}
+                _ => {
+                    return refuse(
+                        "reason_required",
+                        StatusCode::BAD_REQUEST,
+                        "state why you need to see this recording (1 to 500 characters)",
+                    )
+                    .await;
+                }
+            }
+            if !who.step_up_fresh(now, state.config.step_up_max_age_secs) {
+                return refuse(
+                    "step_up_required",
+                    StatusCode::FORBIDDEN,
+                    "replay needs a recent sign-in with multi-factor authentication: sign out and in again",
+                )
+                .await;
+            }
+            (role, Vec::new())
+        }
+        ReviewScope::PupilCopy => {
+            if !who.has(SchoolRole::Pupil) {
+                return refuse(
+                    "forbidden",
+                    StatusCode::FORBIDDEN,
+                    "review copies are for the pupils of the lesson's class",
+                )
+                .await;
+            }
+            let mut own: Vec<LessonInfo> = match state.store.list_records(TABLE).await {
+                Ok(rows) => rows
+                    .into_iter()
+                    .filter_map(|(_, j)| serde_json::from_str::<LessonInfo>(&j).ok())
+                    .filter(|l| who.classes.contains(&l.class))
+                    .collect(),
+                Err(_) => {
+                    return refused(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "temporarily unavailable",
+                    );
+                }
+            };
+            match lesson {
+                Some(l) if !own.iter().any(|x| x.id == l) => {
+                    // Not theirs answers exactly like not there.
+                    return refuse("not_found", StatusCode::NOT_FOUND, "not found").await;
+                }
+                Some(_) => ("pupil", Vec::new()),
+                None => {
+                    own.sort_by_key(|l| std::cmp::Reverse(l.starts_at_ms));
+                    own.truncate(chaperone_tokens::MAX_REVIEW_LESSONS);
+                    if own.is_empty() {
+                        return refuse(
+                            "not_found",
+                            StatusCode::NOT_FOUND,
+                            "no lessons of your class",
+                        )
+                        .await;
+                    }
+                    ("pupil", own.into_iter().map(|l| l.id).collect())
+                }
+            }
+        }
+    };
+    let token = state.tokens.issue_review(
+        now,
+        REVIEW_TOKEN_SECS,
+        crate::auth::session::new_secret(),
+        DEFAULT_REVIEW_AUDIENCE,
+        who.user.clone(),
+        who.name.clone(),
+        role,
+        req.scope,
+        lesson,
+        lessons,
+        reason.clone(),
+    );
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "review token not issued");
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable",
+            );
+        }
+    };
+    let mut record = AuditRecord::new(now_ms, "review_token", Some(who.user.clone())).reason(
+        format!("scope {scope_name}; {}", reason.unwrap_or_default()),
+    );
+    if let Some(l) = lesson {
+        record = record.lesson(l);
+    }
+    audit::write(&state.store, record).await;
+    axum::Json(json!({
+        "token": token,
+        "expires_in": REVIEW_TOKEN_SECS,
+        "review_base": REVIEW_BASE,
+        "scope": req.scope,
+        "role": role,
+        "lesson": lesson,
+    }))
+    .into_response()
+}
+
+fn shell(kind: &str, lesson: Option<&str>, identity: &crate::auth::identity::Identity) -> Response {
+    let roles: Vec<&str> = identity.roles.iter().map(|r| r.name()).collect();
+    let lesson_attr = lesson.map_or(String::new(), |l| format!(" data-lesson=\"{}\"", escape(l)));
+    Html(page(
+        "Review",
+        kind,
+        &format!(
+            "<section id=\"me\" data-roles=\"{}\" data-review-base=\"{REVIEW_BASE}\"{lesson_attr}>\
+             <p>Signed in as <strong id=\"me-name\">{}</strong> ({}) · <a href=\"/\">Lessons</a> · <a href=\"/replay\">Recordings</a></p></section>\
+             <section id=\"review\" aria-live=\"polite\"><p>Loading…</p></section>\
+             <script type=\"module\" src=\"/static/replay.js\"></script>",
+            escape(&roles.join(" ")),
+            escape(&identity.name),
+            escape(&roles.join(", ")),
+        ),
+    ))
+    .into_response()
+}
+
+async fn replay_home(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    match current_session(&state, &headers).await {
+        Ok(Some((_, s))) => shell("review", None, &s.identity),
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn replay_page(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+) -> Response {
+    let Ok(id) = lesson.parse::<LessonId>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match current_session(&state, &headers).await {
+        Ok(Some((_, s))) => shell("replay", Some(&id.to_string()), &s.identity),
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn replay_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/replay.js"),
+    )
+        .into_response()
+}
+
+/// In `--dev`, the review service runs in this process, mounted under
+/// [`REVIEW_BASE`] on the same origin, with the development review identity
+/// that the embedded recorder's recipients were made from, and a retention
+/// sweep every hour. Elsewhere it is `recorder review`, a separate process
+/// (nothing is mounted). Returns the router and the tasks to stop with the
+/// node.
+pub fn mount_embedded(
+    router: Router,
+    config: &Config,
+    tokens: &TokenIssuer,
+) -> (Router, Vec<JoinHandle<()>>) {
+    if !config.dev || !config.recorder.urls.is_empty() {
+        // Not development, or recordings go to a remote recorder whose
+        // review service holds the identity.
+        return (router, Vec::new());
+    }
+    match embedded_service(config, tokens) {
+        Ok(svc) => {
+            let sweeper = {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if let Err(e) = svc.sweep().await {
+                            tracing::error!(error = %e, "retention sweep failed");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    }
+                })
+            };
+            (router.nest(REVIEW_BASE, svc.router()), vec![sweeper])
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "review service not started: replay is unavailable");
+            (router, Vec::new())
+        }
+    }
+}
+
+fn embedded_service(
+    config: &Config,
+    tokens: &TokenIssuer,
+) -> Result<Arc<chaperone_recorder::replay::ReviewService>, String> {
+    use chaperone_recorder::keys::RecorderSigningKey;
+    let r = &config.recorder;
+    let dir = if r.dir.is_empty() {
+        std::path::PathBuf::from(".chaperone-dev").join("recordings")
+    } else {
+        r.dir.clone().into()
+    };
+    let parent = dir
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    if !r.recipients.is_empty() {
+        return Err(
+            "recorder.recipients is configured: run `recorder review` with its identity".into(),
+        );
+    }
+    let identity_path = parent.join("review-identity.txt");
+    let text = std::fs::read_to_string(&identity_path)
+        .map_err(|e| format!("{}: {e}", identity_path.display()))?;
+    let identity = chaperone_recorder::review::identity_of(&text)
+        .ok_or_else(|| format!("{} holds no age identity", identity_path.display()))?;
+    let key_path = if r.signing_key_file.is_empty() {
+        parent.join("recorder-signing-key.pem")
+    } else {
+        r.signing_key_file.clone().into()
+    };
+    let key = RecorderSigningKey::load_or_generate(&key_path)
+        .map_err(|e| e.to_string())?
+        .public();
+    let store = chaperone_recorder::archive::local_store(&dir).map_err(|e| e.to_string())?;
+    let settings = chaperone_recorder::replay::ReviewSettings {
+        issuer: tokens.issuer.clone(),
+        cookie_path: REVIEW_BASE.to_owned(),
+        secure_cookies: tokens.issuer.starts_with("https://"),
+        ..Default::default()
+    };
+    Ok(chaperone_recorder::replay::ReviewService::new(
+        store,
+        identity,
+        key,
+        tokens.keys.verifier(),
+        settings,
+        Arc::new(|| unix_millis() * 1000),
+    ))
+}

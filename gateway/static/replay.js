@@ -1,0 +1,276 @@
+// Chaperone's review pages: search and replay recordings (SLT, DSL), the
+// DSL's incident list, and a pupil's review copies. Plain ES module, no
+// build step. The gateway decides who may have a review token; the review
+// service (same origin, under data-review-base) enforces its scope on every
+// response. This page only asks and shows.
+//
+// body[data-replay-state]: reason | loading | ready | refused | error
+// window.review: { detail, videos, seek(seconds), time() } for the tests.
+
+const root = document.getElementById('review');
+const me = document.getElementById('me');
+const base = me.dataset.reviewBase || '/review';
+const roles = (me.dataset.roles || '').split(' ');
+const isDsl = roles.includes('dsl');
+const isLeader = isDsl || roles.includes('slt');
+const isPupil = roles.includes('pupil');
+const lessonId = me.dataset.lesson;
+window.review = {};
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+function state(s, error) {
+  document.body.dataset.replayState = s;
+  if (error) document.body.dataset.lastError = error;
+}
+async function call(path, body, method) {
+  const init = body === undefined ? { method: method || 'GET' } : { method: method || 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+  const res = await fetch(path, { credentials: 'same-origin', ...init });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) { const e = new Error(data.message || `request failed (${res.status})`); e.code = data.error; e.status = res.status; throw e; }
+  return data;
+}
+// A review token from the gateway, exchanged at once for the review cookie.
+async function openReview(scope, lesson, reason) {
+  const t = await call('/api/review/token', { scope, lesson: lesson || null, reason: reason || null });
+  return call(`${t.review_base}/session`, { token: t.token });
+}
+const fmt = ms => { const s = Math.floor(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`; };
+const when = ms => new Date(ms).toLocaleString();
+
+// ---------------------------------------------------------------- the list
+async function home() {
+  root.replaceChildren();
+  if (isLeader) {
+    if (isDsl) root.append(await incidents());
+    root.append(searchForm());
+  } else if (isPupil) {
+    try {
+      await openReview('pupil_copy', null, null);
+      const list = await call(`${base}/api/recordings`);
+      root.append(el('h1', {}, 'My lessons to watch again'), recordingList(list, {}));
+      state('ready');
+    } catch (e) {
+      root.append(el('p', { class: 'muted', id: 'no-recordings' }, e.status === 404 ? 'No recorded lessons of your class yet.' : e.message));
+      state('refused', e.code);
+    }
+  } else {
+    root.append(el('p', { class: 'error', id: 'refused' }, 'Recordings are for senior leaders, the DSL and the pupils of a lesson\'s class.'));
+    state('refused', 'forbidden');
+  }
+}
+
+function searchForm() {
+  const status = el('p', { class: 'muted', id: 'search-status' });
+  const results = el('div', { id: 'results' });
+  const form = el('form', { id: 'search' },
+    el('label', {}, 'Reason for access (required) ', el('input', { name: 'reason', id: 'search-reason', required: '', maxlength: '500', size: '40' })),
+    el('label', {}, 'Class ', el('input', { name: 'class', size: '6' })),
+    el('label', {}, 'Teacher ', el('input', { name: 'teacher', size: '12' })),
+    el('label', {}, 'Pupil present ', el('input', { name: 'pupil', size: '12' })),
+    el('label', {}, 'From ', el('input', { name: 'from', type: 'date' })),
+    el('label', {}, 'To ', el('input', { name: 'to', type: 'date' })),
+    el('label', {}, el('input', { name: 'flagged', type: 'checkbox' }), ' with concerns or incidents'),
+    el('button', { type: 'submit', id: 'search-go' }, 'Search recordings'), status);
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    status.textContent = 'Searching…'; status.className = 'muted';
+    try {
+      await openReview('safeguarding', null, form.reason.value);
+      const q = new URLSearchParams();
+      if (form.teacher.value) q.set('teacher', form.teacher.value);
+      if (form.pupil.value) q.set('pupil', form.pupil.value);
+      if (form.from.value) q.set('from_ms', String(new Date(form.from.value).getTime()));
+      if (form.to.value) q.set('to_ms', String(new Date(form.to.value).getTime() + 86400000));
+      if (form.flagged.checked) q.set('flagged', 'true');
+      const [list, lessons] = await Promise.all([call(`${base}/api/recordings?${q}`), call('/api/lessons').catch(() => [])]);
+      const info = Object.fromEntries(lessons.map(l => [l.id, l]));
+      const cls = form.class.value.trim().toLowerCase();
+      const shown = cls ? list.filter(r => (info[r.lesson]?.class || '').toLowerCase() === cls) : list;
+      results.replaceChildren(recordingList(shown, info));
+      status.textContent = `${shown.length} recording(s). Your search is recorded in the audit log.`;
+      state('ready');
+    } catch (e) { status.textContent = e.message; status.className = 'error'; state('refused', e.code); }
+  });
+  return el('section', {}, el('h1', {}, 'Recordings'), form, results);
+}
+
+function recordingList(list, info) {
+  if (list.length === 0) return el('p', { class: 'muted', id: 'no-recordings' }, 'No recordings found.');
+  return el('ul', { class: 'lessons', id: 'recordings' }, ...list.map(r => el('li', { 'data-recording': r.lesson },
+    el('a', { href: `/replay/${r.lesson}` }, info[r.lesson]?.title || `Lesson ${r.lesson.slice(0, 8)}`),
+    ` — ${info[r.lesson] ? `class ${info[r.lesson].class}, ` : ''}${when(r.start_ms)}, ${fmt(r.duration_ms)}`,
+    r.staff ? ` — ${r.staff.map(s => s.name || s).join(', ')}` : '',
+    r.concerns || r.incidents ? el('span', { class: 'badge' }, ` ${r.concerns} concern(s), ${r.incidents} incident(s)`) : '',
+    r.held ? el('span', { class: 'badge' }, ' legal hold') : '')));
+}
+
+async function incidents() {
+  const box = el('section', { id: 'incidents' }, el('h1', {}, 'Concerns and incidents'));
+  let rows = [];
+  try { rows = await call('/api/incidents'); } catch (e) { box.append(el('p', { class: 'error' }, e.message)); return box; }
+  if (rows.length === 0) { box.append(el('p', { class: 'muted' }, 'None.')); return box; }
+  box.append(el('ul', { class: 'lessons' }, ...rows.map(({ incident: i, title, class: cls, replay }) => {
+    const status = el('select', { 'data-status': i.id }, ...['open', 'referred', 'closed'].map(s => el('option', { value: s, ...(s === i.status ? { selected: '' } : {}) }, s)));
+    const note = el('input', { placeholder: 'add a note', size: '30', 'data-note': i.id });
+    const save = el('button', { type: 'button', onclick: async () => {
+      await call(`/api/incidents/${i.id}`, { status: status.value, note: note.value || null });
+      box.replaceWith(await incidents());
+    } }, 'Save');
+    const who = i.raised_by.name || `participant ${i.raised_by.participant}`;
+    return el('li', { 'data-incident': i.id },
+      el('strong', {}, i.kind), ` — ${title || i.lesson.slice(0, 8)}${cls ? ` (${cls})` : ''}, ${when(i.at_ms)}, raised by ${who}: `,
+      el('q', {}, i.text), ' ', el('a', { href: replay, 'data-open-replay': i.id }, 'open the replay here'), ' ', status, ' ', note, ' ', save,
+      i.notes.length ? el('ul', {}, ...i.notes.map(n => el('li', { class: 'muted' }, `${when(n.at_ms)} ${n.by_name}: ${n.text}`))) : '');
+  })));
+  return box;
+}
+
+// ---------------------------------------------------------------- replay
+async function replay() {
+  root.replaceChildren();
+  if (isPupil && !isLeader) return start('pupil_copy', null);
+  if (!isLeader) {
+    root.append(el('p', { class: 'error', id: 'refused' }, 'Recordings are for senior leaders, the DSL and the pupils of a lesson\'s class.'));
+    state('refused', 'forbidden');
+    return;
+  }
+  // Nothing plays before a reason is given.
+  const status = el('p', { class: 'muted', id: 'reason-status' });
+  const form = el('form', { id: 'reason-form' },
+    el('p', {}, 'Replaying a recording is recorded in the audit log with your reason.'),
+    el('label', {}, 'Reason (required) ', el('textarea', { name: 'reason', id: 'reason', maxlength: '500', rows: '2', cols: '60' })),
+    isDsl ? el('label', {}, el('input', { type: 'checkbox', name: 'restricted', id: 'include-restricted' }), ' include DSL-only parts') : '',
+    el('button', { type: 'submit', id: 'reason-go' }, 'Open the recording'), status);
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    if (!form.reason.value.trim()) { status.textContent = 'Please state why you need to see this recording.'; status.className = 'error'; state('reason', 'reason_required'); return; }
+    const scope = isDsl && form.restricted?.checked ? 'dsl_restricted' : 'safeguarding';
+    await start(scope, form.reason.value, status);
+  });
+  root.append(el('h1', {}, 'Replay'), form);
+  state('reason');
+}
+
+async function start(scope, reason, status) {
+  state('loading');
+  try {
+    await openReview(scope, lessonId, reason);
+    const detail = await call(`${base}/api/recordings/${lessonId}`);
+    render(detail);
+  } catch (e) {
+    if (status) { status.textContent = e.message; status.className = 'error'; }
+    else root.append(el('p', { class: 'error', id: 'refused' }, e.message));
+    state('refused', e.code);
+  }
+}
+
+function render(d) {
+  const videos = d.files.map(f => {
+    const v = el('video', { src: f.url, preload: 'auto', playsinline: '', 'data-file': f.name, title: f.label });
+    return { f, v, box: el('figure', { class: 'tile' }, v, el('figcaption', {}, `${f.label}${f.screen ? ' — screen' : ''}${f.role ? ` (${f.role})` : ''}`)) };
+  });
+  const master = videos.find(x => x.f.video)?.v || videos[0]?.v;
+  const clock = el('span', { id: 'clock' }, '0:00');
+  const slider = el('input', { type: 'range', id: 'timeline', min: '0', max: String(Math.max(1, Math.floor(d.duration_ms / 1000))), value: '0', step: '0.1' });
+  const seek = secs => {
+    for (const { v } of videos) { try { v.currentTime = secs; } catch (_) { /* not loaded yet */ } }
+    // A seek inside buffered media makes no range request: report it for the audit log.
+    fetch(`${base}/api/recordings/${d.lesson}/seek`, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ t_ms: Math.round(secs * 1000) }) }).catch(() => {});
+  };
+  const play = el('button', { id: 'play', type: 'button', onclick: async () => {
+    if (master && !master.paused) { videos.forEach(x => x.v.pause()); play.textContent = 'Play'; return; }
+    for (const { v } of videos) await v.play().catch(() => {});
+    play.textContent = 'Pause';
+  } }, 'Play');
+  slider.addEventListener('input', () => seek(Number(slider.value)));
+  if (master) master.addEventListener('timeupdate', () => {
+    const t = master.currentTime;
+    clock.textContent = fmt(t * 1000);
+    slider.value = String(t);
+    // Keep every other element on the master's timeline.
+    for (const { v } of videos) if (v !== master && !v.seeking && Math.abs(v.currentTime - t) > 0.5) { try { v.currentTime = t; } catch (_) { /* ignore */ } }
+  });
+  const restricted = d.restricted || [];
+  const events = el('ol', { id: 'events', class: 'timeline' }, ...(d.events || []).map(e => el('li', { 'data-kind': e.kind },
+    el('button', { type: 'button', class: 'link', 'data-seek': String(e.t_ms), onclick: () => seek(e.t_ms / 1000) }, fmt(e.t_ms)), ` ${e.kind} `,
+    el('code', {}, JSON.stringify(Object.values(e.event)[0] ?? e.event)))));
+  const bookmarks = (d.events || []).filter(e => e.kind === 'concern' || e.kind === 'incident');
+  const chat = el('ol', { id: 'chat', class: 'timeline' }, ...d.chat.map(c => el('li', { 'data-private': String(c.private) },
+    el('button', { type: 'button', class: 'link', onclick: () => seek(c.t_ms / 1000) }, fmt(c.t_ms)),
+    ` ${c.from_name}${c.private ? ` → ${c.to_name} (private)` : ''}: `, c.text)));
+  const parts = [
+    el('h1', {}, `Recording of ${when(d.start_ms)}`),
+    el('p', { class: 'muted', id: 'scope' }, `Access: ${d.scope}${d.final ? '' : ' (lesson not finished)'}; length ${fmt(d.duration_ms)}. Every view and seek is recorded in the audit log.`),
+    restricted.length ? el('p', { class: 'warning', id: 'restricted' }, d.scope === 'dsl_restricted'
+      ? `DSL-only parts (shown to you): ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)} (${r.reason})`).join(', ')}`
+      : `Parts of this recording are restricted and not shown: ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)}`).join(', ')}`) : null,
+    d.gaps && d.gaps.length ? el('p', { class: 'warning', id: 'gaps' }, `The recorder lost parts of this lesson: ${d.gaps.map(g => `${fmt(Math.max(0, g.from / 1000 - d.start_ms))}–${fmt(Math.max(0, g.to / 1000 - d.start_ms))} (${g.reason})`).join(', ')}`) : null,
+    d.withheld_parts ? el('p', { class: 'warning', id: 'restricted' }, 'Part of this lesson is not available.') : null,
+    bookmarks.length ? el('p', { id: 'bookmarks' }, 'Bookmarks: ', ...bookmarks.map(b => el('button', { type: 'button', 'data-bookmark': b.kind, onclick: () => seek(b.t_ms / 1000) }, `${b.kind} at ${fmt(b.t_ms)}`))) : null,
+    el('div', { class: 'controls' }, play, ' ', slider, ' ', clock),
+    el('div', { class: 'tiles', id: 'tiles' }, ...videos.map(x => x.box)),
+    el('div', { class: 'columns' },
+      d.scope === 'pupil_copy' ? null : el('section', {}, el('h2', {}, 'Events'), events),
+      el('section', {}, el('h2', {}, d.scope === 'pupil_copy' ? 'Chat' : 'Chat (public and private)'), chat)),
+  ];
+  if (d.scope !== 'pupil_copy') parts.push(auditBox(d));
+  if (d.scope === 'dsl_restricted') parts.push(dslTools(d));
+  root.replaceChildren(...parts.filter(Boolean));
+  window.review = { detail: d, videos: videos.map(x => x.v), seek, time: () => master?.currentTime ?? 0 };
+  // Opened from an incident: go to that moment.
+  const q = new URLSearchParams(location.search);
+  const at = q.get('at') ? (Number(q.get('at')) - d.start_ms) / 1000 : q.get('t') ? Number(q.get('t')) : null;
+  if (at !== null && at >= 0 && master) master.addEventListener('loadedmetadata', () => seek(at), { once: true });
+  state('ready');
+}
+
+function auditBox(d) {
+  const box = el('section', { id: 'who-watched' }, el('h2', {}, 'Who watched what'));
+  const load = async () => {
+    try {
+      const rows = await call(`${base}/api/recordings/${d.lesson}/audit`);
+      box.replaceChildren(el('h2', {}, 'Who watched what'), el('ul', {}, ...rows.map(r => el('li', { 'data-audit': r.action },
+        `${when(r.at / 1000)} ${r.actor_name || r.actor || 'unknown'} (${r.role || '-'}) ${r.action}${r.file ? ` ${r.file}` : ''}${r.from_ms !== null && r.from_ms !== undefined ? ` ${fmt(r.from_ms)}–${fmt(r.to_ms || r.from_ms)}` : ''}${r.outcome !== 'ok' ? ` [${r.outcome}]` : ''}${r.reason ? ` — ${r.reason}` : ''}`))));
+    } catch (e) { box.append(el('p', { class: 'error' }, e.message)); }
+  };
+  box.append(el('button', { type: 'button', id: 'load-audit', onclick: load }, 'Show'));
+  return box;
+}
+
+function dslTools(d) {
+  const status = el('p', { class: 'muted', id: 'dsl-status' });
+  const restrict = el('form', { id: 'restrict-form' },
+    el('label', {}, 'From (s) ', el('input', { name: 'from', type: 'number', min: '0', step: '1', size: '5' })),
+    el('label', {}, 'To (s) ', el('input', { name: 'to', type: 'number', min: '1', step: '1', size: '5' })),
+    el('label', {}, 'Reason ', el('input', { name: 'reason', required: '', maxlength: '500' })),
+    el('button', { type: 'submit' }, 'Make DSL-only'));
+  restrict.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    try {
+      await call(`${base}/api/recordings/${d.lesson}/restrict`, { from_ms: Number(restrict.from.value) * 1000, to_ms: Number(restrict.to.value) * 1000, reason: restrict.reason.value });
+      status.textContent = 'Marked DSL-only.';
+    } catch (e) { status.textContent = e.message; status.className = 'error'; }
+  });
+  const hold = el('form', { id: 'hold-form' },
+    el('label', {}, 'Reason ', el('input', { name: 'reason', required: '', maxlength: '500' })),
+    el('button', { type: 'submit', name: 'place' }, d.held ? 'Lift legal hold' : 'Place legal hold'));
+  hold.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    try {
+      await call(`${base}/api/recordings/${d.lesson}/hold`, { held: !d.held, reason: hold.reason.value });
+      status.textContent = d.held ? 'Hold lifted.' : 'Hold placed.';
+    } catch (e) { status.textContent = e.message; status.className = 'error'; }
+  });
+  return el('section', { id: 'dsl-tools' }, el('h2', {}, 'DSL'),
+    el('p', {}, `Legal hold: ${d.held ? 'yes' : 'no'}. `, el('a', { href: `${base}/api/recordings/${d.lesson}/export`, id: 'export' }, 'Export for an external agency (encrypted segments, manifest, verification report)')),
+    el('h3', {}, 'Restrict a part to the DSL'), restrict, el('h3', {}, 'Legal hold'), hold, status);
+}
+
+(lessonId ? replay() : home()).catch(e => { root.append(el('p', { class: 'error' }, e.message)); state('error', e.code); });
