@@ -485,6 +485,7 @@ async fn drive(
     if let Some(p) = publisher {
         let m = p.done.await.unwrap_or_default();
         report.media.tx = m.tx;
+        report.media.tx_packets_in_window = m.tx_packets_in_window;
         report.media.connected_ns = m.connected_ns;
         if let Some(f) = m.failure {
             bail!("publisher media: {f}");
@@ -496,6 +497,8 @@ async fn drive(
         report.media.rx = m.rx;
         report.media.samples = m.samples;
         report.media.sections = m.sections;
+        report.media.decrypt = m.decrypt;
+        report.media.rtx_packets = m.rtx_packets;
         if let Some(f) = m.failure {
             bail!("subscriber media: {f}");
         }

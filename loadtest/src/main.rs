@@ -25,6 +25,7 @@ scenarios:
 options:
   --target chaperone|janus   server under test (default chaperone; `all` runs both)
   --lessons N                concurrent lessons (default: 8 for lesson31*, 1 otherwise)
+  --pupils N                 pupils per lesson (default 30; fewer only for smoke runs)
   --duration SECS            measurement window (default 10)
   --warmup SECS              settling time before the window (default 2)
   --server-cpu N             pin the server to CPU N with taskset
@@ -43,6 +44,7 @@ struct Args {
     scenario: String,
     target: Option<String>,
     lessons: Option<usize>,
+    pupils: usize,
     duration: f64,
     warmup: f64,
     server_cpu: Option<usize>,
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Args> {
         scenario: String::new(),
         target: None,
         lessons: None,
+        pupils: scenario::PUPILS,
         duration: 10.0,
         warmup: 2.0,
         server_cpu: None,
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Args> {
             }
             "--target" => a.target = Some(val()?),
             "--lessons" => a.lessons = Some(val()?.parse()?),
+            "--pupils" => a.pupils = val()?.parse()?,
             "--duration" => a.duration = val()?.parse()?,
             "--warmup" => a.warmup = val()?.parse()?,
             "--server-cpu" => a.server_cpu = Some(val()?.parse()?),
@@ -102,7 +106,7 @@ fn parse_args() -> Result<Args> {
     if a.scenario.is_empty() {
         bail!("no scenario given\n{HELP}");
     }
-    if !(a.duration > 0.0 && a.duration <= 600.0) || !(0.0..=60.0).contains(&a.warmup) {
+    if !(a.duration > 0.0 && a.duration <= 600.0 && (0.0..=60.0).contains(&a.warmup)) {
         bail!("--duration must be in (0, 600] s and --warmup in [0, 60] s");
     }
     Ok(a)
@@ -142,6 +146,7 @@ fn options(args: &Args, kind: Option<Kind>) -> RunOptions {
     };
     RunOptions {
         lessons: args.lessons.unwrap_or(default_lessons),
+        pupils: args.pupils,
         duration: Duration::from_secs_f64(args.duration),
         warmup: Duration::from_secs_f64(args.warmup),
         server_cpu: args.server_cpu,

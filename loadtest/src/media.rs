@@ -161,6 +161,10 @@ pub struct RxStream {
     pub seq_lost: u64,
     /// The mid it came on, from the mid header extension.
     pub mid: Option<String>,
+    /// Payload type of the last packet.
+    pub pt: u8,
+    /// Packets without payload (padding only).
+    pub padding_only: u64,
     last_seq: Option<u16>,
     last_ts: Option<u32>,
 }
@@ -195,6 +199,13 @@ pub struct MediaReport {
     pub sections: Vec<MSection>,
     /// Why it stopped early, if it did.
     pub failure: Option<String>,
+    /// [`Origin::Payload`]: first packets handed to str0m, those it
+    /// returned decrypted, and those with a stamp.
+    pub decrypt: (u64, u64, u64),
+    /// Retransmission packets received (not counted as media).
+    pub rtx_packets: u64,
+    /// RTP packets this peer sent whose send time is in the window.
+    pub tx_packets_in_window: u64,
 }
 
 /// The signaling side's handle on a running peer.
@@ -288,15 +299,27 @@ impl MediaPeer {
             .enable_vp8(true)
             .set_extension(CAPTURE_EXT_ID, Extension::AbsoluteCaptureTime)
             .set_stats_interval(None);
+        // No NACKs either way: receivers never show str0m most packets, and
+        // with no retransmissions a server forwards exactly what was sent
+        // (so packets can be counted 1:1, and a loss is a loss).
+        // (str0m NACKs whenever RTX is negotiated, so RTX goes too.)
+        let params: Vec<_> = builder
+            .codec_config()
+            .params()
+            .iter()
+            .map(|p| {
+                let mut q = str0m::format::PayloadParams::new(p.pt(), None, p.spec());
+                q.set_fb_nack(false);
+                q.set_fb_pli(p.fb_pli());
+                q.set_fb_fir(p.fb_fir());
+                q.set_fb_transport_cc(p.fb_transport_cc());
+                q
+            })
+            .collect();
+        *builder.codec_config() = str0m::format::CodecConfig::new_from_payload_params(params);
         if config.origin == Origin::Payload && config.publish.is_empty() {
-            // A receiver that decrypts only first packets: RTP mode (no
-            // depacketizing), and no NACKs for the packets it never shows str0m.
+            // A receiver that decrypts only first packets: RTP mode (no depacketizing).
             builder = builder.set_rtp_mode(true);
-            let mut params = builder.codec_config().params().to_vec();
-            for p in &mut params {
-                p.set_fb_nack(false);
-            }
-            *builder.codec_config() = str0m::format::CodecConfig::new_from_payload_params(params);
         }
         let mut rtc = builder.build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp")?);
@@ -398,6 +421,13 @@ impl MediaPeer {
         self.ids.capture_time = ids.capture_time.or(self.ids.capture_time);
         self.ids.send_time = ids.send_time.or(self.ids.send_time);
         self.ids.mid = ids.mid.or(self.ids.mid);
+        for pt in ids.rtx.into_iter().flatten() {
+            if !self.ids.is_rtx(pt)
+                && let Some(slot) = self.ids.rtx.iter_mut().find(|s| s.is_none())
+            {
+                *slot = Some(pt);
+            }
+        }
         self.report.sections.extend(sections);
     }
 
@@ -517,7 +547,7 @@ impl MediaPeer {
         match rtp::classify(data) {
             Datagram::Rtp => self.measure(ctx, data, rx_ns),
             Datagram::Other => {}
-            _ => self.to_rtc(data),
+            _ => self.feed_rtc(data),
         }
     }
 
@@ -525,6 +555,11 @@ impl MediaPeer {
         let Some(info) = rtp::parse_rtp(data, self.ids) else {
             return;
         };
+        if self.ids.is_rtx(info.pt) {
+            // Retransmissions (Janus sends some unasked) are not media.
+            self.report.rtx_packets += 1;
+            return;
+        }
         if self.report.first_media_ns.is_none() {
             self.report.first_media_ns = Some(rx_ns);
             ctx.with_media.set(ctx.with_media.get() + 1);
@@ -532,6 +567,10 @@ impl MediaPeer {
         let in_window = ctx.in_window(rx_ns);
         let s = self.report.rx.entry(info.ssrc).or_default();
         s.packets += 1;
+        s.pt = info.pt;
+        if data.first().is_some_and(|b| b & 0x20 != 0) {
+            s.padding_only += 1;
+        }
         if s.mid.is_none() {
             s.mid = info.mid;
         }
@@ -573,12 +612,13 @@ impl MediaPeer {
                     self.first_packets.clear();
                 }
                 self.first_packets.insert((info.ssrc, info.ts), rx_ns);
-                self.to_rtc(data);
+                self.report.decrypt.0 += 1;
+                self.feed_rtc(data);
             }
         }
     }
 
-    fn to_rtc(&mut self, data: &[u8]) {
+    fn feed_rtc(&mut self, data: &[u8]) {
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -680,6 +720,11 @@ impl MediaPeer {
             match self.rtc.poll_output()? {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => {
+                    if rtp::classify(&t.contents) == Datagram::Rtp
+                        && ctx.in_window(clock::unix_ns())
+                    {
+                        self.report.tx_packets_in_window += 1;
+                    }
                     let _ = self.socket.send_to(&t.contents, t.destination).await;
                 }
                 Output::Event(Event::Connected) => {
@@ -694,7 +739,11 @@ impl MediaPeer {
                     }
                 }
                 Output::Event(Event::RtpPacket(p)) => {
-                    let key = (u32::from(*p.header.ssrc), p.header.timestamp);
+                    self.report.decrypt.1 += 1;
+                    let key = (*p.header.ssrc, p.header.timestamp);
+                    if find_origin(&p.payload).is_some() {
+                        self.report.decrypt.2 += 1;
+                    }
                     if let (Some(rx_ns), Some(origin_ns)) =
                         (self.first_packets.remove(&key), find_origin(&p.payload))
                         && ctx.in_window(origin_ns)

@@ -31,6 +31,9 @@ impl ChildGuard {
         dir: PathBuf,
         log: bool,
     ) -> Result<Self> {
+        // The child runs in `dir`: a relative program path must not change meaning.
+        let program = &std::fs::canonicalize(program)
+            .with_context(|| format!("{name}: {} not found", program.display()))?;
         let mut cmd = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");

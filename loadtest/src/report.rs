@@ -75,6 +75,9 @@ pub struct ScenarioResult {
     pub window_secs: f64,
     /// SRTP packets the receivers got in the window.
     pub packets_received: u64,
+    /// Retransmission packets received besides (the generator never asks
+    /// for any; Janus sends some anyway). Not counted anywhere else.
+    pub rtx_packets_received: u64,
     /// Of those per second: the forwarded packet rate.
     pub forwarded_pps: f64,
     /// Sequence gaps (downstream packet loss) in the window.
@@ -87,6 +90,13 @@ pub struct ScenarioResult {
     /// `1 - received / expected` (end to end, upstream drops included);
     /// `None` where the scenario drops media on purpose (`mute-all`).
     pub frame_loss: Option<f64>,
+    /// RTP packets the receivers should have got (packets sent in the
+    /// window times the other participants of the lesson).
+    pub packets_expected: u64,
+    /// `1 - received / expected`, by packets (a relay keeps packets 1:1;
+    /// the Chaperone SFU repacketises frames, so `frame_loss` is its exact
+    /// figure); `None` in `mute-all`.
+    pub packet_loss: Option<f64>,
     /// Server CPU used in the window, in cores.
     pub server_cpu_cores: f64,
     /// Server CPU time per forwarded packet, microseconds.
@@ -135,7 +145,14 @@ pub fn summarise(
     // Keys of published streams: audio or not, and which lesson.
     let mut audio_key: HashMap<&str, bool> = HashMap::new();
     let mut frames_expected = 0u64;
+    let mut packets_expected = 0u64;
     for r in reports {
+        let others = lesson_sizes
+            .get(&r.lesson)
+            .copied()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        packets_expected += r.media.tx_packets_in_window * others as u64;
         for (i, t) in r.media.tx.iter().enumerate() {
             if let Some(k) = r.tx_keys.get(i) {
                 audio_key.insert(k.as_str(), t.audio);
@@ -150,6 +167,7 @@ pub fn summarise(
     }
     let mut packets = 0u64;
     let mut lost = 0u64;
+    let rtx: u64 = reports.iter().map(|r| r.media.rtx_packets).sum();
     let mut frames_received = 0u64;
     let mut lat_audio = Vec::new();
     let mut lat_video = Vec::new();
@@ -244,11 +262,16 @@ pub fn summarise(
         participants,
         window_secs,
         packets_received: packets,
+        rtx_packets_received: rtx,
         forwarded_pps: packets as f64 / window_secs,
         packets_lost_seq: lost,
         frames_expected,
         frames_received,
-        frame_loss: (!mutes && frames_expected > 0)
+        packets_expected,
+        packet_loss: (!mutes && packets_expected > 0)
+            .then(|| 1.0 - packets.min(packets_expected) as f64 / packets_expected as f64),
+        // Janus's receivers decrypt only some frames (see `janus`): no frame loss there.
+        frame_loss: (!mutes && frames_expected > 0 && target != "janus")
             .then(|| 1.0 - frames_received.min(frames_expected) as f64 / frames_expected as f64),
         server_cpu_cores: cpu_secs / window_secs,
         server_cpu_us_per_packet: if packets > 0 {
@@ -311,6 +334,20 @@ impl ScenarioResult {
                 )
             }
             None => s += &format!("  sequence gaps {}\n", self.packets_lost_seq),
+        }
+        if self.rtx_packets_received > 0 {
+            s += &format!(
+                "  unrequested retransmissions received {}\n",
+                self.rtx_packets_received
+            );
+        }
+        if let Some(loss) = self.packet_loss {
+            s += &format!(
+                "  packet loss {:.4}% ({} of {} packets)\n",
+                loss * 100.0,
+                self.packets_expected.saturating_sub(self.packets_received),
+                self.packets_expected
+            );
         }
         s += &format!(
             "  join → first media p50 {:.1} / p95 {:.1} ms (n={}); failed joins {}\n",

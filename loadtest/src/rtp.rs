@@ -54,6 +54,23 @@ pub struct ExtIds {
     pub send_time: Option<u8>,
     /// mid.
     pub mid: Option<u8>,
+    /// Payload types that are retransmissions (`rtx`), up to 8.
+    pub rtx: [Option<u8>; 8],
+}
+
+impl ExtIds {
+    /// Whether `pt` is a retransmission payload type.
+    pub fn is_rtx(&self, pt: u8) -> bool {
+        self.rtx.contains(&Some(pt))
+    }
+
+    fn add_rtx(&mut self, pt: u8) {
+        if !self.is_rtx(pt)
+            && let Some(slot) = self.rtx.iter_mut().find(|s| s.is_none())
+        {
+            *slot = Some(pt);
+        }
+    }
 }
 
 /// The clear parts of one RTP header.
@@ -204,6 +221,12 @@ pub fn parse_sdp(sdp: &str) -> (ExtIds, Vec<MSection>) {
                 (Some(id), Some(MID_URI)) => ids.mid = Some(id),
                 _ => {}
             }
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:")
+            && let Some((pt, enc)) = rest.split_once(' ')
+            && enc.starts_with("rtx/")
+            && let Ok(pt) = pt.parse::<u8>()
+        {
+            ids.add_rtx(pt);
         } else if let Some(section) = sections.last_mut() {
             if let Some(mid) = line.strip_prefix("a=mid:") {
                 section.mid = mid.to_owned();
@@ -262,7 +285,7 @@ mod tests {
         // 0xBEDE, 5 words: mid "a1" (id 4), abs-send-time (id 2), capture (id 7, 8 bytes).
         p.extend_from_slice(&[0xbe, 0xde, 0, 5]);
         p.extend_from_slice(&[0x41, b'a', b'1']);
-        p.extend_from_slice(&[0x22, 0x40, 0x00, 0x00]); // 1.0 s
+        p.extend_from_slice(&[0x22, 0x04, 0x00, 0x00]); // 1.0 s
         let unix_ns = 1_700_000_000_250_000_000u64;
         let secs = unix_ns / 1_000_000_000 + NTP_UNIX_OFFSET_SECS;
         let frac = ((unix_ns % 1_000_000_000) << 32) / 1_000_000_000;
@@ -274,6 +297,7 @@ mod tests {
             capture_time: Some(7),
             send_time: Some(2),
             mid: Some(4),
+            ..ExtIds::default()
         };
         let info = parse_rtp(&p, ids).unwrap();
         assert_eq!(info.ssrc, 0x01020304);
@@ -310,11 +334,12 @@ mod tests {
     #[test]
     fn sdp_sections_and_ids() {
         let sdp = "v=0\r\na=extmap:7 http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:p3 p3/microphone\r\na=ssrc:1234 cname:x\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:p3 p3/microphone\r\na=rtpmap:97 rtx/90000\r\na=ssrc:1234 cname:x\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=mid:1\r\na=ssrc:99 msid:p4 p4/camera\r\n";
         let (ids, s) = parse_sdp(sdp);
         assert_eq!(ids.capture_time, Some(7));
         assert_eq!(ids.mid, Some(4));
+        assert!(ids.is_rtx(97) && !ids.is_rtx(96));
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].msid_track.as_deref(), Some("p3/microphone"));
         assert_eq!(s[0].ssrcs, vec![1234]);

@@ -16,7 +16,7 @@ use crate::scenario::{RunOptions, TargetKind};
 #[derive(Debug)]
 pub enum Server {
     /// The Chaperone gateway.
-    Chaperone(Gateway),
+    Chaperone(Box<Gateway>),
     /// Janus.
     Janus(Box<Janus>),
 }
@@ -48,9 +48,11 @@ impl Server {
     /// Starts the server of `target`.
     pub fn start(target: &TargetKind, opts: &RunOptions, _scenario: &str) -> Result<Self> {
         Ok(match target {
-            TargetKind::Chaperone { bin } => {
-                Server::Chaperone(Gateway::start(bin, opts.server_cpu, opts.server_log)?)
-            }
+            TargetKind::Chaperone { bin } => Server::Chaperone(Box::new(Gateway::start(
+                bin,
+                opts.server_cpu,
+                opts.server_log,
+            )?)),
             TargetKind::Janus { bin, config } => Server::Janus(Box::new(Janus::start(
                 bin,
                 config,
