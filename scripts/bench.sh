@@ -9,7 +9,9 @@
 # Installs what is missing: the Debian packages janus (VideoRoom, the
 # comparison) and openssl (the gateway's token signing key). Everything
 # stays on loopback. REPEAT=n runs the whole set n times (BENCHMARKS.md
-# reports medians over the repeats).
+# reports medians over the repeats: `target/release/loadtest median
+# bench-results/run-*`). BENCH_NICE=-10 runs generator and server at that
+# priority, for a machine shared with other work.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,7 +47,7 @@ mkdir -p "$out"
   echo "nproc: $cpus"
   grep -m1 'model name' /proc/cpuinfo || true
   echo "kernel: $(uname -sr)"
-  echo "janus: $(janus --version 2>/dev/null | head -1 || echo none)"
+  echo "janus: $({ janus --version 2>/dev/null || echo none; } | head -1)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$out/machine.txt"
@@ -55,7 +57,9 @@ args=("$@")
 [ "${#args[@]}" -gt 0 ] || args=(all)
 for i in $(seq 1 "${REPEAT:-1}"); do
   log "run $i of ${REPEAT:-1}: loadtest ${args[*]} (server on CPU $server_cpu, generator on CPU $generator_cpu)"
-  taskset -c "$generator_cpu" target/release/loadtest "${args[@]}" \
+  nice -n "${BENCH_NICE:-0}" taskset -c "$generator_cpu" target/release/loadtest "${args[@]}" \
     --server-cpu "$server_cpu" --out "$out/run-$i" | tee "$out/run-$i.txt"
 done
-log "results in $out/"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine.txt"
+target/release/loadtest median "$out"/run-*/ > "$out/medians.md"
+log "results in $out/ (medians in $out/medians.md)"
