@@ -33,6 +33,7 @@ declare -A NEEDED=(
   [node]=nodejs
   [npm]=npm
   [chromium]=chromium
+  [openssl]=openssl
 )
 missing=()
 for bin in "${!NEEDED[@]}"; do
