@@ -34,6 +34,7 @@ declare -A NEEDED=(
   [npm]=npm
   [chromium]=chromium
   [promtool]=prometheus
+  [openssl]=openssl
 )
 missing=()
 for bin in "${!NEEDED[@]}"; do

@@ -54,12 +54,17 @@ use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::Extension;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
 pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// RTP header extension id of abs-capture-time in the SFU's offers (free in
+/// str0m's standard map, which Chrome's matches).
+const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
 
 /// Least time between two keyframe requests caused by upstream loss.
 const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
@@ -454,6 +459,10 @@ impl Sfu {
             .enable_h264(true)
             .enable_vp9(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            // abs-capture-time (the sender's capture clock on each frame's
+            // first packet): carried through `forward` so receivers can
+            // sync and measure one-way latency through the SFU.
+            .set_extension(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime)
             .build(self.now);
         let candidate = Candidate::host(self.config.advertised, "udp")
             .map_err(|_| MediaError::BadAdvertisedAddress(self.config.advertised))?;
@@ -1066,6 +1075,11 @@ impl Sfu {
             let Some(pt) = writer.match_params(data.params) else {
                 debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: no matching payload type");
                 continue;
+            };
+            // The publisher's capture time, if it sent one, goes on unchanged.
+            let writer = match data.ext_vals.abs_capture_time {
+                Some(t) => writer.abs_capture_time(t),
+                None => writer,
             };
             if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
                 debug!(lesson = %key.lesson, participant = %key.participant, error = %e,

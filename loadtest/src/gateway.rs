@@ -1,0 +1,495 @@
+//! The Chaperone adapter: starts the `gateway` binary (`--dev`, with a
+//! signing key file so this generator can mint room tokens for synthetic
+//! pupils of a lesson's class with the gateway's own [`TokenIssuer`]),
+//! signs the teacher in through the development identity provider, creates
+//! lessons through the API, and drives each participant over the lesson
+//! WebSocket exactly as the browser client does.
+//!
+//! Nothing here weakens a gateway check: tokens are verified, single-use
+//! and lesson-bound as always; the pupils are simply people of the class
+//! the key's holder vouches for, which is what the key is for.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chaperone_gateway::auth::tokens::{AccountClaims, KeySet, TokenIssuer};
+use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
+use chaperone_protocol::{LessonId, MediaSource, TrackId, UserRef};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::clock;
+use crate::media::{MediaPeer, Origin, PeerConfig, RunCtx, SigIn};
+use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
+use crate::process::{ChildGuard, free_port, scratch_dir};
+
+/// The key id the gateway signs with (its default `tokens.signing_key_id`).
+const KID: &str = "gateway-1";
+/// Room token lifetime for minted pupils (the gateway's cap is 300 s).
+const TOKEN_SECS: u64 = 120;
+/// Longest wait for one signaling step.
+const STEP: Duration = Duration::from_secs(15);
+/// The class every generated lesson is for.
+pub const CLASS: &str = "7A";
+
+/// A running gateway under test.
+#[derive(Debug)]
+pub struct Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    issuer: TokenIssuer,
+    child: ChildGuard,
+}
+
+impl Gateway {
+    /// Starts `bin --dev` on free loopback ports, pinned to `cpu` if given.
+    pub fn start(bin: &Path, cpu: Option<usize>, log: bool) -> Result<Self> {
+        let dir = scratch_dir("gateway")?;
+        let key = dir.join("signing-key.pem");
+        let status = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&key)
+            .status()
+            .context("running openssl genpkey (Debian package openssl)")?;
+        if !status.success() {
+            bail!("openssl genpkey failed: {status}");
+        }
+        let pem = std::fs::read_to_string(&key)?;
+        let port = free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let s = |k: &str, v: String| (k.to_owned(), v);
+        let env = vec![
+            s("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}")),
+            s(
+                "CHAPERONE_METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()?),
+            ),
+            s(
+                "CHAPERONE_RECORDER_DIR",
+                dir.join("recordings").display().to_string(),
+            ),
+            s(
+                "CHAPERONE_TOKENS_SIGNING_KEY_FILE",
+                key.display().to_string(),
+            ),
+            s("CHAPERONE_TOKENS_SIGNING_KEY_ID", KID.to_owned()),
+            // One teacher session asks a token for every lesson of a run.
+            s(
+                "CHAPERONE_SESSION_LESSON_LOOKUPS_PER_MINUTE",
+                "100000".to_owned(),
+            ),
+            s(
+                "CHAPERONE_LOG",
+                if log { "info" } else { "warn" }.to_owned(),
+            ),
+        ];
+        let mut child =
+            ChildGuard::spawn("gateway", bin, &["--dev".to_owned()], &env, cpu, dir, log)?;
+        child.wait_for_port(port, Duration::from_secs(30))?;
+        let issuer = TokenIssuer {
+            issuer: base.clone(),
+            room_audience: base.clone(),
+            service_audience: "chaperone-recorder".to_owned(),
+            keys: KeySet::from_pkcs8_pem(KID, &pem).map_err(|e| anyhow!("{e}"))?,
+        };
+        Ok(Self {
+            base,
+            issuer,
+            child,
+        })
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.child.pid().context("gateway has no pid")
+    }
+
+    /// Fails if the gateway died.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.child.check_running()
+    }
+
+    /// A room token for synthetic pupil `n` of `lesson`'s class.
+    pub fn mint_pupil(&self, lesson: &str, n: usize) -> Result<String> {
+        let lesson: LessonId = lesson.parse().map_err(|e| anyhow!("lesson id: {e:?}"))?;
+        let user = UserRef::new("urn:chaperone:loadtest", format!("pupil-{lesson}-{n}"))
+            .map_err(|e| anyhow!("{e}"))?;
+        let jti = format!("{:032x}", rand::random::<u128>());
+        self.issuer
+            .issue_room(
+                clock::unix_ns() / 1_000_000_000,
+                TOKEN_SECS,
+                jti,
+                lesson,
+                user,
+                format!("Pupil {n}"),
+                AccountClaims {
+                    pupil_classes: vec![CLASS.to_owned()],
+                    ..AccountClaims::default()
+                },
+            )
+            .map_err(|e| anyhow!("minting a room token: {e}"))
+    }
+}
+
+/// A signed-in browser session (cookies, no automatic redirects).
+#[derive(Debug)]
+pub struct Session {
+    base: String,
+    cookies: BTreeMap<String, String>,
+    http: reqwest::Client,
+}
+
+impl Session {
+    /// Signs in as `person` through the development identity provider.
+    pub async fn login(base: &str, person: &str) -> Result<Self> {
+        let mut s = Session {
+            base: base.to_owned(),
+            cookies: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        };
+        let (_, h, _) = s.get("/login").await?;
+        let to = location(&h).context("/login did not redirect")?;
+        let (status, _, _) = s.get(&to).await?;
+        if !status.is_success() {
+            bail!("identity provider page: {status}");
+        }
+        let url = reqwest::Url::parse(&to)?;
+        let mut form: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        form.push(("person".to_owned(), person.to_owned()));
+        let req = s
+            .http
+            .post(s.url("/dev-idp/authorize"))
+            .header("origin", s.base.clone())
+            .form(&form);
+        let (_, h, _) = s.send(req).await?;
+        let callback = location(&h).context("the provider did not redirect back")?;
+        let (status, _, body) = s.get(&callback).await?;
+        if status.as_u16() != 303 {
+            bail!("login as {person} refused: {status} {body}");
+        }
+        Ok(s)
+    }
+
+    fn url(&self, p: &str) -> String {
+        if p.starts_with("http") {
+            p.to_owned()
+        } else {
+            format!("{}{p}", self.base)
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, HeaderMap, String)> {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let resp = req.header("cookie", cookie).send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        for v in headers.get_all(SET_COOKIE) {
+            let Ok(text) = v.to_str() else { continue };
+            if let Some((k, v)) = text.split(';').next().and_then(|f| f.split_once('=')) {
+                if v.is_empty() || text.contains("Max-Age=0") {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        Ok((status, headers, resp.text().await?))
+    }
+
+    async fn get(&mut self, p: &str) -> Result<(reqwest::StatusCode, HeaderMap, String)> {
+        let req = self.http.get(self.url(p));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, p: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let req = self
+            .http
+            .post(self.url(p))
+            .header("origin", self.base.clone())
+            .json(&body);
+        let (status, _, text) = self.send(req).await?;
+        if !status.is_success() {
+            bail!("POST {p}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates a lesson for [`CLASS`] starting now; returns its id.
+    pub async fn create_lesson(&mut self, title: &str) -> Result<String> {
+        let now = clock::unix_ns() / 1_000_000;
+        let v = self
+            .post(
+                "/api/lessons",
+                serde_json::json!({"title": title, "class": CLASS,
+                    "starts_at_ms": now, "ends_at_ms": now + 3_600_000}),
+            )
+            .await?;
+        Ok(v["id"].as_str().context("lesson without id")?.to_owned())
+    }
+
+    /// A room token for `lesson` (the teacher's own).
+    pub async fn room_token(&mut self, lesson: &str) -> Result<String> {
+        let v = self
+            .post(
+                &format!("/api/lessons/{lesson}/token"),
+                serde_json::json!({}),
+            )
+            .await?;
+        Ok(v["token"].as_str().context("no token")?.to_owned())
+    }
+}
+
+fn location(h: &HeaderMap) -> Option<String> {
+    h.get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(base: &str, lesson: &str, token: &str) -> Result<Ws> {
+    let ws_url = format!("{}/ws/lessons/{lesson}", base.replacen("http", "ws", 1));
+    let mut req = ws_url.into_client_request()?;
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_str(base)?);
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!("chaperone.v1, chaperone.token.{token}"))?,
+    );
+    let (mut ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+        .await
+        .context("lesson socket: timed out")?
+        .context("lesson socket refused")?;
+    let hello = serde_json::to_string(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+    })?;
+    ws.send(Message::text(hello)).await?;
+    Ok(ws)
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<()> {
+    ws.send(Message::text(serde_json::to_string(msg)?)).await?;
+    Ok(())
+}
+
+/// The sources a participant's m-lines carry, in the order the SFU maps them.
+const SOURCES: [MediaSource; 3] = [
+    MediaSource::Microphone,
+    MediaSource::Camera,
+    MediaSource::ScreenShare,
+];
+
+/// Runs one participant until the run stops; never fails, reports instead.
+pub async fn run_participant(
+    base: Rc<String>,
+    lesson_id: Rc<String>,
+    plan: ParticipantPlan,
+    token: String,
+    ctx: Rc<RunCtx>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+) -> ParticipantReport {
+    let mut report = ParticipantReport {
+        lesson: plan.lesson,
+        pupil: match plan.role {
+            Role::Pupil(n) => Some(n),
+            Role::Teacher => None,
+        },
+        join_start_ns: clock::unix_ns(),
+        ..ParticipantReport::default()
+    };
+    if let Err(e) = drive(&base, &lesson_id, &plan, &token, ctx, control, &mut report).await {
+        report.failure.get_or_insert(format!("{e:#}"));
+    }
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    base: &str,
+    lesson_id: &str,
+    plan: &ParticipantPlan,
+    token: &str,
+    ctx: Rc<RunCtx>,
+    mut control: Option<mpsc::UnboundedReceiver<Control>>,
+    report: &mut ParticipantReport,
+) -> Result<()> {
+    let mut ws = open(base, lesson_id, token).await?;
+    let mut stop = ctx.stop.clone();
+    let mut peer = None;
+    let mut admit_requested = std::collections::BTreeSet::new();
+    let (reenable_tx, mut reenable_rx) = mpsc::unbounded_channel::<()>();
+    let teacher = plan.role == Role::Teacher;
+    loop {
+        let answers = async {
+            match peer.as_mut() {
+                Some(p) => {
+                    let p: &mut crate::media::PeerIo = p;
+                    p.answers.recv().await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let ctl = async {
+            match control.as_mut() {
+                Some(c) => c.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = ws.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(other)) => bail!("lesson socket: unexpected {other:?}"),
+                    Some(Err(e)) => bail!("lesson socket: {e}"),
+                    None => bail!("lesson socket closed"),
+                };
+                let msg = ServerMsg::decode(text.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+                match msg {
+                    ServerMsg::Welcome { you: id, .. } => {
+                        report.tx_keys = SOURCES
+                            .iter()
+                            .take(plan.publish.len())
+                            .map(|s| track_key(lesson_id, &TrackId::new(id, *s).to_string()))
+                            .collect();
+                    }
+                    ServerMsg::Admitted => {
+                        report.admitted_ns = Some(clock::unix_ns());
+                        if teacher {
+                            for (i, p) in plan.publish.iter().enumerate() {
+                                if p.sending {
+                                    send(&mut ws, &ClientMsg::SetSource { source: SOURCES[i], on: true }).await?;
+                                }
+                            }
+                        } else if let Some(engagement) = plan.engagement {
+                            send(&mut ws, &ClientMsg::SetEngagement { engagement }).await?;
+                        }
+                        let (media, offer) = MediaPeer::new(&PeerConfig {
+                            publish: plan.publish.clone(),
+                            origin: Origin::CaptureTime,
+                            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+                        })
+                        .await?;
+                        let offer = offer.context("a participant always offers")?;
+                        peer = Some(media.spawn(ctx.clone()));
+                        send(&mut ws, &ClientMsg::Offer { sdp: offer }).await?;
+                    }
+                    ServerMsg::Answer { sdp } => deliver(report, peer.as_ref(), lesson_id, SigIn::Answer(sdp)),
+                    ServerMsg::Offer { sdp } => deliver(report, peer.as_ref(), lesson_id, SigIn::Offer(sdp)),
+                    ServerMsg::WaitingList { waiting }
+                        if teacher && waiting.iter().any(|w| !admit_requested.contains(&w.id)) =>
+                    {
+                        admit_requested.extend(waiting.iter().map(|w| w.id));
+                        send(&mut ws, &ClientMsg::AdmitAll).await?;
+                    }
+                    ServerMsg::ControlChanged { permission: chaperone_protocol::Permission::Microphone, granted: false, revoked: false } => {
+                        if let Some(after) = plan.reenable_mic_after {
+                            let tx = reenable_tx.clone();
+                            tokio::task::spawn_local(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = tx.send(());
+                            });
+                        }
+                    }
+                    ServerMsg::Goodbye { reason } => bail!("told goodbye: {reason:?}"),
+                    // Refusals are part of some scenarios; only note them.
+                    ServerMsg::Error { code, action } if std::env::var_os("LOADTEST_DEBUG").is_some() => {
+                        eprintln!("loadtest: refused {action:?}: {code:?}");
+                    }
+                    _ => {}
+                }
+            }
+            answer = answers => match answer {
+                Some(sdp) => send(&mut ws, &ClientMsg::Answer { sdp }).await?,
+                None => {
+                    // The media peer stopped.
+                    break;
+                }
+            },
+            Some(()) = reenable_rx.recv() => {
+                send(&mut ws, &ClientMsg::SetSource { source: MediaSource::Microphone, on: true }).await?;
+            }
+            c = ctl => match c {
+                Some(Control::MuteAll) => {
+                    report.mute_cmds_ns.push(clock::unix_ns());
+                    send(&mut ws, &ClientMsg::TurnOff { target: Target::AllPupils, source: MediaSource::Microphone }).await?;
+                }
+                None => control = None,
+            },
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    let _ = ws.close(None).await;
+    if let Some(p) = peer {
+        report.media = p.done.await.unwrap_or_default();
+        if let Some(f) = report.media.failure.clone() {
+            bail!("media: {f}");
+        }
+    } else {
+        bail!("never admitted");
+    }
+    Ok(())
+}
+
+/// A stream's run-wide key: the lesson and the SFU's track name (`p3/camera`;
+/// str0m writes it into the SDP without the slash).
+fn track_key(lesson_id: &str, track: &str) -> String {
+    format!("{lesson_id}/{}", track.replace('/', ""))
+}
+
+/// Passes server SDP to the media peer, learning which track each of
+/// its m-lines carries (the SFU names them by `msid`, e.g. `p3/camera`).
+fn deliver(
+    report: &mut ParticipantReport,
+    peer: Option<&crate::media::PeerIo>,
+    lesson_id: &str,
+    msg: SigIn,
+) {
+    let (SigIn::Answer(sdp) | SigIn::Offer(sdp)) = &msg;
+    if std::env::var_os("LOADTEST_DEBUG_SDP").is_some() {
+        eprintln!("loadtest: server SDP for {:?}:\n{sdp}", report.pupil);
+    }
+    for s in crate::rtp::parse_sdp(sdp).1 {
+        if let Some(track) = s.msid_track {
+            report
+                .rx_key_by_mid
+                .insert(s.mid.clone(), track_key(lesson_id, &track));
+        }
+    }
+    if let Some(p) = peer {
+        let _ = p.sdp_in.send(msg);
+    }
+}
+
+/// The gateway binary next to this one (`target/<profile>/gateway`).
+pub fn default_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("gateway")))
+        .unwrap_or_else(|| PathBuf::from("gateway"))
+}

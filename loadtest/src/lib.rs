@@ -1,0 +1,25 @@
+//! Chaperone's load generator: lesson-shaped load from many simulated
+//! participants (str0m WebRTC peers, one UDP socket each, all on one
+//! thread), against the Chaperone gateway or, for comparison, Janus's
+//! VideoRoom, measured at the receivers.
+//!
+//! - [`media`]: one participant's media (publish on a schedule, measure
+//!   what arrives without decrypting it); [`rtp`]: the clear header bytes.
+//! - [`gateway`] and [`janus`]: each server's signaling and start-up.
+//! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures.
+//!
+//! It must never weaken what it measures: it joins through the gateway's
+//! real checks (room tokens, waiting room, controls) and never reads the
+//! clock outside [`clock`].
+
+pub mod clock;
+pub mod gateway;
+pub mod janus;
+pub mod media;
+pub mod plan;
+pub mod process;
+pub mod procfs;
+pub mod report;
+pub mod rtp;
+pub mod scenario;
+pub mod target;

@@ -1,0 +1,87 @@
+//! The load generator cannot rot: a short `lesson31` run (one lesson, a
+//! few seconds) of the real `loadtest` binary against the real `gateway`
+//! binary, both from this build. The class is five pupils rather than 30:
+//! a debug-build gateway forwards only a few thousand packets a second
+//! (SRTP in unoptimised Rust), and a full class would queue up behind it. It asserts what the benchmarks rely on:
+//! every participant joined and received media, packets were forwarded
+//! and counted at the receivers, and one-way latency was measured from the
+//! origin timestamp the SFU carries through. Figures from a debug build
+//! mean nothing and are not checked, loss included (a debug gateway on a
+//! busy machine falls behind): BENCHMARKS.md has the real ones.
+// Black-box tests wait on a real process in real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::process::Command;
+
+use chaperone_tests::gateway::binary;
+
+#[test]
+fn lesson31_smoke() {
+    let out = std::env::temp_dir().join(format!("chaperone-loadtest-smoke-{}", std::process::id()));
+    let run = Command::new(binary("loadtest").unwrap())
+        .args([
+            "lesson31",
+            "--lessons",
+            "1",
+            "--pupils",
+            "5",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--gateway")
+        .arg(binary("gateway").unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "loadtest failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(out.join("lesson31-chaperone.json")).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let n = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {text}"))
+    };
+    assert_eq!(n("participants"), 6.0, "{stdout}");
+    assert_eq!(
+        n("failed_joins"),
+        0.0,
+        "every participant joins and gets media:\n{stdout}"
+    );
+    assert_eq!(r["join_ms"]["count"], 6, "{stdout}");
+    assert!(
+        n("packets_received") > 1000.0,
+        "packets were forwarded:\n{stdout}"
+    );
+    assert!(
+        n("frames_received") > 0.0 && n("frames_expected") > 0.0,
+        "{stdout}"
+    );
+    // Latency comes from the origin time carried through the SFU: audio
+    // from the three speakers and the teacher, video from the teacher.
+    assert!(
+        r["latency_audio_us"]["count"].as_u64().unwrap() > 10,
+        "{stdout}"
+    );
+    assert!(
+        r["latency_video_us"]["count"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert!(
+        r["latency_audio_us"]["p50"].as_f64().unwrap() > 0.0,
+        "{stdout}"
+    );
+    // Fan-out: each frame reaches many receivers.
+    assert!(
+        r["fanout_skew_us"]["count"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert!(
+        n("server_cpu_cores") > 0.0 && n("server_rss_kib") > 0.0,
+        "{stdout}"
+    );
+}
