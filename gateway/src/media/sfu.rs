@@ -366,6 +366,11 @@ pub struct Sfu {
     last_loss_pli: HashMap<(LessonId, TrackId), Instant>,
     /// Measurements for the driver to collect.
     samples: VecDeque<MediaSample>,
+    /// No peer's deadline is earlier than this. It may be earlier than the
+    /// real minimum (a spurious wake-up, after which it is recomputed), never
+    /// later: kept so that [`Sfu::poll_output`] does not scan every peer once
+    /// per datagram.
+    earliest: Option<Instant>,
 }
 
 impl Sfu {
@@ -385,6 +390,7 @@ impl Sfu {
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
             last_loss_pli: HashMap::new(),
+            earliest: None,
             samples: VecDeque::new(),
         })
     }
@@ -720,6 +726,7 @@ impl Sfu {
             }
         }
         self.pump();
+        self.earliest = self.peers.values().filter_map(|p| p.next_timeout).min();
     }
 
     /// The next thing to do. Drain until [`MediaOutput::Timeout`].
@@ -727,7 +734,7 @@ impl Sfu {
         if let Some(o) = self.outputs.pop_front() {
             return o;
         }
-        MediaOutput::Timeout(self.peers.values().filter_map(|p| p.next_timeout).min())
+        MediaOutput::Timeout(self.earliest)
     }
 
     fn advance(&mut self, now: Instant) {
@@ -856,11 +863,13 @@ impl Sfu {
                     match peer.rtc.poll_output() {
                         Ok(Output::Timeout(t)) => {
                             peer.next_timeout = Some(t);
+                            self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
                             break;
                         }
                         Ok(Output::Transmit(t)) => self.outputs.push_back(MediaOutput::Transmit {
                             to: t.destination,
-                            bytes: t.contents.to_vec(),
+                            // str0m hands over the buffer: no copy per datagram.
+                            bytes: t.contents.into(),
                         }),
                         Ok(Output::Event(e)) => events.push(e),
                         Err(e) => {
