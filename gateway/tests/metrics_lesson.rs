@@ -13,142 +13,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod media_support;
+mod peer_support;
 mod web_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chaperone_protocol::signal::{ClientMsg, ServerMsg, Target};
-use chaperone_protocol::{Engagement, MediaSource, ParticipantId};
-use futures_util::{SinkExt, StreamExt};
-use media_support::{Answers, Client, Pending, wait_for};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use web_support::{Node, Ws, open_ws};
-
-/// One participant's signaling: messages out, everything received kept,
-/// server offers handed to its media client.
-struct Peer {
-    out: mpsc::UnboundedSender<ClientMsg>,
-    inbox: Arc<Mutex<Vec<ServerMsg>>>,
-    offers: OfferRoute,
-}
-
-/// Where server offers go once the client exists, and those that came before.
-type OfferRoute = Arc<Mutex<(Option<mpsc::UnboundedSender<String>>, Vec<String>)>>;
-
-impl Peer {
-    fn new(ws: Ws) -> Peer {
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut out_rx) = mpsc::unbounded_channel::<ClientMsg>();
-        tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                let text = serde_json::to_string(&m).unwrap();
-                if sink.send(Message::text(text)).await.is_err() {
-                    return;
-                }
-            }
-            // Dropping the sender closes the socket: the participant leaves.
-            let _ = sink.close().await;
-        });
-        let inbox = Arc::new(Mutex::new(Vec::new()));
-        let offers: OfferRoute = Arc::default();
-        let (i, o) = (inbox.clone(), offers.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                if let Message::Text(t) = msg {
-                    let m = ServerMsg::decode(t.as_bytes()).unwrap();
-                    if let ServerMsg::Offer { sdp } = &m {
-                        let mut o = o.lock().unwrap();
-                        match o.0.as_ref() {
-                            Some(tx) => {
-                                let _ = tx.send(sdp.clone());
-                            }
-                            None => o.1.push(sdp.clone()),
-                        }
-                    }
-                    i.lock().unwrap().push(m);
-                }
-            }
-        });
-        Peer { out, inbox, offers }
-    }
-
-    fn send(&self, m: ClientMsg) {
-        self.out.send(m).unwrap();
-    }
-
-    fn seen(&self, f: impl Fn(&ServerMsg) -> bool) -> bool {
-        self.inbox.lock().unwrap().iter().any(f)
-    }
-
-    async fn wait(&self, what: &str, f: impl Fn(&ServerMsg) -> bool) {
-        wait_for(Duration::from_secs(15), || self.seen(&f))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: got {:?}", self.inbox.lock().unwrap()));
-    }
-
-    fn you(&self) -> ParticipantId {
-        self.inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|m| match m {
-                ServerMsg::Welcome { you, .. } => Some(*you),
-                _ => None,
-            })
-            .unwrap()
-    }
-
-    /// Negotiates a str0m client (audio and camera) over this connection.
-    async fn media(&self) -> Client {
-        let (pending, offer) = Pending::new(false).await.unwrap();
-        self.send(ClientMsg::Offer { sdp: offer });
-        self.wait("an answer", |m| matches!(m, ServerMsg::Answer { .. }))
-            .await;
-        let answer = self
-            .inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|m| match m {
-                ServerMsg::Answer { sdp } => Some(sdp.clone()),
-                _ => None,
-            })
-            .unwrap();
-        let (answers_tx, mut answers_rx) = mpsc::unbounded_channel::<String>();
-        let out = self.out.clone();
-        tokio::spawn(async move {
-            while let Some(sdp) = answers_rx.recv().await {
-                let _ = out.send(ClientMsg::Answer { sdp });
-            }
-        });
-        let client = pending
-            .finish(self.you(), answer, Answers::Channel(answers_tx))
-            .unwrap();
-        {
-            let mut o = self.offers.lock().unwrap();
-            let tx = client.offer_sink().1;
-            for sdp in o.1.drain(..) {
-                let _ = tx.send(sdp);
-            }
-            o.0 = Some(tx);
-        }
-        client.wait_connected().await.unwrap();
-        client
-    }
-}
-
-async fn join(node: &Node, who: &str, lesson: &str) -> Peer {
-    let mut b = node.browser();
-    b.login_ok(who).await.unwrap();
-    let token = b.room_token(lesson).await.unwrap().json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Peer::new(open_ws(node, lesson, &token).await.unwrap().unwrap())
-}
+use chaperone_protocol::{Engagement, MediaSource};
+use media_support::wait_for;
+use peer_support::{Peer, join};
+use web_support::Node;
 
 /// One scrape, parsed: series (name with labels) → value.
 struct Scrape {
@@ -241,7 +116,7 @@ async fn pupils_come_and_go(node: &Node, teacher: &Peer, lesson: &str, n: usize)
             p.wait("admitted", |m| matches!(m, ServerMsg::Admitted))
                 .await;
         }
-        let clients = futures_util::future::join_all(pupils.iter().map(Peer::media)).await;
+        let clients = futures_util::future::join_all(pupils.iter().map(|p| p.media(false))).await;
         // Each pupil receives the teacher's audio: their join is complete.
         for c in &clients {
             let rx = c.counters.clone();
@@ -289,7 +164,7 @@ async fn a_lesson_fills_the_histograms_and_the_series_stay_bounded() {
         for source in [MediaSource::Microphone, MediaSource::Camera] {
             teacher.send(ClientMsg::SetSource { source, on: true });
         }
-        let teacher_media = teacher.media().await;
+        let teacher_media = teacher.media(false).await;
 
         // Scrapes every half second while the lesson runs, for the plot.
         let sampler = log.dir.is_some().then(|| {
@@ -317,7 +192,7 @@ async fn a_lesson_fills_the_histograms_and_the_series_stay_bounded() {
         a.send(ClientMsg::SetEngagement {
             engagement: Engagement::VoiceChatCamera,
         });
-        let ca = a.media().await;
+        let ca = a.media(false).await;
         let rx = teacher_media.counters.clone();
         wait_for(Duration::from_secs(10), || rx.audio_rx() > 10)
             .await

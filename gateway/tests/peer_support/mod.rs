@@ -40,6 +40,8 @@ impl Peer {
                     return;
                 }
             }
+            // Dropping the sender closes the socket: the participant leaves.
+            let _ = sink.close().await;
         });
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let offers: OfferRoute = Arc::default();
@@ -73,7 +75,7 @@ impl Peer {
     }
 
     pub async fn wait(&self, what: &str, f: impl Fn(&ServerMsg) -> bool) {
-        wait_for(Duration::from_secs(10), || self.seen(&f))
+        wait_for(Duration::from_secs(15), || self.seen(&f))
             .await
             .unwrap_or_else(|_| panic!("{what}: got {:?}", self.inbox.lock().unwrap()));
     }
