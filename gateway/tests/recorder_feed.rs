@@ -321,3 +321,50 @@ async fn without_a_recorder_pupils_wait_and_when_it_is_lost_they_are_held() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_recorder_stopped_gracefully_writes_what_it_holds_first() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let (node, mut setup) = start_pair(10).await;
+        // Segments every five minutes: nothing is written during the test
+        // unless the recorder's shutdown writes it.
+        setup.segment_secs = 300;
+        let mut recorder = setup.start().await;
+        let lesson = start_lesson(&node).await;
+        chats(&lesson, "public");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let id: LessonId = lesson.id.parse().unwrap();
+        assert!(setup.frames(id).is_empty(), "nothing sealed yet");
+        // SIGTERM: the open segment is sealed, stored and checkpointed
+        // before the process exits.
+        recorder.terminate();
+        let written = setup.frames(id);
+        assert!(
+            written
+                .iter()
+                .any(|(_, f)| matches!(f, FeedFrame::Media { .. })),
+            "the shutdown wrote the open segment"
+        );
+        let report = setup.verify(id).await;
+        assert!(
+            report
+                .problems()
+                .all(|f| matches!(f, chaperone_recorder::verify::Finding::NotFinal { .. })),
+            "{}",
+            report.to_human()
+        );
+        // Another one takes over; the lesson ends complete.
+        setup.segment_secs = 1;
+        let _second = setup.start().await;
+        wait_for(Duration::from_secs(15), || node.app.recorder.attached())
+            .await
+            .unwrap();
+        chats(&lesson, "private");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = end_and_verify(&node, &setup, &lesson).await;
+        drop(lesson.clients);
+        check_archive(&node, &setup, id).await;
+    })
+    .await
+    .unwrap();
+}
