@@ -395,7 +395,7 @@ impl Hub {
                 log: FeedLog::new(self.settings.buffer_bytes, spool),
                 settings: self.settings.clone(),
                 tokens: self.tokens.clone(),
-                rooms: self.rooms.clone(),
+                gate: gate(lesson, self.rooms.clone()),
                 shared: self.shared.clone(),
                 base: None,
                 sent: 0,
@@ -478,7 +478,8 @@ struct LessonFeed {
     log: FeedLog,
     settings: Arc<FeedSettings>,
     tokens: Arc<TokenIssuer>,
-    rooms: Rooms,
+    /// The recording gate, as the room should see it (see [`gate`]).
+    gate: tokio::sync::watch::Sender<bool>,
     shared: Arc<Shared>,
     /// The recorder's seq before this node's first frame (None until a
     /// recorder first answered).
@@ -824,10 +825,7 @@ impl LessonFeed {
             error!(lesson = %self.lesson, spool = self.log.spool_bytes(),
                 "feed spool past its bound: the recording counts as lost until the recorder catches up");
         }
-        if let Some(room) = self.rooms.get(self.lesson) {
-            // The room's inbox may be full; never wait on it here.
-            tokio::spawn(async move { room.recorder(attached).await });
-        }
+        self.gate.send_replace(attached);
         self.publish_figures();
     }
 
@@ -852,6 +850,23 @@ impl LessonFeed {
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.lesson, lag);
     }
+}
+
+/// Tells the lesson's room whether its recording is attached, in order and
+/// without the feed ever waiting on the room's inbox: the feed sets the
+/// latest value, this task delivers it (a value superseded before delivery
+/// is skipped, never reordered). It ends with the feed.
+fn gate(lesson: LessonId, rooms: Rooms) -> tokio::sync::watch::Sender<bool> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let attached = *rx.borrow_and_update();
+            if let Some(room) = rooms.get(lesson) {
+                room.recorder(attached).await;
+            }
+        }
+    });
+    tx
 }
 
 /// What woke a lesson's feed.
