@@ -64,6 +64,9 @@ const SERVICE_TOKEN_SECS: u64 = 60;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// At shutdown, how long lessons may take to have everything acknowledged.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// How often a lesson's share of the node's figures (lag, buffer, spool) is
+/// refreshed.
+const FIGURES_EVERY: Duration = Duration::from_secs(1);
 
 /// Settings of the feed.
 #[derive(Clone, Debug)]
@@ -410,6 +413,7 @@ impl Hub {
                 last_spool: 0,
                 max_sent: 0,
                 flushed: false,
+                figures_at: now(),
             };
             self.shared.lessons.fetch_add(1, Ordering::AcqRel);
             self.shared.detached.fetch_add(1, Ordering::AcqRel);
@@ -503,6 +507,10 @@ struct LessonFeed {
     max_sent: u64,
     /// At shutdown: a `Flush` was sent after the last frame on this connection.
     flushed: bool,
+    /// When the figures are next refreshed: an absolute deadline, so a busy
+    /// feed (woken by frames far more often than once a second) still
+    /// refreshes them.
+    figures_at: Instant,
 }
 
 fn micros_at(at: Instant) -> u64 {
@@ -759,13 +767,14 @@ impl LessonFeed {
         if let Some(s) = self.stopping {
             t = t.min(s);
         }
-        // Figures refresh at least every second.
-        t.min(now() + Duration::from_secs(1))
+        t.min(self.figures_at)
     }
 
     fn on_timer(&mut self) {
-        self.publish_figures();
         let now = now();
+        if now >= self.figures_at {
+            self.publish_figures();
+        }
         if let Some(e) = self.ended_at
             && self.end_seq.is_none()
             && now >= e + END_AFTER
@@ -831,6 +840,7 @@ impl LessonFeed {
 
     /// This lesson's share of the node's figures (at least every second).
     fn publish_figures(&mut self) {
+        self.figures_at = now() + FIGURES_EVERY;
         let buffer = self.log.mem_bytes() as u64;
         let spool = self.log.spool_bytes();
         self.shared
