@@ -15,8 +15,13 @@ use std::time::{Duration, Instant};
 use chaperone_tokens::{ServiceClaims, TokenError, Verifier};
 use tracing::{info, warn};
 
-/// Least time between two JWKS fetches caused by unknown keys.
+/// Least time between two JWKS fetches caused by unknown keys, after one
+/// that succeeded (a token naming a key nobody has cannot make us hammer
+/// the gateway).
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// The same after a fetch that failed (the gateway not up yet, say: a
+/// recorder started first must not refuse feeds for long after it is).
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why a feed was refused at the handshake.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +55,8 @@ pub struct ServiceAuth {
     audience: String,
     source: Source,
     keys: tokio::sync::RwLock<Option<Verifier>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// The last fetch's start, and how long after it the next may be.
+    last_fetch: Mutex<Option<(Instant, Duration)>>,
     seen: Mutex<HashMap<String, u64>>,
 }
 
@@ -102,20 +108,37 @@ impl ServiceAuth {
         let Source::Url { url, client } = &self.source else {
             return Ok(());
         };
-        *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::clock::now());
-        let jwks: serde_json::Value = client
-            .get(url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| AuthError::Keys(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| AuthError::Keys(e.to_string()))?;
-        let verifier = Verifier::from_jwks(&jwks).map_err(|e| AuthError::Keys(e.to_string()))?;
-        info!(?verifier, "gateway keys loaded");
-        *self.keys.write().await = Some(verifier);
-        Ok(())
+        let set_next = |wait: Duration| {
+            *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((crate::clock::now(), wait));
+        };
+        // Counted from the start, so that fetches do not pile up meanwhile.
+        set_next(REFRESH_INTERVAL);
+        let fetched = async {
+            let jwks: serde_json::Value = client
+                .get(url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| AuthError::Keys(e.to_string()))?
+                .json()
+                .await
+                .map_err(|e| AuthError::Keys(e.to_string()))?;
+            Verifier::from_jwks(&jwks).map_err(|e| AuthError::Keys(e.to_string()))
+        }
+        .await;
+        match fetched {
+            Ok(verifier) => {
+                info!(?verifier, "gateway keys loaded");
+                *self.keys.write().await = Some(verifier);
+                set_next(REFRESH_INTERVAL);
+                Ok(())
+            }
+            Err(e) => {
+                set_next(RETRY_INTERVAL);
+                Err(e)
+            }
+        }
     }
 
     fn may_refresh(&self) -> bool {
@@ -124,9 +147,7 @@ impl ServiceAuth {
                 .last_fetch
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_none_or(|t| {
-                    crate::clock::now().saturating_duration_since(t) >= REFRESH_INTERVAL
-                })
+                .is_none_or(|(t, wait)| crate::clock::now().saturating_duration_since(t) >= wait)
     }
 
     async fn check(&self, token: &str, now: u64) -> Result<ServiceClaims, AuthError> {
@@ -161,5 +182,127 @@ impl ServiceAuth {
             return Err(AuthError::Replayed);
         }
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chaperone_protocol::LessonId;
+    use chaperone_tokens::{KeySet, TokenIssuer};
+
+    use super::*;
+
+    const ISSUER: &str = "http://gateway.test";
+    const AUDIENCE: &str = "chaperone-recorder";
+
+    fn gateway(kid: &str, seed: u8) -> TokenIssuer {
+        TokenIssuer {
+            issuer: ISSUER.to_owned(),
+            room_audience: ISSUER.to_owned(),
+            service_audience: AUDIENCE.to_owned(),
+            keys: KeySet::from_seed(kid, [seed; 32]).unwrap(),
+        }
+    }
+
+    fn token(gw: &TokenIssuer, jti: &str) -> String {
+        gw.issue_service(
+            crate::clock::unix_secs(),
+            60,
+            jti.to_owned(),
+            LessonId::from_bytes([1; 16]),
+        )
+        .unwrap()
+    }
+
+    /// Serves `jwks` at `/jwks` on `listener`, counting requests.
+    fn serve(listener: tokio::net::TcpListener, jwks: serde_json::Value) -> Arc<AtomicUsize> {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        hits
+    }
+
+    fn auth_for(port: u16) -> ServiceAuth {
+        ServiceAuth::from_jwks_url(
+            vec![ISSUER.to_owned()],
+            AUDIENCE.to_owned(),
+            format!("http://127.0.0.1:{port}/jwks"),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_recorder_started_before_its_gateway_accepts_feeds_soon_after() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let auth = auth_for(port);
+        let gw = gateway("gateway-1", 7);
+        assert!(auth.refresh().await.is_err(), "no gateway yet");
+        assert!(matches!(
+            auth.verify(&token(&gw, "a"), crate::clock::unix_secs())
+                .await,
+            Err(AuthError::Token(TokenError::UnknownKey))
+        ));
+        // The gateway comes up: a failed fetch waits only RETRY_INTERVAL,
+        // not the REFRESH_INTERVAL meant for keys nobody has.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let hits = serve(listener, gw.keys.jwks());
+        tokio::time::sleep(RETRY_INTERVAL + Duration::from_millis(50)).await;
+        let claims = auth
+            .verify(&token(&gw, "b"), crate::clock::unix_secs())
+            .await
+            .unwrap();
+        assert_eq!(claims.jti, "b");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_nobody_has_does_not_make_us_fetch_again_and_again() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gw = gateway("gateway-1", 7);
+        let hits = serve(listener, gw.keys.jwks());
+        let auth = auth_for(port);
+        auth.refresh().await.unwrap();
+        let forger = gateway("gateway-2", 9);
+        for n in 0..5 {
+            let refused = auth
+                .verify(&token(&forger, &format!("f{n}")), crate::clock::unix_secs())
+                .await;
+            assert!(matches!(
+                refused,
+                Err(AuthError::Token(TokenError::UnknownKey))
+            ));
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once, at start");
+        // Our own keys still work, and a token is good once.
+        let t = token(&gw, "ok");
+        auth.verify(&t, crate::clock::unix_secs()).await.unwrap();
+        assert!(matches!(
+            auth.verify(&t, crate::clock::unix_secs()).await,
+            Err(AuthError::Replayed)
+        ));
     }
 }
