@@ -219,11 +219,16 @@ async fn a_lesson_fills_the_histograms_and_the_series_stay_bounded() {
         // Five pupils come and go; then the figures, and the series count.
         pupils_come_and_go(&node, &teacher, &lesson, 5).await;
         // RTCP figures come at the statistics interval (1 s) once receiver
-        // reports have gone both ways.
+        // reports have gone both ways: wait for every series checked below.
+        let rtcp = [
+            "chaperone_media_loss_ratio_count{path=\"uplink\"}",
+            "chaperone_media_loss_ratio_count{path=\"downlink\"}",
+            "chaperone_media_jitter_seconds_count{path=\"uplink\"}",
+            "chaperone_media_rtt_seconds_count{path=\"downlink\"}",
+        ];
         let mut s5 = Scrape::of(&node, &log).await;
         for _ in 0..40 {
-            if s5.value("chaperone_media_rtt_seconds_count{path=\"downlink\"}") > 0.0
-                && s5.value("chaperone_media_loss_ratio_count{path=\"uplink\"}") > 0.0
+            if rtcp.iter().all(|series| s5.value(series) > 0.0)
                 && s5.value("chaperone_incidents_total") > 0.0
             {
                 break;
@@ -259,12 +264,7 @@ async fn a_lesson_fills_the_histograms_and_the_series_stay_bounded() {
             s5.value("chaperone_controls_total{kind=\"turn_off\"}") >= 1.0,
             "{text}"
         );
-        for series in [
-            "chaperone_media_loss_ratio_count{path=\"uplink\"}",
-            "chaperone_media_loss_ratio_count{path=\"downlink\"}",
-            "chaperone_media_jitter_seconds_count{path=\"uplink\"}",
-            "chaperone_media_rtt_seconds_count{path=\"downlink\"}",
-        ] {
+        for series in rtcp {
             assert!(
                 s5.value(series) > 0.0,
                 "{series} has no observation:\n{text}"
