@@ -135,8 +135,8 @@ impl S3Server {
 }
 
 /// How long outage tests keep the store down: `CHAPERONE_S3_OUTAGE_SECS`,
-/// else `default` (the 60 s scenario runs end to end with
-/// `CHAPERONE_S3_OUTAGE_SECS=60`).
+/// else `default` (60 s, the scenario, for the end-to-end test of
+/// the whole recording path; shorter for the store layer's own).
 pub fn outage_from_env(default: Duration) -> Duration {
     std::env::var("CHAPERONE_S3_OUTAGE_SECS")
         .ok()

@@ -4,7 +4,8 @@
 //! The spool's bound refuses writes (typed error) rather than drop them.
 //!
 //! The outage lasts `CHAPERONE_S3_OUTAGE_SECS` (default 15 s here; the
-//! issue's 60 s scenario runs end to end with the recorder service).
+//! issue's 60 s scenario runs end to end, a live lesson into a recorder
+//! process, in `gateway/tests/recorder_store_outage.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chaperone_protocol::LessonId;
 use chaperone_protocol::feed::FeedFrame;
 use chaperone_recorder::keys::RecorderPublicKey;
+use chaperone_recorder::store::StoreConfig;
 use chaperone_recorder::verify::{Report, verify_lesson};
 
 /// Where the workspace's binaries are (next to the test executable's directory).
@@ -45,6 +46,12 @@ pub struct RecorderSetup {
     pub identity: age::x25519::Identity,
     pub issuer: String,
     pub segment_secs: u64,
+    /// An S3 store to write to (spooling under `dir` while it is down),
+    /// and its bucket's directory on disk; `None`: the filesystem store
+    /// under `dir`.
+    pub s3: Option<(StoreConfig, PathBuf)>,
+    /// `/metrics` listener port.
+    pub metrics_port: u16,
 }
 
 impl RecorderSetup {
@@ -55,6 +62,8 @@ impl RecorderSetup {
             identity: age::x25519::Identity::generate(),
             issuer: issuer.to_owned(),
             segment_secs: 1,
+            s3: None,
+            metrics_port: free_port(),
         }
     }
 
@@ -63,8 +72,29 @@ impl RecorderSetup {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
+    /// Where the archive's objects are on disk.
     pub fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.s3.as_ref().map_or_else(
+            || self.dir.path().join("store"),
+            |(_, bucket)| bucket.clone(),
+        )
+    }
+
+    /// The recorder's `/metrics` text (empty if it does not answer).
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// One unlabelled sample of the recorder's metrics, if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
     }
 
     pub fn public_key(&self) -> RecorderPublicKey {
@@ -77,13 +107,16 @@ impl RecorderSetup {
 
     /// Starts `recorder serve` and waits until it is ready.
     pub async fn start(&self) -> RecorderProcess {
-        let child = Command::new(binary("recorder"))
-            .arg("serve")
+        let mut cmd = Command::new(binary("recorder"));
+        cmd.arg("serve")
             .env(
                 "CHAPERONE_RECORDER_HTTP_LISTEN",
                 format!("127.0.0.1:{}", self.port),
             )
-            .env("CHAPERONE_RECORDER_HTTP_METRICS_LISTEN", "")
+            .env(
+                "CHAPERONE_RECORDER_HTTP_METRICS_LISTEN",
+                format!("127.0.0.1:{}", self.metrics_port),
+            )
             .env(
                 "CHAPERONE_RECORDER_GATEWAY_ISSUERS",
                 format!("[\"{}\"]", self.issuer),
@@ -104,12 +137,15 @@ impl RecorderSetup {
                 "CHAPERONE_RECORDER_ARCHIVE_SEGMENT_SECS",
                 self.segment_secs.to_string(),
             )
-            .env("CHAPERONE_RECORDER_STORE_DIR", self.store_dir())
+            .env(
+                "CHAPERONE_RECORDER_STORE_DIR",
+                self.dir.path().join("store"),
+            )
             .env("CHAPERONE_LOG", "warn")
+            .envs(self.store_env())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().unwrap();
         let mut p = RecorderProcess { child: Some(child) };
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         for _ in 0..200 {
@@ -127,17 +163,57 @@ impl RecorderSetup {
         panic!("recorder not ready at {url}");
     }
 
-    /// The lesson's verify report.
+    /// `CHAPERONE_RECORDER_STORE_*` for the S3 store, if there is one.
+    fn store_env(&self) -> Vec<(String, String)> {
+        let Some((c, _)) = &self.s3 else {
+            return Vec::new();
+        };
+        let spool = self.dir.path().join("spool").display().to_string();
+        [
+            ("KIND", "s3".to_owned()),
+            ("BUCKET", c.bucket.clone()),
+            ("ENDPOINT", c.endpoint.clone()),
+            ("REGION", c.region.clone()),
+            ("ACCESS_KEY_ID", c.access_key_id.clone()),
+            ("SECRET_ACCESS_KEY", c.secret_access_key.clone()),
+            ("ALLOW_HTTP", c.allow_http.to_string()),
+            ("TIMEOUT_MS", c.timeout_ms.to_string()),
+            ("CONNECT_TIMEOUT_MS", c.connect_timeout_ms.to_string()),
+            ("RETRY_ATTEMPTS", c.retry_attempts.to_string()),
+            (
+                "RETRY_INITIAL_BACKOFF_MS",
+                c.retry_initial_backoff_ms.to_string(),
+            ),
+            ("RETRY_MAX_BACKOFF_MS", c.retry_max_backoff_ms.to_string()),
+            ("HEALTH_INTERVAL_MS", c.health_interval_ms.to_string()),
+            ("SPOOL_DIR", spool),
+            ("SPOOL_MAX_BYTES", (256u64 << 20).to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("CHAPERONE_RECORDER_STORE_{k}"), v))
+        .collect()
+    }
+
+    /// The lesson's verify report, read from the store the recorder
+    /// writes to (over S3 when it is one).
     pub async fn verify(&self, lesson: LessonId) -> Report {
-        let store = chaperone_recorder::archive::local_store(&self.store_dir()).unwrap();
+        let store = match &self.s3 {
+            Some((config, _)) => chaperone_recorder::store::open_unprobed(config).unwrap(),
+            None => chaperone_recorder::archive::local_store(&self.store_dir()).unwrap(),
+        };
         verify_lesson(store.as_ref(), &lesson, &self.public_key()).await
     }
 
     /// Every frame of the lesson's archive, in seq order, with its seq.
     pub fn frames(&self, lesson: LessonId) -> Vec<(u64, FeedFrame)> {
         let dir = self.store_dir().join(format!("lessons/{lesson}/segments"));
+        // Segment objects only (an S3 server may keep its own files beside them).
         let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "age"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         let mut out = Vec::new();
