@@ -31,7 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 log "building release binaries"
-cargo build --release --locked -p chaperone-gateway -p chaperone-loadtest --bins
+cargo build --release --locked -p chaperone-gateway -p chaperone-recorder -p chaperone-loadtest --bins
 
 cpus=$(nproc)
 if [ "$cpus" -ge 2 ]; then

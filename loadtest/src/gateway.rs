@@ -29,6 +29,7 @@ use crate::clock;
 use crate::media::{MediaPeer, Origin, PeerConfig, RunCtx, SigIn};
 use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
 use crate::process::{ChildGuard, free_port, scratch_dir};
+use crate::recorder::Recorder;
 
 /// The key id the gateway signs with (its default `tokens.signing_key_id`).
 const KID: &str = "gateway-1";
@@ -46,11 +47,20 @@ pub struct Gateway {
     pub base: String,
     issuer: TokenIssuer,
     child: ChildGuard,
+    /// The recorder process its feeds go to, if it has its own.
+    recorder: Option<Recorder>,
 }
 
 impl Gateway {
-    /// Starts `bin --dev` on free loopback ports, pinned to `cpu` if given.
-    pub fn start(bin: &Path, cpu: Option<usize>, log: bool) -> Result<Self> {
+    /// Starts `bin --dev` on free loopback ports, pinned to `cpu` if given,
+    /// recording with its embedded recorder or, given `recorder` (the
+    /// binary), with a `recorder serve` process of its own on the same CPU.
+    pub fn start(
+        bin: &Path,
+        recorder: Option<&Path>,
+        cpu: Option<usize>,
+        log: bool,
+    ) -> Result<Self> {
         let dir = scratch_dir("gateway")?;
         let key = dir.join("signing-key.pem");
         let status = std::process::Command::new("openssl")
@@ -64,8 +74,11 @@ impl Gateway {
         let pem = std::fs::read_to_string(&key)?;
         let port = free_port()?;
         let base = format!("http://127.0.0.1:{port}");
+        let recorder = recorder
+            .map(|r| Recorder::start(r, &base, cpu, log))
+            .transpose()?;
         let s = |k: &str, v: String| (k.to_owned(), v);
-        let env = vec![
+        let mut env = vec![
             s("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}")),
             s(
                 "CHAPERONE_METRICS_LISTEN",
@@ -90,6 +103,9 @@ impl Gateway {
                 if log { "info" } else { "warn" }.to_owned(),
             ),
         ];
+        if let Some(r) = &recorder {
+            env.push(s("CHAPERONE_RECORDER_URLS", r.url.clone()));
+        }
         let mut child =
             ChildGuard::spawn("gateway", bin, &["--dev".to_owned()], &env, cpu, dir, log)?;
         child.wait_for_port(port, Duration::from_secs(30))?;
@@ -103,6 +119,7 @@ impl Gateway {
             base,
             issuer,
             child,
+            recorder,
         })
     }
 
@@ -111,9 +128,21 @@ impl Gateway {
         self.child.pid().context("gateway has no pid")
     }
 
-    /// Fails if the gateway died.
+    /// Its recorder's figures now, if it has one of its own.
+    pub async fn recorder_sample(&self) -> Result<Option<crate::recorder::Sample>> {
+        match &self.recorder {
+            Some(r) => Ok(Some(r.sample().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Fails if the gateway (or its recorder) died.
     pub fn check_running(&mut self) -> Result<()> {
-        self.child.check_running()
+        self.child.check_running()?;
+        match &mut self.recorder {
+            Some(r) => r.check_running(),
+            None => Ok(()),
+        }
     }
 
     /// A room token for synthetic pupil `n` of `lesson`'s class.

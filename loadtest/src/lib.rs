@@ -5,7 +5,8 @@
 //!
 //! - [`media`]: one participant's media (publish on a schedule, measure
 //!   what arrives without decrypting it); [`rtp`]: the clear header bytes.
-//! - [`gateway`] and [`janus`]: each server's signaling and start-up.
+//! - [`gateway`] and [`janus`]: each server's signaling and start-up;
+//!   [`recorder`]: a recorder process of its own, to measure recording.
 //! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures.
 //!
 //! It must never weaken what it measures: it joins through the gateway's
@@ -19,6 +20,7 @@ pub mod media;
 pub mod plan;
 pub mod process;
 pub mod procfs;
+pub mod recorder;
 pub mod report;
 pub mod rtp;
 pub mod scenario;

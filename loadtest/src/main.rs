@@ -19,7 +19,8 @@ scenarios:
   join-storm      31 participants join one lesson within a second; the teacher admits all
   mute-all        the teacher mutes 30 talking pupils (who keep sending), in rounds
   capacity        lesson31 with more lessons until loss > 0.1 % or p99 latency > 2 ms
-  all             every scenario on Chaperone, then lesson31 and capacity on Janus
+  all             every scenario on Chaperone, lesson31 again with --recorder-process,
+                  then lesson31 and capacity on Janus
   median DIR...   medians (min, max) of every figure over the runs in DIR... (--out dirs)
 
 options:
@@ -30,6 +31,10 @@ options:
   --warmup SECS              settling time before the window (default 2)
   --server-cpu N             pin the server to CPU N with taskset
   --gateway PATH             gateway binary (default: next to this one)
+  --recorder-process         record with a `recorder serve` process of its own (on the
+                             server's CPU) instead of the gateway's embedded recorder,
+                             and report its CPU per lesson
+  --recorder PATH            recorder binary (default: next to this one)
   --janus PATH               janus binary (default /usr/bin/janus)
   --janus-config DIR         Janus configuration (default: loadtest/janus of this source tree)
   --capacity-start N         first lesson count of `capacity` (default 2)
@@ -49,6 +54,8 @@ struct Args {
     warmup: f64,
     server_cpu: Option<usize>,
     gateway: PathBuf,
+    recorder_process: bool,
+    recorder: PathBuf,
     janus: PathBuf,
     janus_config: PathBuf,
     cap_start: usize,
@@ -69,6 +76,8 @@ fn parse_args() -> Result<Args> {
         warmup: 2.0,
         server_cpu: None,
         gateway: chaperone_loadtest::gateway::default_binary(),
+        recorder_process: false,
+        recorder: chaperone_loadtest::recorder::default_binary(),
         janus: PathBuf::from("/usr/bin/janus"),
         janus_config: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("janus"),
         cap_start: 2,
@@ -91,6 +100,8 @@ fn parse_args() -> Result<Args> {
             "--warmup" => a.warmup = val()?.parse()?,
             "--server-cpu" => a.server_cpu = Some(val()?.parse()?),
             "--gateway" => a.gateway = val()?.into(),
+            "--recorder-process" => a.recorder_process = true,
+            "--recorder" => a.recorder = val()?.into(),
             "--janus" => a.janus = val()?.into(),
             "--janus-config" => a.janus_config = val()?.into(),
             "--capacity-start" => a.cap_start = val()?.parse()?,
@@ -130,6 +141,7 @@ fn target(args: &Args, name: &str) -> Result<TargetKind> {
     Ok(match name {
         "chaperone" => TargetKind::Chaperone {
             bin: args.gateway.clone(),
+            recorder: args.recorder_process.then(|| args.recorder.clone()),
         },
         "janus" => TargetKind::Janus {
             bin: args.janus.clone(),
@@ -236,6 +248,23 @@ async fn run(args: Args) -> Result<()> {
             }
             let r = scenario::run(kind, &t, &options(&args, Some(kind))).await?;
             emit(&args, &r, "")?;
+        }
+        // What recording costs: lesson31 again, the recorder in a process of its own.
+        if let (
+            true,
+            TargetKind::Chaperone {
+                bin,
+                recorder: None,
+            },
+        ) = (all, &t)
+        {
+            let t = TargetKind::Chaperone {
+                bin: bin.clone(),
+                recorder: Some(args.recorder.clone()),
+            };
+            let kind = Kind::Lesson31;
+            let r = scenario::run(kind, &t, &options(&args, Some(kind))).await?;
+            emit(&args, &r, "-recorder-process")?;
         }
     }
     Ok(())

@@ -48,7 +48,7 @@ impl Percentiles {
 }
 
 /// Resource figures sampled around the measurement window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Resources {
     /// Server CPU ticks (1/100 s) spent in the window.
     pub server_cpu_ticks: u64,
@@ -58,6 +58,32 @@ pub struct Resources {
     pub server_rss_idle_kib: u64,
     /// Server resident memory at the end of the window, KiB.
     pub server_rss_kib: u64,
+    /// A recorder process apart from the server, if there is one: what it
+    /// did in the window.
+    pub recorder: Option<crate::recorder::Sample>,
+}
+
+/// What recording cost, from a recorder process of its own over the window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecorderFigures {
+    /// Its CPU per lesson, cores.
+    pub cpu_cores_per_lesson: f64,
+    /// Tracks that sent media in the window (all lessons).
+    pub tracks: usize,
+    /// Its CPU per second of one recorded track, µs (CPU ÷ tracks ÷ window).
+    pub cpu_us_per_track_second: f64,
+    /// Feed frames recorded per second.
+    pub frames_per_sec: f64,
+    /// Feed bytes recorded (then sealed and written) per second, MB.
+    pub mb_per_sec: f64,
+    /// The same per CPU second it spent: MB/s per core.
+    pub mb_per_cpu_second: f64,
+    /// Segments sealed and made durable in the window.
+    pub segments: u64,
+    /// Sealed → durable (stored and checkpointed), median, ms (bucket bound).
+    pub durable_p50_ms: Option<f64>,
+    /// The same, 99th percentile, ms (bucket bound).
+    pub durable_p99_ms: Option<f64>,
 }
 
 /// Everything one scenario run measured.
@@ -124,8 +150,9 @@ pub struct ScenarioResult {
     pub server_rss_kib: u64,
     /// Its growth from idle per participant, KiB.
     pub server_rss_per_participant_kib: f64,
-    /// Recorder CPU per lesson, cores (only where it can be separated).
-    pub recorder_cpu_cores_per_lesson: Option<f64>,
+    /// What recording cost (only with a recorder process of its own: the
+    /// embedded recorder's cost is inside the server's).
+    pub recorder: Option<RecorderFigures>,
 }
 
 /// Builds the figures of one run.
@@ -296,7 +323,40 @@ pub fn summarise(
         } else {
             0.0
         },
-        recorder_cpu_cores_per_lesson: None,
+        recorder: res
+            .recorder
+            .as_ref()
+            .map(|r| recorder_figures(r, reports, lessons, window_secs)),
+    }
+}
+
+fn recorder_figures(
+    r: &crate::recorder::Sample,
+    reports: &[ParticipantReport],
+    lessons: usize,
+    window_secs: f64,
+) -> RecorderFigures {
+    let cpu_secs = r.cpu_ticks as f64 / crate::procfs::TICKS_PER_SEC as f64;
+    let tracks = reports
+        .iter()
+        .flat_map(|p| &p.media.tx)
+        .filter(|t| t.frames_in_window > 0)
+        .count();
+    let mb = r.frame_bytes as f64 / 1e6;
+    RecorderFigures {
+        cpu_cores_per_lesson: cpu_secs / window_secs / lessons.max(1) as f64,
+        tracks,
+        cpu_us_per_track_second: if tracks > 0 {
+            cpu_secs * 1e6 / tracks as f64 / window_secs
+        } else {
+            0.0
+        },
+        frames_per_sec: r.frames as f64 / window_secs,
+        mb_per_sec: mb / window_secs,
+        mb_per_cpu_second: if cpu_secs > 0.0 { mb / cpu_secs } else { 0.0 },
+        segments: r.segments(),
+        durable_p50_ms: r.durable_quantile(0.50).map(|s| s * 1e3),
+        durable_p99_ms: r.durable_quantile(0.99).map(|s| s * 1e3),
     }
 }
 
@@ -364,6 +424,21 @@ impl ScenarioResult {
             self.server_rss_kib as f64 / 1024.0,
             self.server_rss_per_participant_kib
         );
+        if let Some(r) = &self.recorder {
+            let ms = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("≤ {v:.1} ms"));
+            s += &format!(
+                "  recorder process CPU {:.4} cores per lesson; {:.1} µs per track-second ({} tracks); \
+                 {:.2} MB/s recorded = {:.1} MB per CPU second; sealed → durable p50 {} / p99 {} ({} segments)\n",
+                r.cpu_cores_per_lesson,
+                r.cpu_us_per_track_second,
+                r.tracks,
+                r.mb_per_sec,
+                r.mb_per_cpu_second,
+                ms(r.durable_p50_ms),
+                ms(r.durable_p99_ms),
+                r.segments
+            );
+        }
         for f in &self.failures {
             s += &format!("  failure: {f}\n");
         }

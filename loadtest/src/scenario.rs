@@ -90,6 +90,10 @@ pub enum TargetKind {
     Chaperone {
         /// Path of `gateway`.
         bin: PathBuf,
+        /// Path of `recorder`, to record with a `recorder serve` process
+        /// of its own (its CPU measured apart); `None`: the gateway's
+        /// embedded recorder.
+        recorder: Option<PathBuf>,
     },
     /// Janus with the VideoRoom plugin.
     Janus {
@@ -252,6 +256,7 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
     ctx.window.set((w0, w1));
     sleep_until_unix(w0).await;
     let cpu0 = procfs::cpu_ticks(pid)?;
+    let rec0 = server.recorder_sample().await?;
     let gen0 = procfs::cpu_ticks(procfs::self_pid())?;
     if kind == Kind::MuteAll {
         // Rounds inside the window: mute, the pupils switch back on, repeat.
@@ -266,6 +271,7 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
     }
     sleep_until_unix(w1).await;
     let cpu1 = procfs::cpu_ticks(pid)?;
+    let rec1 = server.recorder_sample().await?;
     let gen1 = procfs::cpu_ticks(procfs::self_pid())?;
     let rss = procfs::rss_kib(pid)?;
     server
@@ -321,6 +327,7 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
             generator_cpu_ticks: gen1 - gen0,
             server_rss_idle_kib: rss_idle,
             server_rss_kib: rss,
+            recorder: rec0.zip(rec1).map(|(a, b)| b.since(&a)),
         },
         MUTE_LOOK.as_nanos() as u64,
     ))

@@ -48,8 +48,9 @@ impl Server {
     /// Starts the server of `target`.
     pub fn start(target: &TargetKind, opts: &RunOptions, _scenario: &str) -> Result<Self> {
         Ok(match target {
-            TargetKind::Chaperone { bin } => Server::Chaperone(Box::new(Gateway::start(
+            TargetKind::Chaperone { bin, recorder } => Server::Chaperone(Box::new(Gateway::start(
                 bin,
+                recorder.as_deref(),
                 opts.server_cpu,
                 opts.server_log,
             )?)),
@@ -67,6 +68,14 @@ impl Server {
         match self {
             Server::Chaperone(g) => g.pid(),
             Server::Janus(j) => j.pid(),
+        }
+    }
+
+    /// The figures of a recorder running apart from it, if any.
+    pub async fn recorder_sample(&self) -> Result<Option<crate::recorder::Sample>> {
+        match self {
+            Server::Chaperone(g) => g.recorder_sample().await,
+            Server::Janus(_) => Ok(None),
         }
     }
 
