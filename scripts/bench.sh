@@ -33,6 +33,7 @@ fi
 log "building release binaries"
 cargo build --release --locked -p chaperone-gateway -p chaperone-recorder -p chaperone-loadtest --bins
 
+bin="${CARGO_TARGET_DIR:-target}/release"
 cpus=$(nproc)
 if [ "$cpus" -ge 2 ]; then
   server_cpu=0; generator_cpu=1
@@ -57,9 +58,9 @@ args=("$@")
 [ "${#args[@]}" -gt 0 ] || args=(all)
 for i in $(seq 1 "${REPEAT:-1}"); do
   log "run $i of ${REPEAT:-1}: loadtest ${args[*]} (server on CPU $server_cpu, generator on CPU $generator_cpu)"
-  nice -n "${BENCH_NICE:-0}" taskset -c "$generator_cpu" target/release/loadtest "${args[@]}" \
+  nice -n "${BENCH_NICE:-0}" taskset -c "$generator_cpu" "$bin/loadtest" "${args[@]}" \
     --server-cpu "$server_cpu" --out "$out/run-$i" | tee "$out/run-$i.txt"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine.txt"
-target/release/loadtest median "$out"/run-*/ > "$out/medians.md"
+"$bin/loadtest" median "$out"/run-*/ > "$out/medians.md"
 log "results in $out/ (medians in $out/medians.md)"
