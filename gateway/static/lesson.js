@@ -60,6 +60,30 @@ export class LessonClient {
     this.engagement = 'chat_only';
     this.elements = new Map(); // media elements kept across renders, by key
     window.chaperone = this; // for people debugging, and the browser tests
+    this.holdRendersWhilePressed();
+  }
+
+  // A click is a press and a release on the same element, and a render
+  // replaces every element of the page: a message arriving between the two
+  // (a roster update, a renegotiation) would swallow the click, and a
+  // teacher's "Mic off" would be lost. So while a pointer or an activation
+  // key is down, renders wait, and the one that waited runs right after the
+  // release, once the click has been handled.
+  holdRendersWhilePressed() {
+    this.pressed = false;
+    this.renderWaiting = false;
+    const press = () => { this.pressed = true; };
+    const release = () => {
+      if (!this.pressed) return;
+      this.pressed = false;
+      if (this.renderWaiting) setTimeout(() => this.render(), 0);
+    };
+    const activates = ev => ev.key === 'Enter' || ev.key === ' ';
+    document.addEventListener('pointerdown', press, true);
+    document.addEventListener('keydown', ev => { if (activates(ev)) press(); }, true);
+    for (const type of ['pointerup', 'pointercancel']) document.addEventListener(type, release, true);
+    document.addEventListener('keyup', ev => { if (activates(ev)) release(); }, true);
+    window.addEventListener('blur', release);
   }
 
   setState(state) {
@@ -408,6 +432,11 @@ export class LessonClient {
   }
 
   render() {
+    if (this.pressed) {
+      this.renderWaiting = true;
+      return;
+    }
+    this.renderWaiting = false;
     const parts = [el('h1', {}, 'Lesson'), this.statusBar()];
     if (this.notice) parts.push(el('p', { id: 'notice', class: 'notice', role: 'alert' }, this.notice));
     if (this.state === 'waiting') {

@@ -67,6 +67,15 @@ async function stopped(page, prefix, what) {
   return b;
 }
 
+// Waits until the server reports, in the teacher's roster, that `source` of
+// every pupil in `ids` is no longer forwarded: the control took effect.
+async function notForwarded(teacher, ids, source, what) {
+  await waitFor(teacher, ([ids, source]) => ids.every(id => {
+    const p = window.chaperone.roster.find(r => r.id === id);
+    return p && !p.forwarded.includes(source);
+  }), [ids, source], what);
+}
+
 async function shot(page, name) {
   if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 }
@@ -141,12 +150,26 @@ try {
 
   // Mic off for pupil A: pupil B stops receiving A's audio; B's audio still flows to A.
   await teacher.click(`button[data-action="mic-off"][data-participant="${idA}"]`);
+  await notForwarded(teacher, [idA], 'microphone', "the server turning pupil A's mic off");
   const afterMute = await stopped(pupilB, `p${idA}/microphone`, "pupil A's voice after mic off");
   await growing(pupilA, `p${idB}/microphone`, "pupil B's voice still at pupil A");
   step('mic_off_enforced', { bytes_frozen_at: afterMute });
 
+  // All mics off, clicked while the page re-renders between the press and the
+  // release (a message can arrive at any moment): the click still counts,
+  // and pupil B's voice stops reaching pupil A.
+  const button = await teacher.locator('#all-mics-off').boundingBox();
+  await teacher.mouse.move(button.x + button.width / 2, button.y + button.height / 2);
+  await teacher.mouse.down();
+  await teacher.evaluate(() => window.chaperone.render());
+  await teacher.mouse.up();
+  await notForwarded(teacher, [idA, idB], 'microphone', 'the server turning all mics off');
+  await stopped(pupilA, `p${idB}/microphone`, "pupil B's voice after all mics off");
+  step('all_mics_off_enforced');
+
   // All cameras off: no pupil video reaches anyone.
   await teacher.click('#all-cams-off');
+  await notForwarded(teacher, [idA, idB], 'camera', 'the server turning all cameras off');
   await stopped(teacher, `p${idA}/camera`, "pupil A's camera at the teacher after all cameras off");
   await stopped(teacher, `p${idB}/camera`, "pupil B's camera at the teacher after all cameras off");
   await stopped(pupilA, `p${idB}/camera`, "pupil B's camera at pupil A after all cameras off");
@@ -158,6 +181,7 @@ try {
   await pupilA.click('#share-screen');
   step('screen_share_seen', { frames: await decoding(pupilB, `p${idA}/screen_share`, "pupil A's screen at pupil B") });
   await teacher.uncheck(`input[data-permission="screen_share"][data-participant="${idA}"]`);
+  await notForwarded(teacher, [idA], 'screen_share', "the server revoking pupil A's screen share");
   await stopped(pupilB, `p${idA}/screen_share`, "pupil A's screen after the permission was revoked");
   step('screen_share_revoked');
 

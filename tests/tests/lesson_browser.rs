@@ -37,6 +37,7 @@ fn a_lesson_in_chromium_is_enforced_and_recorded() {
             "teacher_video_decoded",
             "pupils_publishing",
             "mic_off_enforced",
+            "all_mics_off_enforced",
             "all_cameras_off_enforced",
             "screen_share_seen",
             "screen_share_revoked",
