@@ -7,6 +7,12 @@
 const SOURCES = ['microphone', 'camera', 'screen_share'];
 const PERMISSIONS = ['microphone', 'camera', 'screen_share', 'annotate'];
 const LABEL = { microphone: 'Mic', camera: 'Camera', screen_share: 'Screen share', annotate: 'Annotate' };
+// Close codes after which rejoining cannot help: the lesson ended (1000),
+// the client is out of date or misbehaved (4001, 4002, 4008), the person is
+// refused or was replaced by another window (4003, 4004, 4009).
+const FINAL_CLOSES = new Set([1000, 4001, 4002, 4003, 4004, 4008, 4009]);
+// Attempts after a lost connection before asking the person to reload.
+const MAX_REJOINS = 6;
 const ENGAGEMENTS = [
   ['chat_only', 'Chat only'],
   ['voice_chat', 'Voice and chat'],
@@ -45,6 +51,7 @@ export class LessonClient {
     this.root = root;
     this.lessonId = lessonId;
     this.you = null;
+    this.mine = new Set();
     this.role = null;
     this.state = 'connecting';
     this.roster = [];
@@ -93,7 +100,15 @@ export class LessonClient {
 
   async start() {
     this.setState('connecting');
-    const res = await fetch(`/api/lessons/${this.lessonId}/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    this.rejoins = 0;
+    await this.connect();
+  }
+
+  // One signaling connection, with a fresh room token (the gateway checks
+  // the person's session and blocks again on every connection).
+  async connect() {
+    const res = await fetch(`/api/lessons/${this.lessonId}/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).catch(() => null);
+    if (!res) return this.lost(null);
     const data = await res.json().catch(() => ({}));
     if (!res.ok) {
       this.setState('refused');
@@ -102,26 +117,42 @@ export class LessonClient {
     }
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${data.ws_path}`;
     this.iceServers = data.ice_servers || [];
-    this.ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);
-    this.ws.onopen = () => this.send({ hello: { version: 1 } });
+    const ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);
+    this.ws = ws;
+    ws.onopen = () => this.send({ hello: { version: 1 } });
     // Messages are handled one at a time, in order: an SDP offer from the
     // SFU must not be applied while our own offer/answer is half done.
     this.inbox = Promise.resolve();
-    this.ws.onmessage = ev => {
+    ws.onmessage = ev => {
+      if (this.ws !== ws) return; // a connection this page has given up on
       const msg = JSON.parse(ev.data);
       this.inbox = this.inbox.then(() => this.onMessage(msg)).catch(e => {
         this.notice = `Something went wrong: ${e.message}`;
         this.render();
       });
     };
-    this.ws.onclose = ev => {
-      if (this.state !== 'ended' && this.state !== 'refused') {
-        this.setState('disconnected');
-        this.notice = `Connection closed (${ev.code}). Reload the page to rejoin.`;
-      }
-      this.stopMedia();
-      this.render();
-    };
+    ws.onclose = ev => { if (this.ws === ws) this.lost(ev.code); };
+    this.render();
+  }
+
+  // The connection closed (`code`), or could not be made (null). Unless the
+  // lesson said goodbye or the gateway refused for good, the page rejoins by
+  // itself: within the reconnect grace the gateway lets an admitted person
+  // straight back in, and a waiting one back to the waiting room.
+  lost(code) {
+    this.stopMedia();
+    this.ws = null;
+    if (this.state === 'ended' || this.state === 'refused') return this.render();
+    if (!FINAL_CLOSES.has(code) && this.rejoins < MAX_REJOINS) {
+      const delay = Math.min(500 * 2 ** this.rejoins, 8000);
+      this.rejoins += 1;
+      this.setState('reconnecting');
+      this.notice = 'Connection lost: rejoining the lesson…';
+      setTimeout(() => this.connect(), delay);
+    } else {
+      this.setState('disconnected');
+      this.notice = `Connection closed${code ? ` (${code})` : ''}. Reload the page to rejoin.`;
+    }
     this.render();
   }
 
@@ -137,12 +168,18 @@ export class LessonClient {
     switch (tag) {
       case 'welcome':
         this.you = body.you; this.role = body.role;
+        this.mine.add(body.you); // every id this page has had (rejoining gives a new one)
         document.body.dataset.lessonRole = body.role;
         break;
       case 'waiting': this.setState('waiting'); break;
       case 'admitted':
         this.setState('admitted');
+        if (this.rejoins) this.notice = 'You are back in the lesson.';
+        this.rejoins = 0;
         await this.startMedia();
+        // Back after a lost connection: take part as chosen before (what the
+        // teacher turned off stays off: it left the choice when it happened).
+        if (this.role === 'pupil' && this.engagement !== 'chat_only') await this.setEngagement(this.engagement);
         break;
       case 'roster': this.roster = body.participants; break;
       case 'waiting_list': this.waiting = body.waiting; break;
@@ -199,6 +236,14 @@ export class LessonClient {
       this.senders.camera = pc.addTransceiver(this.local.camera || 'video', { direction: 'sendonly' }).sender;
       this.senders.screen_share = pc.addTransceiver('video', { direction: 'sendonly' }).sender;
     }
+    // A media connection that fails (ICE or DTLS) does not come back by
+    // itself: rejoin, which builds a new one.
+    pc.onconnectionstatechange = () => {
+      if (this.pc === pc && pc.connectionState === 'failed') {
+        this.notice = 'The media connection failed: rejoining…';
+        this.ws?.close(4100, 'media failed');
+      }
+    };
     pc.ontrack = ev => {
       const stream = ev.streams[0] || new MediaStream([ev.track]);
       const t = trackKey(ev.track.id); // from the SFU's msid: never an address or a name
@@ -351,7 +396,7 @@ export class LessonClient {
 
   chatPanel() {
     const log = el('ol', { id: 'chat-log', class: 'chat' }, ...this.chat.map(m => el('li', { 'data-from': m.from, 'data-private': m.to != null ? 'true' : 'false' },
-      el('strong', {}, m.from_name), m.to != null ? el('em', {}, ` (private to ${m.to === this.you ? 'you' : this.nameOf(m.to)})`) : '', `: ${m.text}`)));
+      el('strong', {}, m.from_name), m.to != null ? el('em', {}, ` (private to ${this.mine.has(m.to) ? 'you' : this.nameOf(m.to)})`) : '', `: ${m.text}`)));
     const to = el('select', { id: 'chat-to', 'aria-label': 'Send to' }, el('option', { value: '' }, 'Everyone'));
     // Pupils may write privately to staff only; the server refuses anything else.
     const targets = this.roster.filter(p => p.id !== this.you && (this.isStaff() ? true : (p.role === 'teacher' || p.role === 'assistant')));

@@ -206,6 +206,21 @@ try {
   await shot(teacher, 'teacher-chat');
   step('chat_rules_enforced');
 
+  // Pupil B's connection drops: the page rejoins by itself, straight back
+  // into the lesson (never the waiting room), and sees the teacher again.
+  await pupilB.evaluate(() => {
+    const c = window.chaperone, set = c.setState.bind(c);
+    window.statesSeen = [];
+    c.setState = s => { window.statesSeen.push(s); set(s); };
+    c.ws.close(4000, 'test: the connection dropped');
+  });
+  await waitFor(pupilB, old => document.body.dataset.lessonState === 'admitted' && window.chaperone.you !== old, idB, 'pupil B back in the lesson');
+  const statesSeen = await pupilB.evaluate(() => window.statesSeen);
+  expect(statesSeen.includes('reconnecting') && !statesSeen.includes('waiting'), `pupil B's states on rejoining: ${statesSeen}`);
+  await decoding(pupilB, `p${teacherId}/camera`, "pupil B decoding the teacher's video after rejoining");
+  expect(await pupilB.evaluate(() => [...document.querySelectorAll('#chat-log li')].some(li => li.textContent.includes('hello everyone'))), 'pupil B lost the chat on rejoining');
+  step('rejoined', { states: statesSeen });
+
   // The teacher ends the lesson: everyone is told.
   await teacher.click('#end-lesson');
   for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'ended', null, 'lesson ended at a pupil');
