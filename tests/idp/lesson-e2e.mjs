@@ -221,6 +221,18 @@ try {
   expect(await pupilB.evaluate(() => [...document.querySelectorAll('#chat-log li')].some(li => li.textContent.includes('hello everyone'))), 'pupil B lost the chat on rejoining');
   step('rejoined', { states: statesSeen });
 
+  // Pupil A's media connection fails (ICE or DTLS; told to the page as the
+  // browser would, since a headless browser on loopback cannot lose its
+  // network): the page rejoins and receives the teacher's video again.
+  await pupilA.evaluate(() => {
+    const pc = window.chaperone.pc;
+    Object.defineProperty(pc, 'connectionState', { get: () => 'failed' });
+    pc.dispatchEvent(new Event('connectionstatechange'));
+  });
+  await waitFor(pupilA, old => document.body.dataset.lessonState === 'admitted' && window.chaperone.you !== old, idA, 'pupil A back after its media failed');
+  await decoding(pupilA, `p${teacherId}/camera`, "pupil A decoding the teacher's video after its media failed");
+  step('media_failure_rejoined');
+
   // The teacher ends the lesson: everyone is told.
   await teacher.click('#end-lesson');
   for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'ended', null, 'lesson ended at a pupil');

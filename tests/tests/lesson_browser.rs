@@ -43,6 +43,7 @@ fn a_lesson_in_chromium_is_enforced_and_recorded() {
             "screen_share_revoked",
             "chat_rules_enforced",
             "rejoined",
+            "media_failure_rejoined",
             "ended",
         ]
     );
