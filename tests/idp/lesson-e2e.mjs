@@ -2,8 +2,10 @@
 // two pupils sign in through the development provider; pupils wait; the
 // teacher admits one, then all; every pupil decodes the teacher's video;
 // controls stop media at the SFU (bytes stop growing at the receivers);
-// screen share is granted, seen and revoked; chat, public and private, and
-// a refused pupil-to-pupil message.
+// a click survives a re-render mid-press; screen share is granted, seen and
+// revoked; chat, public and private, and a refused pupil-to-pupil message;
+// pages rejoin by themselves after a dropped connection or a failed media
+// connection.
 //
 //   GATEWAY_URL=http://127.0.0.1:8080 [SCREENSHOT_DIR=dir] node lesson-e2e.mjs
 //

@@ -1,11 +1,12 @@
 //! A live lesson in headless Chromium (fake camera and microphone) against
 //! the real `gateway --dev` binary: sign-in, waiting room, admission, video
 //! decoded, controls enforced at the SFU (bytes stop at the receivers),
-//! screen share, chat rules, end of lesson. The steps and their checks are in
-//! `tests/idp/lesson-e2e.mjs`. Then the lesson's recording is checked: it
-//! verifies with `recorder verify`, and the standard `age` tool opens it with
-//! the development review identity, showing the public and the private chat
-//! and the forwarded media (camera, microphone, screen share) of the lesson.
+//! screen share, chat rules, rejoining after a lost connection, end of
+//! lesson. The steps and their checks are in `tests/idp/lesson-e2e.mjs`.
+//! Then the lesson's recording is checked: it verifies with `recorder
+//! verify`, and the standard `age` tool opens it with the development review
+//! identity, showing the public and the private chat and the forwarded media
+//! (camera, microphone, screen share) of the lesson.
 #![allow(clippy::unwrap_used)]
 // Waiting for a real process to finish writing is a wall-clock matter.
 #![allow(clippy::disallowed_methods)]
