@@ -78,6 +78,13 @@ async function notForwarded(teacher, ids, source, what) {
   }), [ids, source], what);
 }
 
+// Waits until `page` is back in the lesson under a new participant id (a
+// rejoin), then until it decodes the teacher's camera again.
+async function backInLesson(page, oldId, teacherId, what) {
+  await waitFor(page, old => document.body.dataset.lessonState === 'admitted' && window.chaperone.you !== old, oldId, `${what}: back in the lesson`);
+  await decoding(page, `p${teacherId}/camera`, `${what}: the teacher's video decoded again`);
+}
+
 async function shot(page, name) {
   if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 }
@@ -216,10 +223,9 @@ try {
     c.setState = s => { window.statesSeen.push(s); set(s); };
     c.ws.close(4000, 'test: the connection dropped');
   });
-  await waitFor(pupilB, old => document.body.dataset.lessonState === 'admitted' && window.chaperone.you !== old, idB, 'pupil B back in the lesson');
+  await backInLesson(pupilB, idB, teacherId, 'pupil B after its connection dropped');
   const statesSeen = await pupilB.evaluate(() => window.statesSeen);
   expect(statesSeen.includes('reconnecting') && !statesSeen.includes('waiting'), `pupil B's states on rejoining: ${statesSeen}`);
-  await decoding(pupilB, `p${teacherId}/camera`, "pupil B decoding the teacher's video after rejoining");
   expect(await pupilB.evaluate(() => [...document.querySelectorAll('#chat-log li')].some(li => li.textContent.includes('hello everyone'))), 'pupil B lost the chat on rejoining');
   step('rejoined', { states: statesSeen });
 
@@ -231,8 +237,7 @@ try {
     Object.defineProperty(pc, 'connectionState', { get: () => 'failed' });
     pc.dispatchEvent(new Event('connectionstatechange'));
   });
-  await waitFor(pupilA, old => document.body.dataset.lessonState === 'admitted' && window.chaperone.you !== old, idA, 'pupil A back after its media failed');
-  await decoding(pupilA, `p${teacherId}/camera`, "pupil A decoding the teacher's video after its media failed");
+  await backInLesson(pupilA, idA, teacherId, 'pupil A after its media connection failed');
   step('media_failure_rejoined');
 
   // The teacher ends the lesson: everyone is told.
