@@ -31,7 +31,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 log "building release binaries"
-cargo build --release --locked -p chaperone-gateway -p chaperone-recorder -p chaperone-loadtest --bins
+# The gateway in development mode (`--dev`: embedded recorder and identity
+# provider), as the scenarios start it.
+cargo build --release --locked -p chaperone-gateway -p chaperone-recorder -p chaperone-loadtest --bins --features chaperone-gateway/dev
 
 bin="${CARGO_TARGET_DIR:-target}/release"
 cpus=$(nproc)

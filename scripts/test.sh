@@ -68,7 +68,11 @@ fi
 
 # --- build and test ----------------------------------------------------------
 log "building the workspace (binaries are used by the end-to-end tests)"
-cargo build --workspace --all-targets --locked
+# The end-to-end tests run `gateway --dev`: the development build.
+cargo build --workspace --all-targets --locked --features chaperone-gateway/dev
+
+log "checking the production gateway (no development mode, as the Dockerfile builds it)"
+cargo check --locked -p chaperone-gateway --bin gateway
 
 log "running the Rust tests"
 cargo nextest run --workspace --no-fail-fast --locked

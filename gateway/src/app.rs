@@ -11,7 +11,6 @@ use axum::Router;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::devidp::{self, DevIdp};
 use crate::auth::join::JoinAuth;
 use crate::auth::oidc::{RelyingParty, RpConfig};
 use crate::auth::session::{SessionConfig, new_secret};
@@ -52,7 +51,8 @@ pub struct App {
     /// Every HTTP route.
     pub router: Router,
     /// The development identity provider, when it runs.
-    pub devidp: Option<DevIdp>,
+    #[cfg(feature = "dev")]
+    pub devidp: Option<crate::dev::idp::DevIdp>,
     /// The lessons on this node.
     pub rooms: Rooms,
     /// The URL people reach this node at.
@@ -109,6 +109,64 @@ fn unix_secs() -> u64 {
     crate::clock::unix_millis() / 1000
 }
 
+/// The relying party's configuration: the configured identity provider, or
+/// in development mode with none configured, the built-in one at
+/// `/dev-idp` (returned too, to be mounted).
+fn relying_party_config(
+    config: &Config,
+    public_url: &str,
+) -> Result<(RpConfig, Option<DevIdpHandle>), StartError> {
+    let redirect_url = format!("{public_url}{CALLBACK_PATH}");
+    let rp = |issuer: String, client_id: String, client_secret: String| RpConfig {
+        issuer,
+        client_id,
+        client_secret,
+        redirect_url: redirect_url.clone(),
+        scopes: config.oidc.scopes.clone(),
+        max_iat_skew_secs: config.oidc.max_iat_skew_secs,
+        http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
+    };
+    if !config.oidc.issuer.is_empty() {
+        let o = &config.oidc;
+        return Ok((
+            rp(
+                o.issuer.clone(),
+                o.client_id.clone(),
+                o.client_secret.clone(),
+            ),
+            None,
+        ));
+    }
+    #[cfg(feature = "dev")]
+    {
+        use crate::dev::idp::{DevIdp, MOUNT};
+        let issuer = format!("{public_url}{MOUNT}");
+        let client_id = "chaperone-dev".to_owned();
+        let client_secret = new_secret();
+        let idp = DevIdp::new(
+            config.dev,
+            issuer.clone(),
+            client_id.clone(),
+            client_secret.clone(),
+            redirect_url.clone(),
+            unix_secs,
+        )
+        .map_err(|e| StartError::Oidc(e.to_string()))?;
+        Ok((rp(issuer, client_id, client_secret), Some(idp)))
+    }
+    #[cfg(not(feature = "dev"))]
+    {
+        Err(StartError::Oidc(
+            "oidc.issuer is required (this gateway is built without development mode)".into(),
+        ))
+    }
+}
+
+#[cfg(feature = "dev")]
+type DevIdpHandle = crate::dev::idp::DevIdp;
+#[cfg(not(feature = "dev"))]
+type DevIdpHandle = std::convert::Infallible;
+
 impl App {
     /// Assembles a node serving at `public_url` (no trailing slash) on `store`.
     pub async fn build(
@@ -129,46 +187,7 @@ impl App {
 
         // The identity provider: the configured one, or in development mode
         // with none configured, the built-in one at /dev-idp.
-        let redirect_url = format!("{public_url}{CALLBACK_PATH}");
-        let (rp_config, devidp) = if config.oidc.issuer.is_empty() {
-            let issuer = format!("{public_url}{}", devidp::MOUNT);
-            let client_id = "chaperone-dev".to_owned();
-            let client_secret = new_secret();
-            let idp = DevIdp::new(
-                config.dev,
-                issuer.clone(),
-                client_id.clone(),
-                client_secret.clone(),
-                redirect_url.clone(),
-                unix_secs,
-            )
-            .map_err(|e| StartError::Oidc(e.to_string()))?;
-            (
-                RpConfig {
-                    issuer,
-                    client_id,
-                    client_secret,
-                    redirect_url,
-                    scopes: config.oidc.scopes.clone(),
-                    max_iat_skew_secs: config.oidc.max_iat_skew_secs,
-                    http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
-                },
-                Some(idp),
-            )
-        } else {
-            (
-                RpConfig {
-                    issuer: config.oidc.issuer.clone(),
-                    client_id: config.oidc.client_id.clone(),
-                    client_secret: config.oidc.client_secret.clone(),
-                    redirect_url,
-                    scopes: config.oidc.scopes.clone(),
-                    max_iat_skew_secs: config.oidc.max_iat_skew_secs,
-                    http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
-                },
-                None,
-            )
-        };
+        let (rp_config, devidp) = relying_party_config(config, &public_url)?;
         let rp =
             Arc::new(RelyingParty::new(rp_config).map_err(|e| StartError::Oidc(e.to_string()))?);
 
@@ -298,15 +317,20 @@ impl App {
         });
 
         let mut router = crate::web::router(web).merge(signal).merge(health);
+        #[cfg(feature = "dev")]
         if let Some(idp) = &devidp {
-            router = router.nest(devidp::MOUNT, idp.router());
+            router = router.nest(crate::dev::idp::MOUNT, idp.router());
         }
-        // The review service: in --dev in-process under /review (issue 6).
-        let (router, review_tasks) = crate::web::review::mount_embedded(router, config, &tokens);
+        // The review service: in --dev in-process under /review.
+        #[cfg(feature = "dev")]
+        let (router, review_tasks) = crate::dev::review::mount_embedded(router, config, &tokens);
+        #[cfg(not(feature = "dev"))]
+        let review_tasks: Vec<JoinHandle<()>> = Vec::new();
         Ok(Self {
             router: router.layer(axum::middleware::map_response(
                 crate::http::security_headers,
             )),
+            #[cfg(feature = "dev")]
             devidp,
             rooms,
             public_url,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lesson::LessonConfig;
+use chaperone_lesson::LessonConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

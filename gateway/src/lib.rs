@@ -6,9 +6,10 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod feed;
 pub mod http;
-pub mod lesson;
 pub mod media;
 pub mod metrics;
 pub mod room;

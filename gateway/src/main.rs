@@ -4,51 +4,38 @@
 //! `gateway --config chaperone.toml` runs with a configuration file (plus
 //! `CHAPERONE_*` environment overrides). See the README.
 
-use anyhow::{Context, Result, bail};
+use std::io::IsTerminal as _;
+
+use anyhow::{Context, Result};
 use chaperone_gateway::app::App;
 use chaperone_gateway::config::{Config, LogFormat, StoreKind};
 use chaperone_gateway::http;
 use chaperone_gateway::store::{LocalStore, RedisStore, RedisStoreConfig, Store};
+use clap::Parser;
 
-const HELP: &str = "\
-gateway — Chaperone live-lesson safeguarding gateway
-
-USAGE:
-    gateway --dev                 run on embedded defaults (loopback, in-memory state,
-                                  development identity provider); never with real pupils
-    gateway --config FILE         run with a TOML configuration file
-    gateway [..] --print-config   print the effective configuration and exit
-    gateway --help                this text
-
-Every configuration key can be overridden with CHAPERONE_<SECTION>_<KEY>,
-e.g. CHAPERONE_HTTP_LISTEN=127.0.0.1:9000. See README.md for every key.
-";
-
+/// Chaperone live-lesson safeguarding gateway.
+///
+/// Every configuration key can be overridden with CHAPERONE_<SECTION>_<KEY>,
+/// e.g. CHAPERONE_HTTP_LISTEN=127.0.0.1:9000. See README.md for every key.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C), 1 when the \
+                  gateway cannot start or stops on an error, 2 on a usage error."
+)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["dev", "config"])))]
 struct Args {
+    /// Run on embedded defaults: loopback only, in-memory state, the
+    /// development identity provider. Never with real pupils.
+    #[arg(long)]
     dev: bool,
+    /// Run with this TOML configuration file.
+    #[arg(long, value_name = "FILE")]
     config: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
     print_config: bool,
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>> {
-    let mut parsed = Args {
-        dev: false,
-        config: None,
-        print_config: false,
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--dev" => parsed.dev = true,
-            "--config" => parsed.config = Some(args.next().context("--config needs a file name")?),
-            "--print-config" => parsed.print_config = true,
-            "--help" | "-h" => return Ok(None),
-            other => bail!("unknown argument {other:?} (try --help)"),
-        }
-    }
-    if !parsed.dev && parsed.config.is_none() {
-        bail!("give --dev for a development run, or --config FILE for a real one (try --help)");
-    }
-    Ok(Some(parsed))
 }
 
 fn load_config(args: &Args) -> Result<Config> {
@@ -68,7 +55,9 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -111,10 +100,12 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Some(args) = parse_args(std::env::args().skip(1))? else {
-        eprint!("{HELP}");
-        return Ok(());
-    };
+    let args = Args::parse();
+    if args.dev && !cfg!(feature = "dev") {
+        anyhow::bail!(
+            "this gateway is built without development mode; build it with `--features dev` to use --dev"
+        );
+    }
     let config = load_config(&args)?;
     if args.print_config {
         // Printing the configuration is this flag's whole purpose.
@@ -140,6 +131,7 @@ async fn main() -> Result<()> {
     let app = App::build(&config, store, public_url.clone()).await?;
     if config.dev {
         tracing::warn!("development mode: never use --dev with real pupils");
+        #[cfg(feature = "dev")]
         if app.devidp.is_some() {
             tracing::warn!(
                 "development identity provider at {public_url}/dev-idp: it signs anyone in as any demo person"

@@ -32,9 +32,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::lesson::{JoinRequest, Lesson, LessonConfig, LessonSetup, Output, Record, Snapshot};
 use crate::media::{MediaError, MediaHandle};
 use crate::signal::errors;
+use chaperone_lesson::{JoinRequest, Lesson, LessonConfig, LessonSetup, Output, Record, Snapshot};
 
 /// Commands queued to one lesson task before senders wait.
 pub const INBOX_CAPACITY: usize = 1024;
@@ -291,7 +291,7 @@ impl Rooms {
         setup: LessonSetup,
         config: LessonConfig,
         snapshot: Snapshot,
-    ) -> Result<RoomHandle, crate::lesson::SnapshotError> {
+    ) -> Result<RoomHandle, chaperone_lesson::SnapshotError> {
         let id = setup.id;
         if let Some(h) = self.get(id) {
             return Ok(h);

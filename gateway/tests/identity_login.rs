@@ -10,7 +10,7 @@ mod web_support;
 use std::time::Duration;
 
 use chaperone_gateway::auth::SchoolRole;
-use chaperone_gateway::auth::devidp::Faults;
+use chaperone_gateway::dev::idp::Faults;
 use chaperone_protocol::signal::ServerMsg;
 use reqwest::StatusCode;
 use serde_json::json;

@@ -167,7 +167,7 @@ async fn a_recorder_stopped_gracefully_writes_what_it_holds_first() {
         assert!(
             report
                 .problems()
-                .all(|f| matches!(f, chaperone_recorder::verify::Finding::NotFinal { .. })),
+                .all(|f| matches!(f, chaperone_archive::verify::Finding::NotFinal { .. })),
             "{}",
             report.to_human()
         );

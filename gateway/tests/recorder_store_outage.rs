@@ -21,7 +21,7 @@ mod web_support;
 use std::time::Duration;
 
 use chaperone_protocol::signal::{ClientMsg, ServerMsg};
-use chaperone_tests::s3::{S3Server, outage_from_env};
+use chaperone_testkit::s3::{S3Server, outage_from_env};
 use feed_support::{chats, check_archive, end_and_verify, start_lesson, start_pair};
 use media_support::wait_for;
 

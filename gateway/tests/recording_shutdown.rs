@@ -54,20 +54,20 @@ async fn pending_records_are_written_at_shutdown() {
         );
         node.app.shutdown().await;
 
-        let key = chaperone_recorder::keys::RecorderPublicKey::parse(
+        let key = chaperone_archive::keys::RecorderPublicKey::parse(
             &std::fs::read_to_string(store.join(format!("lessons/{lesson}/recorder.pub"))).unwrap(),
         );
-        let objects = chaperone_recorder::archive::local_store(&store).unwrap();
+        let objects = chaperone_archive::writer::local_store(&store).unwrap();
         let lesson_id: chaperone_protocol::LessonId = lesson.parse().unwrap();
         let report =
-            chaperone_recorder::verify::verify_lesson(objects.as_ref(), &lesson_id, &key.unwrap())
+            chaperone_archive::verify::verify_lesson(objects.as_ref(), &lesson_id, &key.unwrap())
                 .await;
         // The lesson did not end, so the last manifest is a checkpoint, not
         // a final one; nothing else is wrong.
         assert!(
             report
                 .problems()
-                .all(|f| matches!(f, chaperone_recorder::verify::Finding::NotFinal { .. })),
+                .all(|f| matches!(f, chaperone_archive::verify::Finding::NotFinal { .. })),
             "{report:?}"
         );
         assert!(report.segments_ok >= 1, "{report:?}");

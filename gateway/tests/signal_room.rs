@@ -6,8 +6,8 @@ mod signal_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chaperone_gateway::lesson::{LessonConfig, Record, Snapshot};
 use chaperone_gateway::room::{Outbound, RoomDeps, RoomHandle, RoomRecord, Rooms};
+use chaperone_lesson::{LessonConfig, Record, Snapshot};
 use chaperone_protocol::ParticipantId;
 use chaperone_protocol::event::{HoldReason, LessonEvent};
 use chaperone_protocol::signal::{ClientMsg, ErrorCode, Farewell, ServerMsg};
@@ -53,7 +53,7 @@ fn rooms(
 
 async fn join(
     room: &RoomHandle,
-    req: chaperone_gateway::lesson::JoinRequest,
+    req: chaperone_lesson::JoinRequest,
     cap: usize,
 ) -> (ParticipantId, Conn) {
     let (tx, rx) = mpsc::channel(cap);

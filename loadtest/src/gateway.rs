@@ -15,9 +15,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chaperone_gateway::auth::tokens::{AccountClaims, KeySet, TokenIssuer};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use chaperone_protocol::{LessonId, MediaSource, TrackId, UserRef};
+use chaperone_tokens::{AccountClaims, KeySet, TokenIssuer};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use tokio::sync::mpsc;

@@ -126,7 +126,7 @@ impl Recorder {
         let dir = scratch_dir("recorder")?;
         let port = free_port()?;
         let metrics_port = free_port()?;
-        let (_identity, recipient) = chaperone_recorder::review::generate_identity();
+        let (_identity, recipient) = chaperone_testkit::recorder::review_identity();
         let s = |k: &str, v: String| (k.to_owned(), v);
         let path = |p: &str| dir.join(p).display().to_string();
         let env = vec![

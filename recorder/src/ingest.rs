@@ -12,9 +12,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::archive::{ArchiveError, LessonWriter};
-use crate::manifest::{Gap, Manifest};
-use crate::segment::{Record, Segment, SegmentError};
+use chaperone_archive::manifest::{Gap, Manifest};
+use chaperone_archive::segment::{Record, Segment, SegmentError};
+use chaperone_archive::writer::{ArchiveError, LessonWriter};
 
 /// Why a sink could not take or store frames.
 #[derive(Debug, thiserror::Error)]

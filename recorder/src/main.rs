@@ -1,13 +1,4 @@
-//! `recorder` binary.
-//!
-//! ```text
-//! recorder serve [--config FILE] [--print-config]
-//! recorder verify <lesson-id> --store <dir> --key <recorder-public-key> [--json] [--only-segments A-B]
-//! recorder verify --audit --store <dir> [--json]
-//! recorder keygen --out <signing-key-file>
-//! recorder review --store <dir> --identity <file> --recorder-key <file> --issuer <gateway-url>
-//!                 --jwks <url-or-file> [--listen 127.0.0.1:8090] [--mount /review] [...]
-//! ```
+//! `recorder`: the Chaperone recorder binary (`recorder --help`).
 //!
 //! `serve` runs the recording service (see `chaperone_recorder::service`):
 //! configuration from the TOML file and `CHAPERONE_RECORDER_<SECTION>_<KEY>`
@@ -19,88 +10,107 @@
 //! `--only-segments A-B` checks a partial export: segments outside A..=B are
 //! expected to be absent (everything else is checked as usual).
 //!
-//! `verify` exits 0 when the lesson verifies (recorded gaps are reported but
-//! do not fail it), 1 when any problem is found, 2 on a usage or setup error.
-//! `--key` is a file holding the recorder's Ed25519 public key (PEM or raw
-//! base64), obtained out of band, not the copy inside the archive.
+//! `review` runs the review service (`chaperone_review`), the read side.
+//! The binary needs the `review` feature (on by default); the library, which
+//! the gateway embeds, never uses it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::io::IsTerminal as _;
+
 use anyhow::{Context as _, bail};
+use chaperone_archive::keys::{RecorderPublicKey, RecorderSigningKey};
+use chaperone_archive::verify::verify_lesson;
 use chaperone_protocol::LessonId;
-use chaperone_recorder::keys::{RecorderPublicKey, RecorderSigningKey};
-use chaperone_recorder::verify::verify_lesson;
+use clap::{Parser, Subcommand};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 
-const USAGE: &str = "usage:
-  recorder serve [--config FILE] [--print-config]
-  recorder verify <lesson-id> --store <dir> --key <recorder-public-key-file> [--json] [--only-segments A-B]
-  recorder verify --audit --store <dir> [--json]
-  recorder keygen --out <signing-key-file>
-  recorder review (--store <dir> | --store-config <file>) --identity <age-identity-file> --recorder-key <public-key-file>
-                  --issuer <gateway-public-url> --jwks <url-or-file> [--listen 127.0.0.1:8090]
-                  [--mount /review] [--audience chaperone-review] [--secure-cookies]
-                  [--session-secs 1800] [--cache-mb 512] [--retention-standard-days 30]
-                  [--retention-flagged-days 365] [--sweep-secs 3600]";
+/// The Chaperone recorder: the feed service gateways stream lessons to,
+/// verification of archives, and the review service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "recorder",
+    version,
+    after_help = "Exit status: 0 on success (and after a clean shutdown), 1 when verify \
+                  finds a problem or a service stops on an error, 2 on a usage or setup error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the recording service: the feed from gateways, sealed to the
+    /// configured recipients, written to the object store.
+    Serve {
+        /// TOML configuration file (every key can also be set with
+        /// CHAPERONE_RECORDER_<SECTION>_<KEY>).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Check a lesson's archive end to end: every segment's hash, the
+    /// manifest chain and signatures, gaps; and the review audit log's
+    /// chain when the store has one.
+    #[command(
+        after_help = "Exit status: 0 when it verifies (recorded gaps are reported \
+                            but do not fail it), 1 when any problem is found, 2 on a usage \
+                            or setup error."
+    )]
+    Verify(VerifyArgs),
+    /// Make a manifest-signing key and print its public half.
+    Keygen {
+        /// Where to write the new signing key (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Run the review service (the read side, holding the age identity).
+    Review(chaperone_review::command::ReviewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["lesson", "audit"])))]
 struct VerifyArgs {
+    /// The lesson (32 hex digits).
+    #[arg(value_name = "LESSON-ID", requires = "key")]
     lesson: Option<LessonId>,
+    /// The archive's directory.
+    #[arg(long, value_name = "DIR")]
     store: PathBuf,
+    /// The recorder's Ed25519 public key (PEM or raw base64), obtained out
+    /// of band, not the copy inside the archive.
+    #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
     json: bool,
-    audit_only: bool,
+    /// Check only the review audit log.
+    #[arg(long, conflicts_with = "lesson")]
+    audit: bool,
+    /// A partial export: only segments A..=B are expected to be present.
+    #[arg(long, value_name = "A-B", value_parser = parse_range)]
     only_segments: Option<(u64, u64)>,
 }
 
-fn parse_verify(args: &[String]) -> anyhow::Result<VerifyArgs> {
-    let mut lesson = None;
-    let mut store = None;
-    let mut key = None;
-    let mut json = false;
-    let mut audit_only = false;
-    let mut only_segments = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--store" => store = Some(PathBuf::from(it.next().context("--store needs a value")?)),
-            "--key" => key = Some(PathBuf::from(it.next().context("--key needs a value")?)),
-            "--json" => json = true,
-            "--audit" => audit_only = true,
-            "--only-segments" => {
-                let v = it.next().context("--only-segments needs A-B")?;
-                let (a, b) = v.split_once('-').context("--only-segments needs A-B")?;
-                only_segments = Some((a.parse()?, b.parse()?));
-            }
-            s if s.starts_with("--") => bail!("unknown option {s}"),
-            s if lesson.is_none() => {
-                lesson = Some(
-                    s.parse::<LessonId>()
-                        .map_err(|_| anyhow::anyhow!("lesson id must be 32 hex digits: {s}"))?,
-                )
-            }
-            s => bail!("unexpected argument {s}"),
-        }
-    }
-    if !audit_only {
-        lesson.as_ref().context("missing <lesson-id>")?;
-        key.as_ref().context("missing --key <file>")?;
-    }
-    Ok(VerifyArgs {
-        lesson,
-        store: store.context("missing --store <dir>")?,
-        key,
-        json,
-        audit_only,
-        only_segments,
-    })
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once('-').ok_or("expected A-B")?;
+    let a = a
+        .parse()
+        .map_err(|_| format!("{a} is not a segment number"))?;
+    let b = b
+        .parse()
+        .map_err(|_| format!("{b} is not a segment number"))?;
+    Ok((a, b))
 }
 
 #[allow(clippy::print_stdout)]
-async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
-    let a = parse_verify(args)?;
+async fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !a.store.is_dir() {
         bail!("store directory {} does not exist", a.store.display());
     }
@@ -110,13 +120,13 @@ async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
     );
     let audit_present = store
         .list_with_delimiter(Some(&object_store::path::Path::from(
-            chaperone_recorder::audit::AUDIT_PREFIX,
+            chaperone_review::audit::AUDIT_PREFIX,
         )))
         .await
         .map(|l| !l.objects.is_empty())
         .unwrap_or(false);
-    let audit = if a.audit_only || audit_present {
-        Some(chaperone_recorder::audit::verify_log(store.as_ref()).await?)
+    let audit = if a.audit || audit_present {
+        Some(chaperone_review::audit::verify_log(store.as_ref()).await?)
     } else {
         None
     };
@@ -132,7 +142,7 @@ async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
         if let Some((first, last)) = a.only_segments {
             // A partial export: the segments outside the range are meant to be absent.
             report.findings.retain(|f| {
-                !matches!(f, chaperone_recorder::verify::Finding::SegmentMissing { index }
+                !matches!(f, chaperone_archive::verify::Finding::SegmentMissing { index }
                     if !(first..=last).contains(index))
             });
             let clean = report.problems().next().is_none();
@@ -167,11 +177,7 @@ async fn run_verify(args: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::print_stdout)]
-fn run_keygen(args: &[String]) -> anyhow::Result<ExitCode> {
-    let out = match args {
-        [flag, path] if flag == "--out" => PathBuf::from(path),
-        _ => bail!("keygen needs --out <file>"),
-    };
+fn run_keygen(out: PathBuf) -> anyhow::Result<ExitCode> {
     if out.exists() {
         bail!("{} exists; not overwriting a signing key", out.display());
     }
@@ -199,33 +205,14 @@ async fn shutdown_signal() {
 }
 
 #[allow(clippy::print_stdout)]
-async fn run_serve(args: &[String]) -> anyhow::Result<ExitCode> {
+async fn run_serve(config_path: Option<PathBuf>, print: bool) -> anyhow::Result<ExitCode> {
     use chaperone_recorder::service::config::ServiceConfig;
-    let mut config_path = None;
-    let mut print = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => {
-                config_path = Some(PathBuf::from(it.next().context("--config needs a file")?))
-            }
-            "--print-config" => print = true,
-            other => bail!("unknown option {other}"),
-        }
-    }
     let config = ServiceConfig::load(config_path.as_deref(), std::env::vars())?;
     if print {
         print!("{}", config.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = std::env::var("CHAPERONE_LOG").unwrap_or_else(|_| "info".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let service = chaperone_recorder::service::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -250,17 +237,34 @@ async fn run_serve(args: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-mod review_cmd;
+/// Logs to stderr, filtered by `CHAPERONE_LOG` (default `info`), with colour
+/// codes only for a person at a terminal.
+fn init_logging() {
+    let filter = std::env::var("CHAPERONE_LOG").unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => run_serve(&args[1..]).await,
-        Some("verify") => run_verify(&args[1..]).await,
-        Some("keygen") => run_keygen(&args[1..]),
-        Some("review") => review_cmd::run(&args[1..]).await,
-        _ => Err(anyhow::anyhow!("{USAGE}")),
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            print_config,
+        } => run_serve(config, print_config).await,
+        Command::Verify(args) => run_verify(args).await,
+        Command::Keygen { out } => run_keygen(out),
+        Command::Review(args) => {
+            init_logging();
+            chaperone_review::command::run(args).await
+        }
     };
     match result {
         Ok(code) => code,

@@ -3,17 +3,15 @@
 //! flush stores them with nothing lost; the result verifies.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use chaperone_recorder::archive::LessonWriter;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::segment::{RecipientSet, Record};
+use chaperone_archive::verify::verify_lesson;
+use chaperone_archive::writer::LessonWriter;
 use chaperone_recorder::ingest::LessonSink;
-use chaperone_recorder::keys::RecorderSigningKey;
-use chaperone_recorder::review::open_segment;
-use chaperone_recorder::segment::{RecipientSet, Record};
-use chaperone_recorder::verify::verify_lesson;
-use common::{T0, lesson_id, store_in};
+use chaperone_review::open::open_segment;
+use chaperone_testkit::archive::{T0, lesson_id, store_in};
 
 fn record(seq: u64, at: u64) -> Record {
     Record {

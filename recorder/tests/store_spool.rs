@@ -7,10 +7,10 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chaperone_recorder::archive::{ArchiveError, PutOutcome, put_if_absent};
-use chaperone_recorder::store::{
-    self, BackfillGuard, SpoolError, SpooledStore, StoreConfig, StoreKind, StoreMetrics,
-    spool_error,
+use chaperone_archive::store::{self, StoreConfig, StoreKind};
+use chaperone_archive::writer::{ArchiveError, PutOutcome, put_if_absent};
+use chaperone_recorder::spool::{
+    BackfillGuard, SpoolError, SpooledStore, StoreMetrics, spool_error,
 };
 use futures_util::TryStreamExt as _;
 use object_store::path::Path;

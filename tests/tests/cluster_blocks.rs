@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use chaperone_gateway::lesson::{Account, JoinRequest, LessonConfig, LessonSetup};
 use chaperone_gateway::room::{self, Outbound, RoomDeps, Rooms};
 use chaperone_gateway::store::{
     Block, RedisStore, RedisStoreConfig, StateStore, StoreEvent, UnixMillis,
 };
+use chaperone_lesson::{Account, JoinRequest, LessonConfig, LessonSetup};
 use chaperone_protocol::signal::Farewell;
 use chaperone_protocol::{LessonId, UserRef};
-use chaperone_tests::redis::RedisServer;
+use chaperone_testkit::redis::RedisServer;
 use tokio::sync::mpsc;
 
 fn node(redis: &RedisServer) -> RedisStore {

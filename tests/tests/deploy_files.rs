@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chaperone_gateway::config::Config;
-use chaperone_tests::gateway::{Gateway, binary, http_get};
-use chaperone_tests::recorder::Recorder;
+use chaperone_testkit::gateway::{Gateway, http_get};
+use chaperone_testkit::process::binary;
+use chaperone_testkit::recorder::Recorder;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -775,7 +776,7 @@ fn check_recorder_config(what: &str, text: &str, env: &BTreeMap<String, String>)
         chaperone_recorder::service::config::ServiceConfig::load(Some(&path), vars)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
     } else {
-        let mut c: chaperone_recorder::store::StoreConfig =
+        let mut c: chaperone_archive::store::StoreConfig =
             toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
         for (k, v) in env {
             if let Some(key) = k.strip_prefix("CHAPERONE_REVIEW_STORE_") {

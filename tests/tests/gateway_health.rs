@@ -6,8 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chaperone_tests::gateway::{Gateway, binary, http_get};
-use chaperone_tests::redis::RedisServer;
+use chaperone_testkit::gateway::{Gateway, http_get};
+use chaperone_testkit::process::binary;
+use chaperone_testkit::redis::RedisServer;
 
 #[test]
 fn dev_gateway_is_live_and_ready() {

@@ -14,11 +14,12 @@
 use std::process::Command;
 use std::time::Duration;
 
+use chaperone_archive::segment::Segment;
 use chaperone_protocol::feed::{FeedFrame, MediaCodec};
 use chaperone_protocol::{MediaSource, ParticipantId, TrackId};
-use chaperone_recorder::segment::Segment;
-use chaperone_tests::gateway::{Gateway, binary};
-use chaperone_tests::idp::run_node_script;
+use chaperone_testkit::gateway::Gateway;
+use chaperone_testkit::idp::run_node_script;
+use chaperone_testkit::process::binary;
 
 #[test]
 fn a_lesson_in_chromium_is_enforced_and_recorded() {

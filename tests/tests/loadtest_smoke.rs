@@ -15,7 +15,7 @@
 
 use std::process::Command;
 
-use chaperone_tests::gateway::binary;
+use chaperone_testkit::process::binary;
 
 /// Runs `loadtest lesson31` (one lesson of five pupils, 3 s) with `extra`
 /// arguments; its JSON result and its printed summary.

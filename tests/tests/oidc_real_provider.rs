@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chaperone_tests::gateway::{Gateway, http_get};
-use chaperone_tests::idp::{Idp, demo_users, run_node_script};
-use chaperone_tests::process::free_port;
+use chaperone_testkit::gateway::{Gateway, http_get};
+use chaperone_testkit::idp::{Idp, demo_users, run_node_script};
+use chaperone_testkit::process::free_port;
 
 const SECRET: &str = "test-client-secret-0123456789";
 

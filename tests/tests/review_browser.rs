@@ -13,8 +13,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chaperone_tests::gateway::{Gateway, binary};
-use chaperone_tests::idp::run_node_script;
+use chaperone_testkit::gateway::Gateway;
+use chaperone_testkit::idp::run_node_script;
+use chaperone_testkit::process::binary;
 
 #[test]
 fn review_in_chromium_is_gated_scoped_and_audited() {

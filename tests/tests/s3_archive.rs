@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
+use chaperone_archive::ObjectStore;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::layout;
+use chaperone_archive::store::{self, StoreConfig, StoreError, StoreKind};
+use chaperone_archive::writer::{ArchiveError, PutOutcome, put_if_absent};
 use chaperone_protocol::LessonId;
-use chaperone_recorder::ObjectStore;
-use chaperone_recorder::archive::{self, ArchiveError, PutOutcome, put_if_absent};
-use chaperone_recorder::keys::RecorderSigningKey;
-use chaperone_recorder::review::open_segment;
-use chaperone_recorder::store::{self, StoreConfig, StoreError, StoreKind};
-use chaperone_tests::process::free_port;
-use chaperone_tests::s3::S3Server;
-use chaperone_tests::s3::lesson::TestLesson;
+use chaperone_review::open::open_segment;
+use chaperone_testkit::archive::TestLesson;
+use chaperone_testkit::process::free_port;
+use chaperone_testkit::s3::S3Server;
 use object_store::ObjectStoreExt as _;
 
 const N: u64 = 5;
@@ -40,7 +41,7 @@ async fn round_trip(store: Arc<dyn ObjectStore>) {
     assert_eq!((r.segments_listed, r.segments_ok), (N, N));
     for (i, s) in l.segments.iter().enumerate() {
         let sealed = store
-            .get(&archive::segment_path(&lesson, i as u64))
+            .get(&layout::segment_path(&lesson, i as u64))
             .await
             .expect("get segment")
             .bytes()
@@ -51,7 +52,7 @@ async fn round_trip(store: Arc<dyn ObjectStore>) {
 
     // Write-once holds through the store: same bytes are "already
     // present", other bytes are refused and the stored object is unchanged.
-    let path = archive::segment_path(&lesson, 0);
+    let path = layout::segment_path(&lesson, 0);
     let stored = store
         .get(&path)
         .await

@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use chaperone_archive::ObjectStore;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::layout;
+use chaperone_archive::store::{self, StoreConfig};
+use chaperone_archive::writer::ArchiveError;
 use chaperone_protocol::LessonId;
-use chaperone_recorder::ObjectStore;
-use chaperone_recorder::archive::{self, ArchiveError};
-use chaperone_recorder::keys::RecorderSigningKey;
-use chaperone_recorder::review::open_segment;
-use chaperone_recorder::store::{
-    self, BackfillGuard, SpoolError, SpooledStore, StoreConfig, StoreMetrics, spool_error,
+use chaperone_recorder::spool::{
+    BackfillGuard, SpoolError, SpooledStore, StoreMetrics, spool_error,
 };
-use chaperone_tests::s3::lesson::TestLesson;
-use chaperone_tests::s3::{S3Server, outage_from_env};
+use chaperone_review::open::open_segment;
+use chaperone_testkit::archive::TestLesson;
+use chaperone_testkit::s3::{S3Server, outage_from_env};
 use object_store::ObjectStoreExt as _;
 use prometheus::Registry;
 
@@ -136,7 +138,7 @@ async fn store_outage_mid_lesson_is_spooled_then_backfilled_with_nothing_lost() 
     // A spooled segment is not in the S3 server, and reads back from the
     // spool and opens with the review identity.
     let last = l.writer.next_index() - 1;
-    let path = archive::segment_path(&lesson, last);
+    let path = layout::segment_path(&lesson, last);
     assert!(!rig.s3.bucket_dir().join(path.as_ref()).exists());
     let sealed = rig
         .store
@@ -274,7 +276,7 @@ async fn verify_sees_spooled_objects_while_the_backfill_has_not_run() {
     .await
     .expect("spool reopens");
     drained(&next).await;
-    let r = chaperone_recorder::verify::verify_lesson(s3_store.as_ref(), &lesson, &public).await;
+    let r = chaperone_archive::verify::verify_lesson(s3_store.as_ref(), &lesson, &public).await;
     assert!(r.ok, "{}", r.to_human());
     assert_eq!(r.segments_ok, 4);
 }
@@ -284,14 +286,14 @@ async fn a_spooled_object_that_conflicts_with_the_store_is_set_aside_never_uploa
     let mut rig = rig(1 << 20).await;
     let path = object_store::path::Path::from("lessons/cafe/segments/0000000000.age");
     rig.s3.stop();
-    archive::put_if_absent(rig.store.as_ref(), &path, b"spooled bytes".to_vec())
+    chaperone_archive::writer::put_if_absent(rig.store.as_ref(), &path, b"spooled bytes".to_vec())
         .await
         .expect("spooled");
     rig.backfill.stop().await;
     // Meanwhile another writer put other bytes at the same path.
     rig.s3.restart().expect("s3s-fs restarts");
     let s3_store = store::open(&rig.s3.config()).await.expect("s3 opens");
-    archive::put_if_absent(s3_store.as_ref(), &path, b"other bytes".to_vec())
+    chaperone_archive::writer::put_if_absent(s3_store.as_ref(), &path, b"other bytes".to_vec())
         .await
         .expect("stored");
 

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use chaperone_archive::ObjectStore;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::store::{self, StoreConfig};
 use chaperone_protocol::LessonId;
-use chaperone_recorder::ObjectStore;
-use chaperone_recorder::keys::RecorderSigningKey;
-use chaperone_recorder::store::{self, SpooledStore, StoreConfig, StoreMetrics};
-use chaperone_tests::process::ChildGuard;
-use chaperone_tests::s3::S3Server;
-use chaperone_tests::s3::lesson::TestLesson;
+use chaperone_recorder::spool::{SpooledStore, StoreMetrics};
+use chaperone_testkit::archive::TestLesson;
+use chaperone_testkit::process::ChildGuard;
+use chaperone_testkit::s3::S3Server;
 
 const SEGMENTS: u64 = 6;
 const LESSON: [u8; 16] = [0x4b; 16];

@@ -10,7 +10,7 @@ use chaperone_gateway::store::{
     StoreEvent, UnixMillis, VisitorGrant,
 };
 use chaperone_protocol::{LessonId, UserRef};
-use chaperone_tests::redis::RedisServer;
+use chaperone_testkit::redis::RedisServer;
 
 fn user(sub: &str) -> UserRef {
     UserRef::new("https://idp.test", sub).unwrap()

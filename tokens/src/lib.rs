@@ -14,8 +14,12 @@
 //! This crate is the one implementation of our tokens, shared by everything
 //! that issues or verifies them: the gateway signs and verifies; the
 //! recorder and the review service verify with public keys from the
-//! gateway's JWKS. It does no I/O and never reads the clock.
+//! gateway's JWKS. It never reads the clock, and does no I/O but the JWKS
+//! fetch of [`fetch`] (feature `fetch`).
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "fetch")]
+pub mod fetch;
 
 use std::collections::BTreeMap;
 

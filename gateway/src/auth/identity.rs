@@ -13,7 +13,7 @@ use chaperone_protocol::UserRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::lesson::Account;
+use chaperone_lesson::Account;
 
 /// A role at the school (not in one lesson: the lesson core decides that).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -16,11 +16,11 @@ use chaperone_protocol::LessonId;
 
 use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
 use crate::clock::{now, unix_millis};
-use crate::lesson::{Account, JoinRequest, LessonConfig};
 use crate::room::Rooms;
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
 use crate::web::lessons::{LessonInfo, TABLE};
+use chaperone_lesson::{Account, JoinRequest, LessonConfig};
 
 /// Room-token authentication for lesson WebSockets.
 #[derive(Clone, Debug)]

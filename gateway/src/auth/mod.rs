@@ -1,9 +1,9 @@
 //! Authentication and access: the OIDC relying party, how claims become
 //! school roles, login sessions, the gateway's signing keys and the
 //! short-lived tokens it issues (room tokens for joining a lesson, service
-//! tokens for the recorder feed), and the development identity provider.
+//! tokens for the recorder feed). The development identity provider is
+//! [`crate::dev::idp`].
 
-pub mod devidp;
 pub mod identity;
 pub mod join;
 pub mod oidc;

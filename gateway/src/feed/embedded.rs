@@ -5,15 +5,16 @@
 //! given the gateway's public keys directly instead of fetching the JWKS.
 //!
 //! In development mode missing keys are made (and kept) under
-//! `.chaperone-dev/`: the review identity beside the recordings, so they
-//! stay openable across restarts (`age -d -i review-identity.txt`).
+//! `.chaperone-dev/`: the review identity beside the recordings (by
+//! [`crate::dev`]), so they stay openable across restarts (`age -d -i
+//! review-identity.txt`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chaperone_recorder::keys::RecorderSigningKey;
-use chaperone_recorder::segment::RecipientSet;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::segment::RecipientSet;
 use chaperone_recorder::service::auth::ServiceAuth;
 use chaperone_recorder::service::metrics::IngestMetrics;
 use chaperone_recorder::service::{Archive, Service};
@@ -51,31 +52,29 @@ fn parent_of(dir: &Path) -> PathBuf {
     dir.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The recipients, generating the development review identity if none are
-/// configured.
+/// The recipients: the configured ones, or in development mode the
+/// development review identity's (made on first use).
 fn recipients(config: &Config, dir: &Path) -> Result<RecipientSet, String> {
     let r = &config.recorder;
     let list = if r.recipients.is_empty() {
-        let parent = parent_of(dir);
-        let path = parent.join("review-identity.txt");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(_) => {
-                std::fs::create_dir_all(&parent)
-                    .map_err(|e| format!("{}: {e}", parent.display()))?;
-                let (identity, recipient) = chaperone_recorder::review::generate_identity();
-                let text = format!("# development review identity for {recipient}\n{identity}\n");
-                std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-                text
-            }
-        };
-        let recipient = chaperone_recorder::review::recipient_of(&text)
-            .ok_or_else(|| format!("{} holds no age identity", path.display()))?;
-        vec![recipient]
+        dev_recipient(config, &parent_of(dir))?
     } else {
         r.recipients.clone()
     };
     RecipientSet::parse(&list.join("\n")).map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "dev")]
+fn dev_recipient(config: &Config, dir: &Path) -> Result<Vec<String>, String> {
+    if !config.dev {
+        return Err("recorder.recipients is required outside --dev".into());
+    }
+    crate::dev::review_recipient(dir).map(|r| vec![r])
+}
+
+#[cfg(not(feature = "dev"))]
+fn dev_recipient(_config: &Config, _dir: &Path) -> Result<Vec<String>, String> {
+    Err("recorder.recipients is required (this gateway is built without development mode)".into())
 }
 
 /// Starts the in-process recorder, trusting service tokens signed by
@@ -99,9 +98,9 @@ pub async fn start(
     }
     let signer = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| e.to_string())?;
     // The same store layer as `recorder serve` (writes fsync'd, probed now).
-    let store = chaperone_recorder::store::open(&chaperone_recorder::store::StoreConfig {
+    let store = chaperone_archive::store::open(&chaperone_archive::store::StoreConfig {
         dir: dir.display().to_string(),
-        ..chaperone_recorder::store::StoreConfig::default()
+        ..chaperone_archive::store::StoreConfig::default()
     })
     .await
     .map_err(|e| e.to_string())?;

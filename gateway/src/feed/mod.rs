@@ -45,9 +45,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::tokens::TokenIssuer;
 use crate::clock::{now, unix_millis};
-use crate::lesson::Record;
 use crate::media::RecordedFrame;
 use crate::room::{RoomRecord, Rooms};
+use chaperone_lesson::Record;
 use log::FeedLog;
 
 /// How long after `Ended` the `End` frame follows (the last records).

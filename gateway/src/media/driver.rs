@@ -15,8 +15,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use super::sfu::{MediaError, MediaOutput, MediaSample, RecordedFrame, Sfu, SfuConfig, SfuStats};
 use crate::metrics::MediaMetrics;
+use chaperone_sfu::{
+    MediaError, MediaOutput, MediaSample, RecordedFrame, Sfu, SfuConfig, SfuStats,
+};
 
 /// Largest datagram read; WebRTC keeps datagrams under the path MTU.
 const RECV_BUF: usize = 2048;

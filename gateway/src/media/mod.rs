@@ -1,5 +1,6 @@
-//! The media plane: an SFU on str0m behind our own types, so nothing else in
-//! the gateway names a str0m type.
+//! The media plane: the sans-IO SFU of `chaperone-sfu` (str0m behind our
+//! own types, so nothing in the gateway names a str0m type) and the driver
+//! that gives it a socket and a clock.
 //!
 //! [`Sfu`] is sans-IO: it owns one WebRTC connection per admitted
 //! participant and forwards a track to a subscriber only when the lesson core
@@ -12,10 +13,9 @@
 //! tell a participant any address but the server's own (SECURITY.md 19).
 
 pub mod driver;
-mod sfu;
 
-pub use driver::{MediaDriverConfig, MediaEvent, MediaHandle};
-pub use sfu::{
+pub use chaperone_sfu::{
     MAX_SDP_LEN, MediaError, MediaOutput, MediaPath, MediaSample, RecordedFrame, Sfu, SfuConfig,
     SfuStats,
 };
+pub use driver::{MediaDriverConfig, MediaEvent, MediaHandle};

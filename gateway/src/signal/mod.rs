@@ -48,8 +48,8 @@ use chaperone_protocol::signal::{ErrorCode, MAX_CLIENT_MSG};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::lesson::JoinRequest;
 use crate::room::Rooms;
+use chaperone_lesson::JoinRequest;
 pub use errors::{Close, Refusal};
 
 /// The subprotocol the server selects.

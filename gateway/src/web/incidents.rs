@@ -31,9 +31,9 @@ use super::lessons::LessonInfo;
 use super::{WebState, current_session, same_origin};
 use crate::auth::SchoolRole;
 use crate::clock::unix_millis;
-use crate::lesson::Record;
 use crate::room::RoomRecord;
 use crate::store::{StateStore, Store, StoreError};
+use chaperone_lesson::Record;
 
 /// The state-store table of incidents and concerns.
 pub const TABLE: &str = "incidents";

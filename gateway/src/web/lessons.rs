@@ -5,8 +5,8 @@ use chaperone_protocol::{LessonId, UserRef};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::identity::{Identity, SchoolRole};
-use crate::lesson::LessonSetup;
 use crate::store::VisitorGrant;
+use chaperone_lesson::LessonSetup;
 
 /// The state-store table of lesson descriptions.
 pub const TABLE: &str = "lessons";

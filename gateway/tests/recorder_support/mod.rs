@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use chaperone_archive::keys::RecorderPublicKey;
+use chaperone_archive::store::StoreConfig;
+use chaperone_archive::verify::{Report, verify_lesson};
 use chaperone_protocol::LessonId;
 use chaperone_protocol::feed::FeedFrame;
-use chaperone_recorder::keys::RecorderPublicKey;
-use chaperone_recorder::store::StoreConfig;
-use chaperone_recorder::verify::{Report, verify_lesson};
 
 /// Where the workspace's binaries are (next to the test executable's directory).
 pub fn binary(name: &str) -> PathBuf {
@@ -98,7 +98,7 @@ impl RecorderSetup {
     }
 
     pub fn public_key(&self) -> RecorderPublicKey {
-        chaperone_recorder::keys::RecorderSigningKey::load_or_generate(
+        chaperone_archive::keys::RecorderSigningKey::load_or_generate(
             &self.dir.path().join("signing.pem"),
         )
         .unwrap()
@@ -198,8 +198,8 @@ impl RecorderSetup {
     /// writes to (over S3 when it is one).
     pub async fn verify(&self, lesson: LessonId) -> Report {
         let store = match &self.s3 {
-            Some((config, _)) => chaperone_recorder::store::open_unprobed(config).unwrap(),
-            None => chaperone_recorder::archive::local_store(&self.store_dir()).unwrap(),
+            Some((config, _)) => chaperone_archive::store::open_unprobed(config).unwrap(),
+            None => chaperone_archive::writer::local_store(&self.store_dir()).unwrap(),
         };
         verify_lesson(store.as_ref(), &lesson, &self.public_key()).await
     }
@@ -219,8 +219,7 @@ impl RecorderSetup {
         let mut out = Vec::new();
         for path in names {
             let sealed = std::fs::read(&path).unwrap();
-            let segment =
-                chaperone_recorder::review::open_segment(&sealed, &self.identity).unwrap();
+            let segment = chaperone_review::open::open_segment(&sealed, &self.identity).unwrap();
             for r in segment.records() {
                 out.push((r.seq, FeedFrame::parse(&r.frame).unwrap()));
             }

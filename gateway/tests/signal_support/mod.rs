@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use chaperone_gateway::lesson::{Account, JoinRequest, LessonConfig, LessonSetup};
 use chaperone_gateway::room::{RoomDeps, RoomHandle, RoomRecord, Rooms};
 use chaperone_gateway::signal::{
     AuthRefusal, Authenticator, SUBPROTOCOL, SignalConfig, SignalState, TOKEN_PREFIX, router,
 };
+use chaperone_lesson::{Account, JoinRequest, LessonConfig, LessonSetup};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
 use chaperone_protocol::{LessonId, UserRef};
 use futures_util::{SinkExt, StreamExt};

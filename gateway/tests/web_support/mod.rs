@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chaperone_gateway::app::App;
-use chaperone_gateway::auth::devidp::DevIdp;
 use chaperone_gateway::config::Config;
+use chaperone_gateway::dev::idp::DevIdp;
 use chaperone_gateway::store::{LocalStore, Store};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
 use futures_util::{SinkExt, StreamExt};

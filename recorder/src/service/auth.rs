@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chaperone_tokens::fetch::{JwksFetcher, JwksSource};
 use chaperone_tokens::{ServiceClaims, TokenError, Verifier};
 use tracing::{info, warn};
 
@@ -43,10 +44,7 @@ pub enum AuthError {
 
 enum Source {
     Fixed,
-    Url {
-        url: String,
-        client: reqwest::Client,
-    },
+    Jwks(JwksFetcher),
 }
 
 /// Verifies service tokens.
@@ -88,15 +86,12 @@ impl ServiceAuth {
         audience: String,
         url: String,
     ) -> Result<Self, AuthError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| AuthError::Keys(e.to_string()))?;
+        let fetcher =
+            JwksFetcher::new(JwksSource::Url(url)).map_err(|e| AuthError::Keys(e.to_string()))?;
         Ok(Self {
             issuers,
             audience,
-            source: Source::Url { url, client },
+            source: Source::Jwks(fetcher),
             keys: tokio::sync::RwLock::new(None),
             last_fetch: Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
@@ -105,7 +100,7 @@ impl ServiceAuth {
 
     /// Fetches the gateway's keys now (start-up, and after an unknown `kid`).
     pub async fn refresh(&self) -> Result<(), AuthError> {
-        let Source::Url { url, client } = &self.source else {
+        let Source::Jwks(fetcher) = &self.source else {
             return Ok(());
         };
         let set_next = |wait: Duration| {
@@ -114,19 +109,10 @@ impl ServiceAuth {
         };
         // Counted from the start, so that fetches do not pile up meanwhile.
         set_next(REFRESH_INTERVAL);
-        let fetched = async {
-            let jwks: serde_json::Value = client
-                .get(url)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| AuthError::Keys(e.to_string()))?
-                .json()
-                .await
-                .map_err(|e| AuthError::Keys(e.to_string()))?;
-            Verifier::from_jwks(&jwks).map_err(|e| AuthError::Keys(e.to_string()))
-        }
-        .await;
+        let fetched = fetcher
+            .fetch()
+            .await
+            .map_err(|e| AuthError::Keys(e.to_string()));
         match fetched {
             Ok(verifier) => {
                 info!(?verifier, "gateway keys loaded");
@@ -142,7 +128,7 @@ impl ServiceAuth {
     }
 
     fn may_refresh(&self) -> bool {
-        matches!(self.source, Source::Url { .. })
+        matches!(self.source, Source::Jwks(_))
             && self
                 .last_fetch
                 .lock()

@@ -48,7 +48,7 @@ pub struct ServiceConfig {
     /// What is written and how.
     pub archive: ArchiveSection,
     /// Where it is written.
-    pub store: crate::store::StoreConfig,
+    pub store: chaperone_archive::store::StoreConfig,
 }
 
 /// `[http]`

@@ -22,10 +22,10 @@ use tracing::{error, info, warn};
 
 use super::Archive;
 use super::metrics::IngestMetrics;
-use crate::archive::LessonWriter;
 use crate::ingest::LessonSink;
-use crate::manifest::Gap;
-use crate::segment::Record;
+use chaperone_archive::manifest::Gap;
+use chaperone_archive::segment::Record;
+use chaperone_archive::writer::LessonWriter;
 
 /// Frames queued to a lesson before its connection waits (backpressure).
 const FRAME_QUEUE: usize = 1024;
@@ -446,7 +446,7 @@ impl Task {
                 });
                 if finished {
                     info!(lesson = %self.lesson, durable = ?durable, "recording finished");
-                    let report = crate::verify::verify_lesson(
+                    let report = chaperone_archive::verify::verify_lesson(
                         self.archive.store.as_ref(),
                         &self.lesson,
                         &self.archive.signer.public(),

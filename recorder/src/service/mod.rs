@@ -42,9 +42,9 @@ use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME};
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tracing::{debug, info, warn};
 
-use crate::keys::RecorderSigningKey;
-use crate::segment::RecipientSet;
 use auth::ServiceAuth;
+use chaperone_archive::keys::RecorderSigningKey;
+use chaperone_archive::segment::RecipientSet;
 use lesson::{AckState, Frame, Incoming, Lessons};
 use metrics::IngestMetrics;
 
@@ -82,8 +82,8 @@ impl std::fmt::Debug for Archive {
 #[derive(Clone, Debug)]
 pub struct Service {
     archive: Arc<Archive>,
-    spool: Option<Arc<crate::store::SpooledStore>>,
-    backfill: Arc<std::sync::Mutex<Option<crate::store::BackfillGuard>>>,
+    spool: Option<Arc<crate::spool::SpooledStore>>,
+    backfill: Arc<std::sync::Mutex<Option<crate::spool::BackfillGuard>>>,
     registry: prometheus::Registry,
     auth: Arc<ServiceAuth>,
     lessons: Lessons,
@@ -116,8 +116,8 @@ impl Service {
     /// The same service, writing through a spool whose backfill `guard` keeps running.
     pub fn with_spool(
         mut self,
-        spool: Arc<crate::store::SpooledStore>,
-        guard: crate::store::BackfillGuard,
+        spool: Arc<crate::spool::SpooledStore>,
+        guard: crate::spool::BackfillGuard,
     ) -> Self {
         self.spool = Some(spool);
         *self.backfill.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
@@ -391,16 +391,16 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
     let recipients = RecipientSet::parse(&config.archive.recipients.join("\n"))
         .map_err(|e| StartError::Recipients(e.to_string()))?;
     // Fails loudly here (wrong key, unreachable, no bucket), never later.
-    let store = crate::store::open(&config.store)
+    let store = chaperone_archive::store::open(&config.store)
         .await
         .map_err(|e| StartError::Store(e.to_string()))?;
     let (registry, metrics) =
         IngestMetrics::new_registry().map_err(|e| StartError::Metrics(e.to_string()))?;
     let spool = match config.store.spool_path() {
         Some(_) => {
-            let m = crate::store::StoreMetrics::register(&registry)
+            let m = crate::spool::StoreMetrics::register(&registry)
                 .map_err(|e| StartError::Metrics(e.to_string()))?;
-            let (spool, guard) = crate::store::SpooledStore::open(store.clone(), &config.store, m)
+            let (spool, guard) = crate::spool::SpooledStore::open(store.clone(), &config.store, m)
                 .await
                 .map_err(|e| StartError::Store(e.to_string()))?;
             Some((spool, guard))

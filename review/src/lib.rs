@@ -1,0 +1,29 @@
+//! The Chaperone review service, read side: the only part of Chaperone that
+//! holds the age identity recordings are sealed to.
+//!
+//! - [`open`]: opening sealed segments with the review (or escrow) identity;
+//! - [`library`]: a recording opened for review, on one timeline;
+//! - [`webm`]: remuxing recorded frames into WebM (libwebm);
+//! - [`policy`]: what each review scope may see;
+//! - [`marks`]: DSL-only ranges and legal holds;
+//! - [`audit`]: the review audit log, hash-chained in the object store;
+//! - [`retention`]: the retention sweep;
+//! - [`export`]: export bundles for external agencies;
+//! - [`replay`]: the review service's HTTP API;
+//! - [`command`]: `recorder review`, the service as its own process.
+//!
+//! It must never serve a byte a review token's scope does not cover, never
+//! open a recording without an audit record, and never write a recording.
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
+pub mod audit;
+pub mod command;
+pub mod export;
+pub mod library;
+pub mod marks;
+pub mod open;
+pub mod policy;
+pub mod replay;
+pub mod retention;
+pub mod webm;

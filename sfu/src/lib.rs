@@ -1,0 +1,1214 @@
+//! The sans-IO SFU: one [`Rtc`] per participant, one UDP port for all of them,
+//! and the forwarding decision the lesson core asks for.
+//!
+//! Call order (the same shape as str0m's `Rtc` and the lesson core):
+//!
+//! 1. [`Sfu::add_participant`] when the core admits someone, then
+//!    [`Sfu::accept_offer`] with their SDP offer; the returned answer goes back
+//!    over signaling.
+//! 2. Feed it [`Sfu::handle_datagram`] for every UDP datagram and
+//!    [`Sfu::handle_timeout`] at the deadline; apply the core's effects with
+//!    [`Sfu::set_forward`] and [`Sfu::set_receive`].
+//! 3. After every call, drain [`Sfu::poll_output`] until it returns
+//!    [`MediaOutput::Timeout`]: send each [`MediaOutput::Transmit`] from the
+//!    one socket and relay each [`MediaOutput::Offer`] to that participant,
+//!    whose answer comes back through [`Sfu::accept_answer`].
+//!
+//! # What is forwarded
+//!
+//! A frame from track `T` (published by `P`) is written to subscriber `S` iff
+//! the core said `set_forward(T, true)`, and `set_receive(S, true)`, and
+//! `S != P`, and `S` is in the same lesson. Both default to off, so nothing
+//! flows until the core says so; turning either off stops the next frame.
+//! Everything else is dropped here, on the server, whatever the client sends,
+//! and counted in [`SfuStats`].
+//!
+//! # Which track is which
+//!
+//! A participant publishes on the m-lines of their own offer that they send
+//! on, mapped in m-line order: the first audio m-line is their
+//! [`MediaSource::Microphone`], the first video m-line their
+//! [`MediaSource::Camera`], the second video m-line their
+//! [`MediaSource::ScreenShare`]. Any further m-line is not a source we know,
+//! and what arrives on it is dropped. (Browsers keep m-line order stable
+//! across renegotiation, so the mapping never changes for a session.)
+//!
+//! A subscriber receives each forwarded track on a send-only m-line the SFU
+//! adds with a server-initiated offer ([`MediaOutput::Offer`]), once the track
+//! is forwarded and the subscriber may receive. Its `msid` is the track's
+//! [`TrackId`] (for example `p3 p3/camera`), never an address or a name.
+//!
+//! # What it must never do
+//!
+//! Read the clock, touch a socket, panic on a datagram or an SDP, or put any
+//! candidate but the configured advertised address in an answer: participants
+//! never learn each other's addresses (SECURITY.md 19), everything goes
+//! through the SFU.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::Extension;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+/// Longest SDP accepted from a client, in bytes. A browser offer with three
+/// tracks is a few kilobytes.
+pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// RTP header extension id of abs-capture-time in the SFU's offers (free in
+/// str0m's standard map, which Chrome's matches).
+const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
+
+/// Least time between two keyframe requests caused by upstream loss.
+const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often each connection reports its RTCP figures (loss, jitter, RTT,
+/// packet counts) for the metrics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Measurements kept for the driver to collect; past it they are dropped
+/// (a driver that never collects must not grow the SFU).
+const MAX_SAMPLES: usize = 4096;
+
+/// Where the SFU tells participants to send media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SfuConfig {
+    /// The address and port put in every answer as the only host candidate:
+    /// the server's public address and its single UDP port.
+    pub advertised: SocketAddr,
+    /// Emit every forwarded frame as [`MediaOutput::Record`] for the recorder.
+    pub record: bool,
+}
+
+/// A frame of a forwarded track, for the recording: what the lesson core
+/// allowed is what is recorded, whoever receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFrame {
+    /// The lesson.
+    pub lesson: LessonId,
+    /// Whose source.
+    pub track: TrackId,
+    /// When the SFU received it.
+    pub at: Instant,
+    /// Its RTP timestamp, extended, in `clock_rate` units.
+    pub media_time: u64,
+    /// The media clock, Hz.
+    pub clock_rate: u32,
+    /// The codec.
+    pub codec: chaperone_protocol::feed::MediaCodec,
+    /// Frames before it were lost upstream.
+    pub discontinuity: bool,
+    /// The depacketized frame.
+    pub data: Arc<[u8]>,
+}
+
+/// Why the SFU refused a request.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The participant was never added to the SFU, or has been removed.
+    #[error("participant {participant} of lesson {lesson} is not in the media plane")]
+    UnknownParticipant {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// The participant is already in the media plane.
+    #[error("participant {participant} of lesson {lesson} was already added")]
+    AlreadyAdded {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// The SDP is longer than [`MAX_SDP_LEN`].
+    #[error("SDP of {0} bytes is too long")]
+    SdpTooLong(usize),
+    /// The SDP text does not parse.
+    #[error("malformed SDP: {0}")]
+    MalformedSdp(String),
+    /// The SDP parses but the WebRTC stack refused it.
+    #[error("SDP refused: {0}")]
+    SdpRefused(String),
+    /// An answer arrived but the SFU had no offer outstanding.
+    #[error("no offer is outstanding for this answer")]
+    NoPendingOffer,
+    /// The configured advertised address cannot be a host candidate.
+    #[error("advertised address {0} cannot be a host candidate")]
+    BadAdvertisedAddress(SocketAddr),
+    /// The media socket could not be bound or read.
+    #[error("media socket: {0}")]
+    Io(String),
+    /// The media driver has stopped.
+    #[error("the media driver has stopped")]
+    Stopped,
+}
+
+/// What the SFU asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Not `non_exhaustive`: the driver must apply every kind of output, so a
+// new one has to break its match.
+pub enum MediaOutput {
+    /// Send this datagram from the SFU's socket.
+    Transmit {
+        /// Destination (a participant's address).
+        to: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Send this SDP offer to the participant (as a signaling `Offer`); their
+    /// answer goes to [`Sfu::accept_answer`].
+    Offer {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+        /// SDP text.
+        sdp: String,
+    },
+    /// A forwarded frame for the recording (only with [`SfuConfig::record`]).
+    Record(RecordedFrame),
+    /// Nothing more until this instant, or until the next input if `None`.
+    Timeout(Option<Instant>),
+}
+
+/// Counters for the metrics registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Frames written to a subscriber.
+    pub forwarded: u64,
+    /// Frames dropped because their track is not forwarded (muted, camera
+    /// off, no permission): a client sending what it was told not to.
+    pub dropped_not_forwarded: u64,
+    /// Frames dropped because they came on an m-line that is no known source.
+    pub dropped_unmapped: u64,
+    /// Datagrams no participant accepted (unknown address, garbage).
+    pub dropped_datagrams: u64,
+    /// Forwarded frames handed to the recorder.
+    pub recorded: u64,
+    /// Forwarded frames the recorder could not take in time (a recording gap).
+    pub record_dropped: u64,
+    /// RTP packets sent to subscribers (from the per-track statistics).
+    pub packets_forwarded: u64,
+    /// RTP payload bytes sent to subscribers (from the per-track statistics).
+    pub bytes_forwarded: u64,
+    /// NACKs the SFU sent to publishers.
+    pub nacks_uplink: u64,
+    /// NACKs subscribers sent to the SFU.
+    pub nacks_downlink: u64,
+    /// Picture loss indications the SFU sent to publishers.
+    pub plis_uplink: u64,
+    /// Picture loss indications subscribers sent to the SFU.
+    pub plis_downlink: u64,
+    /// Published tracks being forwarded now (a gauge, not a total).
+    pub tracks_active: u64,
+}
+
+/// Which leg of the SFU a measurement is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaPath {
+    /// From a publisher to the SFU.
+    Uplink,
+    /// From the SFU to a subscriber.
+    Downlink,
+}
+
+impl MediaPath {
+    /// The metrics label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Uplink => "uplink",
+            MediaPath::Downlink => "downlink",
+        }
+    }
+}
+
+/// A measurement for the metrics registry, collected by the driver with
+/// [`Sfu::poll_sample`]. Never carries an address.
+#[derive(Debug, Clone, PartialEq)]
+// Not `non_exhaustive`: the driver counts every kind of sample.
+pub enum MediaSample {
+    /// One track's RTCP figures at a statistics interval.
+    Rtcp {
+        /// Which leg.
+        path: MediaPath,
+        /// Fraction of packets lost in the last report, 0 to 1.
+        loss: Option<f32>,
+        /// Interarrival jitter.
+        jitter: Option<Duration>,
+        /// Round-trip time.
+        rtt: Option<Duration>,
+    },
+    /// The first media frame was written to this participant since they
+    /// joined the media plane (the end of their join).
+    FirstDelivery {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+}
+
+/// The running totals str0m reports per stream, to turn into increments.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamTotals {
+    packets: u64,
+    bytes: u64,
+    nacks: u64,
+    plis: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct PeerKey {
+    lesson: LessonId,
+    participant: ParticipantId,
+}
+
+/// Every key of one lesson: peers are ordered lesson first, so a lesson's
+/// peers are one contiguous range and forwarding never walks other lessons.
+fn lesson_range(lesson: LessonId) -> std::ops::RangeInclusive<PeerKey> {
+    PeerKey {
+        lesson,
+        participant: ParticipantId(u64::MIN),
+    }..=PeerKey {
+        lesson,
+        participant: ParticipantId(u64::MAX),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Inbound {
+    mid: Mid,
+    source: MediaSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Wanted; not yet in an offer.
+    Wanted,
+    /// In an offer that awaits the participant's answer.
+    Negotiating(Mid),
+    /// Negotiated: frames can be written on this mid.
+    Open(Mid),
+}
+
+#[derive(Debug)]
+struct Outbound {
+    track: TrackId,
+    kind: MediaKind,
+    state: OutState,
+}
+
+#[derive(Debug)]
+struct Peer {
+    rtc: Rtc,
+    /// An offer has been accepted: the peer has a session to renegotiate.
+    negotiated: bool,
+    inbound: Vec<Inbound>,
+    outbound: Vec<Outbound>,
+    pending: Option<SdpPendingOffer>,
+    next_timeout: Option<Instant>,
+    /// Media has been written to this peer at least once.
+    delivered: bool,
+    /// The last totals str0m reported per (mid, is-egress) stream.
+    totals: HashMap<(Mid, bool), StreamTotals>,
+}
+
+impl Peer {
+    fn source_of(&self, mid: Mid) -> Option<MediaSource> {
+        self.inbound.iter().find(|i| i.mid == mid).map(|i| i.source)
+    }
+
+    fn mid_of(&self, source: MediaSource) -> Option<Mid> {
+        self.inbound
+            .iter()
+            .find(|i| i.source == source)
+            .map(|i| i.mid)
+    }
+
+    fn open_mid_for(&self, track: TrackId) -> Option<Mid> {
+        self.outbound
+            .iter()
+            .find(|o| o.track == track)
+            .and_then(|o| match o.state {
+                OutState::Open(mid) => Some(mid),
+                _ => None,
+            })
+    }
+}
+
+/// The SFU. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Sfu {
+    config: SfuConfig,
+    /// The latest time seen in an input; new `Rtc`s start here.
+    now: Instant,
+    peers: BTreeMap<PeerKey, Peer>,
+    /// Tracks the core allows to be forwarded, per lesson.
+    forwarding: HashSet<(LessonId, TrackId)>,
+    /// Participants the core allows to receive media.
+    receiving: HashSet<PeerKey>,
+    /// The peer each remote address last belonged to (a demux shortcut).
+    by_addr: HashMap<SocketAddr, PeerKey>,
+    /// Peers that had input since they were last polled.
+    dirty: BTreeSet<PeerKey>,
+    outputs: VecDeque<MediaOutput>,
+    stats: SfuStats,
+    /// When each video track last had a loss-driven keyframe request.
+    last_loss_pli: HashMap<(LessonId, TrackId), Instant>,
+    /// Measurements for the driver to collect.
+    samples: VecDeque<MediaSample>,
+    /// No peer's deadline is earlier than this. It may be earlier than the
+    /// real minimum (a spurious wake-up, after which it is recomputed), never
+    /// later: kept so that [`Sfu::poll_output`] does not scan every peer once
+    /// per datagram.
+    earliest: Option<Instant>,
+}
+
+impl Sfu {
+    /// A new SFU that advertises `config.advertised`, starting at `now`.
+    pub fn new(config: SfuConfig, now: Instant) -> Result<Self, MediaError> {
+        // Refuse an address str0m would refuse later, once, at start-up.
+        Candidate::host(config.advertised, "udp")
+            .map_err(|_| MediaError::BadAdvertisedAddress(config.advertised))?;
+        Ok(Self {
+            config,
+            now,
+            peers: BTreeMap::new(),
+            forwarding: HashSet::new(),
+            receiving: HashSet::new(),
+            by_addr: HashMap::new(),
+            dirty: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            stats: SfuStats::default(),
+            last_loss_pli: HashMap::new(),
+            earliest: None,
+            samples: VecDeque::new(),
+        })
+    }
+
+    /// The counters so far, and the tracks being forwarded now.
+    pub fn stats(&self) -> SfuStats {
+        let active = self
+            .forwarding
+            .iter()
+            .filter(|(lesson, track)| {
+                self.peers
+                    .get(&PeerKey {
+                        lesson: *lesson,
+                        participant: track.participant,
+                    })
+                    .is_some_and(|p| p.mid_of(track.source).is_some())
+            })
+            .count();
+        SfuStats {
+            tracks_active: u64::try_from(active).unwrap_or(u64::MAX),
+            ..self.stats
+        }
+    }
+
+    /// Frames written to subscribers so far (cheap: for every datagram).
+    pub fn frames_forwarded(&self) -> u64 {
+        self.stats.forwarded
+    }
+
+    /// The next measurement for the metrics, if any. Drain after every call.
+    pub fn poll_sample(&mut self) -> Option<MediaSample> {
+        self.samples.pop_front()
+    }
+
+    fn sample(&mut self, s: MediaSample) {
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push_back(s);
+        }
+    }
+
+    /// Counts a frame the recorder could not take (the driver's channel was full).
+    pub fn count_record_dropped(&mut self) {
+        self.stats.record_dropped += 1;
+    }
+
+    /// Adds an admitted participant. They send and receive nothing until an
+    /// offer is accepted and the core turns forwarding on.
+    pub fn add_participant(
+        &mut self,
+        lesson: LessonId,
+        participant: ParticipantId,
+    ) -> Result<(), MediaError> {
+        let key = PeerKey {
+            lesson,
+            participant,
+        };
+        if self.peers.contains_key(&key) {
+            return Err(MediaError::AlreadyAdded {
+                lesson,
+                participant,
+            });
+        }
+        // `build` only fails (panics, inside str0m) without a crypto provider
+        // or when DTLS certificate generation fails; the provider is set
+        // here, and key generation from the OS RNG does not fail.
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
+            // abs-capture-time (the sender's capture clock on each frame's
+            // first packet): carried through `forward` so receivers can
+            // sync and measure one-way latency through the SFU.
+            .set_extension(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime)
+            .build(self.now);
+        let candidate = Candidate::host(self.config.advertised, "udp")
+            .map_err(|_| MediaError::BadAdvertisedAddress(self.config.advertised))?;
+        rtc.add_local_candidate(candidate);
+        self.peers.insert(
+            key,
+            Peer {
+                rtc,
+                negotiated: false,
+                inbound: Vec::new(),
+                outbound: Vec::new(),
+                pending: None,
+                next_timeout: None,
+                delivered: false,
+                totals: HashMap::new(),
+            },
+        );
+        self.dirty.insert(key);
+        info!(%lesson, %participant, "media: participant added");
+        Ok(())
+    }
+
+    /// Removes a participant: their connection closes, nothing of theirs is
+    /// forwarded and nothing is sent to them again.
+    pub fn remove_participant(&mut self, lesson: LessonId, participant: ParticipantId) {
+        let key = PeerKey {
+            lesson,
+            participant,
+        };
+        if let Some(mut peer) = self.peers.remove(&key) {
+            peer.rtc.disconnect();
+            info!(%lesson, %participant, "media: participant removed");
+        }
+        self.by_addr.retain(|_, k| *k != key);
+        self.dirty.remove(&key);
+        self.receiving.remove(&key);
+        self.forwarding
+            .retain(|(l, t)| !(*l == lesson && t.participant == participant));
+        self.last_loss_pli
+            .retain(|(l, t), _| !(*l == lesson && t.participant == participant));
+        // Nobody else keeps a slot for a publisher that is gone; the m-lines
+        // stay (silent) until the subscriber renegotiates.
+        for (k, p) in self.peers.range_mut(lesson_range(lesson)) {
+            if k.lesson == lesson {
+                p.outbound
+                    .retain(|o| o.track.participant != participant || o.state != OutState::Wanted);
+            }
+        }
+    }
+
+    /// Accepts a participant's SDP offer and returns the answer. The answer's
+    /// only candidate is the advertised address.
+    pub fn accept_offer(
+        &mut self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: &str,
+    ) -> Result<String, MediaError> {
+        if sdp.len() > MAX_SDP_LEN {
+            return Err(MediaError::SdpTooLong(sdp.len()));
+        }
+        let key = PeerKey {
+            lesson,
+            participant,
+        };
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant {
+                lesson,
+                participant,
+            })?;
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::MalformedSdp(e.to_string()))?;
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| MediaError::SdpRefused(e.to_string()))?;
+        peer.negotiated = true;
+        // A client offer invalidates ours (str0m forgets it): offer again later.
+        peer.pending = None;
+        for o in &mut peer.outbound {
+            if let OutState::Negotiating(_) = o.state {
+                o.state = OutState::Wanted;
+            }
+        }
+        self.dirty.insert(key);
+        self.refresh_routes(lesson);
+        self.pump();
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Accepts a participant's answer to an offer from [`MediaOutput::Offer`].
+    pub fn accept_answer(
+        &mut self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        sdp: &str,
+    ) -> Result<(), MediaError> {
+        if sdp.len() > MAX_SDP_LEN {
+            return Err(MediaError::SdpTooLong(sdp.len()));
+        }
+        let key = PeerKey {
+            lesson,
+            participant,
+        };
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant {
+                lesson,
+                participant,
+            })?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| MediaError::MalformedSdp(e.to_string()))?;
+        let pending = peer.pending.take().ok_or(MediaError::NoPendingOffer)?;
+        let accepted = peer.rtc.sdp_api().accept_answer(pending, answer);
+        let mut opened = Vec::new();
+        for o in &mut peer.outbound {
+            if let OutState::Negotiating(mid) = o.state {
+                o.state = if accepted.is_ok() {
+                    opened.push(o.track);
+                    OutState::Open(mid)
+                } else {
+                    OutState::Wanted
+                };
+            }
+        }
+        self.dirty.insert(key);
+        accepted.map_err(|e| MediaError::SdpRefused(e.to_string()))?;
+        for track in opened {
+            if self.forwarding.contains(&(lesson, track)) && self.receiving.contains(&key) {
+                self.request_keyframe(lesson, track);
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// The core's `Forward` effect: may `track` be forwarded to anyone.
+    pub fn set_forward(&mut self, lesson: LessonId, track: TrackId, on: bool) {
+        let changed = if on {
+            self.forwarding.insert((lesson, track))
+        } else {
+            self.forwarding.remove(&(lesson, track))
+        };
+        debug!(%lesson, %track, on, "media: forward");
+        if changed && on {
+            self.refresh_routes(lesson);
+            self.request_keyframe(lesson, track);
+        }
+        self.pump();
+    }
+
+    /// The core's `Receive` effect: may `participant` receive media at all.
+    pub fn set_receive(&mut self, lesson: LessonId, participant: ParticipantId, on: bool) {
+        let key = PeerKey {
+            lesson,
+            participant,
+        };
+        let changed = if on {
+            self.receiving.insert(key)
+        } else {
+            self.receiving.remove(&key)
+        };
+        debug!(%lesson, %participant, on, "media: receive");
+        if changed && on {
+            self.refresh_routes(lesson);
+            let open: Vec<TrackId> = self
+                .peers
+                .get(&key)
+                .map(|p| {
+                    p.outbound
+                        .iter()
+                        .filter(|o| matches!(o.state, OutState::Open(_)))
+                        .map(|o| o.track)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for track in open {
+                if self.forwarding.contains(&(lesson, track)) {
+                    self.request_keyframe(lesson, track);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    /// One UDP datagram arrived at `to` (the advertised address) from `from`.
+    /// Anything no participant accepts is dropped and counted.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.advance(now);
+        let Ok(contents) = bytes.try_into() else {
+            self.stats.dropped_datagrams += 1;
+            debug!(%from, len = bytes.len(), "media: unparseable datagram dropped");
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: to,
+                contents,
+            },
+        );
+        // The last owner of this address first, then everyone (STUN from a
+        // new address names its peer by ICE username).
+        let cached = self
+            .by_addr
+            .get(&from)
+            .copied()
+            .filter(|k| self.peers.get(k).is_some_and(|p| p.rtc.accepts(&input)));
+        let key = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.is_alive() && p.rtc.accepts(&input))
+                .map(|(k, _)| *k)
+        });
+        let Some(key) = key else {
+            self.stats.dropped_datagrams += 1;
+            debug!(%from, len = bytes.len(), "media: datagram from no participant dropped");
+            return;
+        };
+        self.by_addr.insert(from, key);
+        if let Some(peer) = self.peers.get_mut(&key)
+            && let Err(e) = peer.rtc.handle_input(input)
+        {
+            warn!(lesson = %key.lesson, participant = %key.participant, error = %e,
+                "media: connection failed");
+            peer.rtc.disconnect();
+        }
+        self.dirty.insert(key);
+        self.pump();
+    }
+
+    /// Time passed: drive every connection whose deadline is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        for (key, peer) in self.peers.iter_mut() {
+            if peer.next_timeout.is_none_or(|t| t <= now) {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    warn!(lesson = %key.lesson, participant = %key.participant, error = %e,
+                        "media: connection failed");
+                    peer.rtc.disconnect();
+                }
+                self.dirty.insert(*key);
+            }
+        }
+        self.pump();
+        self.earliest = self.peers.values().filter_map(|p| p.next_timeout).min();
+    }
+
+    /// The next thing to do. Drain until [`MediaOutput::Timeout`].
+    pub fn poll_output(&mut self) -> MediaOutput {
+        if let Some(o) = self.outputs.pop_front() {
+            return o;
+        }
+        MediaOutput::Timeout(self.earliest)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// Makes sure every subscriber in `lesson` that may receive has a slot
+    /// for every forwarded track of someone else. Slots are only ever made
+    /// for what the core allowed, so a subscriber learns nothing about
+    /// tracks it may not receive.
+    fn refresh_routes(&mut self, lesson: LessonId) {
+        let published: Vec<(TrackId, MediaKind)> = self
+            .peers
+            .range(lesson_range(lesson))
+            .flat_map(|(k, p)| {
+                p.inbound
+                    .iter()
+                    .map(move |i| (TrackId::new(k.participant, i.source), kind_of(i.source)))
+            })
+            .filter(|(t, _)| self.forwarding.contains(&(lesson, *t)))
+            .collect();
+        for (key, peer) in self.peers.range_mut(lesson_range(lesson)) {
+            if key.lesson != lesson || !peer.negotiated || !self.receiving.contains(key) {
+                continue;
+            }
+            for &(track, kind) in &published {
+                if track.participant == key.participant
+                    || peer.outbound.iter().any(|o| o.track == track)
+                {
+                    continue;
+                }
+                peer.outbound.push(Outbound {
+                    track,
+                    kind,
+                    state: OutState::Wanted,
+                });
+                self.dirty.insert(*key);
+            }
+        }
+    }
+
+    /// Asks the publisher of `track` for a keyframe (video only), so a
+    /// subscriber that just started receiving sees a picture at once.
+    fn request_keyframe(&mut self, lesson: LessonId, track: TrackId) {
+        if kind_of(track.source) != MediaKind::Video {
+            return;
+        }
+        let key = PeerKey {
+            lesson,
+            participant: track.participant,
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(mid) = peer.mid_of(track.source) else {
+            return;
+        };
+        if let Some(mut writer) = peer.rtc.writer(mid)
+            && let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli)
+        {
+            debug!(%lesson, %track, error = %e, "media: keyframe request failed");
+        }
+        self.dirty.insert(key);
+    }
+
+    /// Offers the participant the slots it still lacks, if no offer is out.
+    fn negotiate(key: PeerKey, peer: &mut Peer, outputs: &mut VecDeque<MediaOutput>) {
+        if !peer.negotiated
+            || peer.pending.is_some()
+            || !peer.rtc.is_alive()
+            || !peer.outbound.iter().any(|o| o.state == OutState::Wanted)
+        {
+            return;
+        }
+        let mut api = peer.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (i, o) in peer.outbound.iter().enumerate() {
+            if o.state == OutState::Wanted {
+                let stream = o.track.participant.to_string();
+                let mid = api.add_media(
+                    o.kind,
+                    Direction::SendOnly,
+                    Some(stream),
+                    Some(o.track.to_string()),
+                    None,
+                );
+                added.push((i, mid));
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        for (i, mid) in added {
+            if let Some(o) = peer.outbound.get_mut(i) {
+                o.state = OutState::Negotiating(mid);
+            }
+        }
+        peer.pending = Some(pending);
+        outputs.push_back(MediaOutput::Offer {
+            lesson: key.lesson,
+            participant: key.participant,
+            sdp: offer.to_sdp_string(),
+        });
+    }
+
+    /// Polls every peer with input until it has nothing more, forwarding
+    /// the media that comes out, until nothing is left to do.
+    fn pump(&mut self) {
+        // Each round polls one peer; a frame makes at most one round per
+        // subscriber, so this bound only guards against a bug looping.
+        let bound = 16 + 8 * self.peers.len();
+        for _ in 0..bound {
+            let Some(key) = self.dirty.pop_first() else {
+                return;
+            };
+            let mut events = Vec::new();
+            if let Some(peer) = self.peers.get_mut(&key) {
+                Self::negotiate(key, peer, &mut self.outputs);
+                loop {
+                    if !peer.rtc.is_alive() {
+                        peer.next_timeout = None;
+                        break;
+                    }
+                    match peer.rtc.poll_output() {
+                        Ok(Output::Timeout(t)) => {
+                            peer.next_timeout = Some(t);
+                            self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
+                            break;
+                        }
+                        Ok(Output::Transmit(t)) => self.outputs.push_back(MediaOutput::Transmit {
+                            to: t.destination,
+                            // str0m hands over the buffer: no copy per datagram.
+                            bytes: t.contents.into(),
+                        }),
+                        Ok(Output::Event(e)) => events.push(e),
+                        Err(e) => {
+                            warn!(lesson = %key.lesson, participant = %key.participant,
+                                error = %e, "media: connection failed");
+                            peer.rtc.disconnect();
+                        }
+                    }
+                }
+            }
+            for event in events {
+                self.handle_event(key, event);
+            }
+        }
+        // The rest stay dirty and are polled at the next input or timeout.
+        if !self.dirty.is_empty() {
+            debug!(left = self.dirty.len(), "media: pump bounded");
+        }
+    }
+
+    fn handle_event(&mut self, key: PeerKey, event: Event) {
+        match event {
+            Event::MediaAdded(added) => {
+                self.handle_media_added(key, added.mid, added.kind, added.direction)
+            }
+            Event::MediaData(data) => self.forward(key, data),
+            Event::KeyframeRequest(req) => {
+                // A subscriber asks for a keyframe on one of its slots: pass it
+                // to the publisher, if the track is still forwarded.
+                let track = self.peers.get(&key).and_then(|p| {
+                    p.outbound
+                        .iter()
+                        .find(|o| o.state == OutState::Open(req.mid))
+                        .map(|o| o.track)
+                });
+                if let Some(track) = track
+                    && self.forwarding.contains(&(key.lesson, track))
+                    && self.receiving.contains(&key)
+                {
+                    self.request_keyframe(key.lesson, track);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                debug!(lesson = %key.lesson, participant = %key.participant, ?state, "media: ice");
+                if state == IceConnectionState::Disconnected {
+                    self.by_addr.retain(|_, k| *k != key);
+                }
+            }
+            Event::Connected => {
+                info!(lesson = %key.lesson, participant = %key.participant, "media: connected");
+            }
+            Event::MediaIngressStats(s) => {
+                let jitter = self.jitter(key, s.mid, false, s.jitter);
+                self.count_stream(
+                    key,
+                    s.mid,
+                    false,
+                    StreamTotals {
+                        packets: s.packets,
+                        bytes: s.bytes,
+                        nacks: s.nacks,
+                        plis: s.plis,
+                    },
+                );
+                self.sample(MediaSample::Rtcp {
+                    path: MediaPath::Uplink,
+                    loss: s.loss,
+                    jitter,
+                    rtt: s.rtt,
+                });
+            }
+            Event::MediaEgressStats(s) => {
+                let jitter = s
+                    .remote
+                    .as_ref()
+                    .and_then(|r| self.jitter(key, s.mid, true, r.jitter));
+                self.count_stream(
+                    key,
+                    s.mid,
+                    true,
+                    StreamTotals {
+                        packets: s.packets,
+                        bytes: s.bytes,
+                        nacks: s.nacks,
+                        plis: s.plis,
+                    },
+                );
+                self.sample(MediaSample::Rtcp {
+                    path: MediaPath::Downlink,
+                    loss: s.loss,
+                    jitter,
+                    rtt: s.rtt,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Jitter in RTP timestamp units as a duration, from the clock of the
+    /// media on `mid` (48 kHz audio, 90 kHz video).
+    fn jitter(&self, key: PeerKey, mid: Mid, egress: bool, units: u32) -> Option<Duration> {
+        let peer = self.peers.get(&key)?;
+        let kind = if egress {
+            peer.outbound
+                .iter()
+                .find(|o| o.state == OutState::Open(mid))
+                .map(|o| o.kind)
+        } else {
+            peer.source_of(mid).map(kind_of)
+        }?;
+        let hz = if kind == MediaKind::Audio {
+            48_000.0
+        } else {
+            90_000.0
+        };
+        Some(Duration::from_secs_f64(f64::from(units) / hz))
+    }
+
+    /// Adds what a stream counted since its last report to the totals.
+    fn count_stream(&mut self, key: PeerKey, mid: Mid, egress: bool, now: StreamTotals) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let last = peer.totals.insert((mid, egress), now).unwrap_or_default();
+        let d = |n: u64, l: u64| n.saturating_sub(l);
+        if egress {
+            self.stats.packets_forwarded += d(now.packets, last.packets);
+            self.stats.bytes_forwarded += d(now.bytes, last.bytes);
+            self.stats.nacks_downlink += d(now.nacks, last.nacks);
+            self.stats.plis_downlink += d(now.plis, last.plis);
+        } else {
+            self.stats.nacks_uplink += d(now.nacks, last.nacks);
+            self.stats.plis_uplink += d(now.plis, last.plis);
+        }
+    }
+
+    fn handle_media_added(&mut self, key: PeerKey, mid: Mid, kind: MediaKind, dir: Direction) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !dir.is_receiving() || peer.source_of(mid).is_some() {
+            return;
+        }
+        let has = |s: MediaSource| peer.inbound.iter().any(|i| i.source == s);
+        let source = match kind {
+            MediaKind::Audio if !has(MediaSource::Microphone) => MediaSource::Microphone,
+            MediaKind::Video if !has(MediaSource::Camera) => MediaSource::Camera,
+            MediaKind::Video if !has(MediaSource::ScreenShare) => MediaSource::ScreenShare,
+            _ => {
+                debug!(lesson = %key.lesson, participant = %key.participant, %mid,
+                    "media: m-line is no known source; its media is dropped");
+                return;
+            }
+        };
+        peer.inbound.push(Inbound { mid, source });
+        debug!(lesson = %key.lesson, participant = %key.participant, %mid,
+            source = source.as_str(), "media: source mapped");
+        self.refresh_routes(key.lesson);
+    }
+
+    /// The forwarding decision (see the module documentation).
+    fn forward(&mut self, from: PeerKey, data: MediaData) {
+        let Some(source) = self.peers.get(&from).and_then(|p| p.source_of(data.mid)) else {
+            self.stats.dropped_unmapped += 1;
+            return;
+        };
+        let track = TrackId::new(from.participant, source);
+        if !self.forwarding.contains(&(from.lesson, track)) {
+            self.stats.dropped_not_forwarded += 1;
+            debug!(lesson = %from.lesson, %track, "media: frame of a track not forwarded dropped");
+            return;
+        }
+        if !data.contiguous {
+            // Frames were lost upstream: subscribers need a fresh keyframe,
+            // but ask at most once a second per track.
+            let last = self.last_loss_pli.get(&(from.lesson, track)).copied();
+            if last.is_none_or(|t| self.now.saturating_duration_since(t) >= LOSS_PLI_INTERVAL) {
+                self.last_loss_pli.insert((from.lesson, track), self.now);
+                self.request_keyframe(from.lesson, track);
+            }
+        }
+        let payload: Arc<[u8]> = data.data;
+        if self.config.record {
+            self.stats.recorded += 1;
+            let spec = data.params.spec();
+            self.outputs.push_back(MediaOutput::Record(RecordedFrame {
+                lesson: from.lesson,
+                track,
+                at: data.network_time,
+                media_time: data.time.numer(),
+                clock_rate: data.time.denom(),
+                codec: codec_of(spec.codec),
+                discontinuity: !data.contiguous,
+                data: payload.clone(),
+            }));
+        }
+        for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
+            if key.lesson != from.lesson
+                || key.participant == from.participant
+                || !self.receiving.contains(key)
+            {
+                continue;
+            }
+            let Some(mid) = peer.open_mid_for(track) else {
+                tracing::trace!(lesson = %key.lesson, participant = %key.participant, %track, "media: no open slot yet");
+                continue;
+            };
+            let Some(writer) = peer.rtc.writer(mid) else {
+                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: slot has no writer");
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: no matching payload type");
+                continue;
+            };
+            // The publisher's capture time, if it sent one, goes on unchanged.
+            let writer = match data.ext_vals.abs_capture_time {
+                Some(t) => writer.abs_capture_time(t),
+                None => writer,
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
+                debug!(lesson = %key.lesson, participant = %key.participant, error = %e,
+                    "media: write failed");
+                continue;
+            }
+            self.stats.forwarded += 1;
+            self.dirty.insert(*key);
+            if !peer.delivered {
+                peer.delivered = true;
+                if self.samples.len() < MAX_SAMPLES {
+                    self.samples.push_back(MediaSample::FirstDelivery {
+                        lesson: key.lesson,
+                        participant: key.participant,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Our name for a codec (the rest of the gateway never names str0m types).
+fn codec_of(codec: str0m::format::Codec) -> chaperone_protocol::feed::MediaCodec {
+    use chaperone_protocol::feed::MediaCodec;
+    use str0m::format::Codec;
+    match codec {
+        Codec::Opus => MediaCodec::Opus,
+        Codec::Vp8 => MediaCodec::Vp8,
+        Codec::Vp9 => MediaCodec::Vp9,
+        Codec::H264 => MediaCodec::H264,
+        _ => MediaCodec::Other,
+    }
+}
+
+/// The media kind a source is carried as.
+fn kind_of(source: MediaSource) -> MediaKind {
+    match source {
+        MediaSource::Microphone => MediaKind::Audio,
+        MediaSource::Camera | MediaSource::ScreenShare => MediaKind::Video,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        // The unit tests are a shell too: they need one real instant to start from.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    const LESSON: LessonId = LessonId::from_bytes([1; 16]);
+
+    fn sfu() -> Sfu {
+        Sfu::new(
+            SfuConfig {
+                advertised: "127.0.0.1:4000".parse().expect("a literal address"),
+                record: false,
+            },
+            t0(),
+        )
+        .expect("loopback is a valid host candidate")
+    }
+
+    #[test]
+    fn unspecified_advertised_address_is_refused() {
+        let config = SfuConfig {
+            advertised: "0.0.0.0:4000".parse().expect("a literal address"),
+            record: false,
+        };
+        assert!(matches!(
+            Sfu::new(config, t0()),
+            Err(MediaError::BadAdvertisedAddress(_))
+        ));
+    }
+
+    #[test]
+    fn idle_sfu_has_no_deadline_and_drops_junk() {
+        let mut sfu = sfu();
+        assert_eq!(sfu.poll_output(), MediaOutput::Timeout(None));
+        let from: SocketAddr = "127.0.0.1:5000".parse().expect("a literal address");
+        let to = sfu.config.advertised;
+        for junk in [&[][..], &[0u8; 3], &[0x80; 200], &[22, 254, 253, 0, 0]] {
+            sfu.handle_datagram(t0(), from, to, junk);
+        }
+        assert_eq!(sfu.stats().dropped_datagrams, 4);
+        assert_eq!(sfu.poll_output(), MediaOutput::Timeout(None));
+    }
+
+    #[test]
+    fn sdp_errors_are_typed() {
+        let mut sfu = sfu();
+        let p = ParticipantId(1);
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, "v=0"),
+            Err(MediaError::UnknownParticipant { .. })
+        ));
+        sfu.add_participant(LESSON, p).expect("first add");
+        assert!(matches!(
+            sfu.add_participant(LESSON, p),
+            Err(MediaError::AlreadyAdded { .. })
+        ));
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, "garbage"),
+            Err(MediaError::MalformedSdp(_))
+        ));
+        assert!(matches!(
+            sfu.accept_offer(LESSON, p, &"x".repeat(MAX_SDP_LEN + 1)),
+            Err(MediaError::SdpTooLong(_))
+        ));
+        assert!(matches!(
+            sfu.accept_answer(LESSON, p, "garbage"),
+            Err(MediaError::MalformedSdp(_))
+        ));
+        sfu.remove_participant(LESSON, p);
+        assert!(matches!(
+            sfu.accept_answer(LESSON, p, "v=0"),
+            Err(MediaError::UnknownParticipant { .. })
+        ));
+    }
+}
