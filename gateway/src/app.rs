@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::join::JoinAuth;
 use crate::auth::oidc::{RelyingParty, RpConfig};
-use crate::auth::session::{SessionConfig, new_secret};
+use crate::auth::session::SessionConfig;
 use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
 use crate::config::Config;
 use crate::feed::{FeedSettings, FeedStatus};
@@ -142,7 +142,7 @@ fn relying_party_config(
         use crate::dev::idp::{DevIdp, MOUNT};
         let issuer = format!("{public_url}{MOUNT}");
         let client_id = "chaperone-dev".to_owned();
-        let client_secret = new_secret();
+        let client_secret = crate::auth::session::new_secret();
         let idp = DevIdp::new(
             config.dev,
             issuer.clone(),
@@ -316,11 +316,12 @@ impl App {
             jwks,
         });
 
-        let mut router = crate::web::router(web).merge(signal).merge(health);
+        let router = crate::web::router(web).merge(signal).merge(health);
         #[cfg(feature = "dev")]
-        if let Some(idp) = &devidp {
-            router = router.nest(crate::dev::idp::MOUNT, idp.router());
-        }
+        let router = match &devidp {
+            Some(idp) => router.nest(crate::dev::idp::MOUNT, idp.router()),
+            None => router,
+        };
         // The review service: in --dev in-process under /review.
         #[cfg(feature = "dev")]
         let (router, review_tasks) = crate::dev::review::mount_embedded(router, config, &tokens);

@@ -17,6 +17,7 @@
 //! (`Origin` checked), on top of SameSite cookies.
 
 pub mod api;
+mod assets;
 pub mod audit;
 pub mod html;
 pub mod incidents;
@@ -147,9 +148,7 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(login))
         .route(CALLBACK_PATH, get(callback))
         .route("/logout", post(logout))
-        .route("/static/app.js", get(app_js))
-        .route("/static/app.css", get(app_css))
-        .route("/static/lesson.js", get(lesson_js))
+        .merge(assets::router())
         .merge(api::router())
         .merge(review::router())
         .merge(incidents::router())
@@ -645,30 +644,6 @@ async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
         set_cookie(&state.config, SESSION_COOKIE, "", Some(0)),
     );
     response
-}
-
-async fn app_js() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../static/app.js"),
-    )
-        .into_response()
-}
-
-async fn lesson_js() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../static/lesson.js"),
-    )
-        .into_response()
-}
-
-async fn app_css() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../static/app.css"),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chaperone_protocol::LessonId;
@@ -49,7 +49,6 @@ pub fn router() -> Router<WebState> {
     Router::new()
         .route("/replay", get(replay_home))
         .route("/replay/{lesson}", get(replay_page))
-        .route("/static/replay.js", get(replay_js))
         .route("/api/review/token", post(review_token))
 }
 
@@ -292,12 +291,4 @@ async fn replay_page(
         Ok(None) => Redirect::to("/login").into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
-}
-
-async fn replay_js() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../static/replay.js"),
-    )
-        .into_response()
 }

@@ -1,0 +1,48 @@
+//! The pages' static files, compiled into the binary: one table, one route
+//! (`/static/<name>`). A name not in the table is 404; nothing is read from
+//! disk at run time, so no request can reach a file outside the table.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// Every static file: name under `/static/`, content type, contents.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.css", CSS, include_str!("../../static/app.css")),
+    ("app.js", JS, include_str!("../../static/app.js")),
+    ("lesson.js", JS, include_str!("../../static/lesson.js")),
+    ("replay.js", JS, include_str!("../../static/replay.js")),
+];
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// `GET /static/{name}`.
+pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/static/{name}", get(asset))
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => {
+            ([(header::CONTENT_TYPE, *content_type)], *body).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_has_a_known_type_and_a_body() {
+        for (name, content_type, body) in ASSETS {
+            assert!(!body.is_empty(), "{name}");
+            let ext = name.rsplit('.').next().unwrap_or_default();
+            assert_eq!(*content_type, if ext == "css" { CSS } else { JS }, "{name}");
+        }
+    }
+}
