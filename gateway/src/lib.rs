@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod errors;
 pub mod feed;
 pub mod http;
 pub mod media;

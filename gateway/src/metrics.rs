@@ -266,7 +266,7 @@ pub struct Metrics {
     tracks_active: IntGauge,
     runtime: RuntimeMetrics,
     /// The SFU counters already added (they are read as totals at scrape).
-    last_sfu: Mutex<crate::media::SfuStats>,
+    last_sfu: Mutex<chaperone_sfu::SfuStats>,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, MetricsError> {
@@ -489,7 +489,7 @@ impl Metrics {
             plis,
             tracks_active,
             runtime,
-            last_sfu: Mutex::new(crate::media::SfuStats::default()),
+            last_sfu: Mutex::new(chaperone_sfu::SfuStats::default()),
         })
     }
 
@@ -508,7 +508,7 @@ impl Metrics {
     }
 
     /// Adds what the SFU counted since the last call (its counters are totals).
-    pub fn observe_sfu(&self, now: crate::media::SfuStats) {
+    pub fn observe_sfu(&self, now: chaperone_sfu::SfuStats) {
         let mut last = self.last_sfu.lock().unwrap_or_else(|p| p.into_inner());
         let delta = |n: u64, l: u64| n.saturating_sub(l);
         self.frames_forwarded
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn sfu_totals_become_counter_increments() {
         let m = Metrics::new().unwrap();
-        let mut s = crate::media::SfuStats {
+        let mut s = chaperone_sfu::SfuStats {
             forwarded: 10,
             dropped_not_forwarded: 3,
             nacks_downlink: 2,

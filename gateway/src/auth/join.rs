@@ -15,11 +15,11 @@ use std::time::Duration;
 use chaperone_protocol::LessonId;
 
 use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
+use crate::catalog::{LessonInfo, TABLE};
 use crate::clock::{now, unix_millis};
 use crate::room::Rooms;
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
-use crate::web::lessons::{LessonInfo, TABLE};
 use chaperone_lesson::{Account, JoinRequest, LessonConfig};
 
 /// Room-token authentication for lesson WebSockets.

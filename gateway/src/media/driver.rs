@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
+use crate::clock::now;
 use crate::metrics::MediaMetrics;
 use chaperone_sfu::{
     MediaError, MediaOutput, MediaSample, RecordedFrame, Sfu, SfuConfig, SfuStats,
@@ -120,13 +121,6 @@ pub struct MediaHandle {
     tx: mpsc::Sender<Command>,
     local_addr: SocketAddr,
     advertised: SocketAddr,
-}
-
-/// The driver's clock. The only media code that reads it: everything below
-/// takes `now` as an argument.
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
 }
 
 /// Binds the socket and starts the driver task. Returns the handle and the

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::SignalConfig;
-use super::errors::{Close, close_frame};
+use crate::errors::{Close, close_frame};
 use crate::room::{Outbound, RoomHandle};
 
 type Sink = SplitSink<WebSocket, Message>;

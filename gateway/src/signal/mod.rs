@@ -1,7 +1,7 @@
 //! WebSocket signaling: `GET /ws/lessons/{lesson}`.
 //!
 //! Everything is checked *before* the upgrade (SECURITY.md 13, 14), in this
-//! order, each refusal answered by [`errors::Refusal`]:
+//! order, each refusal answered by [`crate::errors::Refusal`]:
 //!
 //! 1. `Origin` must be on the configured allowlist (exact match of
 //!    `scheme://host[:port]`); a missing or foreign `Origin` is 403 and no
@@ -31,7 +31,6 @@
 //! token or chat text, and never panic on anything a client sends.
 
 mod conn;
-pub mod errors;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,9 +47,9 @@ use chaperone_protocol::signal::{ErrorCode, MAX_CLIENT_MSG};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+pub use crate::errors::{Close, Refusal};
 use crate::room::Rooms;
 use chaperone_lesson::JoinRequest;
-pub use errors::{Close, Refusal};
 
 /// The subprotocol the server selects.
 pub const SUBPROTOCOL: &str = "chaperone.v1";

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::{self, AuditRecord};
-use super::lessons::{LessonInfo, TABLE};
 use super::{WebState, current_session, same_origin};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::AccountClaims;
+use crate::catalog::{LessonInfo, TABLE};
 use crate::clock::unix_millis;
 use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 

@@ -27,9 +27,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::audit::{self, AuditRecord};
-use super::lessons::LessonInfo;
 use super::{WebState, current_session, same_origin};
 use crate::auth::SchoolRole;
+use crate::catalog::LessonInfo;
 use crate::clock::unix_millis;
 use crate::room::RoomRecord;
 use crate::store::{StateStore, Store, StoreError};
@@ -237,7 +237,7 @@ async fn list(State(state): State<WebState>, headers: HeaderMap) -> Response {
     for i in out {
         let info = state
             .store
-            .get_record(super::lessons::TABLE, &i.lesson.to_string())
+            .get_record(crate::catalog::TABLE, &i.lesson.to_string())
             .await
             .ok()
             .flatten()

@@ -30,9 +30,9 @@ use serde_json::json;
 
 use super::audit::{self, AuditRecord};
 use super::html::{escape, page};
-use super::lessons::{LessonInfo, TABLE};
 use super::{WebState, current_session, same_origin};
 use crate::auth::SchoolRole;
+use crate::catalog::{LessonInfo, TABLE};
 use crate::clock::unix_millis;
 use crate::store::StateStore;
 

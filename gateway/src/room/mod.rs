@@ -1,0 +1,116 @@
+//! The lesson task: the thin async shell around one [`Lesson`], in the style
+//! of quinn's `ConnectionDriver`.
+//!
+//! One tokio task per lesson owns the [`Lesson`] and `select!`s over its
+//! inbox ([`RoomHandle`] commands: join, message, leave, recorder, block,
+//! server offer, shutdown) and `sleep_until` the core's next deadline.
+//!
+//! - [`handle`]: [`RoomHandle`], the cheap handle other tasks talk to a
+//!   lesson through;
+//! - [`registry`]: [`Rooms`], every lesson task on this node;
+//! - [`task`]: the task itself, applying the core's effects;
+//! - [`cluster`]: cluster events (blocks) carried to every lesson here. After
+//! every input it drains [`Lesson::poll_output`] and applies each effect in
+//! order:
+//!
+//! | effect | goes to |
+//! |---|---|
+//! | `Send` | that participant's connection channel (bounded; `try_send`) |
+//! | `Forward`, `Receive`, `MediaOffer`, `MediaAnswer` | the optional [`MediaHandle`] |
+//! | `Record`, `Alert` | the [`RoomRecord`] channel the recorder feed consumes |
+//! | `Persist` | the optional [`PersistFn`] |
+//! | `Disconnect` | that connection: [`Outbound::Close`] after its `Goodbye` |
+//!
+//! It must never decide anything (every rule is the core's), never block the
+//! lesson on one participant's connection (a connection that cannot keep up
+//! is dropped and treated as having left), and never drop a record silently.
+//! It reads the clock only through [`crate::clock`].
+
+mod cluster;
+mod handle;
+mod registry;
+mod task;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chaperone_lesson::{Record, Snapshot};
+use chaperone_protocol::LessonId;
+use chaperone_protocol::event::LessonEvent;
+use chaperone_protocol::signal::{Farewell, ServerMsg};
+use tokio::sync::mpsc;
+
+use crate::media::MediaHandle;
+
+pub use cluster::relay_cluster_events;
+pub use handle::RoomHandle;
+pub use registry::Rooms;
+pub use task::spawn;
+
+/// Commands queued to one lesson task before senders wait.
+pub const INBOX_CAPACITY: usize = 1024;
+
+/// What the lesson task sends down one participant's connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outbound {
+    /// A message to write to the socket.
+    Msg(ServerMsg),
+    /// Close the socket for this reason (the `Goodbye` has already been queued).
+    Close(Farewell),
+}
+
+/// Something for the recorder feed: every [`Record`] and [`Output::Alert`]
+/// of a lesson, stamped with the shell's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomRecord {
+    /// The lesson's task started: its recorder feed should connect now, so
+    /// that the recording is attached before pupils need admitting.
+    Opened {
+        /// The lesson.
+        lesson: LessonId,
+    },
+    /// An event or a chat message to append to the lesson's recording.
+    Record {
+        /// The lesson.
+        lesson: LessonId,
+        /// When the shell applied it.
+        at: Instant,
+        /// What to record.
+        record: Record,
+    },
+    /// A concern or incident the safeguarding team must see.
+    Alert {
+        /// The lesson.
+        lesson: LessonId,
+        /// When the shell applied it.
+        at: Instant,
+        /// The concern or incident (also recorded as a [`RoomRecord::Record`]).
+        event: LessonEvent,
+    },
+}
+
+/// Saves a lesson's control state (the store plugs in here). Called on the
+/// lesson task, so it must not block: queue the write and return.
+pub type PersistFn = Arc<dyn Fn(&Snapshot) + Send + Sync>;
+
+/// What every lesson task is connected to.
+#[derive(Clone)]
+pub struct RoomDeps {
+    /// Where records and alerts go (the recorder feed). If it is full the
+    /// lesson waits: nothing recorded is dropped.
+    pub records: mpsc::Sender<RoomRecord>,
+    /// The media plane, if this node runs one.
+    pub media: Option<MediaHandle>,
+    /// Where snapshots go, if the lesson is persisted.
+    pub persist: Option<PersistFn>,
+}
+
+impl fmt::Debug for RoomDeps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomDeps")
+            .field("media", &self.media)
+            .field("persist", &self.persist.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,125 @@
+//! [`Rooms`]: every lesson task on this node, by lesson id, started on
+//! demand (a new lesson, or one restored from a snapshot) and forgotten when
+//! its task stops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chaperone_lesson::{Lesson, LessonConfig, LessonSetup, Snapshot};
+use chaperone_protocol::LessonId;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::task::start;
+use super::{RoomDeps, RoomHandle};
+use crate::clock::now;
+
+/// Every lesson task on this node, by lesson id.
+#[derive(Clone, Debug)]
+pub struct Rooms {
+    deps: RoomDeps,
+    rooms: Arc<Mutex<HashMap<LessonId, RoomHandle>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Rooms {
+    /// An empty registry whose lessons use `deps`.
+    pub fn new(deps: RoomDeps) -> Self {
+        Self {
+            deps,
+            rooms: Arc::default(),
+            metrics: None,
+        }
+    }
+
+    /// The same registry, whose lessons report to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LessonId, RoomHandle>> {
+        // A poisoned map is still a valid map: every update is one insert or remove.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running task of a lesson, if this node has one.
+    pub fn get(&self, lesson: LessonId) -> Option<RoomHandle> {
+        let mut rooms = self.lock();
+        match rooms.get(&lesson) {
+            Some(h) if h.is_closed() => {
+                rooms.remove(&lesson);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
+    /// The lesson's task, starting it (a new, empty lesson) if it is not running.
+    pub fn open(&self, setup: LessonSetup, config: LessonConfig) -> RoomHandle {
+        let id = setup.id;
+        self.get_or_start(id, || Lesson::new(now(), setup, config))
+    }
+
+    /// The lesson's task, starting it from a persisted snapshot (another
+    /// node's lesson taken over) if it is not running.
+    pub fn restore(
+        &self,
+        setup: LessonSetup,
+        config: LessonConfig,
+        snapshot: Snapshot,
+    ) -> Result<RoomHandle, chaperone_lesson::SnapshotError> {
+        let id = setup.id;
+        if let Some(h) = self.get(id) {
+            return Ok(h);
+        }
+        let lesson = Lesson::restore(now(), setup, config, snapshot)?;
+        Ok(self.get_or_start(id, || lesson))
+    }
+
+    fn get_or_start(&self, id: LessonId, make: impl FnOnce() -> Lesson) -> RoomHandle {
+        let mut rooms = self.lock();
+        if let Some(h) = rooms.get(&id).filter(|h| !h.is_closed()) {
+            return h.clone();
+        }
+        let handle = start(make(), self.deps.clone(), self.metrics.clone());
+        rooms.insert(id, handle.clone());
+        handle
+    }
+
+    /// Every lesson running on this node.
+    pub fn all(&self) -> Vec<RoomHandle> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Stops every lesson task.
+    pub async fn shutdown_all(&self) {
+        let all: Vec<RoomHandle> = self.lock().drain().map(|(_, h)| h).collect();
+        for h in all {
+            h.shutdown().await;
+        }
+    }
+
+    /// Routes the media plane's server offers to their lessons until the
+    /// media driver stops.
+    pub fn route_media_events(
+        &self,
+        mut events: mpsc::UnboundedReceiver<crate::media::MediaEvent>,
+    ) -> tokio::task::JoinHandle<()> {
+        let rooms = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    crate::media::MediaEvent::Offer {
+                        lesson,
+                        participant,
+                        sdp,
+                    } => match rooms.get(lesson) {
+                        Some(room) => room.server_offer(participant, sdp).await,
+                        None => debug!(%lesson, %participant, "media offer for no lesson"),
+                    },
+                }
+            }
+        })
+    }
+}
