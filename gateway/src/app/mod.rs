@@ -11,38 +11,61 @@ use axum::Router;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod identity;
+
 use crate::auth::join::JoinAuth;
-use crate::auth::oidc::{RelyingParty, RpConfig};
+use crate::auth::oidc::{OidcError, RelyingParty};
 use crate::auth::session::SessionConfig;
-use crate::auth::tokens::{KeySet, TokenError, TokenIssuer};
-use crate::config::Config;
+use crate::auth::tokens::TokenError;
+use crate::config::{Config, ConfigError};
 use crate::feed::{FeedSettings, FeedStatus};
 use crate::http::{AppState, Probe};
+use crate::media::MediaError;
 use crate::metrics::Metrics;
 use crate::room::{RoomDeps, RoomRecord, Rooms};
 use crate::signal::{SignalConfig, SignalState};
 use crate::store::{StateStore, Store};
-use crate::web::{CALLBACK_PATH, WebConfig, WebState};
+use crate::web::{WebConfig, WebState};
 
 /// Why a node could not be assembled.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The signing key could not be read or used.
+    /// A signing key file could not be read.
+    #[error("signing key {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signing key could not be used.
     #[error("signing key: {0}")]
-    Key(String),
+    Key(#[from] TokenError),
     /// The relying party could not be configured.
     #[error("identity provider: {0}")]
-    Oidc(String),
+    Oidc(#[from] OidcError),
+    /// No identity provider is configured and this build has no
+    /// development provider.
+    #[error("oidc.issuer is required (this gateway is built without development mode)")]
+    NoIdentityProvider,
+    /// The development identity provider could not start.
+    #[cfg(feature = "dev")]
+    #[error("development identity provider: {0}")]
+    DevIdp(#[from] crate::dev::idp::DevIdpError),
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The media socket could not be opened.
     #[error("media: {0}")]
-    Media(String),
+    Media(#[from] MediaError),
     /// The recorder could not be set up (directory, keys, recipients).
     #[error("recorder: {0}")]
     Recorder(String),
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A node, ready to serve.
@@ -82,90 +105,9 @@ impl Drop for App {
 /// full class with cameras on. Past it the SFU records a drop rather than wait.
 const RECORD_QUEUE: usize = 32 * 1024;
 
-fn keys(config: &Config) -> Result<KeySet, StartError> {
-    let t = &config.tokens;
-    if t.signing_key_file.is_empty() {
-        // Development: a fresh key every start.
-        let kid = format!("dev-{:016x}", rand::random::<u64>());
-        return KeySet::from_seed(&kid, rand::random::<[u8; 32]>())
-            .map_err(|e: TokenError| StartError::Key(e.to_string()));
-    }
-    let read = |path: &str| {
-        std::fs::read_to_string(path).map_err(|e| StartError::Key(format!("{path}: {e}")))
-    };
-    let mut keys = KeySet::from_pkcs8_pem(&t.signing_key_id, &read(&t.signing_key_file)?)
-        .map_err(|e| StartError::Key(e.to_string()))?;
-    // A rollover: the previous keys still verify (and are published in the
-    // JWKS) until every node signs with the new one.
-    for entry in &t.previous_keys {
-        let (kid, path) = entry.split_once('=').unwrap_or((entry, ""));
-        keys.accept_also(kid, &read(path)?)
-            .map_err(|e| StartError::Key(format!("{kid}: {e}")))?;
-    }
-    Ok(keys)
-}
-
 fn unix_secs() -> u64 {
     crate::clock::unix_millis() / 1000
 }
-
-/// The relying party's configuration: the configured identity provider, or
-/// in development mode with none configured, the built-in one at
-/// `/dev-idp` (returned too, to be mounted).
-fn relying_party_config(
-    config: &Config,
-    public_url: &str,
-) -> Result<(RpConfig, Option<DevIdpHandle>), StartError> {
-    let redirect_url = format!("{public_url}{CALLBACK_PATH}");
-    let rp = |issuer: String, client_id: String, client_secret: String| RpConfig {
-        issuer,
-        client_id,
-        client_secret,
-        redirect_url: redirect_url.clone(),
-        scopes: config.oidc.scopes.clone(),
-        max_iat_skew_secs: config.oidc.max_iat_skew_secs,
-        http_timeout: Duration::from_millis(config.oidc.http_timeout_ms),
-    };
-    if !config.oidc.issuer.is_empty() {
-        let o = &config.oidc;
-        return Ok((
-            rp(
-                o.issuer.clone(),
-                o.client_id.clone(),
-                o.client_secret.clone(),
-            ),
-            None,
-        ));
-    }
-    #[cfg(feature = "dev")]
-    {
-        use crate::dev::idp::{DevIdp, MOUNT};
-        let issuer = format!("{public_url}{MOUNT}");
-        let client_id = "chaperone-dev".to_owned();
-        let client_secret = crate::auth::session::new_secret();
-        let idp = DevIdp::new(
-            config.dev,
-            issuer.clone(),
-            client_id.clone(),
-            client_secret.clone(),
-            redirect_url.clone(),
-            unix_secs,
-        )
-        .map_err(|e| StartError::Oidc(e.to_string()))?;
-        Ok((rp(issuer, client_id, client_secret), Some(idp)))
-    }
-    #[cfg(not(feature = "dev"))]
-    {
-        Err(StartError::Oidc(
-            "oidc.issuer is required (this gateway is built without development mode)".into(),
-        ))
-    }
-}
-
-#[cfg(feature = "dev")]
-type DevIdpHandle = crate::dev::idp::DevIdp;
-#[cfg(not(feature = "dev"))]
-type DevIdpHandle = std::convert::Infallible;
 
 impl App {
     /// Assembles a node serving at `public_url` (no trailing slash) on `store`.
@@ -175,21 +117,14 @@ impl App {
         public_url: String,
     ) -> Result<Self, StartError> {
         let public_url = public_url.trim_end_matches('/').to_owned();
-        let keys = keys(config)?;
-        let jwks = keys.jwks();
-        let verifier = keys.verifier();
-        let tokens = Arc::new(TokenIssuer {
-            issuer: public_url.clone(),
-            room_audience: public_url.clone(),
-            service_audience: config.tokens.service_audience.clone(),
-            keys,
-        });
+        let tokens = identity::token_issuer(config, &public_url)?;
+        let jwks = tokens.keys.jwks();
+        let verifier = tokens.keys.verifier();
 
         // The identity provider: the configured one, or in development mode
         // with none configured, the built-in one at /dev-idp.
-        let (rp_config, devidp) = relying_party_config(config, &public_url)?;
-        let rp =
-            Arc::new(RelyingParty::new(rp_config).map_err(|e| StartError::Oidc(e.to_string()))?);
+        let (rp_config, devidp) = identity::relying_party_config(config, &public_url)?;
+        let rp = Arc::new(RelyingParty::new(rp_config)?);
 
         let mut origins = config.allowed_origins();
         if !origins.contains(&public_url) {
@@ -198,19 +133,15 @@ impl App {
 
         // The media plane: one UDP socket for every participant; every
         // forwarded frame also goes to the recorder.
-        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+        let metrics = Arc::new(Metrics::new()?);
         let (frames_tx, frames_rx) = mpsc::channel(RECORD_QUEUE);
         let (media, media_events) = crate::media::driver::start(crate::media::MediaDriverConfig {
             bind: config.media.udp_listen,
             record: Some(frames_tx),
-            advertised: config
-                .media
-                .advertised()
-                .map_err(|e| StartError::Media(e.to_string()))?,
+            advertised: config.media.advertised()?,
             metrics: Some(metrics.media.clone()),
         })
-        .await
-        .map_err(|e| StartError::Media(e.to_string()))?;
+        .await?;
 
         // Lessons, and the recorder feed their records go to.
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
@@ -223,22 +154,9 @@ impl App {
         })
         .with_metrics(metrics.clone());
         let media_router = rooms.route_media_events(media_events);
-        let (embedded_recorder, recorders) = if config.recorder.urls.is_empty() {
-            let e = crate::feed::embedded::start(
-                config,
-                public_url.clone(),
-                verifier,
-                metrics.registry(),
-            )
-            .await
-            .map_err(StartError::Recorder)?;
-            let url = e.url.clone();
-            (Some(e), vec![url])
-        } else {
-            (None, config.recorder.urls.clone())
-        };
-        let feed_metrics = crate::feed::FeedMetrics::register(metrics.registry())
-            .map_err(|e| StartError::Metrics(e.to_string()))?;
+        let (embedded_recorder, recorders) =
+            recorders(config, &public_url, verifier, metrics.registry()).await?;
+        let feed_metrics = crate::feed::FeedMetrics::register(metrics.registry())?;
         let (recorder_task, recorder_status) = crate::feed::spawn(
             FeedSettings {
                 recorders: recorders.clone(),
@@ -261,20 +179,7 @@ impl App {
             store.clone(),
             rp.clone(),
             tokens.clone(),
-            WebConfig {
-                public_url: public_url.clone(),
-                allowed_origins: origins.clone(),
-                sessions: SessionConfig {
-                    idle: Duration::from_secs(config.session.idle_timeout_secs),
-                    absolute: Duration::from_secs(config.session.absolute_timeout_secs),
-                },
-                mapping: config.oidc.claims.clone(),
-                room_token_secs: config.tokens.room_token_secs,
-                step_up_max_age_secs: config.oidc.step_up_max_age_secs,
-                lookups_per_minute: config.session.lesson_lookups_per_minute,
-                turn: config.turn.clone(),
-                dev: config.dev,
-            },
+            web_config(config, &public_url, origins.clone()),
         );
         let signal = crate::signal::router(SignalState {
             rooms: rooms.clone(),
@@ -293,23 +198,7 @@ impl App {
             }),
         });
 
-        let probe_store = store.clone();
-        let mut probes = vec![Probe::new("store", move || {
-            let store = probe_store.clone();
-            Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-        })];
-        if devidp.is_none() {
-            let probe_rp = rp.clone();
-            probes.push(Probe::new("identity_provider", move || {
-                let rp = probe_rp.clone();
-                Box::pin(async move { rp.probe(unix_secs()).await })
-            }));
-        }
-        let probe_recorders = crate::feed::ReadinessProbe::new(&recorders);
-        probes.push(Probe::new("recorder", move || {
-            let probe = probe_recorders.clone();
-            Box::pin(async move { probe.check().await })
-        }));
+        let probes = probes(&store, devidp.is_none().then(|| rp.clone()), &recorders);
         let health = crate::http::router(AppState {
             probes,
             dev: config.dev,
@@ -347,6 +236,65 @@ impl App {
                 .collect(),
         })
     }
+}
+
+/// The recorders lessons are fed to: the configured ones, or one started
+/// in this process (single-node deployments, `--dev`).
+async fn recorders(
+    config: &Config,
+    public_url: &str,
+    verifier: chaperone_tokens::Verifier,
+    registry: &prometheus::Registry,
+) -> Result<(Option<crate::feed::embedded::Embedded>, Vec<String>), StartError> {
+    if !config.recorder.urls.is_empty() {
+        return Ok((None, config.recorder.urls.clone()));
+    }
+    let e = crate::feed::embedded::start(config, public_url.to_owned(), verifier, registry)
+        .await
+        .map_err(StartError::Recorder)?;
+    let url = e.url.clone();
+    Ok((Some(e), vec![url]))
+}
+
+/// The signed-in web's settings.
+fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -> WebConfig {
+    WebConfig {
+        public_url: public_url.to_owned(),
+        allowed_origins,
+        sessions: SessionConfig {
+            idle: Duration::from_secs(config.session.idle_timeout_secs),
+            absolute: Duration::from_secs(config.session.absolute_timeout_secs),
+        },
+        mapping: config.oidc.claims.clone(),
+        room_token_secs: config.tokens.room_token_secs,
+        step_up_max_age_secs: config.oidc.step_up_max_age_secs,
+        lookups_per_minute: config.session.lesson_lookups_per_minute,
+        turn: config.turn.clone(),
+        dev: config.dev,
+    }
+}
+
+/// Readiness: the state store answers, the identity provider's metadata
+/// (unless it is the built-in development provider, `rp` then `None`), and
+/// some recorder's `/readyz`.
+fn probes(store: &Store, rp: Option<Arc<RelyingParty>>, recorders: &[String]) -> Vec<Probe> {
+    let probe_store = store.clone();
+    let mut probes = vec![Probe::new("store", move || {
+        let store = probe_store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })];
+    if let Some(rp) = rp {
+        probes.push(Probe::new("identity_provider", move || {
+            let rp = rp.clone();
+            Box::pin(async move { rp.probe(unix_secs()).await })
+        }));
+    }
+    let probe_recorders = crate::feed::ReadinessProbe::new(recorders);
+    probes.push(Probe::new("recorder", move || {
+        let probe = probe_recorders.clone();
+        Box::pin(async move { probe.check().await })
+    }));
+    probes
 }
 
 impl App {
