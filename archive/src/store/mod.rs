@@ -44,7 +44,7 @@ use object_store::ObjectStore;
 
 pub use config::{ObjectLockConfig, StoreConfig, StoreConfigError, StoreKind};
 pub use probe::{PROBE_PREFIX, probe};
-pub use retry::{Backoff, RetryPolicy, RetryingStore, is_transient};
+pub use retry::{RetryPolicy, RetryingStore, backoff, is_transient};
 
 /// Why the store could not be opened. Each variant names the cause so that
 /// operators fix the right thing.

@@ -22,7 +22,6 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use rand_core::{OsRng, RngCore as _};
 
 /// How foreground operations retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,45 +34,25 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
 }
 
-/// Exponential backoff with "equal jitter": each delay is drawn uniformly
-/// from `[ceiling / 2, ceiling]`, then the ceiling doubles up to the
-/// maximum. The jitter spreads recorders that lost the store at the same
-/// moment; the floor keeps retries from hammering a store that is down.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    initial: Duration,
-    ceiling: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Backoff starting at `initial`, never above `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            ceiling: initial.min(max),
-            max,
-        }
-    }
-
-    /// The next delay to wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling;
-        self.ceiling = self.ceiling.saturating_mul(2).min(self.max);
-        let half = ceiling / 2;
-        let span = u64::try_from((ceiling - half).as_micros()).unwrap_or(u64::MAX);
-        let jitter = if span == 0 {
-            0
-        } else {
-            OsRng.next_u64() % (span + 1)
-        };
-        half + Duration::from_micros(jitter)
-    }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.ceiling = self.initial.min(self.max);
-    }
+/// Exponential backoff with "equal jitter", the one backoff of the
+/// recording path (store retries, backfill, a lesson's write retries): each
+/// delay is drawn uniformly from `[ceiling / 2, ceiling)`, then the ceiling
+/// doubles up to `max`. The jitter spreads recorders that lost the store at
+/// the same moment; the floor keeps retries from hammering a store that is
+/// down. It never ends; build a new one to start again (after a success).
+///
+/// `backon` draws the jitter as `d + rand(0, d)` from a base `d`, so the base
+/// runs at half the ceiling.
+pub fn backoff(initial: Duration, max: Duration) -> backon::ExponentialBackoff {
+    let initial = initial.min(max);
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(initial / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Whether another attempt could succeed: transport failures, timeouts and
@@ -118,13 +97,13 @@ impl RetryingStore {
         Fut: std::future::Future<Output = object_store::Result<T>> + Send,
         T: Send,
     {
-        let mut backoff = Backoff::new(self.policy.initial_backoff, self.policy.max_backoff);
+        let mut backoff = backoff(self.policy.initial_backoff, self.policy.max_backoff);
         let mut attempt = 1;
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if is_transient(&e) && attempt < self.policy.attempts => {
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next().unwrap_or(self.policy.max_backoff);
                     tracing::debug!(operation, attempt, error = %e, ?delay, "transient store error; retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -238,12 +217,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let ceilings = [100, 200, 400, 800, 1000, 1000];
         for _ in 0..50 {
-            b.reset();
+            let mut b = backoff(Duration::from_millis(100), Duration::from_millis(1000));
             for c in ceilings {
-                let d = b.next_delay();
+                let d = b.next().expect("the backoff never ends");
                 let c = Duration::from_millis(c);
                 assert!(d >= c / 2 && d <= c, "{d:?} outside [{:?}, {c:?}]", c / 2);
             }

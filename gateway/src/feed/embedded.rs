@@ -118,7 +118,10 @@ pub async fn start(
         ServiceAuth::with_keys(issuer, config.tokens.service_audience.clone(), keys),
         registry.clone(),
     );
-    service.ready().await?;
+    service
+        .ready()
+        .await
+        .map_err(|e| format!("object store: {e}"))?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| format!("embedded recorder listener: {e}"))?;

@@ -166,7 +166,16 @@ async fn listen(
     events: broadcast::Sender<StoreEvent>,
     subscribed: watch::Sender<bool>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    // From 50 ms up to 2 s; a new one after every successful subscription.
+    let new_backoff = || {
+        use backon::BackoffBuilder as _;
+        backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -175,7 +184,7 @@ async fn listen(
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(50);
+                backoff = new_backoff();
                 let _ = subscribed.send(true);
                 let mut stream = pubsub.into_on_message();
                 while let Some(msg) = stream.next().await {
@@ -196,8 +205,8 @@ async fn listen(
             Ok(Err(e)) => tracing::debug!(error = %e, "Redis pub/sub subscribe failed; retrying"),
             Err(_) => tracing::debug!("Redis pub/sub subscribe timed out; retrying"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+        tokio::time::sleep(delay).await;
     }
 }
 

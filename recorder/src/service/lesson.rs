@@ -221,7 +221,7 @@ struct Task {
     last_at: u64,
     /// Retry state after a failed write.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: backon::ExponentialBackoff,
     /// The End frame has been taken; finish once written.
     ending: bool,
     /// Frames refused because the lesson had already ended.
@@ -276,7 +276,7 @@ async fn run(
         idle_since: Some(crate::clock::now()),
         last_at: crate::clock::unix_micros(),
         retry_at: None,
-        backoff: Duration::from_millis(250),
+        backoff: write_backoff(),
         ending: false,
         after_end: 0,
     };
@@ -437,7 +437,7 @@ impl Task {
                         .as_secs_f64(),
                 );
                 self.retry_at = None;
-                self.backoff = Duration::from_millis(250);
+                self.backoff = write_backoff();
                 self.pending_bytes = 0;
                 let finished = self.sink.is_finished();
                 self.ack.send_modify(|a| {
@@ -460,11 +460,17 @@ impl Task {
             }
             Err(e) => {
                 self.metrics.write_errors.inc();
-                error!(lesson = %self.lesson, error = %e, pending = self.sink.pending(), retry_in = ?self.backoff,
+                let retry_in = self.backoff.next().unwrap_or(MAX_BACKOFF);
+                error!(lesson = %self.lesson, error = %e, pending = self.sink.pending(), ?retry_in,
                     "recording write failed; frames kept");
-                self.retry_at = Some(crate::clock::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.retry_at = Some(crate::clock::now() + retry_in);
             }
         }
     }
+}
+
+/// The backoff between a lesson's write retries: from 250 ms up to
+/// [`MAX_BACKOFF`].
+fn write_backoff() -> backon::ExponentialBackoff {
+    chaperone_archive::store::backoff(Duration::from_millis(250), MAX_BACKOFF)
 }

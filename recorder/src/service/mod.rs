@@ -146,7 +146,7 @@ impl Service {
 
     /// Whether the service can take recordings: the object store answers,
     /// or, while it does not, the spool still has room.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), object_store::Error> {
         if let Some(spool) = &self.spool
             && !spool.store_up()
         {
@@ -155,7 +155,7 @@ impl Service {
         let probe = object_store::path::Path::from("_readyz");
         match self.archive.store.head(&probe).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(format!("object store: {e}")),
+            Err(e) => Err(e),
         }
     }
 
@@ -187,7 +187,11 @@ impl Service {
 async fn readyz(State(s): State<Service>) -> Response {
     match s.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("object store: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -366,19 +370,25 @@ async fn pump(
 pub enum StartError {
     /// The signing key could not be read.
     #[error("signing key: {0}")]
-    Key(String),
+    Key(#[from] chaperone_archive::keys::KeyError),
     /// The recipients are not age public keys.
     #[error("recipients: {0}")]
-    Recipients(String),
-    /// The object store could not be opened or does not answer.
+    Recipients(#[from] chaperone_archive::segment::SealError),
+    /// The object store could not be opened.
     #[error("object store: {0}")]
-    Store(String),
+    Store(#[from] chaperone_archive::store::StoreError),
+    /// The spool could not be opened.
+    #[error("spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// The object store does not answer.
+    #[error("object store: {0}")]
+    NotReady(#[source] object_store::Error),
     /// The gateway's keys could not be used.
     #[error("gateway keys: {0}")]
-    Auth(String),
+    Auth(#[from] auth::AuthError),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Opens the store and keys of `config`, checks the store answers, and
@@ -386,23 +396,16 @@ pub enum StartError {
 pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError> {
     let key = RecorderSigningKey::load_or_generate(std::path::Path::new(
         &config.archive.signing_key_file,
-    ))
-    .map_err(|e| StartError::Key(e.to_string()))?;
-    let recipients = RecipientSet::parse(&config.archive.recipients.join("\n"))
-        .map_err(|e| StartError::Recipients(e.to_string()))?;
+    ))?;
+    let recipients = RecipientSet::parse(&config.archive.recipients.join("\n"))?;
     // Fails loudly here (wrong key, unreachable, no bucket), never later.
-    let store = chaperone_archive::store::open(&config.store)
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let (registry, metrics) =
-        IngestMetrics::new_registry().map_err(|e| StartError::Metrics(e.to_string()))?;
+    let store = chaperone_archive::store::open(&config.store).await?;
+    let (registry, metrics) = IngestMetrics::new_registry()?;
     let spool = match config.store.spool_path() {
         Some(_) => {
-            let m = crate::spool::StoreMetrics::register(&registry)
-                .map_err(|e| StartError::Metrics(e.to_string()))?;
-            let (spool, guard) = crate::spool::SpooledStore::open(store.clone(), &config.store, m)
-                .await
-                .map_err(|e| StartError::Store(e.to_string()))?;
+            let m = crate::spool::StoreMetrics::register(&registry)?;
+            let (spool, guard) =
+                crate::spool::SpooledStore::open(store.clone(), &config.store, m).await?;
             Some((spool, guard))
         }
         None => None,
@@ -411,8 +414,7 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
         config.gateway.issuers.clone(),
         config.gateway.audience.clone(),
         config.gateway.jwks_url.clone(),
-    )
-    .map_err(|e| StartError::Auth(e.to_string()))?;
+    )?;
     if let Err(e) = auth.refresh().await {
         // The gateway may start after us; keys are fetched again on the first feed.
         tracing::warn!(error = %e, "gateway keys not loaded yet");
@@ -436,6 +438,6 @@ pub async fn start(config: &config::ServiceConfig) -> Result<Service, StartError
     if let Some((s, guard)) = spool {
         service = service.with_spool(s, guard);
     }
-    service.ready().await.map_err(StartError::Store)?;
+    service.ready().await.map_err(StartError::NotReady)?;
     Ok(service)
 }

@@ -67,7 +67,6 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, watch};
 
 mod metrics;
-use chaperone_archive::store::Backoff;
 use chaperone_archive::store::{PROBE_PREFIX, StoreConfig};
 pub use metrics::StoreMetrics;
 
@@ -466,7 +465,9 @@ impl SpooledStore {
     /// The backfill task: uploads spooled objects in order, and checks the
     /// store's health while the spool is empty.
     async fn backfill(self: Arc<Self>) {
-        let mut backoff = Backoff::new(self.backfill_initial, self.backfill_max);
+        let new_backoff =
+            || chaperone_archive::store::backoff(self.backfill_initial, self.backfill_max);
+        let mut backoff = new_backoff();
         let mut checked_once = false;
         loop {
             let next = self
@@ -487,7 +488,7 @@ impl SpooledStore {
             };
             match self.upload(seq, &entry).await {
                 Ok(()) => {
-                    backoff.reset();
+                    backoff = new_backoff();
                     self.set_store_up(true);
                     if self.spooled_objects() == 0 {
                         tracing::info!(store = %self.inner, "spool drained: every spooled object is in the store");
@@ -496,7 +497,7 @@ impl SpooledStore {
                 Err(e) => {
                     self.metrics.upload_errors.inc();
                     self.set_store_up(false);
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next().unwrap_or(self.backfill_max);
                     tracing::warn!(object = %entry.location, seq, error = %e, ?delay, "backfill failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
