@@ -7,7 +7,7 @@ fn recorder(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_recorder"))
         .args(args)
         .output()
-        .unwrap()
+        .expect("the recorder binary runs")
 }
 
 /// `--help` on the binary and on each subcommand prints help and exits 0;

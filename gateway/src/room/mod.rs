@@ -9,9 +9,10 @@
 //!   lesson through;
 //! - [`registry`]: [`Rooms`], every lesson task on this node;
 //! - [`task`]: the task itself, applying the core's effects;
-//! - [`cluster`]: cluster events (blocks) carried to every lesson here. After
-//! every input it drains [`Lesson::poll_output`] and applies each effect in
-//! order:
+//! - [`cluster`]: cluster events (blocks) carried to every lesson here.
+//!
+//! After every input the task drains [`Lesson::poll_output`] and applies
+//! each effect in order:
 //!
 //! | effect | goes to |
 //! |---|---|
@@ -35,6 +36,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(doc)]
+use chaperone_lesson::Lesson;
 use chaperone_lesson::{Record, Snapshot};
 use chaperone_protocol::LessonId;
 use chaperone_protocol::event::LessonEvent;
