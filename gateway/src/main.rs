@@ -24,7 +24,7 @@ use clap::Parser;
     after_help = "Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C), 1 when the \
                   gateway cannot start or stops on an error, 2 on a usage error."
 )]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["dev", "config"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).multiple(true).args(["dev", "config"])))]
 struct Args {
     /// Run on embedded defaults: loopback only, in-memory state, the
     /// development identity provider. Never with real pupils.

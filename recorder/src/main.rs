@@ -42,10 +42,15 @@ struct Cli {
     command: Command,
 }
 
+/// The exit status of the long-running services.
+const SERVICE_EXIT: &str = "Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C), 2 when \
+                            it cannot start (configuration, keys, store) or stops on an error.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the recording service: the feed from gateways, sealed to the
     /// configured recipients, written to the object store.
+    #[command(after_help = SERVICE_EXIT)]
     Serve {
         /// TOML configuration file (every key can also be set with
         /// CHAPERONE_RECORDER_<SECTION>_<KEY>).
@@ -65,12 +70,17 @@ enum Command {
     )]
     Verify(VerifyArgs),
     /// Make a manifest-signing key and print its public half.
+    #[command(
+        after_help = "Exit status: 0 when the key was written, 2 when the file exists \
+                            or cannot be written."
+    )]
     Keygen {
         /// Where to write the new signing key (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// Run the review service (the read side, holding the age identity).
+    #[command(after_help = SERVICE_EXIT)]
     Review(chaperone_review::command::ReviewArgs),
 }
 

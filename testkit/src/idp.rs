@@ -68,8 +68,12 @@ pub struct Idp {
     child: ChildGuard,
 }
 
+/// `tests/idp` of the workspace: the test provider and the browser drivers.
 fn package_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("idp")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("idp")
 }
 
 /// Fails clearly if the npm packages are not installed.

@@ -447,14 +447,20 @@ fn command(v: &Value) -> Vec<String> {
     }
 }
 
-/// The subcommands `recorder` has: `recorder <word>` lines of its usage.
+/// The subcommands `recorder` has: the "Commands:" section of its `--help`.
 fn recorder_subcommands() -> BTreeSet<String> {
-    let out = Command::new(binary("recorder").unwrap()).output().unwrap();
-    let usage = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = Command::new(binary("recorder").unwrap())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let usage = String::from_utf8_lossy(&out.stdout).into_owned();
     let words: BTreeSet<String> = usage
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("recorder "))
-        .filter_map(|rest| rest.split_whitespace().next().map(str::to_owned))
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|w| w != "help")
         .collect();
     assert!(words.contains("verify"), "recorder usage: {usage}");
     words

@@ -127,7 +127,24 @@ fn bad_configuration_is_refused_with_a_clear_message() {
 fn help_and_print_config_work() {
     let out = gateway(&["--help"], &[]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--dev") && help.contains("Exit status"),
+        "{help}"
+    );
+    let out = gateway(&["--version"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gateway "));
+    // An unknown option: exit 2, one line saying what is wrong first.
+    let out = gateway(&["--dev", "--frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("error: ") && l.contains("--frobnicate")),
+        "{err}"
+    );
     let out = gateway(&["--dev", "--print-config"], &[]);
     assert!(out.status.success());
     let toml = String::from_utf8_lossy(&out.stdout);
