@@ -6,15 +6,23 @@
 # Stage 1 builds the release binary with the locked dependencies; stage 2
 # is a distroless image with only the binary (no shell, no package
 # manager), running as an unprivileged user.
+#
+# The production image has no development mode: it is built without the
+# cargo feature `dev`, so it contains neither the built-in identity provider
+# nor the review service nor any age identity code, and refuses `--dev`.
+# `deploy/compose` (trying Chaperone out on one machine, with a test identity
+# provider over plain http) builds its own image with `--build-arg
+# FEATURES=dev`.
 
 FROM rust:1.95-bookworm AS build
+ARG FEATURES=""
 WORKDIR /src
 COPY . .
 # The registry and target caches make rebuilds incremental; the binary is
 # copied out of the cache mount so the next stage can take it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p chaperone-gateway --bin gateway \
+    cargo build --release --locked -p chaperone-gateway --bin gateway --features "${FEATURES}" \
     && install -D target/release/gateway /out/gateway
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -569,7 +569,23 @@ fn the_compose_file_agrees_with_what_it_runs() {
             );
         }
     }
-    check_dockerfile(&built["chaperone/gateway:0.1.0"], "gateway");
+    check_dockerfile(&built["chaperone/gateway-dev:0.1.0"], "gateway");
+    // The production image is built without development mode; a service
+    // that runs `--dev` must be built with it.
+    let gateway_dockerfile = read(&built["chaperone/gateway-dev:0.1.0"]);
+    assert!(
+        gateway_dockerfile.contains("ARG FEATURES=\"\"")
+            && gateway_dockerfile.contains("--features \"${FEATURES}\""),
+        "the gateway image must default to no cargo features"
+    );
+    for (name, s) in services {
+        if command(&s["command"]).iter().any(|a| a == "--dev") {
+            assert_eq!(
+                s["build"]["args"]["FEATURES"], "dev",
+                "{name} runs --dev: its image needs the dev feature"
+            );
+        }
+    }
     check_dockerfile(&built["chaperone/recorder:0.1.0"], "recorder");
     for (name, s) in services {
         let image = str_of(&s["image"], "image");
@@ -623,7 +639,7 @@ fn the_compose_file_agrees_with_what_it_runs() {
     let (mut metrics, mut http, mut listens) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for (name, s) in services
         .iter()
-        .filter(|(_, s)| s["image"] == "chaperone/gateway:0.1.0")
+        .filter(|(_, s)| s["image"] == "chaperone/gateway-dev:0.1.0")
     {
         let cmd = command(&s["command"]);
         let file = flag(&cmd, "--config").unwrap();
