@@ -426,6 +426,14 @@ fn port_of(addr: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {addr}"))
 }
 
+/// The word after `name` in `words`.
+fn flag_of<'a>(words: &[&'a str], name: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .position(|w| *w == name)
+        .and_then(|i| words.get(i + 1).copied())
+}
+
 /// The value of `--flag=value` or `--flag value` in a command.
 fn flag<'a>(cmd: &'a [String], name: &str) -> Option<&'a str> {
     cmd.iter().enumerate().find_map(|(i, a)| {
@@ -862,14 +870,25 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
         k.get(&(kind.to_owned(), name.to_owned()))
             .unwrap_or_else(|| panic!("no {kind} {name}"))
     };
-    let compose = yaml(&deploy("compose/compose.yaml"));
-    let built: BTreeSet<&str> = compose["services"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|s| s.get("build").is_some())
-        .map(|s| s["image"].as_str().unwrap())
+    // The images deploy/README.md says how to build (`docker build -f
+    // <Dockerfile> -t <image> .`), each from a Dockerfile that exists.
+    let readme = read(&deploy("README.md"));
+    let built: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("docker build "))
+        .map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let dockerfile = flag_of(&words, "-f").expect("docker build -f <file>");
+            assert!(
+                deploy(&format!("../{dockerfile}")).exists(),
+                "deploy/README.md builds from a missing {dockerfile}"
+            );
+            flag_of(&words, "-t")
+                .expect("docker build -t <image>")
+                .to_owned()
+        })
         .collect();
+    assert!(built.len() >= 2, "deploy/README.md names no image builds");
     let have = recorder_subcommands();
     let secrets: BTreeMap<&str, BTreeMap<String, String>> = k
         .iter()
