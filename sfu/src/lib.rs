@@ -45,6 +45,9 @@
 //! never learn each other's addresses (SECURITY.md 19), everything goes
 //! through the SFU.
 
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
