@@ -48,18 +48,22 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod peer;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
+
+use crate::peer::{Inbound, OutState, Outbound, Peer, PeerKey, kind_of, lesson_range};
 
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
@@ -263,90 +267,11 @@ pub enum MediaSample {
 
 /// The running totals str0m reports per stream, to turn into increments.
 #[derive(Debug, Clone, Copy, Default)]
-struct StreamTotals {
+pub(crate) struct StreamTotals {
     packets: u64,
     bytes: u64,
     nacks: u64,
     plis: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct PeerKey {
-    lesson: LessonId,
-    participant: ParticipantId,
-}
-
-/// Every key of one lesson: peers are ordered lesson first, so a lesson's
-/// peers are one contiguous range and forwarding never walks other lessons.
-fn lesson_range(lesson: LessonId) -> std::ops::RangeInclusive<PeerKey> {
-    PeerKey {
-        lesson,
-        participant: ParticipantId(u64::MIN),
-    }..=PeerKey {
-        lesson,
-        participant: ParticipantId(u64::MAX),
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Inbound {
-    mid: Mid,
-    source: MediaSource,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutState {
-    /// Wanted; not yet in an offer.
-    Wanted,
-    /// In an offer that awaits the participant's answer.
-    Negotiating(Mid),
-    /// Negotiated: frames can be written on this mid.
-    Open(Mid),
-}
-
-#[derive(Debug)]
-struct Outbound {
-    track: TrackId,
-    kind: MediaKind,
-    state: OutState,
-}
-
-#[derive(Debug)]
-struct Peer {
-    rtc: Rtc,
-    /// An offer has been accepted: the peer has a session to renegotiate.
-    negotiated: bool,
-    inbound: Vec<Inbound>,
-    outbound: Vec<Outbound>,
-    pending: Option<SdpPendingOffer>,
-    next_timeout: Option<Instant>,
-    /// Media has been written to this peer at least once.
-    delivered: bool,
-    /// The last totals str0m reported per (mid, is-egress) stream.
-    totals: HashMap<(Mid, bool), StreamTotals>,
-}
-
-impl Peer {
-    fn source_of(&self, mid: Mid) -> Option<MediaSource> {
-        self.inbound.iter().find(|i| i.mid == mid).map(|i| i.source)
-    }
-
-    fn mid_of(&self, source: MediaSource) -> Option<Mid> {
-        self.inbound
-            .iter()
-            .find(|i| i.source == source)
-            .map(|i| i.mid)
-    }
-
-    fn open_mid_for(&self, track: TrackId) -> Option<Mid> {
-        self.outbound
-            .iter()
-            .find(|o| o.track == track)
-            .and_then(|o| match o.state {
-                OutState::Open(mid) => Some(mid),
-                _ => None,
-            })
-    }
 }
 
 /// The SFU. See the module documentation for the call order.
@@ -1124,14 +1049,6 @@ fn codec_of(codec: str0m::format::Codec) -> chaperone_protocol::feed::MediaCodec
         Codec::Vp9 => MediaCodec::Vp9,
         Codec::H264 => MediaCodec::H264,
         _ => MediaCodec::Other,
-    }
-}
-
-/// The media kind a source is carried as.
-fn kind_of(source: MediaSource) -> MediaKind {
-    match source {
-        MediaSource::Microphone => MediaKind::Audio,
-        MediaSource::Camera | MediaSource::ScreenShare => MediaKind::Video,
     }
 }
 
