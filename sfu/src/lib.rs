@@ -49,6 +49,9 @@
 #![warn(unreachable_pub)]
 
 mod peer;
+mod stats;
+
+pub use stats::{MediaPath, MediaSample, SfuStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -64,6 +67,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::peer::{Inbound, OutState, Outbound, Peer, PeerKey, kind_of, lesson_range};
+use crate::stats::{MAX_SAMPLES, STATS_INTERVAL};
 
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
@@ -75,14 +79,6 @@ const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
 
 /// Least time between two keyframe requests caused by upstream loss.
 const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often each connection reports its RTCP figures (loss, jitter, RTT,
-/// packet counts) for the metrics.
-const STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Measurements kept for the driver to collect; past it they are dropped
-/// (a driver that never collects must not grow the SFU).
-const MAX_SAMPLES: usize = 4096;
 
 /// Where the SFU tells participants to send media.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,93 +183,6 @@ pub enum MediaOutput {
     Timeout(Option<Instant>),
 }
 
-/// Counters for the metrics registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SfuStats {
-    /// Frames written to a subscriber.
-    pub forwarded: u64,
-    /// Frames dropped because their track is not forwarded (muted, camera
-    /// off, no permission): a client sending what it was told not to.
-    pub dropped_not_forwarded: u64,
-    /// Frames dropped because they came on an m-line that is no known source.
-    pub dropped_unmapped: u64,
-    /// Datagrams no participant accepted (unknown address, garbage).
-    pub dropped_datagrams: u64,
-    /// Forwarded frames handed to the recorder.
-    pub recorded: u64,
-    /// Forwarded frames the recorder could not take in time (a recording gap).
-    pub record_dropped: u64,
-    /// RTP packets sent to subscribers (from the per-track statistics).
-    pub packets_forwarded: u64,
-    /// RTP payload bytes sent to subscribers (from the per-track statistics).
-    pub bytes_forwarded: u64,
-    /// NACKs the SFU sent to publishers.
-    pub nacks_uplink: u64,
-    /// NACKs subscribers sent to the SFU.
-    pub nacks_downlink: u64,
-    /// Picture loss indications the SFU sent to publishers.
-    pub plis_uplink: u64,
-    /// Picture loss indications subscribers sent to the SFU.
-    pub plis_downlink: u64,
-    /// Published tracks being forwarded now (a gauge, not a total).
-    pub tracks_active: u64,
-}
-
-/// Which leg of the SFU a measurement is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MediaPath {
-    /// From a publisher to the SFU.
-    Uplink,
-    /// From the SFU to a subscriber.
-    Downlink,
-}
-
-impl MediaPath {
-    /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaPath::Uplink => "uplink",
-            MediaPath::Downlink => "downlink",
-        }
-    }
-}
-
-/// A measurement for the metrics registry, collected by the driver with
-/// [`Sfu::poll_sample`]. Never carries an address.
-#[derive(Debug, Clone, PartialEq)]
-// Not `non_exhaustive`: the driver counts every kind of sample.
-pub enum MediaSample {
-    /// One track's RTCP figures at a statistics interval.
-    Rtcp {
-        /// Which leg.
-        path: MediaPath,
-        /// Fraction of packets lost in the last report, 0 to 1.
-        loss: Option<f32>,
-        /// Interarrival jitter.
-        jitter: Option<Duration>,
-        /// Round-trip time.
-        rtt: Option<Duration>,
-    },
-    /// The first media frame was written to this participant since they
-    /// joined the media plane (the end of their join).
-    FirstDelivery {
-        /// The lesson.
-        lesson: LessonId,
-        /// The participant.
-        participant: ParticipantId,
-    },
-}
-
-/// The running totals str0m reports per stream, to turn into increments.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct StreamTotals {
-    packets: u64,
-    bytes: u64,
-    nacks: u64,
-    plis: u64,
-}
-
 /// The SFU. See the module documentation for the call order.
 #[derive(Debug)]
 pub struct Sfu {
@@ -322,47 +231,6 @@ impl Sfu {
             earliest: None,
             samples: VecDeque::new(),
         })
-    }
-
-    /// The counters so far, and the tracks being forwarded now.
-    pub fn stats(&self) -> SfuStats {
-        let active = self
-            .forwarding
-            .iter()
-            .filter(|(lesson, track)| {
-                self.peers
-                    .get(&PeerKey {
-                        lesson: *lesson,
-                        participant: track.participant,
-                    })
-                    .is_some_and(|p| p.mid_of(track.source).is_some())
-            })
-            .count();
-        SfuStats {
-            tracks_active: u64::try_from(active).unwrap_or(u64::MAX),
-            ..self.stats
-        }
-    }
-
-    /// Frames written to subscribers so far (cheap: for every datagram).
-    pub fn frames_forwarded(&self) -> u64 {
-        self.stats.forwarded
-    }
-
-    /// The next measurement for the metrics, if any. Drain after every call.
-    pub fn poll_sample(&mut self) -> Option<MediaSample> {
-        self.samples.pop_front()
-    }
-
-    fn sample(&mut self, s: MediaSample) {
-        if self.samples.len() < MAX_SAMPLES {
-            self.samples.push_back(s);
-        }
-    }
-
-    /// Counts a frame the recorder could not take (the driver's channel was full).
-    pub fn count_record_dropped(&mut self) {
-        self.stats.record_dropped += 1;
     }
 
     /// Adds an admitted participant. They send and receive nothing until an
@@ -850,88 +718,9 @@ impl Sfu {
             Event::Connected => {
                 info!(lesson = %key.lesson, participant = %key.participant, "media: connected");
             }
-            Event::MediaIngressStats(s) => {
-                let jitter = self.jitter(key, s.mid, false, s.jitter);
-                self.count_stream(
-                    key,
-                    s.mid,
-                    false,
-                    StreamTotals {
-                        packets: s.packets,
-                        bytes: s.bytes,
-                        nacks: s.nacks,
-                        plis: s.plis,
-                    },
-                );
-                self.sample(MediaSample::Rtcp {
-                    path: MediaPath::Uplink,
-                    loss: s.loss,
-                    jitter,
-                    rtt: s.rtt,
-                });
-            }
-            Event::MediaEgressStats(s) => {
-                let jitter = s
-                    .remote
-                    .as_ref()
-                    .and_then(|r| self.jitter(key, s.mid, true, r.jitter));
-                self.count_stream(
-                    key,
-                    s.mid,
-                    true,
-                    StreamTotals {
-                        packets: s.packets,
-                        bytes: s.bytes,
-                        nacks: s.nacks,
-                        plis: s.plis,
-                    },
-                );
-                self.sample(MediaSample::Rtcp {
-                    path: MediaPath::Downlink,
-                    loss: s.loss,
-                    jitter,
-                    rtt: s.rtt,
-                });
-            }
+            Event::MediaIngressStats(s) => self.handle_ingress_stats(key, s),
+            Event::MediaEgressStats(s) => self.handle_egress_stats(key, s),
             _ => {}
-        }
-    }
-
-    /// Jitter in RTP timestamp units as a duration, from the clock of the
-    /// media on `mid` (48 kHz audio, 90 kHz video).
-    fn jitter(&self, key: PeerKey, mid: Mid, egress: bool, units: u32) -> Option<Duration> {
-        let peer = self.peers.get(&key)?;
-        let kind = if egress {
-            peer.outbound
-                .iter()
-                .find(|o| o.state == OutState::Open(mid))
-                .map(|o| o.kind)
-        } else {
-            peer.source_of(mid).map(kind_of)
-        }?;
-        let hz = if kind == MediaKind::Audio {
-            48_000.0
-        } else {
-            90_000.0
-        };
-        Some(Duration::from_secs_f64(f64::from(units) / hz))
-    }
-
-    /// Adds what a stream counted since its last report to the totals.
-    fn count_stream(&mut self, key: PeerKey, mid: Mid, egress: bool, now: StreamTotals) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let last = peer.totals.insert((mid, egress), now).unwrap_or_default();
-        let d = |n: u64, l: u64| n.saturating_sub(l);
-        if egress {
-            self.stats.packets_forwarded += d(now.packets, last.packets);
-            self.stats.bytes_forwarded += d(now.bytes, last.bytes);
-            self.stats.nacks_downlink += d(now.nacks, last.nacks);
-            self.stats.plis_downlink += d(now.plis, last.plis);
-        } else {
-            self.stats.nacks_uplink += d(now.nacks, last.nacks);
-            self.stats.plis_uplink += d(now.plis, last.plis);
         }
     }
 

@@ -16,7 +16,7 @@ use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid};
 
-use crate::StreamTotals;
+use crate::stats::StreamTotals;
 
 /// Which participant of which lesson.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
