@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod forwarding;
 mod peer;
 mod stats;
 
@@ -56,18 +57,18 @@ pub use stats::{MediaPath, MediaSample, SfuStats};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
-use crate::peer::{Inbound, OutState, Outbound, Peer, PeerKey, kind_of, lesson_range};
-use crate::stats::{MAX_SAMPLES, STATS_INTERVAL};
+use crate::peer::{Inbound, OutState, Peer, PeerKey, lesson_range};
+use crate::stats::STATS_INTERVAL;
 
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
@@ -76,9 +77,6 @@ pub const MAX_SDP_LEN: usize = 64 * 1024;
 /// RTP header extension id of abs-capture-time in the SFU's offers (free in
 /// str0m's standard map, which Chrome's matches).
 const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
-
-/// Least time between two keyframe requests caused by upstream loss.
-const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the SFU tells participants to send media.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,55 +404,6 @@ impl Sfu {
         Ok(())
     }
 
-    /// The core's `Forward` effect: may `track` be forwarded to anyone.
-    pub fn set_forward(&mut self, lesson: LessonId, track: TrackId, on: bool) {
-        let changed = if on {
-            self.forwarding.insert((lesson, track))
-        } else {
-            self.forwarding.remove(&(lesson, track))
-        };
-        debug!(%lesson, %track, on, "media: forward");
-        if changed && on {
-            self.refresh_routes(lesson);
-            self.request_keyframe(lesson, track);
-        }
-        self.pump();
-    }
-
-    /// The core's `Receive` effect: may `participant` receive media at all.
-    pub fn set_receive(&mut self, lesson: LessonId, participant: ParticipantId, on: bool) {
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        let changed = if on {
-            self.receiving.insert(key)
-        } else {
-            self.receiving.remove(&key)
-        };
-        debug!(%lesson, %participant, on, "media: receive");
-        if changed && on {
-            self.refresh_routes(lesson);
-            let open: Vec<TrackId> = self
-                .peers
-                .get(&key)
-                .map(|p| {
-                    p.outbound
-                        .iter()
-                        .filter(|o| matches!(o.state, OutState::Open(_)))
-                        .map(|o| o.track)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for track in open {
-                if self.forwarding.contains(&(lesson, track)) {
-                    self.request_keyframe(lesson, track);
-                }
-            }
-        }
-        self.pump();
-    }
-
     /// One UDP datagram arrived at `to` (the advertised address) from `from`.
     /// Anything no participant accepts is dropped and counted.
     pub fn handle_datagram(
@@ -538,65 +487,6 @@ impl Sfu {
         if now > self.now {
             self.now = now;
         }
-    }
-
-    /// Makes sure every subscriber in `lesson` that may receive has a slot
-    /// for every forwarded track of someone else. Slots are only ever made
-    /// for what the core allowed, so a subscriber learns nothing about
-    /// tracks it may not receive.
-    fn refresh_routes(&mut self, lesson: LessonId) {
-        let published: Vec<(TrackId, MediaKind)> = self
-            .peers
-            .range(lesson_range(lesson))
-            .flat_map(|(k, p)| {
-                p.inbound
-                    .iter()
-                    .map(move |i| (TrackId::new(k.participant, i.source), kind_of(i.source)))
-            })
-            .filter(|(t, _)| self.forwarding.contains(&(lesson, *t)))
-            .collect();
-        for (key, peer) in self.peers.range_mut(lesson_range(lesson)) {
-            if key.lesson != lesson || !peer.negotiated || !self.receiving.contains(key) {
-                continue;
-            }
-            for &(track, kind) in &published {
-                if track.participant == key.participant
-                    || peer.outbound.iter().any(|o| o.track == track)
-                {
-                    continue;
-                }
-                peer.outbound.push(Outbound {
-                    track,
-                    kind,
-                    state: OutState::Wanted,
-                });
-                self.dirty.insert(*key);
-            }
-        }
-    }
-
-    /// Asks the publisher of `track` for a keyframe (video only), so a
-    /// subscriber that just started receiving sees a picture at once.
-    fn request_keyframe(&mut self, lesson: LessonId, track: TrackId) {
-        if kind_of(track.source) != MediaKind::Video {
-            return;
-        }
-        let key = PeerKey {
-            lesson,
-            participant: track.participant,
-        };
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let Some(mid) = peer.mid_of(track.source) else {
-            return;
-        };
-        if let Some(mut writer) = peer.rtc.writer(mid)
-            && let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli)
-        {
-            debug!(%lesson, %track, error = %e, "media: keyframe request failed");
-        }
-        self.dirty.insert(key);
     }
 
     /// Offers the participant the slots it still lacks, if no offer is out.
@@ -693,22 +583,7 @@ impl Sfu {
                 self.handle_media_added(key, added.mid, added.kind, added.direction)
             }
             Event::MediaData(data) => self.forward(key, data),
-            Event::KeyframeRequest(req) => {
-                // A subscriber asks for a keyframe on one of its slots: pass it
-                // to the publisher, if the track is still forwarded.
-                let track = self.peers.get(&key).and_then(|p| {
-                    p.outbound
-                        .iter()
-                        .find(|o| o.state == OutState::Open(req.mid))
-                        .map(|o| o.track)
-                });
-                if let Some(track) = track
-                    && self.forwarding.contains(&(key.lesson, track))
-                    && self.receiving.contains(&key)
-                {
-                    self.request_keyframe(key.lesson, track);
-                }
-            }
+            Event::KeyframeRequest(req) => self.handle_keyframe_request(key, req),
             Event::IceConnectionStateChange(state) => {
                 debug!(lesson = %key.lesson, participant = %key.participant, ?state, "media: ice");
                 if state == IceConnectionState::Disconnected {
@@ -746,98 +621,6 @@ impl Sfu {
         debug!(lesson = %key.lesson, participant = %key.participant, %mid,
             source = source.as_str(), "media: source mapped");
         self.refresh_routes(key.lesson);
-    }
-
-    /// The forwarding decision (see the module documentation).
-    fn forward(&mut self, from: PeerKey, data: MediaData) {
-        let Some(source) = self.peers.get(&from).and_then(|p| p.source_of(data.mid)) else {
-            self.stats.dropped_unmapped += 1;
-            return;
-        };
-        let track = TrackId::new(from.participant, source);
-        if !self.forwarding.contains(&(from.lesson, track)) {
-            self.stats.dropped_not_forwarded += 1;
-            debug!(lesson = %from.lesson, %track, "media: frame of a track not forwarded dropped");
-            return;
-        }
-        if !data.contiguous {
-            // Frames were lost upstream: subscribers need a fresh keyframe,
-            // but ask at most once a second per track.
-            let last = self.last_loss_pli.get(&(from.lesson, track)).copied();
-            if last.is_none_or(|t| self.now.saturating_duration_since(t) >= LOSS_PLI_INTERVAL) {
-                self.last_loss_pli.insert((from.lesson, track), self.now);
-                self.request_keyframe(from.lesson, track);
-            }
-        }
-        let payload: Arc<[u8]> = data.data;
-        if self.config.record {
-            self.stats.recorded += 1;
-            let spec = data.params.spec();
-            self.outputs.push_back(MediaOutput::Record(RecordedFrame {
-                lesson: from.lesson,
-                track,
-                at: data.network_time,
-                media_time: data.time.numer(),
-                clock_rate: data.time.denom(),
-                codec: codec_of(spec.codec),
-                discontinuity: !data.contiguous,
-                data: payload.clone(),
-            }));
-        }
-        for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
-            if key.lesson != from.lesson
-                || key.participant == from.participant
-                || !self.receiving.contains(key)
-            {
-                continue;
-            }
-            let Some(mid) = peer.open_mid_for(track) else {
-                tracing::trace!(lesson = %key.lesson, participant = %key.participant, %track, "media: no open slot yet");
-                continue;
-            };
-            let Some(writer) = peer.rtc.writer(mid) else {
-                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: slot has no writer");
-                continue;
-            };
-            let Some(pt) = writer.match_params(data.params) else {
-                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: no matching payload type");
-                continue;
-            };
-            // The publisher's capture time, if it sent one, goes on unchanged.
-            let writer = match data.ext_vals.abs_capture_time {
-                Some(t) => writer.abs_capture_time(t),
-                None => writer,
-            };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
-                debug!(lesson = %key.lesson, participant = %key.participant, error = %e,
-                    "media: write failed");
-                continue;
-            }
-            self.stats.forwarded += 1;
-            self.dirty.insert(*key);
-            if !peer.delivered {
-                peer.delivered = true;
-                if self.samples.len() < MAX_SAMPLES {
-                    self.samples.push_back(MediaSample::FirstDelivery {
-                        lesson: key.lesson,
-                        participant: key.participant,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Our name for a codec (the rest of the gateway never names str0m types).
-fn codec_of(codec: str0m::format::Codec) -> chaperone_protocol::feed::MediaCodec {
-    use chaperone_protocol::feed::MediaCodec;
-    use str0m::format::Codec;
-    match codec {
-        Codec::Opus => MediaCodec::Opus,
-        Codec::Vp8 => MediaCodec::Vp8,
-        Codec::Vp9 => MediaCodec::Vp9,
-        Codec::H264 => MediaCodec::H264,
-        _ => MediaCodec::Other,
     }
 }
 
