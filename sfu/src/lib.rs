@@ -38,6 +38,17 @@
 //! is forwarded and the subscriber may receive. Its `msid` is the track's
 //! [`TrackId`] (for example `p3 p3/camera`), never an address or a name.
 //!
+//! # Where the code is
+//!
+//! This file holds what the driver sees: the configuration, the outputs and
+//! errors, and the run loop (datagrams, timeouts, [`Sfu::poll_output`], and
+//! handing each connection's events to the concern that owns it).
+//! `negotiation` owns who is in the media plane and every SDP, `forwarding`
+//! the forwarding decision and keyframe requests, `stats` the counters and
+//! samples for the metrics, and `peer` the per-participant state the others
+//! share. Only `negotiation` reads or writes SDP; only `forwarding` writes
+//! media.
+//!
 //! # What it must never do
 //!
 //! Read the clock, touch a socket, panic on a datagram or an SDP, or put any
@@ -362,6 +373,7 @@ impl Sfu {
         }
     }
 
+    /// Hands one event of `key`'s connection to the concern that owns it.
     fn handle_event(&mut self, key: PeerKey, event: Event) {
         match event {
             Event::MediaAdded(added) => {

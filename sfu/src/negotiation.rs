@@ -242,6 +242,8 @@ impl Sfu {
         });
     }
 
+    /// A new m-line in `key`'s session: if they send on it, it carries the
+    /// next source of its kind they have not mapped yet.
     pub(crate) fn handle_media_added(
         &mut self,
         key: PeerKey,
