@@ -38,44 +38,54 @@
 //! is forwarded and the subscriber may receive. Its `msid` is the track's
 //! [`TrackId`] (for example `p3 p3/camera`), never an address or a name.
 //!
+//! # Where the code is
+//!
+//! This file holds what the driver sees: the configuration, the outputs and
+//! errors, and the run loop (datagrams, timeouts, [`Sfu::poll_output`], and
+//! handing each connection's events to the concern that owns it).
+//! `negotiation` owns who is in the media plane and every SDP, `forwarding`
+//! the forwarding decision and keyframe requests, `stats` the counters and
+//! samples for the metrics, and `peer` the per-participant state the others
+//! share. Only `negotiation` reads or writes SDP; only `forwarding` writes
+//! media.
+//!
 //! # What it must never do
 //!
 //! Read the clock, touch a socket, panic on a datagram or an SDP, or put any
 //! candidate but the configured advertised address in an answer: participants
 //! never learn each other's addresses (SECURITY.md 19), everything goes
 //! through the SFU.
+//!
+//! [`Rtc`]: str0m::Rtc
+//! [`MediaSource::Microphone`]: chaperone_protocol::MediaSource::Microphone
+//! [`MediaSource::Camera`]: chaperone_protocol::MediaSource::Camera
+//! [`MediaSource::ScreenShare`]: chaperone_protocol::MediaSource::ScreenShare
+
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
+mod forwarding;
+mod negotiation;
+mod peer;
+mod stats;
+
+pub use stats::{MediaPath, MediaSample, SfuStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use chaperone_protocol::{LessonId, ParticipantId, TrackId};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tracing::{debug, info, warn};
+
+use crate::peer::{Peer, PeerKey};
 
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
 pub const MAX_SDP_LEN: usize = 64 * 1024;
-
-/// RTP header extension id of abs-capture-time in the SFU's offers (free in
-/// str0m's standard map, which Chrome's matches).
-const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
-
-/// Least time between two keyframe requests caused by upstream loss.
-const LOSS_PLI_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often each connection reports its RTCP figures (loss, jitter, RTT,
-/// packet counts) for the metrics.
-const STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Measurements kept for the driver to collect; past it they are dropped
-/// (a driver that never collects must not grow the SFU).
-const MAX_SAMPLES: usize = 4096;
 
 /// Where the SFU tells participants to send media.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,172 +190,6 @@ pub enum MediaOutput {
     Timeout(Option<Instant>),
 }
 
-/// Counters for the metrics registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SfuStats {
-    /// Frames written to a subscriber.
-    pub forwarded: u64,
-    /// Frames dropped because their track is not forwarded (muted, camera
-    /// off, no permission): a client sending what it was told not to.
-    pub dropped_not_forwarded: u64,
-    /// Frames dropped because they came on an m-line that is no known source.
-    pub dropped_unmapped: u64,
-    /// Datagrams no participant accepted (unknown address, garbage).
-    pub dropped_datagrams: u64,
-    /// Forwarded frames handed to the recorder.
-    pub recorded: u64,
-    /// Forwarded frames the recorder could not take in time (a recording gap).
-    pub record_dropped: u64,
-    /// RTP packets sent to subscribers (from the per-track statistics).
-    pub packets_forwarded: u64,
-    /// RTP payload bytes sent to subscribers (from the per-track statistics).
-    pub bytes_forwarded: u64,
-    /// NACKs the SFU sent to publishers.
-    pub nacks_uplink: u64,
-    /// NACKs subscribers sent to the SFU.
-    pub nacks_downlink: u64,
-    /// Picture loss indications the SFU sent to publishers.
-    pub plis_uplink: u64,
-    /// Picture loss indications subscribers sent to the SFU.
-    pub plis_downlink: u64,
-    /// Published tracks being forwarded now (a gauge, not a total).
-    pub tracks_active: u64,
-}
-
-/// Which leg of the SFU a measurement is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MediaPath {
-    /// From a publisher to the SFU.
-    Uplink,
-    /// From the SFU to a subscriber.
-    Downlink,
-}
-
-impl MediaPath {
-    /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaPath::Uplink => "uplink",
-            MediaPath::Downlink => "downlink",
-        }
-    }
-}
-
-/// A measurement for the metrics registry, collected by the driver with
-/// [`Sfu::poll_sample`]. Never carries an address.
-#[derive(Debug, Clone, PartialEq)]
-// Not `non_exhaustive`: the driver counts every kind of sample.
-pub enum MediaSample {
-    /// One track's RTCP figures at a statistics interval.
-    Rtcp {
-        /// Which leg.
-        path: MediaPath,
-        /// Fraction of packets lost in the last report, 0 to 1.
-        loss: Option<f32>,
-        /// Interarrival jitter.
-        jitter: Option<Duration>,
-        /// Round-trip time.
-        rtt: Option<Duration>,
-    },
-    /// The first media frame was written to this participant since they
-    /// joined the media plane (the end of their join).
-    FirstDelivery {
-        /// The lesson.
-        lesson: LessonId,
-        /// The participant.
-        participant: ParticipantId,
-    },
-}
-
-/// The running totals str0m reports per stream, to turn into increments.
-#[derive(Debug, Clone, Copy, Default)]
-struct StreamTotals {
-    packets: u64,
-    bytes: u64,
-    nacks: u64,
-    plis: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct PeerKey {
-    lesson: LessonId,
-    participant: ParticipantId,
-}
-
-/// Every key of one lesson: peers are ordered lesson first, so a lesson's
-/// peers are one contiguous range and forwarding never walks other lessons.
-fn lesson_range(lesson: LessonId) -> std::ops::RangeInclusive<PeerKey> {
-    PeerKey {
-        lesson,
-        participant: ParticipantId(u64::MIN),
-    }..=PeerKey {
-        lesson,
-        participant: ParticipantId(u64::MAX),
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Inbound {
-    mid: Mid,
-    source: MediaSource,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutState {
-    /// Wanted; not yet in an offer.
-    Wanted,
-    /// In an offer that awaits the participant's answer.
-    Negotiating(Mid),
-    /// Negotiated: frames can be written on this mid.
-    Open(Mid),
-}
-
-#[derive(Debug)]
-struct Outbound {
-    track: TrackId,
-    kind: MediaKind,
-    state: OutState,
-}
-
-#[derive(Debug)]
-struct Peer {
-    rtc: Rtc,
-    /// An offer has been accepted: the peer has a session to renegotiate.
-    negotiated: bool,
-    inbound: Vec<Inbound>,
-    outbound: Vec<Outbound>,
-    pending: Option<SdpPendingOffer>,
-    next_timeout: Option<Instant>,
-    /// Media has been written to this peer at least once.
-    delivered: bool,
-    /// The last totals str0m reported per (mid, is-egress) stream.
-    totals: HashMap<(Mid, bool), StreamTotals>,
-}
-
-impl Peer {
-    fn source_of(&self, mid: Mid) -> Option<MediaSource> {
-        self.inbound.iter().find(|i| i.mid == mid).map(|i| i.source)
-    }
-
-    fn mid_of(&self, source: MediaSource) -> Option<Mid> {
-        self.inbound
-            .iter()
-            .find(|i| i.source == source)
-            .map(|i| i.mid)
-    }
-
-    fn open_mid_for(&self, track: TrackId) -> Option<Mid> {
-        self.outbound
-            .iter()
-            .find(|o| o.track == track)
-            .and_then(|o| match o.state {
-                OutState::Open(mid) => Some(mid),
-                _ => None,
-            })
-    }
-}
-
 /// The SFU. See the module documentation for the call order.
 #[derive(Debug)]
 pub struct Sfu {
@@ -394,269 +238,6 @@ impl Sfu {
             earliest: None,
             samples: VecDeque::new(),
         })
-    }
-
-    /// The counters so far, and the tracks being forwarded now.
-    pub fn stats(&self) -> SfuStats {
-        let active = self
-            .forwarding
-            .iter()
-            .filter(|(lesson, track)| {
-                self.peers
-                    .get(&PeerKey {
-                        lesson: *lesson,
-                        participant: track.participant,
-                    })
-                    .is_some_and(|p| p.mid_of(track.source).is_some())
-            })
-            .count();
-        SfuStats {
-            tracks_active: u64::try_from(active).unwrap_or(u64::MAX),
-            ..self.stats
-        }
-    }
-
-    /// Frames written to subscribers so far (cheap: for every datagram).
-    pub fn frames_forwarded(&self) -> u64 {
-        self.stats.forwarded
-    }
-
-    /// The next measurement for the metrics, if any. Drain after every call.
-    pub fn poll_sample(&mut self) -> Option<MediaSample> {
-        self.samples.pop_front()
-    }
-
-    fn sample(&mut self, s: MediaSample) {
-        if self.samples.len() < MAX_SAMPLES {
-            self.samples.push_back(s);
-        }
-    }
-
-    /// Counts a frame the recorder could not take (the driver's channel was full).
-    pub fn count_record_dropped(&mut self) {
-        self.stats.record_dropped += 1;
-    }
-
-    /// Adds an admitted participant. They send and receive nothing until an
-    /// offer is accepted and the core turns forwarding on.
-    pub fn add_participant(
-        &mut self,
-        lesson: LessonId,
-        participant: ParticipantId,
-    ) -> Result<(), MediaError> {
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        if self.peers.contains_key(&key) {
-            return Err(MediaError::AlreadyAdded {
-                lesson,
-                participant,
-            });
-        }
-        // `build` only fails (panics, inside str0m) without a crypto provider
-        // or when DTLS certificate generation fails; the provider is set
-        // here, and key generation from the OS RNG does not fail.
-        let mut rtc = Rtc::builder()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .enable_vp9(true)
-            .set_stats_interval(Some(STATS_INTERVAL))
-            // abs-capture-time (the sender's capture clock on each frame's
-            // first packet): carried through `forward` so receivers can
-            // sync and measure one-way latency through the SFU.
-            .set_extension(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime)
-            .build(self.now);
-        let candidate = Candidate::host(self.config.advertised, "udp")
-            .map_err(|_| MediaError::BadAdvertisedAddress(self.config.advertised))?;
-        rtc.add_local_candidate(candidate);
-        self.peers.insert(
-            key,
-            Peer {
-                rtc,
-                negotiated: false,
-                inbound: Vec::new(),
-                outbound: Vec::new(),
-                pending: None,
-                next_timeout: None,
-                delivered: false,
-                totals: HashMap::new(),
-            },
-        );
-        self.dirty.insert(key);
-        info!(%lesson, %participant, "media: participant added");
-        Ok(())
-    }
-
-    /// Removes a participant: their connection closes, nothing of theirs is
-    /// forwarded and nothing is sent to them again.
-    pub fn remove_participant(&mut self, lesson: LessonId, participant: ParticipantId) {
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        if let Some(mut peer) = self.peers.remove(&key) {
-            peer.rtc.disconnect();
-            info!(%lesson, %participant, "media: participant removed");
-        }
-        self.by_addr.retain(|_, k| *k != key);
-        self.dirty.remove(&key);
-        self.receiving.remove(&key);
-        self.forwarding
-            .retain(|(l, t)| !(*l == lesson && t.participant == participant));
-        self.last_loss_pli
-            .retain(|(l, t), _| !(*l == lesson && t.participant == participant));
-        // Nobody else keeps a slot for a publisher that is gone; the m-lines
-        // stay (silent) until the subscriber renegotiates.
-        for (k, p) in self.peers.range_mut(lesson_range(lesson)) {
-            if k.lesson == lesson {
-                p.outbound
-                    .retain(|o| o.track.participant != participant || o.state != OutState::Wanted);
-            }
-        }
-    }
-
-    /// Accepts a participant's SDP offer and returns the answer. The answer's
-    /// only candidate is the advertised address.
-    pub fn accept_offer(
-        &mut self,
-        lesson: LessonId,
-        participant: ParticipantId,
-        sdp: &str,
-    ) -> Result<String, MediaError> {
-        if sdp.len() > MAX_SDP_LEN {
-            return Err(MediaError::SdpTooLong(sdp.len()));
-        }
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        let peer = self
-            .peers
-            .get_mut(&key)
-            .ok_or(MediaError::UnknownParticipant {
-                lesson,
-                participant,
-            })?;
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::MalformedSdp(e.to_string()))?;
-        let answer = peer
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| MediaError::SdpRefused(e.to_string()))?;
-        peer.negotiated = true;
-        // A client offer invalidates ours (str0m forgets it): offer again later.
-        peer.pending = None;
-        for o in &mut peer.outbound {
-            if let OutState::Negotiating(_) = o.state {
-                o.state = OutState::Wanted;
-            }
-        }
-        self.dirty.insert(key);
-        self.refresh_routes(lesson);
-        self.pump();
-        Ok(answer.to_sdp_string())
-    }
-
-    /// Accepts a participant's answer to an offer from [`MediaOutput::Offer`].
-    pub fn accept_answer(
-        &mut self,
-        lesson: LessonId,
-        participant: ParticipantId,
-        sdp: &str,
-    ) -> Result<(), MediaError> {
-        if sdp.len() > MAX_SDP_LEN {
-            return Err(MediaError::SdpTooLong(sdp.len()));
-        }
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        let peer = self
-            .peers
-            .get_mut(&key)
-            .ok_or(MediaError::UnknownParticipant {
-                lesson,
-                participant,
-            })?;
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| MediaError::MalformedSdp(e.to_string()))?;
-        let pending = peer.pending.take().ok_or(MediaError::NoPendingOffer)?;
-        let accepted = peer.rtc.sdp_api().accept_answer(pending, answer);
-        let mut opened = Vec::new();
-        for o in &mut peer.outbound {
-            if let OutState::Negotiating(mid) = o.state {
-                o.state = if accepted.is_ok() {
-                    opened.push(o.track);
-                    OutState::Open(mid)
-                } else {
-                    OutState::Wanted
-                };
-            }
-        }
-        self.dirty.insert(key);
-        accepted.map_err(|e| MediaError::SdpRefused(e.to_string()))?;
-        for track in opened {
-            if self.forwarding.contains(&(lesson, track)) && self.receiving.contains(&key) {
-                self.request_keyframe(lesson, track);
-            }
-        }
-        self.pump();
-        Ok(())
-    }
-
-    /// The core's `Forward` effect: may `track` be forwarded to anyone.
-    pub fn set_forward(&mut self, lesson: LessonId, track: TrackId, on: bool) {
-        let changed = if on {
-            self.forwarding.insert((lesson, track))
-        } else {
-            self.forwarding.remove(&(lesson, track))
-        };
-        debug!(%lesson, %track, on, "media: forward");
-        if changed && on {
-            self.refresh_routes(lesson);
-            self.request_keyframe(lesson, track);
-        }
-        self.pump();
-    }
-
-    /// The core's `Receive` effect: may `participant` receive media at all.
-    pub fn set_receive(&mut self, lesson: LessonId, participant: ParticipantId, on: bool) {
-        let key = PeerKey {
-            lesson,
-            participant,
-        };
-        let changed = if on {
-            self.receiving.insert(key)
-        } else {
-            self.receiving.remove(&key)
-        };
-        debug!(%lesson, %participant, on, "media: receive");
-        if changed && on {
-            self.refresh_routes(lesson);
-            let open: Vec<TrackId> = self
-                .peers
-                .get(&key)
-                .map(|p| {
-                    p.outbound
-                        .iter()
-                        .filter(|o| matches!(o.state, OutState::Open(_)))
-                        .map(|o| o.track)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for track in open {
-                if self.forwarding.contains(&(lesson, track)) {
-                    self.request_keyframe(lesson, track);
-                }
-            }
-        }
-        self.pump();
     }
 
     /// One UDP datagram arrived at `to` (the advertised address) from `from`.
@@ -744,105 +325,6 @@ impl Sfu {
         }
     }
 
-    /// Makes sure every subscriber in `lesson` that may receive has a slot
-    /// for every forwarded track of someone else. Slots are only ever made
-    /// for what the core allowed, so a subscriber learns nothing about
-    /// tracks it may not receive.
-    fn refresh_routes(&mut self, lesson: LessonId) {
-        let published: Vec<(TrackId, MediaKind)> = self
-            .peers
-            .range(lesson_range(lesson))
-            .flat_map(|(k, p)| {
-                p.inbound
-                    .iter()
-                    .map(move |i| (TrackId::new(k.participant, i.source), kind_of(i.source)))
-            })
-            .filter(|(t, _)| self.forwarding.contains(&(lesson, *t)))
-            .collect();
-        for (key, peer) in self.peers.range_mut(lesson_range(lesson)) {
-            if key.lesson != lesson || !peer.negotiated || !self.receiving.contains(key) {
-                continue;
-            }
-            for &(track, kind) in &published {
-                if track.participant == key.participant
-                    || peer.outbound.iter().any(|o| o.track == track)
-                {
-                    continue;
-                }
-                peer.outbound.push(Outbound {
-                    track,
-                    kind,
-                    state: OutState::Wanted,
-                });
-                self.dirty.insert(*key);
-            }
-        }
-    }
-
-    /// Asks the publisher of `track` for a keyframe (video only), so a
-    /// subscriber that just started receiving sees a picture at once.
-    fn request_keyframe(&mut self, lesson: LessonId, track: TrackId) {
-        if kind_of(track.source) != MediaKind::Video {
-            return;
-        }
-        let key = PeerKey {
-            lesson,
-            participant: track.participant,
-        };
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let Some(mid) = peer.mid_of(track.source) else {
-            return;
-        };
-        if let Some(mut writer) = peer.rtc.writer(mid)
-            && let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli)
-        {
-            debug!(%lesson, %track, error = %e, "media: keyframe request failed");
-        }
-        self.dirty.insert(key);
-    }
-
-    /// Offers the participant the slots it still lacks, if no offer is out.
-    fn negotiate(key: PeerKey, peer: &mut Peer, outputs: &mut VecDeque<MediaOutput>) {
-        if !peer.negotiated
-            || peer.pending.is_some()
-            || !peer.rtc.is_alive()
-            || !peer.outbound.iter().any(|o| o.state == OutState::Wanted)
-        {
-            return;
-        }
-        let mut api = peer.rtc.sdp_api();
-        let mut added = Vec::new();
-        for (i, o) in peer.outbound.iter().enumerate() {
-            if o.state == OutState::Wanted {
-                let stream = o.track.participant.to_string();
-                let mid = api.add_media(
-                    o.kind,
-                    Direction::SendOnly,
-                    Some(stream),
-                    Some(o.track.to_string()),
-                    None,
-                );
-                added.push((i, mid));
-            }
-        }
-        let Some((offer, pending)) = api.apply() else {
-            return;
-        };
-        for (i, mid) in added {
-            if let Some(o) = peer.outbound.get_mut(i) {
-                o.state = OutState::Negotiating(mid);
-            }
-        }
-        peer.pending = Some(pending);
-        outputs.push_back(MediaOutput::Offer {
-            lesson: key.lesson,
-            participant: key.participant,
-            sdp: offer.to_sdp_string(),
-        });
-    }
-
     /// Polls every peer with input until it has nothing more, forwarding
     /// the media that comes out, until nothing is left to do.
     fn pump(&mut self) {
@@ -891,28 +373,14 @@ impl Sfu {
         }
     }
 
+    /// Hands one event of `key`'s connection to the concern that owns it.
     fn handle_event(&mut self, key: PeerKey, event: Event) {
         match event {
             Event::MediaAdded(added) => {
                 self.handle_media_added(key, added.mid, added.kind, added.direction)
             }
             Event::MediaData(data) => self.forward(key, data),
-            Event::KeyframeRequest(req) => {
-                // A subscriber asks for a keyframe on one of its slots: pass it
-                // to the publisher, if the track is still forwarded.
-                let track = self.peers.get(&key).and_then(|p| {
-                    p.outbound
-                        .iter()
-                        .find(|o| o.state == OutState::Open(req.mid))
-                        .map(|o| o.track)
-                });
-                if let Some(track) = track
-                    && self.forwarding.contains(&(key.lesson, track))
-                    && self.receiving.contains(&key)
-                {
-                    self.request_keyframe(key.lesson, track);
-                }
-            }
+            Event::KeyframeRequest(req) => self.handle_keyframe_request(key, req),
             Event::IceConnectionStateChange(state) => {
                 debug!(lesson = %key.lesson, participant = %key.participant, ?state, "media: ice");
                 if state == IceConnectionState::Disconnected {
@@ -922,213 +390,10 @@ impl Sfu {
             Event::Connected => {
                 info!(lesson = %key.lesson, participant = %key.participant, "media: connected");
             }
-            Event::MediaIngressStats(s) => {
-                let jitter = self.jitter(key, s.mid, false, s.jitter);
-                self.count_stream(
-                    key,
-                    s.mid,
-                    false,
-                    StreamTotals {
-                        packets: s.packets,
-                        bytes: s.bytes,
-                        nacks: s.nacks,
-                        plis: s.plis,
-                    },
-                );
-                self.sample(MediaSample::Rtcp {
-                    path: MediaPath::Uplink,
-                    loss: s.loss,
-                    jitter,
-                    rtt: s.rtt,
-                });
-            }
-            Event::MediaEgressStats(s) => {
-                let jitter = s
-                    .remote
-                    .as_ref()
-                    .and_then(|r| self.jitter(key, s.mid, true, r.jitter));
-                self.count_stream(
-                    key,
-                    s.mid,
-                    true,
-                    StreamTotals {
-                        packets: s.packets,
-                        bytes: s.bytes,
-                        nacks: s.nacks,
-                        plis: s.plis,
-                    },
-                );
-                self.sample(MediaSample::Rtcp {
-                    path: MediaPath::Downlink,
-                    loss: s.loss,
-                    jitter,
-                    rtt: s.rtt,
-                });
-            }
+            Event::MediaIngressStats(s) => self.handle_ingress_stats(key, s),
+            Event::MediaEgressStats(s) => self.handle_egress_stats(key, s),
             _ => {}
         }
-    }
-
-    /// Jitter in RTP timestamp units as a duration, from the clock of the
-    /// media on `mid` (48 kHz audio, 90 kHz video).
-    fn jitter(&self, key: PeerKey, mid: Mid, egress: bool, units: u32) -> Option<Duration> {
-        let peer = self.peers.get(&key)?;
-        let kind = if egress {
-            peer.outbound
-                .iter()
-                .find(|o| o.state == OutState::Open(mid))
-                .map(|o| o.kind)
-        } else {
-            peer.source_of(mid).map(kind_of)
-        }?;
-        let hz = if kind == MediaKind::Audio {
-            48_000.0
-        } else {
-            90_000.0
-        };
-        Some(Duration::from_secs_f64(f64::from(units) / hz))
-    }
-
-    /// Adds what a stream counted since its last report to the totals.
-    fn count_stream(&mut self, key: PeerKey, mid: Mid, egress: bool, now: StreamTotals) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let last = peer.totals.insert((mid, egress), now).unwrap_or_default();
-        let d = |n: u64, l: u64| n.saturating_sub(l);
-        if egress {
-            self.stats.packets_forwarded += d(now.packets, last.packets);
-            self.stats.bytes_forwarded += d(now.bytes, last.bytes);
-            self.stats.nacks_downlink += d(now.nacks, last.nacks);
-            self.stats.plis_downlink += d(now.plis, last.plis);
-        } else {
-            self.stats.nacks_uplink += d(now.nacks, last.nacks);
-            self.stats.plis_uplink += d(now.plis, last.plis);
-        }
-    }
-
-    fn handle_media_added(&mut self, key: PeerKey, mid: Mid, kind: MediaKind, dir: Direction) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if !dir.is_receiving() || peer.source_of(mid).is_some() {
-            return;
-        }
-        let has = |s: MediaSource| peer.inbound.iter().any(|i| i.source == s);
-        let source = match kind {
-            MediaKind::Audio if !has(MediaSource::Microphone) => MediaSource::Microphone,
-            MediaKind::Video if !has(MediaSource::Camera) => MediaSource::Camera,
-            MediaKind::Video if !has(MediaSource::ScreenShare) => MediaSource::ScreenShare,
-            _ => {
-                debug!(lesson = %key.lesson, participant = %key.participant, %mid,
-                    "media: m-line is no known source; its media is dropped");
-                return;
-            }
-        };
-        peer.inbound.push(Inbound { mid, source });
-        debug!(lesson = %key.lesson, participant = %key.participant, %mid,
-            source = source.as_str(), "media: source mapped");
-        self.refresh_routes(key.lesson);
-    }
-
-    /// The forwarding decision (see the module documentation).
-    fn forward(&mut self, from: PeerKey, data: MediaData) {
-        let Some(source) = self.peers.get(&from).and_then(|p| p.source_of(data.mid)) else {
-            self.stats.dropped_unmapped += 1;
-            return;
-        };
-        let track = TrackId::new(from.participant, source);
-        if !self.forwarding.contains(&(from.lesson, track)) {
-            self.stats.dropped_not_forwarded += 1;
-            debug!(lesson = %from.lesson, %track, "media: frame of a track not forwarded dropped");
-            return;
-        }
-        if !data.contiguous {
-            // Frames were lost upstream: subscribers need a fresh keyframe,
-            // but ask at most once a second per track.
-            let last = self.last_loss_pli.get(&(from.lesson, track)).copied();
-            if last.is_none_or(|t| self.now.saturating_duration_since(t) >= LOSS_PLI_INTERVAL) {
-                self.last_loss_pli.insert((from.lesson, track), self.now);
-                self.request_keyframe(from.lesson, track);
-            }
-        }
-        let payload: Arc<[u8]> = data.data;
-        if self.config.record {
-            self.stats.recorded += 1;
-            let spec = data.params.spec();
-            self.outputs.push_back(MediaOutput::Record(RecordedFrame {
-                lesson: from.lesson,
-                track,
-                at: data.network_time,
-                media_time: data.time.numer(),
-                clock_rate: data.time.denom(),
-                codec: codec_of(spec.codec),
-                discontinuity: !data.contiguous,
-                data: payload.clone(),
-            }));
-        }
-        for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
-            if key.lesson != from.lesson
-                || key.participant == from.participant
-                || !self.receiving.contains(key)
-            {
-                continue;
-            }
-            let Some(mid) = peer.open_mid_for(track) else {
-                tracing::trace!(lesson = %key.lesson, participant = %key.participant, %track, "media: no open slot yet");
-                continue;
-            };
-            let Some(writer) = peer.rtc.writer(mid) else {
-                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: slot has no writer");
-                continue;
-            };
-            let Some(pt) = writer.match_params(data.params) else {
-                debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: no matching payload type");
-                continue;
-            };
-            // The publisher's capture time, if it sent one, goes on unchanged.
-            let writer = match data.ext_vals.abs_capture_time {
-                Some(t) => writer.abs_capture_time(t),
-                None => writer,
-            };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
-                debug!(lesson = %key.lesson, participant = %key.participant, error = %e,
-                    "media: write failed");
-                continue;
-            }
-            self.stats.forwarded += 1;
-            self.dirty.insert(*key);
-            if !peer.delivered {
-                peer.delivered = true;
-                if self.samples.len() < MAX_SAMPLES {
-                    self.samples.push_back(MediaSample::FirstDelivery {
-                        lesson: key.lesson,
-                        participant: key.participant,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Our name for a codec (the rest of the gateway never names str0m types).
-fn codec_of(codec: str0m::format::Codec) -> chaperone_protocol::feed::MediaCodec {
-    use chaperone_protocol::feed::MediaCodec;
-    use str0m::format::Codec;
-    match codec {
-        Codec::Opus => MediaCodec::Opus,
-        Codec::Vp8 => MediaCodec::Vp8,
-        Codec::Vp9 => MediaCodec::Vp9,
-        Codec::H264 => MediaCodec::H264,
-        _ => MediaCodec::Other,
-    }
-}
-
-/// The media kind a source is carried as.
-fn kind_of(source: MediaSource) -> MediaKind {
-    match source {
-        MediaSource::Microphone => MediaKind::Audio,
-        MediaSource::Camera | MediaSource::ScreenShare => MediaKind::Video,
     }
 }
 
