@@ -12,6 +12,7 @@ use axum::routing::get;
 const ASSETS: &[(&str, &str, &str)] = &[
     ("app.css", CSS, include_str!("../../static/app.css")),
     ("app.js", JS, include_str!("../../static/app.js")),
+    ("common.js", JS, include_str!("../../static/common.js")),
     ("lesson.js", JS, include_str!("../../static/lesson.js")),
     ("replay.js", JS, include_str!("../../static/replay.js")),
 ];
@@ -44,5 +45,30 @@ mod tests {
             let ext = name.rsplit('.').next().unwrap_or_default();
             assert_eq!(*content_type, if ext == "css" { CSS } else { JS }, "{name}");
         }
+    }
+
+    /// A module a page imports but the table lacks would be a 404 in the
+    /// browser and a blank page: every `from './x.js'` and `import('./x.js')`
+    /// names a file in the table.
+    #[test]
+    fn every_imported_module_is_in_the_table() {
+        let mut imports = 0;
+        for (name, _, body) in ASSETS {
+            for prefix in ["from './", "import('./"] {
+                for (at, _) in body.match_indices(prefix) {
+                    let rest = &body[at + prefix.len()..];
+                    let imported = &rest[..rest.find('\'').unwrap_or(rest.len())];
+                    assert!(
+                        ASSETS.iter().any(|(n, _, _)| *n == imported),
+                        "{name} imports {imported}, which is not served"
+                    );
+                    imports += 1;
+                }
+            }
+        }
+        assert!(
+            imports > 0,
+            "no imports found: the pattern no longer matches"
+        );
     }
 }
