@@ -14,6 +14,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("../../static/app.js")),
     ("common.js", JS, include_str!("../../static/common.js")),
     ("lesson.js", JS, include_str!("../../static/lesson.js")),
+    (
+        "lesson-media.js",
+        JS,
+        include_str!("../../static/lesson-media.js"),
+    ),
+    (
+        "lesson-signal.js",
+        JS,
+        include_str!("../../static/lesson-signal.js"),
+    ),
+    (
+        "lesson-view.js",
+        JS,
+        include_str!("../../static/lesson-view.js"),
+    ),
     ("replay.js", JS, include_str!("../../static/replay.js")),
 ];
 
