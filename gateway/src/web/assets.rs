@@ -8,28 +8,28 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+/// A static file by its name under `gateway/static/`, which is also its name
+/// under `/static/`: the two cannot drift apart.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        (
+            $name,
+            $content_type,
+            include_str!(concat!("../../static/", $name)),
+        )
+    };
+}
+
 /// Every static file: name under `/static/`, content type, contents.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", CSS, include_str!("../../static/app.css")),
-    ("app.js", JS, include_str!("../../static/app.js")),
-    ("common.js", JS, include_str!("../../static/common.js")),
-    ("lesson.js", JS, include_str!("../../static/lesson.js")),
-    (
-        "lesson-media.js",
-        JS,
-        include_str!("../../static/lesson-media.js"),
-    ),
-    (
-        "lesson-signal.js",
-        JS,
-        include_str!("../../static/lesson-signal.js"),
-    ),
-    (
-        "lesson-view.js",
-        JS,
-        include_str!("../../static/lesson-view.js"),
-    ),
-    ("replay.js", JS, include_str!("../../static/replay.js")),
+    asset!("app.css", CSS),
+    asset!("app.js", JS),
+    asset!("common.js", JS),
+    asset!("lesson.js", JS),
+    asset!("lesson-media.js", JS),
+    asset!("lesson-signal.js", JS),
+    asset!("lesson-view.js", JS),
+    asset!("replay.js", JS),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
