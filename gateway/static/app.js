@@ -2,27 +2,10 @@
 // staff, blocks, visitor grants and the audit log for leaders. Plain ES
 // module, no build step. The server decides everything; this only displays.
 
+import { api, el, showError, when } from './common.js';
+
 const app = document.getElementById('app');
 const me = document.getElementById('me');
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') e.className = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
-}
-
-async function api(path, body) {
-  const init = body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-  const res = await fetch(path, { credentials: 'same-origin', ...init });
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(data.message || `request failed (${res.status})`);
-  return data;
-}
-
-function when(ms) { return new Date(ms).toLocaleString(); }
 
 function lessonList(lessons, info) {
   if (lessons.length === 0) return el('p', { id: 'no-lessons', class: 'muted' }, 'No lessons yet.');
@@ -49,7 +32,7 @@ function createForm(reload) {
       await api('/api/lessons', { title: form.title.value, class: form.class.value, starts_at_ms: starts, ends_at_ms: starts + Number(form.minutes.value) * 60000 });
       status.textContent = 'Lesson created.';
       reload();
-    } catch (e) { status.textContent = e.message; status.className = 'error'; }
+    } catch (e) { showError(status, e); }
   });
   return el('section', {}, el('h2', {}, 'New lesson'), form);
 }
@@ -72,7 +55,7 @@ async function leaderTools(info, lessons) {
       try {
         const r = await api('/api/blocks', { user: JSON.parse(form.user.value), reason: form.reason.value });
         status.textContent = `Blocked; ${r.sessions_ended} session(s) ended.`;
-      } catch (e) { status.textContent = e.message; status.className = 'error'; }
+      } catch (e) { showError(status, e); }
     });
     out.push(el('section', {}, el('h2', {}, 'Block a person'), form));
   }
@@ -90,7 +73,7 @@ async function leaderTools(info, lessons) {
       try {
         await api('/api/visitors', { visitor: JSON.parse(form.visitor.value), lessons: [form.lesson.value], not_before_ms: now, not_after_ms: now + Number(form.hours.value) * 3600000, reason: form.reason.value });
         status.textContent = 'Access granted.';
-      } catch (e) { status.textContent = e.message; status.className = 'error'; }
+      } catch (e) { showError(status, e); }
     });
     out.push(el('section', {}, el('h2', {}, 'Grant a visitor access'), form));
   }

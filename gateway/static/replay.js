@@ -7,6 +7,8 @@
 // body[data-replay-state]: reason | loading | ready | refused | error
 // window.review: { detail, videos, seek(seconds), time() } for the tests.
 
+import { api, el, request, showError, when } from './common.js';
+
 const root = document.getElementById('review');
 const me = document.getElementById('me');
 const base = me.dataset.reviewBase || '/review';
@@ -17,32 +19,16 @@ const isPupil = roles.includes('pupil');
 const lessonId = me.dataset.lesson;
 window.review = {};
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') e.className = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
-}
 function state(s, error) {
   document.body.dataset.replayState = s;
   if (error) document.body.dataset.lastError = error;
 }
-async function call(path, body, method) {
-  const init = body === undefined ? { method: method || 'GET' } : { method: method || 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-  const res = await fetch(path, { credentials: 'same-origin', ...init });
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) { const e = new Error(data.message || `request failed (${res.status})`); e.code = data.error; e.status = res.status; throw e; }
-  return data;
-}
 // A review token from the gateway, exchanged at once for the review cookie.
 async function openReview(scope, lesson, reason) {
-  const t = await call('/api/review/token', { scope, lesson: lesson || null, reason: reason || null });
-  return call(`${t.review_base}/session`, { token: t.token });
+  const t = await api('/api/review/token', { scope, lesson: lesson || null, reason: reason || null });
+  return api(`${t.review_base}/session`, { token: t.token });
 }
 const fmt = ms => { const s = Math.floor(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`; };
-const when = ms => new Date(ms).toLocaleString();
 
 // ---------------------------------------------------------------- the list
 async function home() {
@@ -53,7 +39,7 @@ async function home() {
   } else if (isPupil) {
     try {
       await openReview('pupil_copy', null, null);
-      const list = await call(`${base}/api/recordings`);
+      const list = await api(`${base}/api/recordings`);
       root.append(el('h1', {}, 'My lessons to watch again'), recordingList(list, {}));
       state('ready');
     } catch (e) {
@@ -89,14 +75,14 @@ function searchForm() {
       if (form.from.value) q.set('from_ms', String(new Date(form.from.value).getTime()));
       if (form.to.value) q.set('to_ms', String(new Date(form.to.value).getTime() + 86400000));
       if (form.flagged.checked) q.set('flagged', 'true');
-      const [list, lessons] = await Promise.all([call(`${base}/api/recordings?${q}`), call('/api/lessons').catch(() => [])]);
+      const [list, lessons] = await Promise.all([api(`${base}/api/recordings?${q}`), api('/api/lessons').catch(() => [])]);
       const info = Object.fromEntries(lessons.map(l => [l.id, l]));
       const cls = form.class.value.trim().toLowerCase();
       const shown = cls ? list.filter(r => (info[r.lesson]?.class || '').toLowerCase() === cls) : list;
       results.replaceChildren(recordingList(shown, info));
       status.textContent = `${shown.length} recording(s). Your search is recorded in the audit log.`;
       state('ready');
-    } catch (e) { status.textContent = e.message; status.className = 'error'; state('refused', e.code); }
+    } catch (e) { showError(status, e); state('refused', e.code); }
   });
   return el('section', {}, el('h1', {}, 'Recordings'), form, results);
 }
@@ -114,13 +100,13 @@ function recordingList(list, info) {
 async function incidents() {
   const box = el('section', { id: 'incidents' }, el('h1', {}, 'Concerns and incidents'));
   let rows = [];
-  try { rows = await call('/api/incidents'); } catch (e) { box.append(el('p', { class: 'error' }, e.message)); return box; }
+  try { rows = await api('/api/incidents'); } catch (e) { box.append(el('p', { class: 'error' }, e.message)); return box; }
   if (rows.length === 0) { box.append(el('p', { class: 'muted' }, 'None.')); return box; }
   box.append(el('ul', { class: 'lessons' }, ...rows.map(({ incident: i, title, class: cls, replay }) => {
     const status = el('select', { 'data-status': i.id }, ...['open', 'referred', 'closed'].map(s => el('option', { value: s, ...(s === i.status ? { selected: '' } : {}) }, s)));
     const note = el('input', { placeholder: 'add a note', size: '30', 'data-note': i.id });
     const save = el('button', { type: 'button', onclick: async () => {
-      await call(`/api/incidents/${i.id}`, { status: status.value, note: note.value || null });
+      await api(`/api/incidents/${i.id}`, { status: status.value, note: note.value || null });
       box.replaceWith(await incidents());
     } }, 'Save');
     const who = i.raised_by.name || `participant ${i.raised_by.participant}`;
@@ -162,10 +148,10 @@ async function start(scope, reason, status) {
   state('loading');
   try {
     await openReview(scope, lessonId, reason);
-    const detail = await call(`${base}/api/recordings/${lessonId}`);
+    const detail = await api(`${base}/api/recordings/${lessonId}`);
     render(detail);
   } catch (e) {
-    if (status) { status.textContent = e.message; status.className = 'error'; }
+    if (status) showError(status, e);
     else root.append(el('p', { class: 'error', id: 'refused' }, e.message));
     state('refused', e.code);
   }
@@ -182,7 +168,7 @@ function render(d) {
   const seek = secs => {
     for (const { v } of videos) { try { v.currentTime = secs; } catch (_) { /* not loaded yet */ } }
     // A seek inside buffered media makes no range request: report it for the audit log.
-    fetch(`${base}/api/recordings/${d.lesson}/seek`, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ t_ms: Math.round(secs * 1000) }) }).catch(() => {});
+    request(`${base}/api/recordings/${d.lesson}/seek`, { t_ms: Math.round(secs * 1000) }).catch(() => {});
   };
   const play = el('button', { id: 'play', type: 'button', onclick: async () => {
     if (master && !master.paused) { videos.forEach(x => x.v.pause()); play.textContent = 'Play'; return; }
@@ -235,7 +221,7 @@ function auditBox(d) {
   const box = el('section', { id: 'who-watched' }, el('h2', {}, 'Who watched what'));
   const load = async () => {
     try {
-      const rows = await call(`${base}/api/recordings/${d.lesson}/audit`);
+      const rows = await api(`${base}/api/recordings/${d.lesson}/audit`);
       box.replaceChildren(el('h2', {}, 'Who watched what'), el('ul', {}, ...rows.map(r => el('li', { 'data-audit': r.action },
         `${when(r.at / 1000)} ${r.actor_name || r.actor || 'unknown'} (${r.role || '-'}) ${r.action}${r.file ? ` ${r.file}` : ''}${r.from_ms !== null && r.from_ms !== undefined ? ` ${fmt(r.from_ms)}–${fmt(r.to_ms || r.from_ms)}` : ''}${r.outcome !== 'ok' ? ` [${r.outcome}]` : ''}${r.reason ? ` — ${r.reason}` : ''}`))));
     } catch (e) { box.append(el('p', { class: 'error' }, e.message)); }
@@ -254,9 +240,9 @@ function dslTools(d) {
   restrict.addEventListener('submit', async ev => {
     ev.preventDefault();
     try {
-      await call(`${base}/api/recordings/${d.lesson}/restrict`, { from_ms: Number(restrict.from.value) * 1000, to_ms: Number(restrict.to.value) * 1000, reason: restrict.reason.value });
+      await api(`${base}/api/recordings/${d.lesson}/restrict`, { from_ms: Number(restrict.from.value) * 1000, to_ms: Number(restrict.to.value) * 1000, reason: restrict.reason.value });
       status.textContent = 'Marked DSL-only.';
-    } catch (e) { status.textContent = e.message; status.className = 'error'; }
+    } catch (e) { showError(status, e); }
   });
   const hold = el('form', { id: 'hold-form' },
     el('label', {}, 'Reason ', el('input', { name: 'reason', required: '', maxlength: '500' })),
@@ -264,9 +250,9 @@ function dslTools(d) {
   hold.addEventListener('submit', async ev => {
     ev.preventDefault();
     try {
-      await call(`${base}/api/recordings/${d.lesson}/hold`, { held: !d.held, reason: hold.reason.value });
+      await api(`${base}/api/recordings/${d.lesson}/hold`, { held: !d.held, reason: hold.reason.value });
       status.textContent = d.held ? 'Hold lifted.' : 'Hold placed.';
-    } catch (e) { status.textContent = e.message; status.className = 'error'; }
+    } catch (e) { showError(status, e); }
   });
   return el('section', { id: 'dsl-tools' }, el('h2', {}, 'DSL'),
     el('p', {}, `Legal hold: ${d.held ? 'yes' : 'no'}. `, el('a', { href: `${base}/api/recordings/${d.lesson}/export`, id: 'export' }, 'Export for an external agency (encrypted segments, manifest, verification report)')),

@@ -8,12 +8,28 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+/// A static file by its name under `gateway/static/`, which is also its name
+/// under `/static/`: the two cannot drift apart.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        (
+            $name,
+            $content_type,
+            include_str!(concat!("../../static/", $name)),
+        )
+    };
+}
+
 /// Every static file: name under `/static/`, content type, contents.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", CSS, include_str!("../../static/app.css")),
-    ("app.js", JS, include_str!("../../static/app.js")),
-    ("lesson.js", JS, include_str!("../../static/lesson.js")),
-    ("replay.js", JS, include_str!("../../static/replay.js")),
+    asset!("app.css", CSS),
+    asset!("app.js", JS),
+    asset!("common.js", JS),
+    asset!("lesson.js", JS),
+    asset!("lesson-media.js", JS),
+    asset!("lesson-signal.js", JS),
+    asset!("lesson-view.js", JS),
+    asset!("replay.js", JS),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -44,5 +60,30 @@ mod tests {
             let ext = name.rsplit('.').next().unwrap_or_default();
             assert_eq!(*content_type, if ext == "css" { CSS } else { JS }, "{name}");
         }
+    }
+
+    /// A module a page imports but the table lacks would be a 404 in the
+    /// browser and a blank page: every `from './x.js'` and `import('./x.js')`
+    /// names a file in the table.
+    #[test]
+    fn every_imported_module_is_in_the_table() {
+        let mut imports = 0;
+        for (name, _, body) in ASSETS {
+            for prefix in ["from './", "import('./"] {
+                for (at, _) in body.match_indices(prefix) {
+                    let rest = &body[at + prefix.len()..];
+                    let imported = &rest[..rest.find('\'').unwrap_or(rest.len())];
+                    assert!(
+                        ASSETS.iter().any(|(n, _, _)| *n == imported),
+                        "{name} imports {imported}, which is not served"
+                    );
+                    imports += 1;
+                }
+            }
+        }
+        assert!(
+            imports > 0,
+            "no imports found: the pattern no longer matches"
+        );
     }
 }
