@@ -18,7 +18,6 @@ pub mod gateway;
 pub mod janus;
 pub mod media;
 pub mod plan;
-pub mod process;
 pub mod procfs;
 pub mod recorder;
 pub mod report;

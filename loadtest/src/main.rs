@@ -75,9 +75,10 @@ fn parse_args() -> Result<Args> {
         duration: 10.0,
         warmup: 2.0,
         server_cpu: None,
-        gateway: chaperone_loadtest::gateway::default_binary(),
+        gateway: chaperone_testkit::process::binary("gateway").unwrap_or_else(|_| "gateway".into()),
         recorder_process: false,
-        recorder: chaperone_loadtest::recorder::default_binary(),
+        recorder: chaperone_testkit::process::binary("recorder")
+            .unwrap_or_else(|_| "recorder".into()),
         janus: PathBuf::from("/usr/bin/janus"),
         janus_config: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("janus"),
         cap_start: 2,

@@ -159,12 +159,12 @@ pub fn run_node_script(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().context("starting node")?;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::clock::now() + timeout;
     loop {
         if child.try_wait()?.is_some() {
             break;
         }
-        if std::time::Instant::now() > deadline {
+        if crate::clock::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{script} did not finish within {timeout:?}");
