@@ -11,7 +11,10 @@
 //!
 //! It must never weaken what it measures: it joins through the gateway's
 //! real checks (room tokens, waiting room, controls) and never reads the
-//! clock outside [`clock`].
+//! clock outside [`clock`]. Child processes, ports and the recorder
+//! process come from `chaperone_testkit`, shared with the tests.
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod gateway;

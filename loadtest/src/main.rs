@@ -431,3 +431,93 @@ fn median(dirs: &[PathBuf]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_is_named_on_the_command_line_as_in_its_results() {
+        for s in Scenario::value_variants() {
+            if let Some(kind) = s.kind() {
+                let value = s.to_possible_value().expect("no variant is skipped");
+                assert_eq!(value.get_name(), kind.name());
+            }
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_those_of_the_hand_written_parser() {
+        let a = Args::try_parse_from(["loadtest", "lesson31"]).expect("parses");
+        assert_eq!(a.scenario, Scenario::Lesson31);
+        assert_eq!((a.target, a.lessons, a.pupils), (None, None, 30));
+        assert_eq!((a.duration, a.warmup, a.server_cpu), (10.0, 2.0, None));
+        assert_eq!((a.cap_start, a.cap_step, a.cap_max), (2, 2, 24));
+        assert_eq!(a.janus, PathBuf::from("/usr/bin/janus"));
+        assert!(!a.recorder_process && !a.server_log);
+        assert!(a.gateway.is_none() && a.recorder.is_none() && a.out.is_none());
+        assert_eq!(options(&a, Some(Kind::Lesson31)).lessons, 8);
+        assert_eq!(options(&a, Some(Kind::Lesson31Cams)).lessons, 8);
+        assert_eq!(options(&a, Some(Kind::JoinStorm)).lessons, 1);
+        assert_eq!(options(&a, None).lessons, 1);
+    }
+
+    #[test]
+    fn the_smoke_test_and_bench_command_lines_parse() {
+        let a = Args::try_parse_from([
+            "loadtest",
+            "lesson31",
+            "--lessons",
+            "1",
+            "--pupils",
+            "5",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--out",
+            "/tmp/x",
+            "--gateway",
+            "/g",
+            "--recorder",
+            "/r",
+            "--recorder-process",
+        ])
+        .expect("parses");
+        assert_eq!(
+            (a.lessons, a.pupils, a.duration, a.warmup),
+            (Some(1), 5, 3.0, 1.0)
+        );
+        assert!(a.recorder_process);
+        let a = Args::try_parse_from([
+            "loadtest",
+            "all",
+            "--target",
+            "janus",
+            "--server-cpu",
+            "0",
+            "--capacity-start",
+            "4",
+            "--capacity-step",
+            "3",
+            "--capacity-max",
+            "10",
+            "--janus",
+            "/j",
+            "--janus-config",
+            "/c",
+            "--server-log",
+            "--out",
+            "run-1",
+        ])
+        .expect("parses");
+        assert_eq!((a.scenario, a.target), (Scenario::All, Some(Target::Janus)));
+        assert_eq!(
+            (a.server_cpu, a.cap_start, a.cap_step, a.cap_max),
+            (Some(0), 4, 3, 10)
+        );
+        assert!(a.server_log);
+        let a = Args::try_parse_from(["loadtest", "median", "run-1/", "run-2/"]).expect("parses");
+        assert_eq!(a.dirs, [PathBuf::from("run-1/"), PathBuf::from("run-2/")]);
+    }
+}
