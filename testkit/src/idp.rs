@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::process::{ChildGuard, free_port, scratch_dir, wait_for_port};
 
 /// A person the provider knows.
 #[derive(Clone, Debug)]
@@ -86,8 +86,7 @@ impl Idp {
     pub fn start(secret: &str, redirect_uri: &str, users: &[IdpUser]) -> Result<Self> {
         check_installed()?;
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("chaperone-idp-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch_dir("idp")?;
         let users: Vec<_> = users
             .iter()
             .map(|u| {
