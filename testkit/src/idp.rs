@@ -68,8 +68,11 @@ pub struct Idp {
     child: ChildGuard,
 }
 
+/// `tests/idp` of the source tree: the npm package (its `package.json`,
+/// the scripts, `node_modules` after `npm ci`), beside this crate since the
+/// harness moved out of `tests/`.
 fn package_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("idp")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/idp")
 }
 
 /// Fails clearly if the npm packages are not installed.
