@@ -146,7 +146,7 @@ async fn a_recorder_stopped_gracefully_writes_what_it_holds_first() {
         let (node, mut setup) = start_pair(10).await;
         // Segments every five minutes: nothing is written during the test
         // unless the recorder's shutdown writes it.
-        setup.segment_secs = 300;
+        setup.settings.segment_secs = Some(300);
         let mut recorder = setup.start().await;
         let lesson = start_lesson(&node).await;
         chats(&lesson, "public");
@@ -155,7 +155,7 @@ async fn a_recorder_stopped_gracefully_writes_what_it_holds_first() {
         assert!(setup.frames(id).is_empty(), "nothing sealed yet");
         // SIGTERM: the open segment is sealed, stored and checkpointed
         // before the process exits.
-        recorder.terminate();
+        recorder.terminate(Duration::from_secs(60)).unwrap();
         let written = setup.frames(id);
         assert!(
             written
@@ -172,7 +172,7 @@ async fn a_recorder_stopped_gracefully_writes_what_it_holds_first() {
             report.to_human()
         );
         // Another one takes over; the lesson ends complete.
-        setup.segment_secs = 1;
+        setup.settings.segment_secs = Some(1);
         let _second = setup.start().await;
         wait_for(Duration::from_secs(15), || node.app.recorder.attached())
             .await

@@ -31,7 +31,7 @@ async fn the_store_down_mid_lesson_is_spooled_then_backfilled_with_nothing_lost(
     tokio::time::timeout(outage + Duration::from_secs(120), async {
         let mut s3 = S3Server::start().expect("s3s-fs starts");
         let (node, mut setup) = start_pair(10).await;
-        setup.s3 = Some((s3.config(), s3.bucket_dir()));
+        setup.use_s3(s3.config(), s3.bucket_dir());
         let _recorder = setup.start().await;
         let lesson = start_lesson(&node).await;
         chats(&lesson, "public");

@@ -10,13 +10,15 @@
 //! the key's holder vouches for, which is what the key is for.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use chaperone_protocol::{LessonId, MediaSource, TrackId, UserRef};
+use chaperone_testkit::process::{ChildGuard, Launch, free_port, scratch_dir, wait_for_port};
+use chaperone_testkit::recorder::Recorder;
 use chaperone_tokens::{AccountClaims, KeySet, TokenIssuer};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -28,8 +30,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use crate::clock;
 use crate::media::{MediaPeer, Origin, PeerConfig, RunCtx, SigIn};
 use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
-use crate::process::{ChildGuard, free_port, scratch_dir};
-use crate::recorder::Recorder;
 
 /// The key id the gateway signs with (its default `tokens.signing_key_id`).
 const KID: &str = "gateway-1";
@@ -61,7 +61,7 @@ impl Gateway {
         cpu: Option<usize>,
         log: bool,
     ) -> Result<Self> {
-        let dir = scratch_dir("gateway")?;
+        let dir = scratch_dir("loadtest-gateway")?;
         let key = dir.join("signing-key.pem");
         let status = std::process::Command::new("openssl")
             .args(["genpkey", "-algorithm", "ed25519", "-out"])
@@ -75,7 +75,7 @@ impl Gateway {
         let port = free_port()?;
         let base = format!("http://127.0.0.1:{port}");
         let recorder = recorder
-            .map(|r| Recorder::start(r, &base, cpu, log))
+            .map(|r| crate::recorder::start(r, &base, cpu, log))
             .transpose()?;
         let s = |k: &str, v: String| (k.to_owned(), v);
         let mut env = vec![
@@ -104,11 +104,16 @@ impl Gateway {
             ),
         ];
         if let Some(r) = &recorder {
-            env.push(s("CHAPERONE_RECORDER_URLS", r.url.clone()));
+            env.push(s("CHAPERONE_RECORDER_URLS", r.url()));
         }
-        let mut child =
-            ChildGuard::spawn("gateway", bin, &["--dev".to_owned()], &env, cpu, dir, log)?;
-        child.wait_for_port(port, Duration::from_secs(30))?;
+        let mut child = Launch::new("gateway", bin)
+            .arg("--dev")
+            .envs(env)
+            .cpu(cpu)
+            .work_dir(dir)
+            .log(log)
+            .spawn()?;
+        wait_for_port(&mut child, port, Duration::from_secs(30))?;
         let issuer = TokenIssuer {
             issuer: base.clone(),
             room_audience: base.clone(),
@@ -125,13 +130,13 @@ impl Gateway {
 
     /// The gateway's process id.
     pub fn pid(&self) -> Result<u32> {
-        self.child.pid().context("gateway has no pid")
+        self.child.id().context("gateway has no pid")
     }
 
     /// Its recorder's figures now, if it has one of its own.
     pub async fn recorder_sample(&self) -> Result<Option<crate::recorder::Sample>> {
         match &self.recorder {
-            Some(r) => Ok(Some(r.sample().await?)),
+            Some(r) => Ok(Some(crate::recorder::sample(r).await?)),
             None => Ok(None),
         }
     }
@@ -513,12 +518,4 @@ fn deliver(
     if let Some(p) = peer {
         let _ = p.sdp_in.send(msg);
     }
-}
-
-/// The gateway binary next to this one (`target/<profile>/gateway`).
-pub fn default_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("gateway")))
-        .unwrap_or_else(|| PathBuf::from("gateway"))
 }

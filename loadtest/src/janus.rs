@@ -34,6 +34,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use chaperone_testkit::process::{ChildGuard, Launch, free_port, scratch_dir, wait_for_port};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -43,7 +44,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use crate::clock;
 use crate::media::{MediaPeer, Origin, PeerConfig, PeerIo, Publish, RunCtx, SigIn};
 use crate::plan::{ParticipantPlan, ParticipantReport, Role};
-use crate::process::{ChildGuard, free_port, scratch_dir};
 
 /// Longest wait for one API answer, and for a room's publishers.
 const STEP: Duration = Duration::from_secs(15);
@@ -108,7 +108,7 @@ impl Janus {
                 bin.display()
             );
         }
-        let dir = scratch_dir("janus")?;
+        let dir = scratch_dir("loadtest-janus")?;
         let port = free_port()?;
         let ip = host_ipv4()?;
         SELF_IP.with(|c| c.set(Some(ip.into())));
@@ -128,14 +128,16 @@ impl Janus {
             };
             std::fs::write(dir.join(name), text)?;
         }
-        let args = vec![
-            "-C".to_owned(),
-            dir.join("janus.jcfg").display().to_string(),
-            "-F".to_owned(),
-            dir.display().to_string(),
-        ];
-        let mut child = ChildGuard::spawn("janus", bin, &args, &[], cpu, dir, log)?;
-        child.wait_for_port(port, Duration::from_secs(30))?;
+        let mut child = Launch::new("janus", bin)
+            .arg("-C")
+            .arg(dir.join("janus.jcfg"))
+            .arg("-F")
+            .arg(&dir)
+            .cpu(cpu)
+            .work_dir(dir)
+            .log(log)
+            .spawn()?;
+        wait_for_port(&mut child, port, Duration::from_secs(30))?;
         Ok(Self {
             child,
             port,
@@ -145,7 +147,7 @@ impl Janus {
 
     /// Its process id.
     pub fn pid(&self) -> Result<u32> {
-        self.child.pid().context("janus has no pid")
+        self.child.id().context("janus has no pid")
     }
 
     /// Fails if it died.

@@ -11,14 +11,16 @@
 //!
 //! It must never weaken what it measures: it joins through the gateway's
 //! real checks (room tokens, waiting room, controls) and never reads the
-//! clock outside [`clock`].
+//! clock outside [`clock`]. Child processes, ports and the recorder
+//! process come from `chaperone_testkit`, shared with the tests.
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod gateway;
 pub mod janus;
 pub mod media;
 pub mod plan;
-pub mod process;
 pub mod procfs;
 pub mod recorder;
 pub mod report;

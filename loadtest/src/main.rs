@@ -3,131 +3,210 @@
 //! each. See `loadtest --help`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chaperone_loadtest::report::ScenarioResult;
 use chaperone_loadtest::scenario::{self, Kind, RunOptions, TargetKind};
+use clap::error::ErrorKind;
+use clap::{Parser, ValueEnum};
 
-const HELP: &str = "\
-usage: loadtest <scenario> [options]
+/// What `--help` ends with.
+const AFTER_HELP: &str = "\
+Examples:
+  loadtest lesson31 --lessons 4 --server-cpu 0 --out bench-results/run-1
+  loadtest all --server-cpu 0 --out bench-results/run-1   (what scripts/bench.sh runs)
+  loadtest median bench-results/run-*/
 
-scenarios:
-  lesson31        1 teacher (audio, 1.2 Mbit/s camera, 1.5 Mbit/s screen) + 30 pupils
-                  (3 speaking, cameras off), N concurrent lessons
-  lesson31-cams   as lesson31, every pupil's camera on at 150 kbit/s
-  join-storm      31 participants join one lesson within a second; the teacher admits all
-  mute-all        the teacher mutes 30 talking pupils (who keep sending), in rounds
-  capacity        lesson31 with more lessons until loss > 0.1 % or p99 latency > 2 ms
-  all             every scenario on Chaperone, lesson31 again with --recorder-process,
-                  then lesson31 and capacity on Janus
-  median DIR...   medians (min, max) of every figure over the runs in DIR... (--out dirs)
+Exit status:
+  0  every scenario ran (or the medians were written)
+  1  a scenario failed or errored (a server did not start, a participant task failed, ...)
+  2  usage: an unknown option or scenario, a missing or malformed value";
 
-options:
-  --target chaperone|janus   server under test (default chaperone; `all` runs both)
-  --lessons N                concurrent lessons (default: 8 for lesson31*, 1 otherwise)
-  --pupils N                 pupils per lesson (default 30; fewer only for smoke runs)
-  --duration SECS            measurement window (default 10)
-  --warmup SECS              settling time before the window (default 2)
-  --server-cpu N             pin the server to CPU N with taskset
-  --gateway PATH             gateway binary (default: next to this one)
-  --recorder-process         record with a `recorder serve` process of its own (on the
-                             server's CPU) instead of the gateway's embedded recorder,
-                             and report its CPU per lesson
-  --recorder PATH            recorder binary (default: next to this one)
-  --janus PATH               janus binary (default /usr/bin/janus)
-  --janus-config DIR         Janus configuration (default: loadtest/janus of this source tree)
-  --capacity-start N         first lesson count of `capacity` (default 2)
-  --capacity-step N          its step (default 2)
-  --capacity-max N           its bound (default 24)
-  --out DIR                  write <scenario>-<target>.json there (default: do not write)
-  --server-log               show the server's log
-";
-
-#[derive(Debug)]
+/// Runs Chaperone's benchmark scenarios against the gateway (and, for
+/// comparison, Janus) and prints a summary of each; with `--out`, writes a
+/// JSON result per scenario too.
+#[derive(Debug, Parser)]
+// A later occurrence of an option wins, as `scripts/bench.sh` relies on: its own
+// `--server-cpu` and `--out` come after the arguments it is given.
+#[command(name = "loadtest", version, after_help = AFTER_HELP, args_override_self = true)]
 struct Args {
-    scenario: String,
-    target: Option<String>,
+    /// The scenario to run.
+    #[arg(value_enum, value_name = "SCENARIO")]
+    scenario: Scenario,
+    /// With `median` only: the run directories (`--out` directories of earlier runs).
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Server under test [default: chaperone; `all` runs both].
+    #[arg(long, value_enum)]
+    target: Option<Target>,
+    /// Concurrent lessons [default: 8 for lesson31*, 1 otherwise].
+    #[arg(long, value_name = "N")]
     lessons: Option<usize>,
+    /// Pupils per lesson (fewer only for smoke runs).
+    #[arg(long, value_name = "N", default_value_t = scenario::PUPILS)]
     pupils: usize,
+    /// Measurement window, in seconds, in (0, 600].
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = duration_secs)]
     duration: f64,
+    /// Settling time before the window, in seconds, in [0, 60].
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = warmup_secs)]
     warmup: f64,
+    /// Pin the server to CPU N with taskset.
+    #[arg(long, value_name = "N")]
     server_cpu: Option<usize>,
-    gateway: PathBuf,
+    /// Gateway binary [default: next to this one].
+    #[arg(long, value_name = "PATH")]
+    gateway: Option<PathBuf>,
+    /// Record with a `recorder serve` process of its own (on the server's
+    /// CPU) instead of the gateway's embedded recorder, and report its CPU
+    /// per lesson.
+    #[arg(long)]
     recorder_process: bool,
-    recorder: PathBuf,
+    /// Recorder binary [default: next to this one].
+    #[arg(long, value_name = "PATH")]
+    recorder: Option<PathBuf>,
+    /// Janus binary.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/janus")]
     janus: PathBuf,
-    janus_config: PathBuf,
+    /// Janus configuration [default: loadtest/janus of this source tree].
+    #[arg(long, value_name = "DIR")]
+    janus_config: Option<PathBuf>,
+    /// First lesson count of `capacity`.
+    #[arg(long = "capacity-start", value_name = "N", default_value_t = 2)]
     cap_start: usize,
+    /// Its step.
+    #[arg(long = "capacity-step", value_name = "N", default_value_t = 2)]
     cap_step: usize,
+    /// Its bound.
+    #[arg(long = "capacity-max", value_name = "N", default_value_t = 24)]
     cap_max: usize,
+    /// Write <scenario>-<target>.json there [default: do not write].
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Show the server's log.
+    #[arg(long)]
     server_log: bool,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let mut a = Args {
-        scenario: String::new(),
-        target: None,
-        lessons: None,
-        pupils: scenario::PUPILS,
-        duration: 10.0,
-        warmup: 2.0,
-        server_cpu: None,
-        gateway: chaperone_loadtest::gateway::default_binary(),
-        recorder_process: false,
-        recorder: chaperone_loadtest::recorder::default_binary(),
-        janus: PathBuf::from("/usr/bin/janus"),
-        janus_config: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("janus"),
-        cap_start: 2,
-        cap_step: 2,
-        cap_max: 24,
-        out: None,
-        server_log: false,
-    };
-    while let Some(arg) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => {
-                eprint!("{HELP}");
-                std::process::exit(0);
-            }
-            "--target" => a.target = Some(val()?),
-            "--lessons" => a.lessons = Some(val()?.parse()?),
-            "--pupils" => a.pupils = val()?.parse()?,
-            "--duration" => a.duration = val()?.parse()?,
-            "--warmup" => a.warmup = val()?.parse()?,
-            "--server-cpu" => a.server_cpu = Some(val()?.parse()?),
-            "--gateway" => a.gateway = val()?.into(),
-            "--recorder-process" => a.recorder_process = true,
-            "--recorder" => a.recorder = val()?.into(),
-            "--janus" => a.janus = val()?.into(),
-            "--janus-config" => a.janus_config = val()?.into(),
-            "--capacity-start" => a.cap_start = val()?.parse()?,
-            "--capacity-step" => a.cap_step = val()?.parse()?,
-            "--capacity-max" => a.cap_max = val()?.parse()?,
-            "--out" => a.out = Some(val()?.into()),
-            "--server-log" => a.server_log = true,
-            s if s.starts_with('-') => bail!("unknown option {s}\n{HELP}"),
-            s if a.scenario.is_empty() => a.scenario = s.to_owned(),
-            s => bail!("unexpected argument {s}\n{HELP}"),
-        }
-    }
-    if a.scenario.is_empty() {
-        bail!("no scenario given\n{HELP}");
-    }
-    if !(a.duration > 0.0 && a.duration <= 600.0 && (0.0..=60.0).contains(&a.warmup)) {
-        bail!("--duration must be in (0, 600] s and --warmup in [0, 60] s");
-    }
-    Ok(a)
+/// The scenarios, by their names on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// 1 teacher (audio, 1.2 Mbit/s camera, 1.5 Mbit/s screen) + 30 pupils
+    /// (3 speaking, cameras off), N concurrent lessons
+    #[value(name = "lesson31")]
+    Lesson31,
+    /// As lesson31, every pupil's camera on at 150 kbit/s
+    #[value(name = "lesson31-cams")]
+    Lesson31Cams,
+    /// 31 participants join one lesson within a second; the teacher admits all
+    #[value(name = "join-storm")]
+    JoinStorm,
+    /// The teacher mutes 30 talking pupils (who keep sending), in rounds
+    #[value(name = "mute-all")]
+    MuteAll,
+    /// lesson31 with more lessons until loss > 0.1 % or p99 latency > 2 ms
+    #[value(name = "capacity")]
+    Capacity,
+    /// Every scenario on Chaperone, lesson31 again with --recorder-process,
+    /// then lesson31 and capacity on Janus
+    #[value(name = "all")]
+    All,
+    /// Medians (min, max) of every figure over the runs in DIR... (--out dirs)
+    #[value(name = "median")]
+    Median,
 }
 
-fn main() -> Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("median") {
-        return median(std::env::args().skip(2).map(PathBuf::from).collect());
+impl Scenario {
+    /// The scenario [`Kind`] it runs, for the single-run scenarios.
+    fn kind(self) -> Option<Kind> {
+        match self {
+            Scenario::Lesson31 => Some(Kind::Lesson31),
+            Scenario::Lesson31Cams => Some(Kind::Lesson31Cams),
+            Scenario::JoinStorm => Some(Kind::JoinStorm),
+            Scenario::MuteAll => Some(Kind::MuteAll),
+            Scenario::Capacity | Scenario::All | Scenario::Median => None,
+        }
     }
-    let args = parse_args()?;
+}
+
+/// The servers a run can be against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// The Chaperone gateway (`gateway --dev`)
+    Chaperone,
+    /// Janus's VideoRoom, for comparison
+    Janus,
+}
+
+fn duration_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v <= 600.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 600] s".to_owned())
+    }
+}
+
+fn warmup_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=60.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be in [0, 60] s".to_owned())
+    }
+}
+
+/// Exit status 2 with a one-line message: what the command line got wrong
+/// (clap's message up to its usage and tips, on one line) and where the
+/// options are listed.
+fn usage_error(message: &str) -> ExitCode {
+    let head = message.split("\n\n").next().unwrap_or_default();
+    let line = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("{line} (see `loadtest --help`)");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // --help and --version: printed to stdout, exit 0.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    match (args.scenario, args.dirs.is_empty()) {
+        (Scenario::Median, true) => {
+            return usage_error(
+                "error: `median` needs the run directories: loadtest median DIR...",
+            );
+        }
+        (Scenario::Median, false) => {}
+        (_, false) => {
+            return usage_error(&format!(
+                "error: unexpected argument '{}' found: only `median` takes directories",
+                args.dirs[0].display()
+            ));
+        }
+        (_, true) => {}
+    }
+    let result = if args.scenario == Scenario::Median {
+        median(&args.dirs)
+    } else {
+        run_scenarios(args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_scenarios(args: Args) -> Result<()> {
     // One thread for every simulated participant: the generator stays on
     // one core and leaves the other to the server.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -137,17 +216,31 @@ fn main() -> Result<()> {
     local.block_on(&rt, run(args))
 }
 
-fn target(args: &Args, name: &str) -> Result<TargetKind> {
-    Ok(match name {
-        "chaperone" => TargetKind::Chaperone {
-            bin: args.gateway.clone(),
-            recorder: args.recorder_process.then(|| args.recorder.clone()),
+/// A workspace binary given on the command line, or the one next to this.
+fn binary_or_default(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path.clone()),
+        None => chaperone_testkit::process::binary(name),
+    }
+}
+
+fn target(args: &Args, target: Target) -> Result<TargetKind> {
+    Ok(match target {
+        Target::Chaperone => TargetKind::Chaperone {
+            bin: binary_or_default(&args.gateway, "gateway")?,
+            recorder: if args.recorder_process {
+                Some(binary_or_default(&args.recorder, "recorder")?)
+            } else {
+                None
+            },
         },
-        "janus" => TargetKind::Janus {
+        Target::Janus => TargetKind::Janus {
             bin: args.janus.clone(),
-            config: args.janus_config.clone(),
+            config: args
+                .janus_config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("janus")),
         },
-        other => bail!("unknown target {other}"),
     })
 }
 
@@ -210,41 +303,44 @@ async fn run_capacity(args: &Args, t: &TargetKind) -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let all = args.scenario == "all";
-    let targets: Vec<String> = match (&args.target, all) {
-        (Some(t), _) => vec![t.clone()],
-        (None, true) => vec!["chaperone".into(), "janus".into()],
-        (None, false) => vec!["chaperone".into()],
+    let all = args.scenario == Scenario::All;
+    let targets: Vec<Target> = match (args.target, all) {
+        (Some(t), _) => vec![t],
+        (None, true) => vec![Target::Chaperone, Target::Janus],
+        (None, false) => vec![Target::Chaperone],
     };
-    for tname in &targets {
+    for tname in targets {
         let t = target(&args, tname)?;
-        let kinds: Vec<&str> = if all {
+        let scenarios: Vec<Scenario> = if all {
             match t {
-                TargetKind::Chaperone { .. } => {
-                    vec![
-                        "lesson31",
-                        "lesson31-cams",
-                        "join-storm",
-                        "mute-all",
-                        "capacity",
-                    ]
-                }
+                TargetKind::Chaperone { .. } => vec![
+                    Scenario::Lesson31,
+                    Scenario::Lesson31Cams,
+                    Scenario::JoinStorm,
+                    Scenario::MuteAll,
+                    Scenario::Capacity,
+                ],
                 // The comparison the issue asks for: the same lesson31 and capacity load.
-                TargetKind::Janus { .. } => vec!["lesson31", "capacity"],
+                TargetKind::Janus { .. } => vec![Scenario::Lesson31, Scenario::Capacity],
             }
         } else {
-            vec![args.scenario.as_str()]
+            vec![args.scenario]
         };
-        for k in kinds {
-            if k == "capacity" {
+        for s in scenarios {
+            if s == Scenario::Capacity {
                 run_capacity(&args, &t).await?;
                 continue;
             }
-            let kind = Kind::parse(k).with_context(|| format!("unknown scenario {k}\n{HELP}"))?;
+            let kind = s
+                .kind()
+                .context("all and median are not single scenarios")?;
             if matches!(t, TargetKind::Janus { .. })
                 && matches!(kind, Kind::JoinStorm | Kind::MuteAll)
             {
-                bail!("{k} needs the gateway's waiting room and controls; Janus has neither");
+                bail!(
+                    "{} needs the gateway's waiting room and controls; Janus has neither",
+                    kind.name()
+                );
             }
             let r = scenario::run(kind, &t, &options(&args, Some(kind))).await?;
             emit(&args, &r, "")?;
@@ -260,7 +356,7 @@ async fn run(args: Args) -> Result<()> {
         {
             let t = TargetKind::Chaperone {
                 bin: bin.clone(),
-                recorder: Some(args.recorder.clone()),
+                recorder: Some(binary_or_default(&args.recorder, "recorder")?),
             };
             let kind = Kind::Lesson31;
             let r = scenario::run(kind, &t, &options(&args, Some(kind))).await?;
@@ -295,12 +391,9 @@ fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
 /// `loadtest median DIR...`: for each result file name found in the run
 /// directories, the median (and range) of every figure across them.
 #[allow(clippy::print_stdout)]
-fn median(dirs: Vec<PathBuf>) -> Result<()> {
-    if dirs.is_empty() {
-        bail!("usage: loadtest median DIR...");
-    }
+fn median(dirs: &[PathBuf]) -> Result<()> {
     let mut names = std::collections::BTreeSet::new();
-    for d in &dirs {
+    for d in dirs {
         for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
             let name = e?.file_name().to_string_lossy().into_owned();
             if name.ends_with(".json") {
@@ -311,7 +404,7 @@ fn median(dirs: Vec<PathBuf>) -> Result<()> {
     for name in names {
         let mut by_key: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         let mut runs = 0;
-        for d in &dirs {
+        for d in dirs {
             let Ok(text) = std::fs::read_to_string(d.join(&name)) else {
                 continue;
             };
@@ -337,4 +430,94 @@ fn median(dirs: Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_is_named_on_the_command_line_as_in_its_results() {
+        for s in Scenario::value_variants() {
+            if let Some(kind) = s.kind() {
+                let value = s.to_possible_value().expect("no variant is skipped");
+                assert_eq!(value.get_name(), kind.name());
+            }
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_those_of_the_hand_written_parser() {
+        let a = Args::try_parse_from(["loadtest", "lesson31"]).expect("parses");
+        assert_eq!(a.scenario, Scenario::Lesson31);
+        assert_eq!((a.target, a.lessons, a.pupils), (None, None, 30));
+        assert_eq!((a.duration, a.warmup, a.server_cpu), (10.0, 2.0, None));
+        assert_eq!((a.cap_start, a.cap_step, a.cap_max), (2, 2, 24));
+        assert_eq!(a.janus, PathBuf::from("/usr/bin/janus"));
+        assert!(!a.recorder_process && !a.server_log);
+        assert!(a.gateway.is_none() && a.recorder.is_none() && a.out.is_none());
+        assert_eq!(options(&a, Some(Kind::Lesson31)).lessons, 8);
+        assert_eq!(options(&a, Some(Kind::Lesson31Cams)).lessons, 8);
+        assert_eq!(options(&a, Some(Kind::JoinStorm)).lessons, 1);
+        assert_eq!(options(&a, None).lessons, 1);
+    }
+
+    #[test]
+    fn the_smoke_test_and_bench_command_lines_parse() {
+        let a = Args::try_parse_from([
+            "loadtest",
+            "lesson31",
+            "--lessons",
+            "1",
+            "--pupils",
+            "5",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--out",
+            "/tmp/x",
+            "--gateway",
+            "/g",
+            "--recorder",
+            "/r",
+            "--recorder-process",
+        ])
+        .expect("parses");
+        assert_eq!(
+            (a.lessons, a.pupils, a.duration, a.warmup),
+            (Some(1), 5, 3.0, 1.0)
+        );
+        assert!(a.recorder_process);
+        let a = Args::try_parse_from([
+            "loadtest",
+            "all",
+            "--target",
+            "janus",
+            "--server-cpu",
+            "0",
+            "--capacity-start",
+            "4",
+            "--capacity-step",
+            "3",
+            "--capacity-max",
+            "10",
+            "--janus",
+            "/j",
+            "--janus-config",
+            "/c",
+            "--server-log",
+            "--out",
+            "run-1",
+        ])
+        .expect("parses");
+        assert_eq!((a.scenario, a.target), (Scenario::All, Some(Target::Janus)));
+        assert_eq!(
+            (a.server_cpu, a.cap_start, a.cap_step, a.cap_max),
+            (Some(0), 4, 3, 10)
+        );
+        assert!(a.server_log);
+        let a = Args::try_parse_from(["loadtest", "median", "run-1/", "run-2/"]).expect("parses");
+        assert_eq!(a.dirs, [PathBuf::from("run-1/"), PathBuf::from("run-2/")]);
+    }
 }

@@ -3,25 +3,16 @@
 //! loopback instead of to the recorder embedded in `gateway --dev`, so its
 //! CPU time is read from its own `/proc/<pid>/stat`.
 //!
-//! It is configured as in production (segments sealed with age to a fresh
-//! review recipient, manifests signed, written to a local store), trusting
-//! the gateway's JWKS for the feed's service tokens.
+//! It is the testkit's recorder ([`chaperone_testkit::recorder`]: set up as
+//! in production, segments sealed with age to a fresh review recipient,
+//! manifests signed, written to a local store with a spool, trusting the
+//! gateway's JWKS for the feed's service tokens); what is the generator's
+//! own is reading its figures ([`Sample`]).
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{Context, Result};
-
-use crate::process::{ChildGuard, free_port, scratch_dir};
-
-/// A running recorder.
-#[derive(Debug)]
-pub struct Recorder {
-    /// Its feed URL (`ws://127.0.0.1:<port>`), for the gateway's `recorder.urls`.
-    pub url: String,
-    metrics_url: String,
-    child: ChildGuard,
-}
+use chaperone_testkit::recorder::{Recorder, RecorderSettings};
 
 /// The recorder's own counters at one moment (from its `/metrics`) and its
 /// CPU time.
@@ -117,90 +108,33 @@ impl Sample {
     }
 }
 
-impl Recorder {
-    /// Starts `bin serve` for the gateway at `gateway_url` (its public URL,
-    /// the issuer of its service tokens), pinned to `cpu` if given. The
-    /// gateway need not be up yet: its keys are fetched when a token first
-    /// names one.
-    pub fn start(bin: &Path, gateway_url: &str, cpu: Option<usize>, log: bool) -> Result<Self> {
-        let dir = scratch_dir("recorder")?;
-        let port = free_port()?;
-        let metrics_port = free_port()?;
-        let (_identity, recipient) = chaperone_testkit::recorder::review_identity();
-        let s = |k: &str, v: String| (k.to_owned(), v);
-        let path = |p: &str| dir.join(p).display().to_string();
-        let env = vec![
-            s(
-                "CHAPERONE_RECORDER_HTTP_LISTEN",
-                format!("127.0.0.1:{port}"),
-            ),
-            s(
-                "CHAPERONE_RECORDER_HTTP_METRICS_LISTEN",
-                format!("127.0.0.1:{metrics_port}"),
-            ),
-            s(
-                "CHAPERONE_RECORDER_GATEWAY_ISSUERS",
-                format!("[\"{gateway_url}\"]"),
-            ),
-            s(
-                "CHAPERONE_RECORDER_GATEWAY_JWKS_URL",
-                format!("{gateway_url}/.well-known/jwks.json"),
-            ),
-            s(
-                "CHAPERONE_RECORDER_ARCHIVE_RECIPIENTS",
-                format!("[\"{recipient}\"]"),
-            ),
-            s(
-                "CHAPERONE_RECORDER_ARCHIVE_SIGNING_KEY_FILE",
-                path("signing.pem"),
-            ),
-            s("CHAPERONE_RECORDER_STORE_DIR", path("store")),
-            s("CHAPERONE_RECORDER_STORE_SPOOL_DIR", path("spool")),
-            s(
-                "CHAPERONE_LOG",
-                if log { "info" } else { "warn" }.to_owned(),
-            ),
-        ];
-        let mut child =
-            ChildGuard::spawn("recorder", bin, &["serve".to_owned()], &env, cpu, dir, log)?;
-        child.wait_for_port(port, Duration::from_secs(30))?;
-        child.wait_for_port(metrics_port, Duration::from_secs(10))?;
-        Ok(Self {
-            url: format!("ws://127.0.0.1:{port}"),
-            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-            child,
-        })
+/// Starts `bin serve` for the gateway at `gateway_url` (its public URL,
+/// the issuer of its service tokens), pinned to `cpu` if given, its log
+/// shown (at `info`) or discarded. The gateway need not be up yet: its
+/// keys are fetched when a token first names one.
+pub fn start(bin: &Path, gateway_url: &str, cpu: Option<usize>, log: bool) -> Result<Recorder> {
+    let mut settings = RecorderSettings::new(gateway_url);
+    settings.binary = Some(bin.to_owned());
+    settings.cpu = cpu;
+    settings.log = log;
+    if log {
+        settings.env("CHAPERONE_LOG", "info");
     }
-
-    /// Its process id.
-    pub fn pid(&self) -> Result<u32> {
-        self.child.pid().context("recorder has no pid")
-    }
-
-    /// Its CPU time and counters now.
-    pub async fn sample(&self) -> Result<Sample> {
-        let cpu = crate::procfs::cpu_ticks(self.pid()?)?;
-        let text = reqwest::get(&self.metrics_url)
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("scraping {}", self.metrics_url))?
-            .text()
-            .await?;
-        Ok(Sample::parse(cpu, &text))
-    }
-
-    /// Fails if it died.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.child.check_running()
-    }
+    Recorder::start_with(settings)
 }
 
-/// `recorder` next to this binary (where `cargo build` puts it).
-pub fn default_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("recorder")))
-        .unwrap_or_else(|| PathBuf::from("recorder"))
+/// Its CPU time and counters now.
+pub async fn sample(recorder: &Recorder) -> Result<Sample> {
+    let pid = recorder.pid().context("recorder has no pid")?;
+    let cpu = crate::procfs::cpu_ticks(pid)?;
+    let url = recorder.setup().metrics_url();
+    let text = reqwest::get(&url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("scraping {url}"))?
+        .text()
+        .await?;
+    Ok(Sample::parse(cpu, &text))
 }
 
 #[cfg(test)]

@@ -69,18 +69,6 @@ impl Kind {
             Kind::MuteAll => "mute-all",
         }
     }
-
-    /// By name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Kind::Lesson31,
-            Kind::Lesson31Cams,
-            Kind::JoinStorm,
-            Kind::MuteAll,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-    }
 }
 
 /// Which server is under test.

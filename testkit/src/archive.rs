@@ -141,10 +141,15 @@ pub fn store_in(dir: &tempfile::TempDir) -> Arc<dyn ObjectStore> {
 pub struct Fixture {
     /// The directory the store is rooted at.
     pub dir: tempfile::TempDir,
+    /// The store, on that directory.
     pub store: Arc<dyn ObjectStore>,
+    /// The lesson written.
     pub lesson: LessonId,
+    /// The review identity its segments are sealed to.
     pub review: age::x25519::Identity,
+    /// The public half of the key its manifests are signed with.
     pub signing_public: RecorderPublicKey,
+    /// The segments written, in order.
     pub segments: Vec<Segment>,
     /// Checkpoint numbers written, the last one final.
     pub checkpoints: Vec<u64>,
@@ -192,26 +197,32 @@ pub async fn write_lesson(n: u64) -> Fixture {
 }
 
 impl Fixture {
+    /// The lesson's verify report.
     pub async fn verify(&self) -> Report {
         verify_lesson(self.store.as_ref(), &self.lesson, &self.signing_public).await
     }
 
+    /// The file an object of the store is kept in.
     pub fn fs_path(&self, p: &object_store::path::Path) -> PathBuf {
         self.dir.path().join(p.as_ref())
     }
 
+    /// Segment `index`'s file.
     pub fn segment_file(&self, index: u64) -> PathBuf {
         self.fs_path(&layout::segment_path(&self.lesson, index))
     }
 
+    /// Checkpoint `checkpoint`'s manifest file.
     pub fn manifest_file(&self, checkpoint: u64) -> PathBuf {
         self.fs_path(&layout::manifest_path(&self.lesson, checkpoint))
     }
 
+    /// Checkpoint `checkpoint`'s signature file.
     pub fn signature_file(&self, checkpoint: u64) -> PathBuf {
         self.fs_path(&layout::signature_path(&self.lesson, checkpoint))
     }
 
+    /// The final checkpoint's number.
     pub fn final_checkpoint(&self) -> u64 {
         *self
             .checkpoints
@@ -219,6 +230,7 @@ impl Fixture {
             .expect("at least the final checkpoint")
     }
 
+    /// Checkpoint `checkpoint`'s manifest, parsed.
     pub fn read_manifest(&self, checkpoint: u64) -> Manifest {
         Manifest::parse(&std::fs::read(self.manifest_file(checkpoint)).expect("read manifest"))
             .expect("parse manifest")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::process::{ChildGuard, binary, free_port, wait_for_port};
+use crate::process::{ChildGuard, binary, free_port, scratch_dir, wait_for_port};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -37,8 +37,7 @@ impl Gateway {
     pub fn start_dev_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut cmd = Command::new(binary("gateway")?);
         // Recordings of this run go to a directory of its own, removed with it.
-        let recordings =
-            std::env::temp_dir().join(format!("chaperone-rec-{}-{port}", std::process::id()));
+        let recordings = scratch_dir("gateway")?;
         let metrics_port = free_port()?;
         cmd.arg("--dev")
             .args(args)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::process::{ChildGuard, free_port, scratch_dir, wait_for_port};
 
 /// A person the provider knows.
 #[derive(Clone, Debug)]
@@ -68,12 +68,11 @@ pub struct Idp {
     child: ChildGuard,
 }
 
-/// `tests/idp` of the workspace: the test provider and the browser drivers.
+/// `tests/idp` of the source tree: the npm package (its `package.json`,
+/// the scripts, `node_modules` after `npm ci`), beside this crate since the
+/// harness moved out of `tests/`.
 fn package_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("tests")
-        .join("idp")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/idp")
 }
 
 /// Fails clearly if the npm packages are not installed.
@@ -90,8 +89,7 @@ impl Idp {
     pub fn start(secret: &str, redirect_uri: &str, users: &[IdpUser]) -> Result<Self> {
         check_installed()?;
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("chaperone-idp-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch_dir("idp")?;
         let users: Vec<_> = users
             .iter()
             .map(|u| {
@@ -163,12 +161,12 @@ pub fn run_node_script(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().context("starting node")?;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::clock::now() + timeout;
     loop {
         if child.try_wait()?.is_some() {
             break;
         }
-        if std::time::Instant::now() > deadline {
+        if crate::clock::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{script} did not finish within {timeout:?}");

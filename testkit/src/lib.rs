@@ -1,12 +1,23 @@
-//! Harness for end-to-end tests: starts real services on free loopback ports
-//! and stops them again, also when a test fails.
+//! Harness for the tests of every crate, the end-to-end tests and the load
+//! generator: starts real services on free loopback ports and stops them
+//! again, also when a test fails or a benchmark is aborted. One copy of
+//! every such helper:
+//!
+//! - [`process`]: child processes ([`process::ChildGuard`],
+//!   [`process::Launch`]), free ports, readiness waits, scratch
+//!   directories, the workspace's binaries;
+//! - [`gateway`], [`recorder`]: the workspace's own servers as processes;
+//! - [`redis`], [`s3`], [`idp`]: private third-party servers;
+//! - `archive` (feature `archive`): lessons written by the real writer.
+//!
+//! It is never a dependency of a product crate (only of tests and the load
+//! generator), and it never reads the clock outside its `clock` module.
 #![forbid(unsafe_code)]
-// The harness runs in real time: waiting for a real server to listen is a
-// wall-clock matter, unlike the lesson core where time is an input.
-#![allow(clippy::disallowed_methods)]
+#![warn(unreachable_pub, missing_docs)]
 
 #[cfg(feature = "archive")]
 pub mod archive;
+mod clock;
 pub mod gateway;
 pub mod idp;
 pub mod process;

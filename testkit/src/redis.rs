@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::process::{ChildGuard, free_port, scratch_dir, wait_for_port};
 
 /// A running private Redis.
 #[derive(Debug)]
@@ -22,9 +22,7 @@ impl RedisServer {
     /// installs it). Fails, never skips, when it is missing.
     pub fn start() -> Result<Self> {
         let port = free_port()?;
-        let dir =
-            std::env::temp_dir().join(format!("chaperone-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = scratch_dir("redis")?;
         let child = Self::spawn(port, &dir)?;
         Ok(Self { port, dir, child })
     }

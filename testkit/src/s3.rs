@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 #[cfg(feature = "archive")]
 use chaperone_archive::store::{StoreConfig, StoreKind};
 
-use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::process::{ChildGuard, free_port, scratch_dir, wait_for_port};
 
 /// The bucket every test server has.
 pub const BUCKET: &str = "chaperone-test";
@@ -36,8 +36,7 @@ impl S3Server {
     /// Fails, never skips, when s3s-fs is missing.
     pub fn start() -> Result<Self> {
         let port = free_port()?;
-        let root = std::env::temp_dir().join(format!("chaperone-s3-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = scratch_dir("s3")?;
         std::fs::create_dir_all(root.join(BUCKET))
             .with_context(|| format!("creating {}", root.display()))?;
         let mut server = Self {

@@ -37,7 +37,7 @@ pub async fn start_pair(grace: u64) -> (Node, RecorderSetup) {
     // Bind the node first to learn its URL, then give it to the recorder.
     let mut setup = RecorderSetup::new("http://placeholder");
     let node = node_for(&setup, grace).await;
-    setup.issuer = node.base();
+    setup.settings.gateway_url = node.base();
     (node, setup)
 }
 
