@@ -1,5 +1,5 @@
 //! `recorder review`: the review service as its own process (the shell
-//! around [`crate::replay`]). It reads the clock, fetches the
+//! around [`crate::http`]). It reads the clock, fetches the
 //! gateway's JWKS (again every five minutes, for key rotation), runs the
 //! retention sweep periodically and serves HTTP until interrupted.
 
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::replay::{ReviewService, ReviewSettings};
+use crate::http::{ReviewService, ReviewSettings};
 use anyhow::{Context as _, bail};
 use chaperone_archive::keys::RecorderPublicKey;
 use chaperone_tokens::fetch::{JwksFetcher, JwksSource};

@@ -9,7 +9,8 @@
 //! - [`audit`]: the review audit log, hash-chained in the object store;
 //! - [`retention`]: the retention sweep;
 //! - [`export`]: export bundles for external agencies;
-//! - [`replay`]: the review service's HTTP API;
+//! - [`http`]: the review service's HTTP API (also named [`replay`], its
+//!   former name, which the gateway's dev mode still uses);
 //! - [`command`]: `recorder review`, the service as its own process.
 //!
 //! It must never serve a byte a review token's scope does not cover, never
@@ -20,10 +21,13 @@
 pub mod audit;
 pub mod command;
 pub mod export;
+pub mod http;
 pub mod library;
 pub mod marks;
 pub mod open;
 pub mod policy;
-pub mod replay;
 pub mod retention;
 pub mod webm;
+
+/// The review service's HTTP API under its former name.
+pub use self::http as replay;
