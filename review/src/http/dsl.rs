@@ -12,8 +12,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
 use chaperone_protocol::LessonId;
 use chaperone_tokens::ReviewScope;
 use serde::Deserialize;
@@ -38,10 +39,10 @@ fn reason_of(text: &str) -> Result<String, Refusal> {
 
 pub(super) async fn lesson_audit(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
 ) -> Response {
-    let (_, s, id) = match lesson_access(&svc, &headers, &lesson, "audit").await {
+    let (_, s, id) = match lesson_access(&svc, &jar, &lesson, "audit").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -72,11 +73,11 @@ pub(super) async fn lesson_audit(
 /// The session must be the DSL's `dsl_restricted` one.
 async fn dsl_only(
     svc: &ReviewService,
-    headers: &HeaderMap,
+    jar: &CookieJar,
     lesson: &str,
     what: &str,
 ) -> Result<(ReviewSession, LessonId), Refusal> {
-    let (_, s, id) = lesson_access(svc, headers, lesson, what).await?;
+    let (_, s, id) = lesson_access(svc, jar, lesson, what).await?;
     if s.claims.scope != ReviewScope::DslRestricted || s.claims.role != "dsl" {
         return Err(svc
             .refuse(Refusal::Forbidden, Some(&s), Some(id), what)
@@ -95,11 +96,11 @@ pub(super) struct RestrictRequest {
 
 pub(super) async fn restrict(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
     Json(req): Json<RestrictRequest>,
 ) -> Response {
-    let (s, id) = match dsl_only(&svc, &headers, &lesson, "restrict").await {
+    let (s, id) = match dsl_only(&svc, &jar, &lesson, "restrict").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -139,11 +140,11 @@ pub(super) struct HoldRequest {
 
 pub(super) async fn hold(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
     Json(req): Json<HoldRequest>,
 ) -> Response {
-    let (s, id) = match dsl_only(&svc, &headers, &lesson, "hold").await {
+    let (s, id) = match dsl_only(&svc, &jar, &lesson, "hold").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -181,11 +182,11 @@ pub(super) struct ExportQuery {
 
 pub(super) async fn export(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Response {
-    let (s, id) = match dsl_only(&svc, &headers, &lesson, "export").await {
+    let (s, id) = match dsl_only(&svc, &jar, &lesson, "export").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
 use chaperone_tokens::ReviewScope;
 use serde::Deserialize;
 use serde_json::json;
@@ -49,10 +50,10 @@ fn matches(people: &[library::Participant], needle: &Option<String>) -> bool {
 
 pub(super) async fn list(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let (_, s) = match svc.session(&headers, None, "list recordings").await {
+    let (_, s) = match svc.session(&jar, None, "list recordings").await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -109,10 +110,10 @@ pub(super) async fn list(
 
 pub(super) async fn detail(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
 ) -> Response {
-    let (_, s, id) = match lesson_access(&svc, &headers, &lesson, "view").await {
+    let (_, s, id) = match lesson_access(&svc, &jar, &lesson, "view").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -174,10 +175,11 @@ pub(super) async fn detail(
 
 pub(super) async fn media(
     State(svc): State<Arc<ReviewService>>,
+    jar: CookieJar,
     headers: HeaderMap,
     Path((lesson, file)): Path<(String, String)>,
 ) -> Response {
-    let (sid, s, id) = match lesson_access(&svc, &headers, &lesson, "media").await {
+    let (sid, s, id) = match lesson_access(&svc, &jar, &lesson, "media").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -270,11 +272,11 @@ pub(super) struct SeekReport {
 /// (which makes no range request): audited like one.
 pub(super) async fn seek_report(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
     Path(lesson): Path<String>,
     Json(req): Json<SeekReport>,
 ) -> Response {
-    let (_, s, id) = match lesson_access(&svc, &headers, &lesson, "seek").await {
+    let (_, s, id) = match lesson_access(&svc, &jar, &lesson, "seek").await {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };

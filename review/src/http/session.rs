@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chaperone_protocol::LessonId;
 use chaperone_tokens::{ReviewClaims, ReviewScope};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::refusal::Refusal;
-use super::{REVIEW_COOKIE, ReviewService};
+use super::{REVIEW_COOKIE, ReviewService, ReviewSettings};
 
 /// A viewer's session: the review token's claims, until it expires.
 #[derive(Clone, Debug)]
@@ -28,27 +28,17 @@ pub(super) struct ReviewSession {
     pub(super) expires_micros: u64,
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 impl ReviewService {
     /// The request's live session, or an audited refusal.
     pub(super) async fn session(
         &self,
-        headers: &HeaderMap,
+        jar: &CookieJar,
         lesson: Option<LessonId>,
         what: &str,
     ) -> Result<(String, ReviewSession), Refusal> {
         let now = self.now();
-        let found = cookie(headers, REVIEW_COOKIE).and_then(|id| {
+        let found = jar.get(REVIEW_COOKIE).and_then(|c| {
+            let id = c.value();
             let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             let before = map.len();
             map.retain(|_, s| s.expires_micros > now);
@@ -83,12 +73,12 @@ impl ReviewService {
 /// The session and lesson of a per-lesson request, or an audited refusal.
 pub(super) async fn lesson_access(
     svc: &ReviewService,
-    headers: &HeaderMap,
+    jar: &CookieJar,
     lesson: &str,
     what: &str,
 ) -> Result<(String, ReviewSession, LessonId), Refusal> {
     let id = lesson.parse::<LessonId>().ok();
-    let (sid, s) = svc.session(headers, id, what).await?;
+    let (sid, s) = svc.session(jar, id, what).await?;
     match id {
         Some(l) if ReviewService::covers(&s, l) => Ok((sid, s, l)),
         _ => Err(svc.refuse(Refusal::NotFound, Some(&s), id, what).await),
@@ -101,8 +91,25 @@ pub(super) struct SessionRequest {
     token: String,
 }
 
+/// The review cookie carrying session `id` for `max_age_secs`: HttpOnly (no
+/// script reads it), SameSite=Strict (no other site's page sends it),
+/// scoped to the mount, `Secure` when configured, and lasting as long as the
+/// session, no longer.
+fn session_cookie(id: String, settings: &ReviewSettings, max_age_secs: u64) -> Cookie<'static> {
+    Cookie::build((REVIEW_COOKIE, id))
+        .path(settings.cookie_path.clone())
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(settings.secure_cookies)
+        .max_age(time::Duration::seconds(
+            i64::try_from(max_age_secs).unwrap_or(i64::MAX),
+        ))
+        .build()
+}
+
 pub(super) async fn open_session(
     State(svc): State<Arc<ReviewService>>,
+    jar: CookieJar,
     Json(req): Json<SessionRequest>,
 ) -> Response {
     let now = svc.now();
@@ -154,27 +161,15 @@ pub(super) async fn open_session(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.clone(), session);
-    let secure = if svc.settings.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{REVIEW_COOKIE}={id}; Path={}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-        svc.settings.cookie_path
-    );
-    let mut response = Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
+    let cookie = session_cookie(id, &svc.settings, max_age);
+    (jar.add(cookie), Json(body)).into_response()
 }
 
 pub(super) async fn session_info(
     State(svc): State<Arc<ReviewService>>,
-    headers: HeaderMap,
+    jar: CookieJar,
 ) -> Response {
-    match svc.session(&headers, None, "session").await {
+    match svc.session(&jar, None, "session").await {
         Ok((_, s)) => Json(json!({
             "scope": s.claims.scope,
             "role": s.claims.role,
@@ -185,5 +180,30 @@ pub(super) async fn session_info(
         }))
         .into_response(),
         Err(r) => r.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ReviewSettings, session_cookie};
+
+    #[test]
+    fn the_review_cookie_is_http_only_strict_on_the_mount_for_the_session() {
+        let settings = ReviewSettings::default();
+        let c = session_cookie("ab12".to_owned(), &settings, 1800).to_string();
+        assert_eq!(
+            c,
+            "chaperone_review=ab12; HttpOnly; SameSite=Strict; Path=/review; Max-Age=1800"
+        );
+        let secure = ReviewSettings {
+            cookie_path: "/replay".to_owned(),
+            secure_cookies: true,
+            ..ReviewSettings::default()
+        };
+        let c = session_cookie("ab12".to_owned(), &secure, 60).to_string();
+        assert_eq!(
+            c,
+            "chaperone_review=ab12; HttpOnly; SameSite=Strict; Secure; Path=/replay; Max-Age=60"
+        );
     }
 }
