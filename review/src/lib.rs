@@ -20,12 +20,12 @@
 
 pub mod audit;
 pub mod command;
-pub mod export;
+pub(crate) mod export;
 pub mod http;
-pub mod library;
+pub(crate) mod library;
 pub mod marks;
 pub mod open;
-pub mod policy;
+pub(crate) mod policy;
 pub mod retention;
 pub mod webm;
 
