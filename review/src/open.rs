@@ -43,10 +43,7 @@ impl From<age::DecryptError> for OpenError {
 
 /// Decrypts the plaintext bytes of a sealed segment, bounded by
 /// [`MAX_PLAINTEXT_LEN`]. Authentication of every age chunk is checked.
-pub fn open_plaintext(
-    sealed: &[u8],
-    identity: &age::x25519::Identity,
-) -> Result<Vec<u8>, OpenError> {
+fn open_plaintext(sealed: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>, OpenError> {
     let decryptor = age::Decryptor::new_buffered(sealed)?;
     let reader = decryptor.decrypt(std::iter::once(identity as &dyn age::Identity))?;
     let mut plaintext = Vec::new();
