@@ -18,7 +18,8 @@
 //! Appends are serialised in-process and use put-if-absent across
 //! processes: two writers racing for the same number cannot both win; the
 //! loser re-reads the head and tries the next number. No clock: the caller
-//! stamps records.
+//! stamps records. The log only grows: nothing here overwrites or deletes a
+//! record.
 
 use futures_util::StreamExt as _;
 use object_store::path::Path;

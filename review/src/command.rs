@@ -2,6 +2,10 @@
 //! around [`crate::http`]). It reads the clock, fetches the
 //! gateway's JWKS (again every five minutes, for key rotation), runs the
 //! retention sweep periodically and serves HTTP until interrupted.
+//!
+//! It is the only place in the crate that reads the clock, and it holds no
+//! review logic of its own: what a viewer may do is decided in
+//! [`crate::http`] and the modules it calls, never here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

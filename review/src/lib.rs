@@ -2,13 +2,13 @@
 //! holds the age identity recordings are sealed to.
 //!
 //! - [`open`]: opening sealed segments with the review (or escrow) identity;
-//! - [`library`]: a recording opened for review, on one timeline;
+//! - `library`: a recording opened for review, on one timeline;
 //! - [`webm`]: remuxing recorded frames into WebM (libwebm);
-//! - [`policy`]: what each review scope may see;
+//! - `policy`: what each review scope may see;
 //! - [`marks`]: DSL-only ranges and legal holds;
 //! - [`audit`]: the review audit log, hash-chained in the object store;
 //! - [`retention`]: the retention sweep;
-//! - [`export`]: export bundles for external agencies;
+//! - `export`: export bundles for external agencies;
 //! - [`http`]: the review service's HTTP API (also named [`replay`], its
 //!   former name, which the gateway's dev mode still uses);
 //! - [`command`]: `recorder review`, the service as its own process.

@@ -10,7 +10,8 @@
 //! - [`Access::Pupil`] (`pupil_copy`): only staff cameras, microphones and
 //!   screen shares, public chat only, no events, never DSL-only ranges.
 //!
-//! Pure.
+//! Pure: no I/O, no clock. A route must never serve media, chat or events
+//! that did not come through here.
 
 use chaperone_protocol::{MediaSource, ParticipantId, Role};
 use chaperone_tokens::ReviewScope;

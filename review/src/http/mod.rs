@@ -10,7 +10,7 @@
 //! gateway's JWKS. A page exchanges its token once (`POST /session`) for an
 //! HttpOnly, SameSite=Strict cookie bound to that token's scope, because a
 //! `<video>` element cannot send headers and tokens never go in URLs. Every
-//! response is filtered through [`crate::policy`] for the session's scope.
+//! response is filtered through `crate::policy` for the session's scope.
 //! An access whose audit record cannot be stored is refused (fail closed).
 //!
 //! Sessions live in this process's memory: run one review instance (or pin
@@ -20,15 +20,15 @@
 //! This module owns the service type, its settings, the router and the
 //! audit helpers every route uses; the rest is by concern:
 //!
-//! - [`session`]: a review token exchanged once for a cookie session, the
+//! - `session`: a review token exchanged once for a cookie session, the
 //!   session lookup and which lessons a session covers;
-//! - [`cache`]: recordings and remuxed files held in memory (bounded LRU);
-//! - [`refusal`]: why a request is refused, mapped to HTTP in one place;
-//! - [`recordings`]: list, detail, media (with [`range`]) and seek reports;
-//! - [`dsl`]: the lesson's audit view and the DSL's restrict, hold, export.
+//! - `cache`: recordings and remuxed files held in memory (bounded LRU);
+//! - `refusal`: why a request is refused, mapped to HTTP in one place;
+//! - `recordings`: list, detail, media (with `range`) and seek reports;
+//! - `dsl`: the lesson's audit view and the DSL's restrict, hold, export.
 //!
 //! No route may answer before its audit record is stored, and none may
-//! serve what [`crate::policy`] withholds from the session's scope.
+//! serve what `crate::policy` withholds from the session's scope.
 
 mod cache;
 mod dsl;
