@@ -217,3 +217,28 @@ impl ReviewService {
         Ok(file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Lru;
+
+    #[test]
+    fn the_least_recently_used_goes_first_and_the_newest_always_stays() {
+        let mut lru = Lru::new(10);
+        lru.put(1, Arc::new("a"), 4);
+        lru.put(2, Arc::new("b"), 4);
+        assert!(lru.get(&1).is_some()); // 2 is now the least recently used
+        lru.put(3, Arc::new("c"), 4);
+        assert!(lru.get(&2).is_none());
+        assert!(lru.get(&1).is_some() && lru.get(&3).is_some());
+        assert_eq!(lru.bytes, 8);
+        // One value larger than the bound is still kept, alone.
+        lru.put(4, Arc::new("d"), 50);
+        assert_eq!(lru.items.len(), 1);
+        assert!(lru.get(&4).is_some());
+        lru.retain(|k| *k != 4);
+        assert_eq!((lru.items.len(), lru.bytes), (0, 0));
+    }
+}
