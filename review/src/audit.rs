@@ -18,7 +18,8 @@
 //! Appends are serialised in-process and use put-if-absent across
 //! processes: two writers racing for the same number cannot both win; the
 //! loser re-reads the head and tries the next number. No clock: the caller
-//! stamps records.
+//! stamps records. The log only grows: nothing here overwrites or deletes a
+//! record.
 
 use futures_util::StreamExt as _;
 use object_store::path::Path;
@@ -31,10 +32,10 @@ use chaperone_archive::manifest::{GENESIS_PREV, sha256_hex};
 /// Prefix of the log's objects.
 pub const AUDIT_PREFIX: &str = "audit";
 /// Largest record accepted when reading.
-pub const MAX_RECORD_LEN: usize = 64 * 1024;
+const MAX_RECORD_LEN: usize = 64 * 1024;
 
 /// The object holding record `n`.
-pub fn record_path(n: u64) -> Path {
+fn record_path(n: u64) -> Path {
     Path::from(format!("{AUDIT_PREFIX}/{n:012}.json"))
 }
 
@@ -126,7 +127,7 @@ async fn record_numbers(store: &dyn ObjectStore) -> Result<Vec<(u64, Path)>, obj
 
 impl AuditLog {
     /// The log in `store`.
-    pub fn new(store: std::sync::Arc<dyn ObjectStore>) -> Self {
+    pub(crate) fn new(store: std::sync::Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
             head: Mutex::new(None),
@@ -153,7 +154,7 @@ impl AuditLog {
     /// Appends `entry` (its `n` and `prev` are filled in); returns the
     /// stored record. Fails, and nothing may be served, if it cannot be
     /// stored.
-    pub async fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry, AuditError> {
+    pub(crate) async fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry, AuditError> {
         let mut head = self.head.lock().await;
         for _ in 0..8 {
             let h = match head.as_ref() {

@@ -1,7 +1,11 @@
 //! `recorder review`: the review service as its own process (the shell
-//! around [`crate::replay`]). It reads the clock, fetches the
+//! around [`crate::http`]). It reads the clock, fetches the
 //! gateway's JWKS (again every five minutes, for key rotation), runs the
 //! retention sweep periodically and serves HTTP until interrupted.
+//!
+//! It is the only place in the crate that reads the clock, and it holds no
+//! review logic of its own: what a viewer may do is decided in
+//! [`crate::http`] and the modules it calls, never here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::replay::{ReviewService, ReviewSettings};
+use crate::http::{ReviewService, ReviewSettings};
 use anyhow::{Context as _, bail};
 use chaperone_archive::keys::RecorderPublicKey;
 use chaperone_tokens::fetch::{JwksFetcher, JwksSource};
@@ -29,50 +33,50 @@ fn unix_micros() -> u64 {
 pub struct ReviewArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The recordings' directory.
     #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
+    pub(crate) store: Option<PathBuf>,
     /// A TOML file with the recorder's `store.*` keys (S3); secrets may come
     /// from `CHAPERONE_REVIEW_STORE_<KEY>`.
     #[arg(long, value_name = "FILE")]
-    pub store_config: Option<PathBuf>,
+    pub(crate) store_config: Option<PathBuf>,
     /// The review age identity (`age-keygen` format).
     #[arg(long, value_name = "FILE")]
-    pub identity: PathBuf,
+    pub(crate) identity: PathBuf,
     /// The recorder's manifest public key, obtained out of band.
     #[arg(long, value_name = "FILE")]
-    pub recorder_key: PathBuf,
+    pub(crate) recorder_key: PathBuf,
     /// The gateway's public URL (review tokens' `iss`).
     #[arg(long, value_name = "URL")]
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// URL or file of the gateway's JWKS (fetched again every 5 minutes).
     #[arg(long, value_name = "URL|FILE")]
-    pub jwks: String,
+    pub(crate) jwks: String,
     /// Audience of review tokens.
     #[arg(long, default_value = chaperone_tokens::DEFAULT_REVIEW_AUDIENCE)]
-    pub audience: String,
+    pub(crate) audience: String,
     /// Path prefix, also the review cookie's path.
     #[arg(long, value_name = "PATH", default_value = "/review")]
-    pub mount: String,
+    pub(crate) mount: String,
     /// Mark the review cookie `Secure` (any https deployment).
     #[arg(long)]
-    pub secure_cookies: bool,
+    pub(crate) secure_cookies: bool,
     /// Review session lifetime, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
-    pub session_secs: u64,
+    pub(crate) session_secs: u64,
     /// Memory for opened recordings and remuxed files, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 512)]
-    pub cache_mb: usize,
+    pub(crate) cache_mb: usize,
     /// Retention of recordings without concerns or incidents, days.
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
-    pub retention_standard_days: u64,
+    pub(crate) retention_standard_days: u64,
     /// Retention of recordings with a concern or incident (once no hold), days.
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
-    pub retention_flagged_days: u64,
+    pub(crate) retention_flagged_days: u64,
     /// How often the retention sweep runs, seconds (at least 60).
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
-    pub sweep_secs: u64,
+    pub(crate) sweep_secs: u64,
 }
 
 impl ReviewArgs {
@@ -96,7 +100,7 @@ impl ReviewArgs {
 }
 
 /// Reads an age identity file (`age-keygen` format; comments allowed).
-pub fn load_identity(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+fn load_identity(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading identity {}", path.display()))?;
     crate::open::identity_of(&text)

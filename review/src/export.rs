@@ -28,7 +28,7 @@ use chaperone_archive::verify::verify_lesson;
 /// Why an export could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExportError {
+pub(crate) enum ExportError {
     /// The lesson has no recording.
     #[error("no recording")]
     NotFound,
@@ -42,18 +42,16 @@ pub enum ExportError {
 
 /// A finished bundle.
 #[derive(Debug)]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// The tar bytes.
     pub tar: Vec<u8>,
     /// The first and last segment included (all when `None`).
     pub segments: Option<(u64, u64)>,
-    /// Whether the recording verified at export time.
-    pub verified: bool,
 }
 
 /// Builds the bundle for `lesson`; with `range_micros` (unix microseconds),
 /// only the segments overlapping it.
-pub async fn bundle(
+pub(crate) async fn bundle(
     store: &dyn ObjectStore,
     lesson: &LessonId,
     key: &RecorderPublicKey,
@@ -130,9 +128,5 @@ pub async fn bundle(
     let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
     add(&format!("{root}/report.json"), &json)?;
     let tar = tar.into_inner()?;
-    Ok(Bundle {
-        tar,
-        segments,
-        verified: report.ok,
-    })
+    Ok(Bundle { tar, segments })
 }

@@ -2,14 +2,15 @@
 //! holds the age identity recordings are sealed to.
 //!
 //! - [`open`]: opening sealed segments with the review (or escrow) identity;
-//! - [`library`]: a recording opened for review, on one timeline;
+//! - `library`: a recording opened for review, on one timeline;
 //! - [`webm`]: remuxing recorded frames into WebM (libwebm);
-//! - [`policy`]: what each review scope may see;
+//! - `policy`: what each review scope may see;
 //! - [`marks`]: DSL-only ranges and legal holds;
 //! - [`audit`]: the review audit log, hash-chained in the object store;
 //! - [`retention`]: the retention sweep;
-//! - [`export`]: export bundles for external agencies;
-//! - [`replay`]: the review service's HTTP API;
+//! - `export`: export bundles for external agencies;
+//! - [`http`]: the review service's HTTP API (also named [`replay`], its
+//!   former name, which the gateway's dev mode still uses);
 //! - [`command`]: `recorder review`, the service as its own process.
 //!
 //! It must never serve a byte a review token's scope does not cover, never
@@ -19,11 +20,14 @@
 
 pub mod audit;
 pub mod command;
-pub mod export;
-pub mod library;
+pub(crate) mod export;
+pub mod http;
+pub(crate) mod library;
 pub mod marks;
 pub mod open;
-pub mod policy;
-pub mod replay;
+pub(crate) mod policy;
 pub mod retention;
 pub mod webm;
+
+/// The review service's HTTP API under its former name.
+pub use self::http as replay;

@@ -10,7 +10,6 @@
 //! reading the store; no clock.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chaperone_protocol::event::LessonEvent;
 use chaperone_protocol::feed::{FeedFrame, MediaCodec};
@@ -52,7 +51,7 @@ pub enum LibraryError {
 
 /// Who someone was in the lesson.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Participant {
+pub(crate) struct Participant {
     /// Their id in the lesson.
     pub id: ParticipantId,
     /// Who they are.
@@ -65,7 +64,7 @@ pub struct Participant {
 
 /// A lesson event at its time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TimedEvent {
+pub(crate) struct TimedEvent {
     /// Feed seq.
     pub seq: u64,
     /// Microseconds since the lesson's start.
@@ -76,7 +75,7 @@ pub struct TimedEvent {
 
 /// A chat message at its time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TimedChat {
+pub(crate) struct TimedChat {
     /// Feed seq.
     pub seq: u64,
     /// Microseconds since the lesson's start.
@@ -91,7 +90,7 @@ pub struct TimedChat {
 
 /// One track's frames on the lesson timeline.
 #[derive(Clone, Debug, Default)]
-pub struct TrackFrames {
+pub(crate) struct TrackFrames {
     /// The codec of the frames (the first frame's; a change is kept as is).
     pub codec: Option<MediaCodec>,
     /// The frames, in order.
@@ -100,7 +99,7 @@ pub struct TrackFrames {
 
 /// A whole lesson opened for review.
 #[derive(Debug)]
-pub struct Recording {
+pub(crate) struct Recording {
     /// The lesson.
     pub lesson: LessonId,
     /// The trusted checkpoint's number.
@@ -127,7 +126,7 @@ pub struct Recording {
 
 /// What the search needs of a recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// The lesson.
     pub lesson: LessonId,
     /// Start, unix milliseconds.
@@ -150,7 +149,7 @@ pub struct Summary {
 
 impl Recording {
     /// The search summary.
-    pub fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> Summary {
         let mut staff = Vec::new();
         let mut pupils = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -194,13 +193,13 @@ impl Recording {
     }
 
     /// The role of a participant (`None`: never joined).
-    pub fn role_of(&self, p: ParticipantId) -> Option<Role> {
+    pub(crate) fn role_of(&self, p: ParticipantId) -> Option<Role> {
         self.participants.get(&p).map(|x| x.role)
     }
 }
 
 /// The lessons that have a recording in `store` (a `manifests/` object).
-pub async fn list_lessons(store: &dyn ObjectStore) -> Result<Vec<LessonId>, LibraryError> {
+pub(crate) async fn list_lessons(store: &dyn ObjectStore) -> Result<Vec<LessonId>, LibraryError> {
     let listing = store
         .list_with_delimiter(Some(&Path::from("lessons")))
         .await?;
@@ -212,7 +211,7 @@ pub async fn list_lessons(store: &dyn ObjectStore) -> Result<Vec<LessonId>, Libr
 }
 
 /// The latest checkpoint whose signature verifies, with its number.
-pub async fn trusted_manifest(
+pub(crate) async fn trusted_manifest(
     store: &dyn ObjectStore,
     lesson: &LessonId,
     key: &RecorderPublicKey,
@@ -291,7 +290,7 @@ fn place(
 
 /// Opens a whole lesson: the trusted manifest, every segment checked
 /// against it, decrypted and parsed, laid out on the timeline.
-pub async fn open(
+pub(crate) async fn open(
     store: &dyn ObjectStore,
     lesson: &LessonId,
     key: &RecorderPublicKey,
@@ -426,7 +425,7 @@ pub async fn open(
 
 /// The file name of a track group: `p<participant>-av.webm` (camera and
 /// microphone) or `p<participant>-screen.webm`.
-pub fn file_name(participant: ParticipantId, screen: bool) -> String {
+pub(crate) fn file_name(participant: ParticipantId, screen: bool) -> String {
     if screen {
         format!("p{}-screen.webm", participant.0)
     } else {
@@ -434,20 +433,8 @@ pub fn file_name(participant: ParticipantId, screen: bool) -> String {
     }
 }
 
-/// Parses [`file_name`]'s output.
-pub fn parse_file_name(name: &str) -> Option<(ParticipantId, bool)> {
-    let rest = name.strip_prefix('p')?.strip_suffix(".webm")?;
-    let (id, kind) = rest.split_once('-')?;
-    let id: u64 = id.parse().ok()?;
-    match kind {
-        "av" => Some((ParticipantId(id), false)),
-        "screen" => Some((ParticipantId(id), true)),
-        _ => None,
-    }
-}
-
 /// The tracks of a file: (video track, audio track).
-pub fn file_tracks(participant: ParticipantId, screen: bool) -> (TrackId, Option<TrackId>) {
+pub(crate) fn file_tracks(participant: ParticipantId, screen: bool) -> (TrackId, Option<TrackId>) {
     if screen {
         (TrackId::new(participant, MediaSource::ScreenShare), None)
     } else {
@@ -457,6 +444,3 @@ pub fn file_tracks(participant: ParticipantId, screen: bool) -> (TrackId, Option
         )
     }
 }
-
-/// Shared, immutable.
-pub type SharedRecording = Arc<Recording>;

@@ -21,7 +21,7 @@ use chaperone_protocol::LessonId;
 /// A range of a recording only the DSL may see.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Restriction {
+pub(crate) struct Restriction {
     /// When it was marked, unix microseconds.
     pub at: u64,
     /// Who marked it (`issuer#subject`).
@@ -126,7 +126,7 @@ async fn append<T: Serialize>(
 }
 
 /// The DSL-only ranges of a lesson.
-pub async fn restrictions(
+pub(crate) async fn restrictions(
     store: &dyn ObjectStore,
     lesson: &LessonId,
 ) -> Result<Vec<Restriction>, MarkError> {
@@ -138,7 +138,7 @@ pub async fn restrictions(
 }
 
 /// Marks a range DSL-only.
-pub async fn restrict(
+pub(crate) async fn restrict(
     store: &dyn ObjectStore,
     lesson: &LessonId,
     r: &Restriction,
@@ -147,7 +147,7 @@ pub async fn restrict(
 }
 
 /// The holds placed and lifted on a lesson, oldest first.
-pub async fn holds(
+pub(crate) async fn holds(
     store: &dyn ObjectStore,
     lesson: &LessonId,
 ) -> Result<Vec<HoldRecord>, MarkError> {
@@ -169,12 +169,12 @@ pub async fn set_hold(
 
 /// Whether a lesson is on legal hold: the latest hold record decides; with
 /// none, a recording holding a concern or incident is held.
-pub fn is_held(records: &[HoldRecord], flagged: bool) -> bool {
+pub(crate) fn is_held(records: &[HoldRecord], flagged: bool) -> bool {
     records.last().map_or(flagged, |h| h.held)
 }
 
 /// Removes every mark of a lesson (after its recording was deleted).
-pub async fn forget(store: &dyn ObjectStore, lesson: &LessonId) -> Result<(), MarkError> {
+pub(crate) async fn forget(store: &dyn ObjectStore, lesson: &LessonId) -> Result<(), MarkError> {
     for kind in ["restrictions", "holds"] {
         let mut stream = store.list(Some(&prefix(kind, lesson)));
         let mut paths = Vec::new();

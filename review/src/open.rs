@@ -3,7 +3,7 @@
 //!
 //! Only the review service may call into this module; it is the one place in
 //! the crate that takes an [`age::x25519::Identity`]. The recorder's ingest
-//! path ([`chaperone_archive::segment`], [`chaperone_archive::archive`]) must never use it: it holds
+//! path ([`chaperone_archive::segment`], [`chaperone_archive::writer`]) must never use it: it holds
 //! public recipients only (DESIGN principle 5). Anything opened here is
 //! equally openable with the standard tool: `age -d -i identity.txt seg.age`.
 
@@ -43,10 +43,7 @@ impl From<age::DecryptError> for OpenError {
 
 /// Decrypts the plaintext bytes of a sealed segment, bounded by
 /// [`MAX_PLAINTEXT_LEN`]. Authentication of every age chunk is checked.
-pub fn open_plaintext(
-    sealed: &[u8],
-    identity: &age::x25519::Identity,
-) -> Result<Vec<u8>, OpenError> {
+fn open_plaintext(sealed: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>, OpenError> {
     let decryptor = age::Decryptor::new_buffered(sealed)?;
     let reader = decryptor.decrypt(std::iter::once(identity as &dyn age::Identity))?;
     let mut plaintext = Vec::new();

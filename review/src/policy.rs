@@ -10,7 +10,8 @@
 //! - [`Access::Pupil`] (`pupil_copy`): only staff cameras, microphones and
 //!   screen shares, public chat only, no events, never DSL-only ranges.
 //!
-//! Pure.
+//! Pure: no I/O, no clock. A route must never serve media, chat or events
+//! that did not come through here.
 
 use chaperone_protocol::{MediaSource, ParticipantId, Role};
 use chaperone_tokens::ReviewScope;
@@ -22,7 +23,7 @@ use crate::webm::{Span, VideoCodec};
 
 /// How much of a recording a scope sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
+pub(crate) enum Access {
     /// Everything.
     Full,
     /// Everything but DSL-only ranges.
@@ -33,7 +34,7 @@ pub enum Access {
 
 impl Access {
     /// The access a scope grants.
-    pub fn of(scope: ReviewScope) -> Self {
+    pub(crate) fn of(scope: ReviewScope) -> Self {
         match scope {
             ReviewScope::DslRestricted => Access::Full,
             ReviewScope::Safeguarding => Access::Blanked,
@@ -43,7 +44,7 @@ impl Access {
 }
 
 /// The spans whose media, chat and events `access` must not get.
-pub fn withheld(access: Access, restrictions: &[Restriction]) -> Vec<Span> {
+pub(crate) fn withheld(access: Access, restrictions: &[Restriction]) -> Vec<Span> {
     match access {
         Access::Full => Vec::new(),
         Access::Blanked | Access::Pupil => {
@@ -67,7 +68,7 @@ fn inside(spans: &[Span], t: u64) -> bool {
 
 /// One playable file of a recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FileInfo {
+pub(crate) struct FileInfo {
     /// `p3-av.webm` or `p3-screen.webm`.
     pub name: String,
     /// Whose.
@@ -85,7 +86,7 @@ pub struct FileInfo {
 }
 
 /// The files `access` may play.
-pub fn files(rec: &Recording, access: Access) -> Vec<FileInfo> {
+pub(crate) fn files(rec: &Recording, access: Access) -> Vec<FileInfo> {
     let mut owners: Vec<(ParticipantId, bool)> = rec
         .tracks
         .keys()
@@ -126,7 +127,7 @@ pub fn files(rec: &Recording, access: Access) -> Vec<FileInfo> {
 
 /// A chat message as served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChatOut {
+pub(crate) struct ChatOut {
     /// Ms from the lesson's start.
     pub t_ms: u64,
     /// Sender.
@@ -144,7 +145,7 @@ pub struct ChatOut {
 }
 
 /// The chat `access` may read, outside `withheld`.
-pub fn chat(rec: &Recording, access: Access, withheld: &[Span]) -> Vec<ChatOut> {
+pub(crate) fn chat(rec: &Recording, access: Access, withheld: &[Span]) -> Vec<ChatOut> {
     let name = |p: ParticipantId| {
         rec.participants
             .get(&p)
@@ -168,7 +169,7 @@ pub fn chat(rec: &Recording, access: Access, withheld: &[Span]) -> Vec<ChatOut> 
 
 /// An event as served.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EventOut {
+pub(crate) struct EventOut {
     /// Ms from the lesson's start.
     pub t_ms: u64,
     /// The event's kind (`joined`, `concern`, ...).
@@ -178,7 +179,7 @@ pub struct EventOut {
 }
 
 /// The events `access` may see, outside `withheld`. Pupils get none.
-pub fn events(rec: &Recording, access: Access, withheld: &[Span]) -> Vec<EventOut> {
+pub(crate) fn events(rec: &Recording, access: Access, withheld: &[Span]) -> Vec<EventOut> {
     if access == Access::Pupil {
         return Vec::new();
     }

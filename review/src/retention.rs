@@ -72,7 +72,7 @@ const DAY_MICROS: u64 = 86_400 * 1_000_000;
 /// Sweeps every recording in `store` at `now_micros`. Recordings whose
 /// manifest cannot be trusted are left alone (and logged): the sweep never
 /// deletes what it cannot account for.
-pub async fn sweep(
+pub(crate) async fn sweep(
     store: &dyn ObjectStore,
     key: &RecorderPublicKey,
     identity: &age::x25519::Identity,

@@ -24,7 +24,7 @@ use webm::mux::{AudioCodecId, SegmentBuilder, SegmentMode, VideoCodecId, Writer}
 
 /// One frame placed on the lesson timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TimedFrame {
+pub(crate) struct TimedFrame {
     /// Microseconds since the lesson's start.
     pub t_micros: u64,
     /// Frames before this one were lost (video must wait for a keyframe).
@@ -35,7 +35,7 @@ pub struct TimedFrame {
 
 /// A half-open span of the lesson timeline, microseconds from its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Span {
+pub(crate) struct Span {
     /// Start, inclusive.
     pub from_micros: u64,
     /// End, exclusive.
@@ -44,14 +44,14 @@ pub struct Span {
 
 impl Span {
     /// Whether `t` lies inside.
-    pub fn contains(&self, t: u64) -> bool {
+    pub(crate) fn contains(&self, t: u64) -> bool {
         self.from_micros <= t && t < self.to_micros
     }
 }
 
 /// The video codecs a WebM file can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VideoCodec {
+pub(crate) enum VideoCodec {
     /// VP8.
     Vp8,
     /// VP9.
@@ -60,7 +60,7 @@ pub enum VideoCodec {
 
 impl VideoCodec {
     /// The WebM-playable codec of a recorded one, if any (H.264 is not).
-    pub fn of(codec: MediaCodec) -> Option<Self> {
+    pub(crate) fn of(codec: MediaCodec) -> Option<Self> {
         match codec {
             MediaCodec::Vp8 => Some(VideoCodec::Vp8),
             MediaCodec::Vp9 => Some(VideoCodec::Vp9),
@@ -71,7 +71,7 @@ impl VideoCodec {
 
 /// What to put in one file.
 #[derive(Clone, Debug, Default)]
-pub struct MuxInput<'a> {
+pub(crate) struct MuxInput<'a> {
     /// The video track and its codec, if any.
     pub video: Option<(VideoCodec, &'a [TimedFrame])>,
     /// The Opus audio track, if any.
@@ -84,7 +84,7 @@ pub struct MuxInput<'a> {
 
 /// A muxed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebmFile {
+pub(crate) struct WebmFile {
     /// The WebM bytes.
     pub bytes: Vec<u8>,
     /// Video frame size, when there is video.
@@ -105,7 +105,7 @@ pub struct WebmFile {
 impl WebmFile {
     /// The timeline position (microseconds) of the byte at `offset`: the
     /// start of the cluster holding it (0 before the first cluster).
-    pub fn time_at(&self, offset: u64) -> u64 {
+    pub(crate) fn time_at(&self, offset: u64) -> u64 {
         self.clusters
             .iter()
             .take_while(|(o, _)| *o <= offset)
@@ -117,7 +117,7 @@ impl WebmFile {
 /// Why a file could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum WebmError {
+pub(crate) enum WebmError {
     /// Nothing playable is left (no frames, or video without a keyframe).
     #[error("nothing playable to write")]
     Empty,
@@ -142,12 +142,12 @@ fn opus_head() -> Vec<u8> {
 
 /// A 20 ms Opus frame of silence (CELT, fullband, mono: TOC 0xf8), as
 /// WebRTC stacks send it.
-pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+pub(crate) const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 /// The length of one [`OPUS_SILENCE`] frame.
 const SILENCE_STEP_MICROS: u64 = 20_000;
 
 /// Whether a video frame is a keyframe, and its size if it says.
-pub fn keyframe_info(codec: VideoCodec, data: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn keyframe_info(codec: VideoCodec, data: &[u8]) -> Option<(u32, u32)> {
     match codec {
         VideoCodec::Vp8 => vp8_keyframe(data),
         VideoCodec::Vp9 => vp9_keyframe(data),
@@ -228,7 +228,7 @@ fn vp9_keyframe(d: &[u8]) -> Option<(u32, u32)> {
 /// out; after a gap (omitted frames or a recorded discontinuity) video
 /// resumes at the next keyframe. Timestamps are forced strictly increasing
 /// per track (libwebm needs them non-decreasing across tracks).
-pub fn mux(input: &MuxInput<'_>) -> Result<WebmFile, WebmError> {
+pub(crate) fn mux(input: &MuxInput<'_>) -> Result<WebmFile, WebmError> {
     let omitted = |t: u64| input.omit.iter().any(|s| s.contains(t));
     // (t, is_video, keyframe, data) in timeline order.
     let mut items: Vec<(u64, bool, bool, &[u8])> = Vec::new();
@@ -344,7 +344,7 @@ pub fn mux(input: &MuxInput<'_>) -> Result<WebmFile, WebmError> {
 }
 
 /// An EBML element header at `pos`: (id, data start, data size).
-pub fn element_at(b: &[u8], pos: usize) -> Option<(u32, usize, Option<u64>)> {
+pub(crate) fn element_at(b: &[u8], pos: usize) -> Option<(u32, usize, Option<u64>)> {
     let first = *b.get(pos)?;
     let id_len = first.leading_zeros() as usize + 1;
     if id_len > 4 {
@@ -371,19 +371,19 @@ pub fn element_at(b: &[u8], pos: usize) -> Option<(u32, usize, Option<u64>)> {
 }
 
 /// EBML ids this module reads back.
-pub mod ids {
+pub(crate) mod ids {
     /// Segment.
-    pub const SEGMENT: u32 = 0x1853_8067;
+    pub(crate) const SEGMENT: u32 = 0x1853_8067;
     /// Cluster.
-    pub const CLUSTER: u32 = 0x1F43_B675;
+    pub(crate) const CLUSTER: u32 = 0x1F43_B675;
     /// Cluster timestamp.
-    pub const TIMESTAMP: u32 = 0xE7;
+    pub(crate) const TIMESTAMP: u32 = 0xE7;
     /// SimpleBlock.
-    pub const SIMPLE_BLOCK: u32 = 0xA3;
+    pub(crate) const SIMPLE_BLOCK: u32 = 0xA3;
     /// BlockGroup.
-    pub const BLOCK_GROUP: u32 = 0xA0;
+    pub(crate) const BLOCK_GROUP: u32 = 0xA0;
     /// Block (inside a BlockGroup).
-    pub const BLOCK: u32 = 0xA1;
+    pub(crate) const BLOCK: u32 = 0xA1;
 }
 
 /// The clusters of a WebM file (ours: known sizes, 1 ms timecode scale) as
