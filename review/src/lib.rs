@@ -9,12 +9,13 @@
 //! - [`audit`]: the review audit log, hash-chained in the object store;
 //! - [`retention`]: the retention sweep;
 //! - `export`: export bundles for external agencies;
-//! - [`http`]: the review service's HTTP API (also named [`replay`], its
-//!   former name, which the gateway's dev mode still uses);
+//! - [`http`]: the review service's HTTP API;
 //! - [`command`]: `recorder review`, the service as its own process.
 //!
 //! It must never serve a byte a review token's scope does not cover, never
-//! open a recording without an audit record, and never write a recording.
+//! open a recording without an audit record, and never change what a
+//! recording holds: it writes only beside a lesson (marks, holds, the audit
+//! log), and deletes only whole lessons, by the retention schedule, audited.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
@@ -28,6 +29,3 @@ pub mod open;
 pub(crate) mod policy;
 pub mod retention;
 pub mod webm;
-
-/// The review service's HTTP API under its former name.
-pub use self::http as replay;

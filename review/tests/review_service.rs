@@ -21,7 +21,7 @@ use chaperone_protocol::feed::{FeedFrame, MediaCodec};
 use chaperone_protocol::{LessonId, MediaSource, ParticipantId, Role, TrackId, UserRef};
 use chaperone_recorder::ingest::LessonSink;
 use chaperone_review::marks::{self, HoldRecord};
-use chaperone_review::replay::{ReviewService, ReviewSettings};
+use chaperone_review::http::{ReviewService, ReviewSettings};
 use chaperone_tokens::{KeySet, ReviewScope, TokenIssuer};
 use object_store::ObjectStore;
 use reqwest::StatusCode;

@@ -52,7 +52,7 @@ pub fn mount_embedded(
 fn embedded_service(
     config: &Config,
     tokens: &TokenIssuer,
-) -> Result<Arc<chaperone_review::replay::ReviewService>, String> {
+) -> Result<Arc<chaperone_review::http::ReviewService>, String> {
     use chaperone_archive::keys::RecorderSigningKey;
     let r = &config.recorder;
     let dir = if r.dir.is_empty() {
@@ -83,13 +83,13 @@ fn embedded_service(
         .map_err(|e| e.to_string())?
         .public();
     let store = chaperone_archive::writer::local_store(&dir).map_err(|e| e.to_string())?;
-    let settings = chaperone_review::replay::ReviewSettings {
+    let settings = chaperone_review::http::ReviewSettings {
         issuer: tokens.issuer.clone(),
         cookie_path: REVIEW_BASE.to_owned(),
         secure_cookies: tokens.issuer.starts_with("https://"),
         ..Default::default()
     };
-    Ok(chaperone_review::replay::ReviewService::new(
+    Ok(chaperone_review::http::ReviewService::new(
         store,
         identity,
         key,
