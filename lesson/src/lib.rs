@@ -21,6 +21,9 @@
 //! is what makes "a source that is not allowed is never forwarded" hold for
 //! every sequence of commands, not just the ones someone thought of.
 
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

@@ -10,7 +10,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Largest snapshot accepted when decoding (a lesson of a few hundred people
 /// fits in a few tens of kilobytes).
-pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
 
 /// A lesson's persisted control state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
-    /// The bytes are larger than [`MAX_SNAPSHOT_BYTES`].
+    /// The bytes are larger than the largest snapshot accepted (1 MiB).
     #[error("snapshot of {0} bytes is too large")]
     TooLarge(usize),
     /// The bytes are not a snapshot.
