@@ -10,7 +10,8 @@ use std::time::Instant;
 use chaperone_protocol::{LessonId, ParticipantId, Permissions, Role, UserRef};
 use serde::{Deserialize, Serialize};
 
-use crate::{Departed, Lesson, LessonConfig, LessonSetup, Presence};
+use crate::roster::Departed;
+use crate::{Lesson, LessonConfig, LessonSetup, Presence};
 
 /// Format version of [`Snapshot`].
 pub const SNAPSHOT_VERSION: u32 = 1;
