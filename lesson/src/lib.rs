@@ -28,11 +28,12 @@ mod chat;
 mod controls;
 mod roster;
 mod snapshot;
+mod supervision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use chaperone_protocol::event::{Compliance, HoldReason, LessonEvent};
+use chaperone_protocol::event::{HoldReason, LessonEvent};
 use chaperone_protocol::signal::{
     ClientMsg, ErrorCode, Farewell, LessonStatus, ParticipantInfo, ServerMsg, WaitingEntry,
 };
@@ -331,23 +332,6 @@ impl Lesson {
     // Inputs
     // ------------------------------------------------------------------
 
-    /// The recorder feed became attached (acknowledged) or was lost.
-    pub fn handle_recorder(&mut self, now: Instant, attached: bool) {
-        self.expire(now);
-        if attached != self.recorder_attached {
-            self.recorder_attached = attached;
-            self.recorder_lost_since = (!attached).then_some(now);
-            self.record(LessonEvent::Recorder { attached });
-        }
-        self.settle(now);
-    }
-
-    /// Time passed: apply graces and expiries due by `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.expire(now);
-        self.settle(now);
-    }
-
     /// A message from a present participant. Refusals are answered with a
     /// typed error to the sender and recorded as evidence.
     pub fn handle_message(&mut self, now: Instant, from: ParticipantId, msg: ClientMsg) {
@@ -472,81 +456,9 @@ impl Lesson {
     // Participants' own choices
     // ------------------------------------------------------------------
 
-    /// Keeps a teacher's camera-off clock in step with their camera.
-    fn camera_check(&mut self, now: Instant, p: ParticipantId) {
-        let Some(x) = self.participants.get_mut(&p) else {
-            return;
-        };
-        if x.role != Role::Teacher {
-            return;
-        }
-        if x.on.contains(&MediaSource::Camera) {
-            x.camera_off_since = None;
-            if std::mem::take(&mut x.camera_flagged) {
-                self.record(LessonEvent::Compliance {
-                    participant: p,
-                    kind: Compliance::TeacherCameraOn,
-                });
-            }
-        } else if x.camera_off_since.is_none() {
-            x.camera_off_since = Some(now);
-        }
-    }
-
     // ------------------------------------------------------------------
     // Derived state
     // ------------------------------------------------------------------
-
-    fn staff_present(&self) -> bool {
-        self.participants.values().any(|x| x.role.is_staff())
-    }
-
-    /// Applies graces and expiries due by `now`.
-    fn expire(&mut self, now: Instant) {
-        let grace = self.config.reconnect_grace;
-        self.departed
-            .retain(|_, d| now.saturating_duration_since(d.left_at) < grace);
-        let expired: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, x)| x.access_until.is_some_and(|until| until <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for p in expired {
-            self.drop_participant(p, Some(Farewell::AccessEnded));
-        }
-        // A grace may have run out since the last input without the shell's
-        // timer firing first: the rules of this input must see the hold.
-        self.update_holds(now);
-    }
-
-    /// Brings the supervision clock and the holds up to `now`.
-    fn update_holds(&mut self, now: Instant) {
-        if self.staff_present() {
-            self.unsupervised_since = None;
-        } else if self.unsupervised_since.is_none() {
-            self.unsupervised_since = Some(now);
-        }
-        let held = self.hold_reasons(now);
-        if held != self.held {
-            self.held = held.clone();
-            self.record(LessonEvent::Hold { reasons: held });
-        }
-    }
-
-    fn hold_reasons(&self, now: Instant) -> Vec<HoldReason> {
-        let mut reasons = Vec::new();
-        let overdue = |since: Option<Instant>, grace: Duration| {
-            since.is_some_and(|s| now.saturating_duration_since(s) >= grace)
-        };
-        if overdue(self.unsupervised_since, self.config.supervision_grace) {
-            reasons.push(HoldReason::Unsupervised);
-        }
-        if overdue(self.recorder_lost_since, self.config.recorder_grace) {
-            reasons.push(HoldReason::RecordingLost);
-        }
-        reasons
-    }
 
     /// Whether `track` may be forwarded: the forwarding rule.
     fn may_forward(&self, track: TrackId) -> bool {
@@ -618,33 +530,7 @@ impl Lesson {
     fn settle(&mut self, now: Instant) {
         self.update_holds(now);
 
-        // Teachers' cameras.
-        let grace = self.config.teacher_camera_grace;
-        let overdue: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, x)| {
-                !x.camera_flagged
-                    && x.camera_off_since
-                        .is_some_and(|s| now.saturating_duration_since(s) >= grace)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for p in overdue {
-            if let Some(x) = self.participants.get_mut(&p) {
-                x.camera_flagged = true;
-            }
-            self.record(LessonEvent::Compliance {
-                participant: p,
-                kind: Compliance::TeacherCameraOff,
-            });
-            self.send(
-                p,
-                ServerMsg::Banner {
-                    kind: Compliance::TeacherCameraOff,
-                },
-            );
-        }
+        self.flag_overdue_cameras(now);
 
         // Media plane: stop first, then start, so nothing is briefly forwarded
         // to someone who has just lost the right to receive it.
@@ -786,40 +672,6 @@ impl Lesson {
             self.persisted = Some(snapshot.clone());
             self.outputs.push_back(Output::Persist(snapshot));
         }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines = Vec::new();
-        if !self.held.contains(&HoldReason::Unsupervised) {
-            deadlines.extend(
-                self.unsupervised_since
-                    .map(|s| s + self.config.supervision_grace),
-            );
-        }
-        if !self.held.contains(&HoldReason::RecordingLost) {
-            deadlines.extend(
-                self.recorder_lost_since
-                    .map(|s| s + self.config.recorder_grace),
-            );
-        }
-        for x in self.participants.values() {
-            if !x.camera_flagged {
-                deadlines.extend(
-                    x.camera_off_since
-                        .map(|s| s + self.config.teacher_camera_grace),
-                );
-            }
-            deadlines.extend(x.access_until);
-        }
-        deadlines.extend(
-            self.departed
-                .values()
-                .map(|d| d.left_at + self.config.reconnect_grace),
-        );
-        if self.ended {
-            return None;
-        }
-        deadlines.into_iter().min()
     }
 
     // ------------------------------------------------------------------
