@@ -26,6 +26,7 @@
 
 mod chat;
 mod controls;
+mod forwarding;
 mod roster;
 mod snapshot;
 mod supervision;
@@ -460,35 +461,6 @@ impl Lesson {
     // Derived state
     // ------------------------------------------------------------------
 
-    /// Whether `track` may be forwarded: the forwarding rule.
-    fn may_forward(&self, track: TrackId) -> bool {
-        let Some(x) = self.participants.get(&track.participant) else {
-            return false;
-        };
-        let allowed = match x.role {
-            Role::Teacher | Role::Assistant => true,
-            Role::Observer => false,
-            Role::Pupil => {
-                x.presence == Presence::Admitted
-                    && self.held.is_empty()
-                    && self.permitted(track.participant, track.source.permission())
-            }
-        };
-        !self.ended && allowed && x.on.contains(&track.source)
-    }
-
-    /// Whether `p` may receive media: admitted, and if a pupil, not held.
-    fn may_receive(&self, p: ParticipantId) -> bool {
-        match self.participants.get(&p) {
-            Some(x) => {
-                !self.ended
-                    && x.presence == Presence::Admitted
-                    && (x.role != Role::Pupil || self.held.is_empty())
-            }
-            None => false,
-        }
-    }
-
     fn status(&self) -> LessonStatus {
         LessonStatus {
             recording: self.recorder_attached,
@@ -532,67 +504,7 @@ impl Lesson {
 
         self.flag_overdue_cameras(now);
 
-        // Media plane: stop first, then start, so nothing is briefly forwarded
-        // to someone who has just lost the right to receive it.
-        let want_fwd: BTreeSet<TrackId> = self
-            .participants
-            .iter()
-            .flat_map(|(id, x)| x.on.iter().map(move |s| TrackId::new(*id, *s)))
-            .filter(|t| self.may_forward(*t))
-            .collect();
-        let want_rx: BTreeSet<ParticipantId> = self
-            .participants
-            .keys()
-            .copied()
-            .filter(|p| self.may_receive(*p))
-            .collect();
-        for t in self
-            .forwarding
-            .difference(&want_fwd)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.outputs.push_back(Output::Forward {
-                track: t,
-                on: false,
-            });
-            self.record(LessonEvent::Forwarding {
-                track: t,
-                on: false,
-            });
-        }
-        for p in self
-            .receiving
-            .difference(&want_rx)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.outputs.push_back(Output::Receive {
-                participant: p,
-                on: false,
-            });
-        }
-        for p in want_rx
-            .difference(&self.receiving)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.outputs.push_back(Output::Receive {
-                participant: p,
-                on: true,
-            });
-        }
-        for t in want_fwd
-            .difference(&self.forwarding)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.outputs
-                .push_back(Output::Forward { track: t, on: true });
-            self.record(LessonEvent::Forwarding { track: t, on: true });
-        }
-        self.forwarding = want_fwd;
-        self.receiving = want_rx;
+        self.settle_media();
 
         // What participants see.
         let roster: Vec<ParticipantInfo> = self
