@@ -20,12 +20,28 @@
 //! Deriving the media plane from state, instead of patching it per command,
 //! is what makes "a source that is not allowed is never forwarded" hold for
 //! every sequence of commands, not just the ones someone thought of.
+//!
+//! Layout: this file holds the public types, the lesson's state and its
+//! accessors; the rules are `impl Lesson` blocks, one file per concern:
+//!
+//! - `roster`: joining and roles, the waiting room (admit, deny, remove,
+//!   re-allow, lock), leaving and the reconnect grace, blocks, the end;
+//! - `controls`: permissions and defaults, turn-off, engagement, sources;
+//! - `chat`: public and private chat, its policy and rate limit, concerns
+//!   and incidents;
+//! - `supervision`: holds, the recorder gate, the teacher-camera rule,
+//!   expiries and deadlines;
+//! - `dispatch`: client messages, through the gates, to their verbs;
+//! - `forwarding`: the forwarding rule and the media plane derived from it;
+//! - `settle`: the derivation after every input;
+//! - `snapshot`: the state that survives a node, taken and restored.
 
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
 mod chat;
 mod controls;
+mod dispatch;
 mod forwarding;
 mod roster;
 mod settle;
@@ -37,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use chaperone_protocol::event::{HoldReason, LessonEvent};
 use chaperone_protocol::signal::{
-    ClientMsg, ErrorCode, Farewell, LessonStatus, ParticipantInfo, ServerMsg, WaitingEntry,
+    Farewell, LessonStatus, ParticipantInfo, ServerMsg, WaitingEntry,
 };
 use chaperone_protocol::{
     LessonId, MediaSource, ParticipantId, Permissions, Role, TrackId, UserRef,
@@ -184,12 +200,15 @@ pub enum Output {
     Timeout(Option<Instant>),
 }
 
+/// Where a present participant is. Only pupils ever wait; staff and
+/// observers are admitted on joining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Presence {
     Waiting,
     Admitted,
 }
 
+/// A participant present now (one connection).
 #[derive(Clone, Debug)]
 struct Participant {
     user: UserRef,
@@ -330,146 +349,12 @@ impl Lesson {
             .unwrap_or(Output::Timeout(self.next_deadline()))
     }
 
-    // ------------------------------------------------------------------
-    // Inputs
-    // ------------------------------------------------------------------
-
-    /// A message from a present participant. Refusals are answered with a
-    /// typed error to the sender and recorded as evidence.
-    pub fn handle_message(&mut self, now: Instant, from: ParticipantId, msg: ClientMsg) {
-        self.expire(now);
-        if self.participants.contains_key(&from) {
-            let action = msg.name();
-            if let Err(code) = self.dispatch(now, from, msg) {
-                self.send(
-                    from,
-                    ServerMsg::Error {
-                        code,
-                        action: Some(action.to_owned()),
-                    },
-                );
-                self.record(LessonEvent::Refused {
-                    participant: from,
-                    action: action.to_owned(),
-                    code,
-                });
-            }
-        }
-        self.settle(now);
-    }
-
-    fn dispatch(
-        &mut self,
-        now: Instant,
-        from: ParticipantId,
-        msg: ClientMsg,
-    ) -> Result<(), ErrorCode> {
-        let (role, presence) = match self.participants.get(&from) {
-            Some(p) => (p.role, p.presence),
-            None => return Err(ErrorCode::UnknownParticipant),
-        };
-        if self.ended {
-            return Err(ErrorCode::Ended);
-        }
-        // A waiting pupil may do nothing but wait, or report a concern.
-        if presence == Presence::Waiting
-            && !matches!(
-                msg,
-                ClientMsg::ReportConcern { .. } | ClientMsg::Hello { .. }
-            )
-        {
-            return Err(ErrorCode::NotAdmitted);
-        }
-        let staff_only = matches!(
-            msg,
-            ClientMsg::Admit { .. }
-                | ClientMsg::AdmitAll
-                | ClientMsg::Deny { .. }
-                | ClientMsg::Remove { .. }
-                | ClientMsg::Reallow { .. }
-                | ClientMsg::Lock { .. }
-                | ClientMsg::SetPermission { .. }
-                | ClientMsg::TurnOff { .. }
-                | ClientMsg::SetChatPolicy { .. }
-                | ClientMsg::FlagIncident { .. }
-                | ClientMsg::EndLesson
-        );
-        if staff_only && !role.is_staff() {
-            return Err(ErrorCode::Forbidden);
-        }
-        match msg {
-            // The handshake is the shell's; a repeated hello changes nothing.
-            ClientMsg::Hello { .. } => Ok(()),
-            ClientMsg::Admit { participant } => self.admit(from, participant),
-            ClientMsg::AdmitAll => self.admit_all(from),
-            ClientMsg::Deny { participant } => self.deny(from, participant),
-            ClientMsg::Remove { participant } => self.remove(from, participant),
-            ClientMsg::Reallow { participant } => self.reallow(from, participant),
-            ClientMsg::Lock { locked } => {
-                self.lock(from, locked);
-                Ok(())
-            }
-            ClientMsg::SetPermission {
-                target,
-                permission,
-                granted,
-            } => self.set_permission(from, target, permission, granted),
-            ClientMsg::TurnOff { target, source } => self.turn_off(from, target, source),
-            ClientMsg::SetChatPolicy {
-                public_chat,
-                private_chat,
-            } => {
-                self.set_chat_policy(from, public_chat, private_chat);
-                Ok(())
-            }
-            ClientMsg::FlagIncident { note } => self.flag_incident(from, &note),
-            ClientMsg::EndLesson => {
-                self.end(from);
-                Ok(())
-            }
-            ClientMsg::SetEngagement { engagement } => self.set_engagement(now, from, engagement),
-            ClientMsg::SetSource { source, on } => self.set_source(now, from, source, on),
-            ClientMsg::Chat { to, text } => self.chat(now, from, to, text),
-            ClientMsg::ReportConcern { text } => self.report_concern(now, from, role, &text),
-            ClientMsg::Offer { sdp } => {
-                self.outputs.push_back(Output::MediaOffer {
-                    participant: from,
-                    sdp,
-                });
-                Ok(())
-            }
-            ClientMsg::Answer { sdp } => {
-                self.outputs.push_back(Output::MediaAnswer {
-                    participant: from,
-                    sdp,
-                });
-                Ok(())
-            }
-            // `ClientMsg` is non-exhaustive: a message this core does not know is refused.
-            _ => Err(ErrorCode::Malformed),
-        }
-    }
-
-    // ------------------------------------------------------------------
-    // Teacher verbs
-    // ------------------------------------------------------------------
-
-    // ------------------------------------------------------------------
-    // Participants' own choices
-    // ------------------------------------------------------------------
-
-    // ------------------------------------------------------------------
-    // Derived state
-    // ------------------------------------------------------------------
-
-    // ------------------------------------------------------------------
-    // Plumbing
-    // ------------------------------------------------------------------
-
+    /// Queues a message to a participant.
     fn send(&mut self, to: ParticipantId, msg: ServerMsg) {
         self.outputs.push_back(Output::Send(to, msg));
     }
 
+    /// Queues a lesson event for the recording.
     fn record(&mut self, event: LessonEvent) {
         self.outputs.push_back(Output::Record(Record::Event(event)));
     }
