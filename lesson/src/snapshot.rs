@@ -1,16 +1,24 @@
 //! The part of a lesson that must survive its node: who was admitted, every
-//! permission, removal and block, the chat policy and the lock. Media and
-//! connections are not in it: they are rebuilt when clients reconnect.
+//! permission, removal and block, the chat policy and the lock; taking it
+//! from a [`Lesson`] and rebuilding a lesson from it. Media and connections
+//! are not in it: they are rebuilt when clients reconnect. A restored lesson
+//! must never be more permissive than the one that was saved: every mute,
+//! revocation, removal and block comes back with it.
 
-use chaperone_protocol::{LessonId, ParticipantId, Permissions, UserRef};
+use std::time::Instant;
+
+use chaperone_protocol::{LessonId, ParticipantId, Permissions, Role, UserRef};
 use serde::{Deserialize, Serialize};
+
+use crate::roster::Departed;
+use crate::{Lesson, LessonConfig, LessonSetup, Presence};
 
 /// Format version of [`Snapshot`].
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Largest snapshot accepted when decoding (a lesson of a few hundred people
 /// fits in a few tens of kilobytes).
-pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
 
 /// A lesson's persisted control state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +54,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
-    /// The bytes are larger than [`MAX_SNAPSHOT_BYTES`].
+    /// The bytes are larger than the largest snapshot accepted (1 MiB).
     #[error("snapshot of {0} bytes is too large")]
     TooLarge(usize),
     /// The bytes are not a snapshot.
@@ -78,5 +86,93 @@ impl Snapshot {
             return Err(SnapshotError::Version(s.version));
         }
         Ok(s)
+    }
+}
+
+impl Lesson {
+    /// The control state that must survive this node.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut permissions: Vec<(UserRef, Permissions)> = self
+            .permissions
+            .iter()
+            .map(|(u, p)| (u.clone(), *p))
+            .collect();
+        permissions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut admitted: Vec<UserRef> = self
+            .participants
+            .values()
+            .filter(|x| x.presence == Presence::Admitted && x.role == Role::Pupil)
+            .map(|x| x.user.clone())
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, d)| d.admitted)
+                    .map(|(u, _)| u.clone()),
+            )
+            .collect();
+        admitted.sort();
+        admitted.dedup();
+        let mut blocked: Vec<UserRef> = self.blocked.iter().cloned().collect();
+        blocked.sort();
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            lesson: self.setup.id,
+            next_participant: self.next_id,
+            locked: self.locked,
+            public_chat: self.public_chat,
+            private_chat: self.private_chat,
+            ended: self.ended,
+            defaults: self.defaults,
+            permissions,
+            admitted,
+            removed: self.removed.iter().map(|(p, u)| (*p, u.clone())).collect(),
+            blocked,
+        }
+    }
+
+    /// Rebuilds a lesson on another node from its last snapshot. Pupils who
+    /// were admitted may reconnect within the reconnect grace without
+    /// waiting again; every mute, revocation, removal and block holds. The
+    /// recorder counts as lost until the feed is acknowledged again.
+    pub fn restore(
+        now: Instant,
+        setup: LessonSetup,
+        config: LessonConfig,
+        snapshot: Snapshot,
+    ) -> Result<Self, SnapshotError> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(snapshot.version));
+        }
+        if snapshot.lesson != setup.id {
+            return Err(SnapshotError::WrongLesson);
+        }
+        let mut lesson = Self::new(now, setup, config);
+        // `new` emitted its own initial snapshot; the restored one replaces it.
+        lesson.outputs.clear();
+        lesson.next_id = snapshot.next_participant.max(1);
+        lesson.locked = snapshot.locked;
+        lesson.public_chat = snapshot.public_chat;
+        lesson.private_chat = snapshot.private_chat;
+        lesson.ended = snapshot.ended;
+        lesson.defaults = snapshot.defaults;
+        lesson.permissions = snapshot.permissions.into_iter().collect();
+        lesson.departed = snapshot
+            .admitted
+            .into_iter()
+            .map(|u| {
+                (
+                    u,
+                    Departed {
+                        left_at: now,
+                        admitted: true,
+                    },
+                )
+            })
+            .collect();
+        lesson.removed = snapshot.removed.into_iter().collect();
+        lesson.blocked = snapshot.blocked.into_iter().collect();
+        lesson.persisted = None;
+        lesson.settle(now);
+        Ok(lesson)
     }
 }
