@@ -62,7 +62,7 @@ pub struct Entry {
 }
 
 /// A span the archive knowingly lacks: frames lost beyond the gateway's
-/// replay buffer. Written down, never hidden (DESIGN principle 4).
+/// replay buffer. Written down, never hidden (docs/architecture.md: nothing recorded is lost).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gap {

@@ -5,7 +5,7 @@
 //! encryption. It must never hold or accept an age identity (a secret key):
 //! the recorder's ingest path only knows [`RecipientSet`], a list of
 //! [`age::x25519::Recipient`]s, so a compromised recorder cannot read what it
-//! wrote (DESIGN principle 5, SECURITY 20). Opening a segment lives in
+//! wrote (docs/security.md §20). Opening a segment lives in
 //! [`crate::review`], which is for the review service only.
 //!
 //! # Plaintext format (`CHAPSEG1`)

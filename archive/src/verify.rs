@@ -1,5 +1,5 @@
 //! `recorder verify`: checks one lesson's archive end to end and reports
-//! every problem found, not just the first (SECURITY 21).
+//! every problem found, not just the first (docs/security.md §21).
 //!
 //! Checks, in order: every manifest checkpoint's Ed25519 signature against a
 //! public key obtained out of band (never the copy in the archive); that the

@@ -1,5 +1,5 @@
 //! The school's lessons as staff create them (the state store's `lessons`
-//! table), and who may see which (SECURITY.md 14). Pure: the web handlers
+//! table), and who may see which (docs/security.md §14). Pure: the web handlers
 //! and the join check load records and grants and ask.
 
 use chaperone_protocol::{LessonId, UserRef};

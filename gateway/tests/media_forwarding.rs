@@ -1,6 +1,6 @@
 //! The SFU enforces the core's forwarding decisions against real WebRTC
 //! clients over loopback UDP, clients that keep sending whatever they are
-//! told (DESIGN.md principle 1; SECURITY.md 15, 16, 19).
+//! told (docs/security.md §15, §16, §19).
 
 mod media_support;
 

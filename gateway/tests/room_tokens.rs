@@ -1,5 +1,6 @@
 //! Room and service tokens: the happy path, key rotation, JWKS, and every
-//! forgery in SECURITY.md refused with the right typed error.
+//! forgery in docs/security.md (fault and abuse scenarios) refused with the
+//! right typed error.
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine;

@@ -1,6 +1,6 @@
 //! Newtype identifiers. None of them is a secret, but a [`LessonId`] is
 //! unguessable (128 random bits) so that a lesson cannot be found by
-//! enumeration (SECURITY.md 14).
+//! enumeration (docs/security.md §14).
 
 use std::fmt;
 use std::str::FromStr;
@@ -130,7 +130,7 @@ impl fmt::Display for TrackId {
 }
 
 /// A person, as the identity provider names them: issuer and subject.
-/// Never an email address (SECURITY.md 4).
+/// Never an email address (docs/security.md §4).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserRef {

@@ -1,7 +1,7 @@
 //! The review audit log: every list, view, seek, export, restriction, hold,
 //! deletion and refusal at the review service, as an append-only,
 //! hash-chained series of objects in the recordings' object store
-//! (SECURITY 22, 23).
+//! (docs/security.md §22, §23).
 //!
 //! ```text
 //! audit/<n:012>.json    record n (JSON), written once with put-if-absent

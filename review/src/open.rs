@@ -4,7 +4,7 @@
 //! Only the review service may call into this module; it is the one place in
 //! the crate that takes an [`age::x25519::Identity`]. The recorder's ingest
 //! path ([`chaperone_archive::segment`], [`chaperone_archive::writer`]) must never use it: it holds
-//! public recipients only (DESIGN principle 5). Anything opened here is
+//! public recipients only (docs/architecture.md, "Layers"). Anything opened here is
 //! equally openable with the standard tool: `age -d -i identity.txt seg.age`.
 
 use std::io::Read;

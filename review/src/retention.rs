@@ -1,5 +1,5 @@
 //! The retention sweep: recordings older than their class's retention
-//! period are deleted, unless on legal hold (SECURITY 23). Every deletion,
+//! period are deleted, unless on legal hold (docs/security.md §23). Every deletion,
 //! and every expired recording kept because of a hold, is an audit record.
 //!
 //! Classes: `standard` (no concern or incident in the recording) and

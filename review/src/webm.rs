@@ -8,7 +8,7 @@
 //! several `<video>` elements in step with one clock.
 //!
 //! The muxer is libwebm (Google's reference WebM muxer) through the `webm`
-//! crate, as DESIGN.md names it; files are written in "file" mode, with cues
+//! crate; files are written in "file" mode, with cues
 //! and a duration, so a player can seek with HTTP range requests. This module
 //! never decides *what* may be shown: the caller passes the ranges to leave
 //! out (DSL-only ranges) and those frames are not written at all; video

@@ -53,7 +53,7 @@
 //!
 //! Read the clock, touch a socket, panic on a datagram or an SDP, or put any
 //! candidate but the configured advertised address in an answer: participants
-//! never learn each other's addresses (SECURITY.md 19), everything goes
+//! never learn each other's addresses (docs/security.md §19), everything goes
 //! through the SFU.
 //!
 //! [`Rtc`]: str0m::Rtc

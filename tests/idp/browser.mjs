@@ -1,5 +1,5 @@
 // Headless Debian Chromium through playwright-core (never a downloaded
-// browser), with fake camera and microphone, as DESIGN.md describes.
+// browser), with fake camera and microphone.
 import { chromium } from 'playwright-core';
 
 export async function launch() {

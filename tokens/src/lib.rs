@@ -1,5 +1,5 @@
 //! Room and service tokens: short-lived JWTs the gateway signs with Ed25519
-//! (EdDSA) and verifies with its own key set (SECURITY.md 10–11).
+//! (EdDSA) and verifies with its own key set (docs/security.md §10–11).
 //!
 //! Verification accepts exactly one algorithm (EdDSA): never `none`, never
 //! HS*, RS* or ES*. The header's `kid` only selects among our own keys, and

@@ -1,6 +1,6 @@
 //! Who a signed-in person is at the school, from their ID token's claims:
-//! roles through a configured mapping, classes, MFA evidence (SECURITY.md
-//! 4, 6). Pure: claims and times in, an [`Identity`] or a typed refusal out.
+//! roles through a configured mapping, classes, MFA evidence
+//! (docs/security.md §4, §6). Pure: claims and times in, an [`Identity`] or a typed refusal out.
 //!
 //! A person is `(iss, sub)`; email is never used to identify anyone. A
 //! person with no mapped role is refused, and so is anyone holding a staff,

@@ -1,5 +1,5 @@
 //! The signaling [`Authenticator`]: a room token becomes a join request
-//! (SECURITY.md 10–12). The token is verified and its `jti` consumed (once,
+//! (docs/security.md §10–12). The token is verified and its `jti` consumed (once,
 //! on any node), it must be for the lesson asked for (otherwise the answer
 //! is "not found", as for a lesson that does not exist), and the person's
 //! block status is read from the state store on every join and every

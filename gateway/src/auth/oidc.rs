@@ -1,4 +1,4 @@
-//! The OpenID Connect relying party (SECURITY.md 1–3, 7): discovery with
+//! The OpenID Connect relying party (docs/security.md §1–3, §7): discovery with
 //! the issuer pinned, authorization code + PKCE (S256) + `state` + `nonce`,
 //! the exact redirect URI, and every ID-token check, on `openidconnect`.
 //!

@@ -1,4 +1,4 @@
-//! Login sessions (SECURITY.md 5, 8): server-side, in the state store so
+//! Login sessions (docs/security.md §5, §8): server-side, in the state store so
 //! any node can read them, with idle and absolute timeouts. The browser
 //! holds only an opaque 256-bit secret in one cookie; the store knows the
 //! session by the secret's SHA-256, so a copy of the store holds no usable

@@ -6,11 +6,11 @@
 //! participant and forwards a track to a subscriber only when the lesson core
 //! has said both `Forward { track, on: true }` and `Receive { participant, on:
 //! true }`. What a client sends beyond that is dropped here, on the server
-//! (SECURITY.md 15, 16). [`driver`] is the thin tokio shell that owns the one
+//! (docs/security.md §15, §16). [`driver`] is the thin tokio shell that owns the one
 //! UDP socket and the clock.
 //!
 //! It must never forward by default, read the clock outside the driver, or
-//! tell a participant any address but the server's own (SECURITY.md 19).
+//! tell a participant any address but the server's own (docs/security.md §19).
 
 pub mod driver;
 

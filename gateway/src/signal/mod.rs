@@ -1,6 +1,6 @@
 //! WebSocket signaling: `GET /ws/lessons/{lesson}`.
 //!
-//! Everything is checked *before* the upgrade (SECURITY.md 13, 14), in this
+//! Everything is checked *before* the upgrade (docs/security.md §13, §14), in this
 //! order, each refusal answered by [`crate::errors::Refusal`]:
 //!
 //! 1. `Origin` must be on the configured allowlist (exact match of

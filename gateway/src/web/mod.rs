@@ -1,5 +1,5 @@
 //! The signed-in web: the pages and the JSON API for lessons, room tokens,
-//! blocks, visitor grants and the audit log (SECURITY.md 1–14).
+//! blocks, visitor grants and the audit log (docs/security.md §1–14).
 //!
 //! - [`login`]: the OIDC login flow (`/login`, `/auth/callback`, `/logout`);
 //! - [`session`]: the session cookie and the signed-in session of a request;

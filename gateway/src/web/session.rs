@@ -4,8 +4,8 @@
 //! loopback development), and the signed-in session of a request.
 //!
 //! The browser holds only an opaque secret; the session itself stays in the
-//! state store (SECURITY.md 5). A blocked person's session ends the next
-//! time it is used (SECURITY.md 8).
+//! state store (docs/security.md §5). A blocked person's session ends the next
+//! time it is used (docs/security.md §8).
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
