@@ -6,6 +6,7 @@
 //! any of them is parsed. It must never do I/O, read a clock or depend on an
 //! async runtime: every other crate, and the fuzzers, build on it.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod event;
 pub mod feed;
