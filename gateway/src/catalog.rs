@@ -10,21 +10,21 @@ use crate::store::VisitorGrant;
 use chaperone_lesson::LessonSetup;
 
 /// The state-store table of lesson descriptions.
-pub const TABLE: &str = "lessons";
+pub(crate) const TABLE: &str = "lessons";
 
 /// Longest title, in characters.
-pub const MAX_TITLE_CHARS: usize = 120;
+pub(crate) const MAX_TITLE_CHARS: usize = 120;
 /// Longest class name, in characters.
-pub const MAX_CLASS_CHARS: usize = 40;
+pub(crate) const MAX_CLASS_CHARS: usize = 40;
 /// Most teachers or assistants on one lesson.
-pub const MAX_STAFF: usize = 10;
+pub(crate) const MAX_STAFF: usize = 10;
 /// Longest lesson.
-pub const MAX_DURATION_MS: u64 = 8 * 3600 * 1000;
+pub(crate) const MAX_DURATION_MS: u64 = 8 * 3600 * 1000;
 
 /// A lesson as created through the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LessonInfo {
+pub(crate) struct LessonInfo {
     /// Unguessable id.
     pub id: LessonId,
     /// Title.
@@ -46,7 +46,7 @@ pub struct LessonInfo {
 /// Why a lesson description was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum LessonInputError {
+pub(crate) enum LessonInputError {
     /// Title empty or too long.
     #[error("title must be 1 to {MAX_TITLE_CHARS} characters")]
     Title,
@@ -67,7 +67,7 @@ fn printable(s: &str) -> bool {
 
 impl LessonInfo {
     /// Checks a description's fields.
-    pub fn validate(&self) -> Result<(), LessonInputError> {
+    pub(crate) fn validate(&self) -> Result<(), LessonInputError> {
         let title = self.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || !printable(title) {
             return Err(LessonInputError::Title);
@@ -88,7 +88,7 @@ impl LessonInfo {
     }
 
     /// The lesson core's setup for this lesson.
-    pub fn setup(&self) -> LessonSetup {
+    pub(crate) fn setup(&self) -> LessonSetup {
         LessonSetup {
             id: self.id,
             class: self.class.clone(),
@@ -101,7 +101,7 @@ impl LessonInfo {
     /// Whether `who` may see (list, open, ask a token for) this lesson at
     /// `now_ms`, given their visitor grants. Anything else answers exactly
     /// as a lesson that does not exist.
-    pub fn visible_to(&self, who: &Identity, grants: &[VisitorGrant], now_ms: u64) -> bool {
+    pub(crate) fn visible_to(&self, who: &Identity, grants: &[VisitorGrant], now_ms: u64) -> bool {
         let user = &who.user;
         (who.is_staff() && (self.teachers.contains(user) || self.assistants.contains(user)))
             || who.is_safeguarding_observer()

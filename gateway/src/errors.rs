@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | no or bad credential | 401 | |
 //! | foreign or missing `Origin` | 403 | |
-//! | no such lesson, or not yours (same body) | 404 | 4004 |
+//! | no such lesson, or not yours (same body) | 404 | |
 //! | forbidden, blocked, removed, denied, access ended | 403 | 4003 |
 //! | waiting room locked | 403 | |
 //! | lesson ended | 410 | 1000 |
@@ -75,7 +75,7 @@ impl IntoResponse for Refusal {
 }
 
 /// The HTTP status for a lesson's refusal to let someone join.
-pub fn http_status(code: ErrorCode) -> StatusCode {
+pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound | ErrorCode::UnknownParticipant => StatusCode::NOT_FOUND,
         ErrorCode::Forbidden
@@ -116,7 +116,7 @@ pub enum Close {
 }
 
 /// The WebSocket close code and reason for a close.
-pub fn close_frame(close: Close) -> (u16, &'static str) {
+pub(crate) fn close_frame(close: Close) -> (u16, &'static str) {
     match close {
         Close::Farewell(f) => match f {
             Farewell::Ended => (1000, "ended"),
@@ -135,22 +135,9 @@ pub fn close_frame(close: Close) -> (u16, &'static str) {
     }
 }
 
-/// The WebSocket close code for a lesson refusal, for clients that see a
-/// refusal after the upgrade (a lesson gone between join and upgrade).
-pub fn close_code(code: ErrorCode) -> u16 {
-    match code {
-        ErrorCode::NotFound | ErrorCode::UnknownParticipant => 4004,
-        ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::Removed => 4003,
-        ErrorCode::UnsupportedVersion => 4001,
-        ErrorCode::RateLimited => 4008,
-        ErrorCode::Ended => 1000,
-        _ => 1011,
-    }
-}
-
 /// The typed code a participant sees when the media plane refuses a
 /// negotiation.
-pub fn media_error_code(e: &MediaError) -> ErrorCode {
+pub(crate) fn media_error_code(e: &MediaError) -> ErrorCode {
     match e {
         MediaError::SdpTooLong(_) => ErrorCode::TooLarge,
         MediaError::MalformedSdp(_) | MediaError::SdpRefused(_) => ErrorCode::Malformed,
@@ -179,6 +166,5 @@ mod tests {
         assert_eq!(close_frame(Close::Farewell(Farewell::Removed)).0, 4003);
         assert_eq!(close_frame(Close::UnsupportedVersion).0, 4001);
         assert_eq!(close_frame(Close::RateLimited).0, 4008);
-        assert_eq!(close_code(ErrorCode::NotFound), 4004);
     }
 }

@@ -2,19 +2,20 @@
 //! it: authentication, signaling, media forwarding, the state store and the
 //! feed to the recorder.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 pub mod app;
 pub mod auth;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
-pub mod errors;
-pub mod feed;
+pub(crate) mod errors;
+pub(crate) mod feed;
 pub mod http;
 pub mod media;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod room;
 pub mod signal;
 pub mod store;
-pub mod web;
+pub(crate) mod web;

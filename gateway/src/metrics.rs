@@ -31,7 +31,7 @@ use prometheus::{
 };
 
 /// Why a metric could not be registered (a programming error: duplicate names).
-pub type MetricsError = prometheus::Error;
+pub(crate) type MetricsError = prometheus::Error;
 
 /// Histogram buckets for control enforcement, in seconds (100 µs to 2 s).
 const CONTROL_BUCKETS: &[f64] = &[
@@ -70,7 +70,7 @@ const RTT_BUCKETS: &[f64] = &[
 
 /// The two legs a packet takes through the SFU: `uplink` from a publisher
 /// to the SFU, `downlink` from the SFU to a subscriber.
-pub const PATHS: [&str; 2] = ["uplink", "downlink"];
+pub(crate) const PATHS: [&str; 2] = ["uplink", "downlink"];
 
 /// Why a join is refused: at the handshake (token, lesson, block, store),
 /// or by the lesson core.
@@ -108,7 +108,7 @@ const JOIN_CLOCK_CAP: usize = 16 * 1024;
 const PRESENTED_TTL: Duration = Duration::from_secs(60);
 
 /// The wire name of an error code (`not_found`), as a label value.
-pub fn code_label(code: ErrorCode) -> String {
+pub(crate) fn code_label(code: ErrorCode) -> String {
     serde_json::to_value(code)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -116,7 +116,7 @@ pub fn code_label(code: ErrorCode) -> String {
 }
 
 /// The label value of a hold reason.
-pub fn hold_label(reason: HoldReason) -> &'static str {
+pub(crate) fn hold_label(reason: HoldReason) -> &'static str {
     match reason {
         HoldReason::Unsupervised => "unsupervised",
         HoldReason::RecordingLost => "recording_lost",

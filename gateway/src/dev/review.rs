@@ -17,7 +17,7 @@ use crate::web::review::REVIEW_BASE;
 
 /// Mounts the review service on `router` in development mode with the
 /// embedded recorder. Returns the router and the tasks to stop with the node.
-pub fn mount_embedded(
+pub(crate) fn mount_embedded(
     router: Router,
     config: &Config,
     tokens: &TokenIssuer,

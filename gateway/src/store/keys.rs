@@ -5,62 +5,62 @@
 use chaperone_protocol::{LessonId, UserRef};
 
 /// `{prefix}:lesson:{id}` — hash with fields `v` (version) and `data` (snapshot bytes).
-pub fn lesson(prefix: &str, id: LessonId) -> String {
+pub(super) fn lesson(prefix: &str, id: LessonId) -> String {
     format!("{prefix}:lesson:{id}")
 }
 
 /// `{prefix}:blocks` — hash from user key to JSON `Block`.
-pub fn blocks(prefix: &str) -> String {
+pub(super) fn blocks(prefix: &str) -> String {
     format!("{prefix}:blocks")
 }
 
 /// `{prefix}:grant:{id}` — JSON `VisitorGrant`.
-pub fn grant(prefix: &str, id: &str) -> String {
+pub(super) fn grant(prefix: &str, id: &str) -> String {
     format!("{prefix}:grant:{id}")
 }
 
 /// `{prefix}:grants:{user}` — set of a visitor's grant ids.
-pub fn grants_of(prefix: &str, user: &UserRef) -> String {
+pub(super) fn grants_of(prefix: &str, user: &UserRef) -> String {
     format!("{prefix}:grants:{}", user_key(user))
 }
 
 /// `{prefix}:session:{id}` — JSON `SessionRecord`, expiring.
-pub fn session(prefix: &str, id: &str) -> String {
+pub(super) fn session(prefix: &str, id: &str) -> String {
     format!("{prefix}:session:{id}")
 }
 
 /// `{prefix}:sessions:{user}` — set of a person's session ids.
-pub fn sessions_of(prefix: &str, user: &UserRef) -> String {
+pub(super) fn sessions_of(prefix: &str, user: &UserRef) -> String {
     format!("{prefix}:sessions:{}", user_key(user))
 }
 
 /// `{prefix}:once:{namespace}:{id}` — a single-use claim, expiring.
-pub fn once(prefix: &str, namespace: &str, id: &str) -> String {
+pub(super) fn once(prefix: &str, namespace: &str, id: &str) -> String {
     format!("{prefix}:once:{namespace}:{id}")
 }
 
 /// `{prefix}:records:{table}` — hash from record id to JSON.
-pub fn records(prefix: &str, table: &str) -> String {
+pub(super) fn records(prefix: &str, table: &str) -> String {
     format!("{prefix}:records:{table}")
 }
 
 /// `{prefix}:temp:{namespace}:{id}` — a short-lived value, taken once.
-pub fn temp(prefix: &str, namespace: &str, id: &str) -> String {
+pub(super) fn temp(prefix: &str, namespace: &str, id: &str) -> String {
     format!("{prefix}:temp:{namespace}:{id}")
 }
 
 /// `{prefix}:audit` — list of JSON audit records, append-only.
-pub fn audit(prefix: &str) -> String {
+pub(super) fn audit(prefix: &str) -> String {
     format!("{prefix}:audit")
 }
 
 /// `{prefix}:events` — the pub/sub channel of cluster events.
-pub fn events(prefix: &str) -> String {
+pub(super) fn events(prefix: &str) -> String {
     format!("{prefix}:events")
 }
 
 /// A user as one key component: JSON, so no issuer or subject can forge a
 /// separator.
-pub fn user_key(user: &UserRef) -> String {
+pub(super) fn user_key(user: &UserRef) -> String {
     serde_json::to_string(user).unwrap_or_default()
 }

@@ -22,16 +22,16 @@ use crate::clock::unix_millis;
 use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 
 /// The people directory table (who has signed in, for the block and grant forms).
-pub const PEOPLE: &str = "people";
+pub(crate) const PEOPLE: &str = "people";
 /// Longest stated reason.
-pub const MAX_REASON_CHARS: usize = 500;
+pub(crate) const MAX_REASON_CHARS: usize = 500;
 /// Longest visitor window.
-pub const MAX_GRANT_MS: u64 = 31 * 24 * 3600 * 1000;
+pub(crate) const MAX_GRANT_MS: u64 = 31 * 24 * 3600 * 1000;
 
 /// Why an API request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No live session.
     #[error("sign in first")]
     Unauthenticated,
@@ -100,7 +100,7 @@ impl From<crate::store::StoreError> for ApiError {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The API routes.
-pub fn router() -> Router<WebState> {
+pub(crate) fn router() -> Router<WebState> {
     Router::new()
         .route("/api/me", get(me))
         .route("/api/lessons", get(list_lessons).post(create_lesson))
@@ -141,7 +141,7 @@ fn reason(text: &str) -> Result<String, ApiError> {
 }
 
 /// Records a signed-in person in the directory (best effort).
-pub async fn remember_person(state: &WebState, identity: &Identity, now_ms: u64) {
+pub(crate) async fn remember_person(state: &WebState, identity: &Identity, now_ms: u64) {
     let entry = json!({
         "user": identity.user,
         "name": identity.name,

@@ -11,7 +11,7 @@ use crate::store::{StateStore, Store};
 /// One audit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// When, Unix milliseconds.
     pub at_ms: u64,
     /// What happened (`login`, `login_refused`, `logout`, `room_token`,
@@ -32,7 +32,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A record of `action` by `actor` at `at_ms`, outcome `ok`.
-    pub fn new(at_ms: u64, action: &str, actor: Option<UserRef>) -> Self {
+    pub(crate) fn new(at_ms: u64, action: &str, actor: Option<UserRef>) -> Self {
         Self {
             at_ms,
             action: action.to_owned(),
@@ -45,25 +45,25 @@ impl AuditRecord {
     }
 
     /// About `target`.
-    pub fn target(mut self, target: UserRef) -> Self {
+    pub(crate) fn target(mut self, target: UserRef) -> Self {
         self.target = Some(target);
         self
     }
 
     /// About `lesson`.
-    pub fn lesson(mut self, lesson: LessonId) -> Self {
+    pub(crate) fn lesson(mut self, lesson: LessonId) -> Self {
         self.lesson = Some(lesson);
         self
     }
 
     /// With a reason.
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+    pub(crate) fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
     }
 
     /// Refused, with a code.
-    pub fn refused(mut self, code: &str) -> Self {
+    pub(crate) fn refused(mut self, code: &str) -> Self {
         self.outcome = code.to_owned();
         self
     }
@@ -71,7 +71,7 @@ impl AuditRecord {
 
 /// Writes `record`. A store failure is logged as an error (the record is
 /// still in the log output) and reported to the caller.
-pub async fn write(store: &Store, record: AuditRecord) -> bool {
+pub(crate) async fn write(store: &Store, record: AuditRecord) -> bool {
     let json = match serde_json::to_string(&record) {
         Ok(j) => j,
         Err(e) => {

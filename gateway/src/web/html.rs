@@ -3,7 +3,7 @@
 //! inline code).
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -21,7 +21,7 @@ pub fn escape(s: &str) -> String {
 /// A whole page. `kind` becomes `<body data-page="...">`, which the
 /// browser tests read to know where they landed. `body` must already be
 /// escaped HTML.
-pub fn page(title: &str, kind: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, kind: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

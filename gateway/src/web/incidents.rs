@@ -36,14 +36,14 @@ use crate::store::{StateStore, Store, StoreError};
 use chaperone_lesson::Record;
 
 /// The state-store table of incidents and concerns.
-pub const TABLE: &str = "incidents";
+pub(crate) const TABLE: &str = "incidents";
 /// Longest note.
-pub const MAX_NOTE_CHARS: usize = 2000;
+pub(crate) const MAX_NOTE_CHARS: usize = 2000;
 
 /// Someone an incident is about or from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Person {
+pub(crate) struct Person {
     /// Their id in the lesson.
     pub participant: ParticipantId,
     /// Who, when known.
@@ -55,7 +55,7 @@ pub struct Person {
 /// A DSL's note.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Note {
+pub(crate) struct Note {
     /// When, Unix milliseconds.
     pub at_ms: u64,
     /// Who.
@@ -69,7 +69,7 @@ pub struct Note {
 /// Where an incident stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     /// Not yet dealt with.
     Open,
     /// Referred on (children's services, police).
@@ -81,7 +81,7 @@ pub enum Status {
 /// A concern or incident.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Incident {
+pub(crate) struct Incident {
     /// Random id.
     pub id: String,
     /// The lesson.
@@ -102,7 +102,7 @@ pub struct Incident {
 
 /// Records a concern or incident of `lesson` raised at `at_ms`; any other
 /// event is ignored. `who` names the participant when known.
-pub async fn record_alert(
+pub(crate) async fn record_alert(
     store: &Store,
     lesson: LessonId,
     at_ms: u64,
@@ -137,7 +137,10 @@ pub async fn record_alert(
 
 /// Sits between the lessons and the recorder: passes every record on
 /// unchanged (and in order), and records every alert for the DSL.
-pub fn tap(store: Store, mut records: mpsc::Receiver<RoomRecord>) -> mpsc::Receiver<RoomRecord> {
+pub(crate) fn tap(
+    store: Store,
+    mut records: mpsc::Receiver<RoomRecord>,
+) -> mpsc::Receiver<RoomRecord> {
     let (tx, rx) = mpsc::channel(records.max_capacity());
     tokio::spawn(async move {
         let mut names: HashMap<(LessonId, ParticipantId), (UserRef, String)> = HashMap::new();
@@ -190,7 +193,7 @@ pub fn tap(store: Store, mut records: mpsc::Receiver<RoomRecord>) -> mpsc::Recei
 }
 
 /// The incident routes (DSL only).
-pub fn router() -> Router<WebState> {
+pub(crate) fn router() -> Router<WebState> {
     Router::new()
         .route("/api/incidents", get(list))
         .route("/api/incidents/{id}", post(update))

@@ -33,11 +33,11 @@ use crate::clock::unix_millis;
 use crate::store::{StateStore, UnixMillis};
 
 /// The cookie binding a pending login to the browser that started it.
-pub const LOGIN_COOKIE: &str = "chaperone_login";
+pub(crate) const LOGIN_COOKIE: &str = "chaperone_login";
 /// How long a started login may take.
-pub const LOGIN_TTL_MS: u64 = 10 * 60 * 1000;
+pub(crate) const LOGIN_TTL_MS: u64 = 10 * 60 * 1000;
 /// The callback path (the redirect URI is `<public_url>` + this).
-pub const CALLBACK_PATH: &str = "/auth/callback";
+pub(crate) const CALLBACK_PATH: &str = "/auth/callback";
 
 /// `GET /login`, `GET /auth/callback`, `POST /logout`.
 pub(super) fn router() -> Router<WebState> {
@@ -49,7 +49,7 @@ pub(super) fn router() -> Router<WebState> {
 
 /// Where a login may return to: the home page or a lesson page, nothing
 /// else (no open redirect).
-pub fn safe_return_to(candidate: Option<&str>) -> String {
+pub(crate) fn safe_return_to(candidate: Option<&str>) -> String {
     match candidate {
         Some(path)
             if path

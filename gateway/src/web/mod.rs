@@ -12,14 +12,14 @@
 //! lesson rule: pages and API answers are built from what the catalogue,
 //! the state store and the lesson core say.
 
-pub mod api;
+pub(crate) mod api;
 mod assets;
-pub mod audit;
-pub mod html;
-pub mod incidents;
-pub mod login;
-pub mod review;
-pub mod session;
+pub(crate) mod audit;
+pub(crate) mod html;
+pub(crate) mod incidents;
+pub(crate) mod login;
+pub(crate) mod review;
+pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,12 +37,12 @@ use crate::auth::session::SessionConfig;
 use crate::auth::tokens::TokenIssuer;
 use crate::store::Store;
 
-pub use login::{CALLBACK_PATH, LOGIN_COOKIE, LOGIN_TTL_MS, safe_return_to};
-pub use session::{SESSION_COOKIE, cookie, current_session};
+pub(crate) use login::CALLBACK_PATH;
+pub(crate) use session::current_session;
 
 /// Settings of the signed-in web.
 #[derive(Clone, Debug)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     /// The gateway's public URL (no trailing slash).
     pub public_url: String,
     /// Origins whose state-changing requests are accepted.
@@ -71,7 +71,7 @@ impl WebConfig {
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct WebState {
+pub(crate) struct WebState {
     /// The state store.
     pub store: Store,
     /// The relying party.
@@ -93,7 +93,7 @@ impl std::fmt::Debug for WebState {
 
 impl WebState {
     /// Shared state for the web routes.
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         rp: Arc<RelyingParty>,
         tokens: Arc<TokenIssuer>,
@@ -126,7 +126,7 @@ impl WebState {
 }
 
 /// The routes: pages, login, logout, static files and the API.
-pub fn router(state: WebState) -> Router {
+pub(crate) fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/lessons/{lesson}", get(lesson_page))
@@ -139,7 +139,7 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// Whether a state-changing request comes from one of our origins.
-pub fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
     headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -147,7 +147,7 @@ pub fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
 }
 
 /// The page kind for a person's home: what the browser tests look for.
-pub fn home_kind(identity: &Identity) -> &'static str {
+pub(crate) fn home_kind(identity: &Identity) -> &'static str {
     if identity.is_safeguarding_observer() || identity.has(SchoolRole::Admin) {
         "leader"
     } else if identity.is_staff() {

@@ -38,14 +38,14 @@ use crate::store::StateStore;
 
 /// Where the review service is reached from the browser (same origin; a
 /// reverse proxy routes it to `recorder review` in production).
-pub const REVIEW_BASE: &str = "/review";
+pub(crate) const REVIEW_BASE: &str = "/review";
 /// Lifetime of a review token, seconds: only long enough to be exchanged.
-pub const REVIEW_TOKEN_SECS: u64 = 120;
+pub(crate) const REVIEW_TOKEN_SECS: u64 = 120;
 /// Longest stated reason.
-pub const MAX_REASON_CHARS: usize = chaperone_tokens::MAX_REVIEW_REASON_CHARS;
+pub(crate) const MAX_REASON_CHARS: usize = chaperone_tokens::MAX_REVIEW_REASON_CHARS;
 
 /// The review routes: pages and the token endpoint.
-pub fn router() -> Router<WebState> {
+pub(crate) fn router() -> Router<WebState> {
     Router::new()
         .route("/replay", get(replay_home))
         .route("/replay/{lesson}", get(replay_page))

@@ -16,10 +16,10 @@ use crate::clock::unix_millis;
 use crate::store::{StateStore, UnixMillis};
 
 /// The session cookie.
-pub const SESSION_COOKIE: &str = "chaperone_session";
+pub(crate) const SESSION_COOKIE: &str = "chaperone_session";
 
 /// The value of cookie `name`, if the request carries it.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     CookieJar::from_headers(headers)
         .get(name)
         .map(|c| c.value().to_owned())
@@ -50,7 +50,7 @@ pub(crate) fn set_cookie(
 
 /// The signed-in session of a request, if any (idle timer restarted).
 /// A blocked person's session ends here too.
-pub async fn current_session(
+pub(crate) async fn current_session(
     state: &WebState,
     headers: &HeaderMap,
 ) -> Result<Option<(String, Session)>, crate::store::StoreError> {
