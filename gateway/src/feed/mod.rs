@@ -26,11 +26,16 @@
 
 pub mod embedded;
 pub mod log;
+mod readiness;
+mod status;
+
+pub use readiness::ReadinessProbe;
+pub use status::{FeedFigures, FeedMetrics, FeedStatus};
+use status::{LessonShare, Shared};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,7 +43,7 @@ use chaperone_protocol::LessonId;
 use chaperone_protocol::event::LessonEvent;
 use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, error, info, warn};
@@ -84,182 +89,6 @@ pub struct FeedSettings {
     pub spool_max_bytes: u64,
     /// Silence on a connection (no acknowledgement) after which it is lost.
     pub ack_timeout: Duration,
-}
-
-/// The feed's shared figures (readiness, metrics, the recording gate).
-#[derive(Debug, Default)]
-struct Shared {
-    lessons: AtomicI64,
-    detached: AtomicI64,
-    buffer_bytes: AtomicU64,
-    spool_bytes: AtomicU64,
-    lags: std::sync::Mutex<HashMap<LessonId, u64>>,
-    replayed: AtomicU64,
-    stopped: AtomicBool,
-    stop: Notify,
-}
-
-/// A handle on the running feed.
-#[derive(Clone, Debug)]
-pub struct FeedStatus(Arc<Shared>);
-
-/// The feed's figures at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FeedFigures {
-    /// Lessons with a feed.
-    pub lessons: i64,
-    /// Of those, how many have no acknowledged recorder right now.
-    pub detached: i64,
-    /// Unacknowledged bytes in memory, all lessons.
-    pub buffer_bytes: u64,
-    /// Unacknowledged bytes spooled to disk, all lessons.
-    pub spool_bytes: u64,
-    /// Age of the oldest unacknowledged frame (the largest over lessons), µs.
-    pub lag_micros: u64,
-    /// Frames sent again after a reconnect.
-    pub replayed: u64,
-}
-
-impl FeedStatus {
-    /// True while every lesson's feed is acknowledged by a recorder.
-    pub fn attached(&self) -> bool {
-        self.0.detached.load(Ordering::Acquire) == 0
-    }
-
-    /// The current figures.
-    pub fn figures(&self) -> FeedFigures {
-        let s = &self.0;
-        FeedFigures {
-            lessons: s.lessons.load(Ordering::Relaxed),
-            detached: s.detached.load(Ordering::Relaxed),
-            buffer_bytes: s.buffer_bytes.load(Ordering::Relaxed),
-            spool_bytes: s.spool_bytes.load(Ordering::Relaxed),
-            lag_micros: s
-                .lags
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .copied()
-                .max()
-                .unwrap_or(0),
-            replayed: s.replayed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Asks the feed to send everything held, wait (bounded) for it to be
-    /// acknowledged, and stop. Await the feed's task to know it is done.
-    pub fn stop(&self) {
-        self.0.stopped.store(true, Ordering::Release);
-        self.0.stop.notify_one();
-    }
-}
-
-/// The feed's Prometheus figures (read from [`FeedStatus`] at each scrape).
-#[derive(Clone, Debug)]
-pub struct FeedMetrics {
-    lag: prometheus::Gauge,
-    buffer: prometheus::IntGauge,
-    spool: prometheus::IntGauge,
-    detached: prometheus::IntGauge,
-    replayed: prometheus::IntCounter,
-}
-
-impl FeedMetrics {
-    /// Registers the feed's metrics in `registry`.
-    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
-        let lag = prometheus::Gauge::new(
-            "feed_lag_seconds",
-            "Age of the oldest frame not yet acknowledged by a recorder (largest over lessons)",
-        )?;
-        let buffer = prometheus::IntGauge::new(
-            "feed_buffer_bytes",
-            "Unacknowledged feed bytes held in memory",
-        )?;
-        let spool = prometheus::IntGauge::new(
-            "feed_spool_bytes",
-            "Unacknowledged feed bytes spooled to local disk",
-        )?;
-        let detached = prometheus::IntGauge::new(
-            "feed_lessons_detached",
-            "Lessons whose feed no recorder acknowledges right now",
-        )?;
-        let replayed = prometheus::IntCounter::new(
-            "feed_replayed_frames_total",
-            "Frames sent again to a recorder after a reconnect",
-        )?;
-        registry.register(Box::new(lag.clone()))?;
-        registry.register(Box::new(buffer.clone()))?;
-        registry.register(Box::new(spool.clone()))?;
-        registry.register(Box::new(detached.clone()))?;
-        registry.register(Box::new(replayed.clone()))?;
-        Ok(Self {
-            lag,
-            buffer,
-            spool,
-            detached,
-            replayed,
-        })
-    }
-
-    /// Sets the gauges from `f`.
-    pub fn observe(&self, f: FeedFigures) {
-        self.lag.set(f.lag_micros as f64 / 1e6);
-        self.buffer
-            .set(i64::try_from(f.buffer_bytes).unwrap_or(i64::MAX));
-        self.spool
-            .set(i64::try_from(f.spool_bytes).unwrap_or(i64::MAX));
-        self.detached.set(f.detached);
-        self.replayed
-            .inc_by(f.replayed.saturating_sub(self.replayed.get()));
-    }
-}
-
-/// Readiness: some recorder answers its `/readyz`.
-#[derive(Clone, Debug)]
-pub struct ReadinessProbe {
-    urls: Arc<Vec<String>>,
-    client: reqwest::Client,
-}
-
-impl ReadinessProbe {
-    /// Probes the `/readyz` of each of `recorders` (their `ws` URLs as `http`).
-    pub fn new(recorders: &[String]) -> Self {
-        let urls = recorders
-            .iter()
-            .map(|u| {
-                let http = if let Some(rest) = u.strip_prefix("wss://") {
-                    format!("https://{rest}")
-                } else if let Some(rest) = u.strip_prefix("ws://") {
-                    format!("http://{rest}")
-                } else {
-                    u.clone()
-                };
-                format!("{}/readyz", http.trim_end_matches('/'))
-            })
-            .collect();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        Self {
-            urls: Arc::new(urls),
-            client,
-        }
-    }
-
-    /// Ok if any recorder is ready.
-    pub async fn check(&self) -> Result<(), String> {
-        let mut why = Vec::new();
-        for url in self.urls.iter() {
-            match self.client.get(url).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => why.push(format!("{url}: {}", r.status())),
-                Err(e) => why.push(format!("{url}: {e}")),
-            }
-        }
-        Err(format!("no recorder ready ({})", why.join("; ")))
-    }
 }
 
 enum Item {
@@ -399,7 +228,7 @@ impl Hub {
                 settings: self.settings.clone(),
                 tokens: self.tokens.clone(),
                 gate: gate(lesson, self.rooms.clone()),
-                shared: self.shared.clone(),
+                share: LessonShare::new(self.shared.clone(), lesson),
                 base: None,
                 sent: 0,
                 conn: Conn::Idle { retry_at: now() },
@@ -409,14 +238,10 @@ impl Hub {
                 ended_at: None,
                 end_seq: None,
                 stopping: None,
-                last_buffer: 0,
-                last_spool: 0,
                 max_sent: 0,
                 flushed: false,
                 figures_at: now(),
             };
-            self.shared.lessons.fetch_add(1, Ordering::AcqRel);
-            self.shared.detached.fetch_add(1, Ordering::AcqRel);
             let done = self.done.clone();
             let task = tokio::spawn(async move {
                 feed.run(rx).await;
@@ -484,7 +309,7 @@ struct LessonFeed {
     tokens: Arc<TokenIssuer>,
     /// The recording gate, as the room should see it (see [`gate`]).
     gate: tokio::sync::watch::Sender<bool>,
-    shared: Arc<Shared>,
+    share: LessonShare,
     /// The recorder's seq before this node's first frame (None until a
     /// recorder first answered).
     base: Option<u64>,
@@ -502,8 +327,6 @@ struct LessonFeed {
     end_seq: Option<u64>,
     /// Shutdown: the deadline for everything to be acknowledged.
     stopping: Option<Instant>,
-    last_buffer: u64,
-    last_spool: u64,
     max_sent: u64,
     /// At shutdown: a `Flush` was sent after the last frame on this connection.
     flushed: bool,
@@ -573,21 +396,6 @@ impl LessonFeed {
                 Wake::Timer => self.on_timer(),
             }
         }
-        self.shared.lessons.fetch_sub(1, Ordering::AcqRel);
-        if self.told != Some(true) {
-            self.shared.detached.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.shared
-            .buffer_bytes
-            .fetch_sub(self.last_buffer, Ordering::AcqRel);
-        self.shared
-            .spool_bytes
-            .fetch_sub(self.last_spool, Ordering::AcqRel);
-        self.shared
-            .lags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.lesson);
         info!(lesson = %self.lesson, frames = self.log.next_seq() - 1, "lesson feed done");
     }
 
@@ -689,7 +497,7 @@ impl LessonFeed {
                 permit.send(Message::Binary(with_seq(&bytes, base + seq)));
                 self.sent = seq;
                 if seq <= self.max_sent {
-                    self.shared.replayed.fetch_add(1, Ordering::Relaxed);
+                    self.share.replayed();
                 } else {
                     self.max_sent = seq;
                 }
@@ -824,11 +632,7 @@ impl LessonFeed {
         if self.told == Some(attached) {
             return;
         }
-        let was_attached = self.told == Some(true);
-        if was_attached != attached {
-            let delta = if attached { -1 } else { 1 };
-            self.shared.detached.fetch_add(delta, Ordering::AcqRel);
-        }
+        self.share.gate(attached);
         self.told = Some(attached);
         if !attached && self.log.spool_bytes() > self.settings.spool_max_bytes {
             error!(lesson = %self.lesson, spool = self.log.spool_bytes(),
@@ -841,24 +645,11 @@ impl LessonFeed {
     /// This lesson's share of the node's figures (at least every second).
     fn publish_figures(&mut self) {
         self.figures_at = now() + FIGURES_EVERY;
-        let buffer = self.log.mem_bytes() as u64;
-        let spool = self.log.spool_bytes();
-        self.shared
-            .buffer_bytes
-            .fetch_add(buffer.wrapping_sub(self.last_buffer), Ordering::AcqRel);
-        self.shared
-            .spool_bytes
-            .fetch_add(spool.wrapping_sub(self.last_spool), Ordering::AcqRel);
-        self.last_buffer = buffer;
-        self.last_spool = spool;
         let lag = self.log.oldest().map_or(0, |t| {
             u64::try_from(now().saturating_duration_since(t).as_micros()).unwrap_or(u64::MAX)
         });
-        self.shared
-            .lags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.lesson, lag);
+        self.share
+            .figures(self.log.mem_bytes() as u64, self.log.spool_bytes(), lag);
     }
 }
 
