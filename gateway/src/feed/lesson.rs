@@ -571,3 +571,6 @@ fn with_seq(bytes: &Bytes, seq: u64) -> Bytes {
     }
     Bytes::from(out)
 }
+
+#[cfg(test)]
+mod tests;
