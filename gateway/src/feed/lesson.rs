@@ -45,9 +45,9 @@ use super::log::FeedLog;
 use crate::media::RecordedFrame;
 
 /// How long after `Ended` the `End` frame follows (the last records).
-pub(crate) const END_AFTER: Duration = Duration::from_secs(5);
+const END_AFTER: Duration = Duration::from_secs(5);
 /// At shutdown, how long lessons may take to have everything acknowledged.
-pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// How often a lesson's share of the node's figures (lag, buffer, spool) is
 /// refreshed.
 const FIGURES_EVERY: Duration = Duration::from_secs(1);
