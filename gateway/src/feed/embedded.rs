@@ -40,7 +40,7 @@ impl Drop for Embedded {
 }
 
 /// The directory recordings go to.
-pub fn recordings_dir(config: &Config) -> PathBuf {
+pub(crate) fn recordings_dir(config: &Config) -> PathBuf {
     if config.recorder.dir.is_empty() {
         PathBuf::from(".chaperone-dev").join("recordings")
     } else {
@@ -79,7 +79,7 @@ fn dev_recipient(_config: &Config, _dir: &Path) -> Result<Vec<String>, String> {
 
 /// Starts the in-process recorder, trusting service tokens signed by
 /// `keys` for `issuer`.
-pub async fn start(
+pub(crate) async fn start(
     config: &Config,
     issuer: String,
     keys: Verifier,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 /// Why a frame could not be kept.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LogError {
+pub(crate) enum LogError {
     /// The spool file could not be written or read.
     #[error("feed spool {path}: {source}")]
     Spool {
@@ -45,7 +45,7 @@ struct Spooled {
 
 /// The log.
 #[derive(Debug)]
-pub struct FeedLog {
+pub(crate) struct FeedLog {
     /// Local seq the next frame gets.
     next: u64,
     /// Every local seq up to this is acknowledged (and gone).
@@ -65,7 +65,7 @@ pub struct FeedLog {
 impl FeedLog {
     /// An empty log keeping up to `mem_limit` bytes in memory and the rest
     /// in `spool_path` (created when first needed, removed on drop).
-    pub fn new(mem_limit: usize, spool_path: PathBuf) -> Self {
+    pub(crate) fn new(mem_limit: usize, spool_path: PathBuf) -> Self {
         Self {
             next: 1,
             acked: 0,
@@ -81,27 +81,27 @@ impl FeedLog {
     }
 
     /// The local seq the next frame will get.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.next
     }
 
     /// Every local seq up to this is acknowledged.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// Bytes held in memory.
-    pub fn mem_bytes(&self) -> usize {
+    pub(crate) fn mem_bytes(&self) -> usize {
         self.mem_bytes
     }
 
     /// Bytes of unacknowledged frames in the spool file.
-    pub fn spool_bytes(&self) -> u64 {
+    pub(crate) fn spool_bytes(&self) -> u64 {
         self.spool_bytes
     }
 
     /// When the oldest unacknowledged frame was appended.
-    pub fn oldest(&self) -> Option<Instant> {
+    pub(crate) fn oldest(&self) -> Option<Instant> {
         self.spooled
             .front()
             .map(|s| s.at)
@@ -110,7 +110,7 @@ impl FeedLog {
 
     /// Appends a frame encoded by `encode(local_seq)`; returns its seq.
     /// An encoding error consumes no seq.
-    pub fn append<E>(
+    pub(crate) fn append<E>(
         &mut self,
         at: Instant,
         encode: impl FnOnce(u64) -> Result<Vec<u8>, E>,
@@ -178,7 +178,7 @@ impl FeedLog {
     }
 
     /// The frame with local seq `seq`, if it is still held.
-    pub fn get(&self, seq: u64) -> Result<Option<Bytes>, LogError> {
+    pub(crate) fn get(&self, seq: u64) -> Result<Option<Bytes>, LogError> {
         if seq <= self.acked || seq >= self.next {
             return Ok(None);
         }
@@ -206,7 +206,7 @@ impl FeedLog {
     }
 
     /// Drops every frame up to local seq `up_to` (acknowledged as durable).
-    pub fn ack(&mut self, up_to: u64) {
+    pub(crate) fn ack(&mut self, up_to: u64) {
         let up_to = up_to.min(self.next - 1);
         if up_to <= self.acked {
             return;
@@ -233,7 +233,7 @@ impl FeedLog {
     }
 
     /// Whether every frame appended so far is acknowledged.
-    pub fn all_acked(&self) -> bool {
+    pub(crate) fn all_acked(&self) -> bool {
         self.acked + 1 == self.next
     }
 }

@@ -37,10 +37,10 @@
 //! the recorders' `/readyz`; [`embedded`] runs a recorder in-process.
 
 mod dial;
-pub mod embedded;
+pub(crate) mod embedded;
 mod hub;
 mod lesson;
-pub mod log;
+pub(crate) mod log;
 mod readiness;
 mod status;
 mod task;
@@ -56,12 +56,12 @@ use crate::auth::tokens::TokenIssuer;
 use crate::media::RecordedFrame;
 use crate::room::{RoomRecord, Rooms};
 
-pub use readiness::ReadinessProbe;
-pub use status::{FeedFigures, FeedMetrics, FeedStatus};
+pub(crate) use readiness::ReadinessProbe;
+pub(crate) use status::{FeedMetrics, FeedStatus};
 
 /// Settings of the feed.
 #[derive(Clone, Debug)]
-pub struct FeedSettings {
+pub(crate) struct FeedSettings {
     /// Recorder base URLs (`ws://host:port`); the feed is `<url>/feed`. A
     /// lesson goes to one of them (by its id) and fails over in order.
     pub recorders: Vec<String>,
@@ -79,7 +79,7 @@ pub struct FeedSettings {
 
 /// Starts the feed on the lessons' `records` and the SFU's `frames`; it
 /// tells `rooms` when each lesson's recording is attached or lost.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: FeedSettings,
     tokens: Arc<TokenIssuer>,
     records: mpsc::Receiver<RoomRecord>,

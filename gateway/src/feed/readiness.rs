@@ -7,14 +7,14 @@ use std::time::Duration;
 
 /// Readiness: some recorder answers its `/readyz`.
 #[derive(Clone, Debug)]
-pub struct ReadinessProbe {
+pub(crate) struct ReadinessProbe {
     urls: Arc<Vec<String>>,
     client: reqwest::Client,
 }
 
 impl ReadinessProbe {
     /// Probes the `/readyz` of each of `recorders` (their `ws` URLs as `http`).
-    pub fn new(recorders: &[String]) -> Self {
+    pub(crate) fn new(recorders: &[String]) -> Self {
         let urls = recorders
             .iter()
             .map(|u| {
@@ -40,7 +40,7 @@ impl ReadinessProbe {
     }
 
     /// Ok if any recorder is ready.
-    pub async fn check(&self) -> Result<(), String> {
+    pub(crate) async fn check(&self) -> Result<(), String> {
         let mut why = Vec::new();
         for url in self.urls.iter() {
             match self.client.get(url).send().await {

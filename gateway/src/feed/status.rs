@@ -164,7 +164,7 @@ impl Drop for LessonShare {
 
 /// The feed's Prometheus figures (read from [`FeedStatus`] at each scrape).
 #[derive(Clone, Debug)]
-pub struct FeedMetrics {
+pub(crate) struct FeedMetrics {
     lag: prometheus::Gauge,
     buffer: prometheus::IntGauge,
     spool: prometheus::IntGauge,
@@ -174,7 +174,7 @@ pub struct FeedMetrics {
 
 impl FeedMetrics {
     /// Registers the feed's metrics in `registry`.
-    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         let lag = prometheus::Gauge::new(
             "feed_lag_seconds",
             "Age of the oldest frame not yet acknowledged by a recorder (largest over lessons)",
@@ -210,7 +210,7 @@ impl FeedMetrics {
     }
 
     /// Sets the gauges from `f`.
-    pub fn observe(&self, f: FeedFigures) {
+    pub(crate) fn observe(&self, f: FeedFigures) {
         self.lag.set(f.lag_micros as f64 / 1e6);
         self.buffer
             .set(i64::try_from(f.buffer_bytes).unwrap_or(i64::MAX));

@@ -239,20 +239,3 @@ fn app_page(state: &WebState, identity: &Identity, lesson: Option<&str>) -> Resp
     ))
     .into_response()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn cookies_are_found_by_exact_name() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; chaperone_session_x=2; chaperone_session=3"),
-        );
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("3"));
-        assert_eq!(cookie(&h, "b"), None);
-    }
-}

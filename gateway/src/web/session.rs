@@ -69,3 +69,20 @@ pub(crate) async fn current_session(
     }
     Ok(Some((secret_hash(secret), session)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderValue, header};
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; chaperone_session_x=2; chaperone_session=3"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("3"));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+}
