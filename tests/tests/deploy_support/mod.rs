@@ -2,7 +2,7 @@
 //! TOML, Grafana JSON), the metric names an expression uses, environment
 //! overrides applied to a `Config`, ports, flags and commands of services,
 //! and the checks every image and Dockerfile must pass.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub use std::collections::{BTreeMap, BTreeSet};
 pub use std::path::{Path, PathBuf};
