@@ -32,8 +32,10 @@ fi
 
 log "building release binaries"
 # The gateway in development mode (`--dev`: embedded recorder and identity
-# provider), as the scenarios start it.
-cargo build --release --locked -p chaperone-gateway -p chaperone-recorder -p chaperone-loadtest --bins --features chaperone-gateway/dev
+# provider), as the scenarios start it. Built on its own: with several `-p`,
+# cargo does not apply `--features chaperone-gateway/dev` to the binary.
+cargo build --release --locked -p chaperone-gateway --features dev --bin gateway
+cargo build --release --locked -p chaperone-recorder -p chaperone-loadtest --bins
 
 bin="${CARGO_TARGET_DIR:-target}/release"
 cpus=$(nproc)
