@@ -15,11 +15,7 @@ async fn recorder_review_runs_as_its_own_process() {
     let env = env().await;
     let jwks = env.dir.path().join("jwks.json");
     std::fs::write(&jwks, env.tokens.keys.jwks().to_string()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = chaperone_testkit::process::free_port().unwrap();
     let child = Command::new(chaperone_testkit::process::binary("recorder").unwrap())
         .args([
             "review",

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 
 mod identity;
 
+pub use crate::feed::embedded::EmbeddedError;
+
 use crate::auth::join::JoinAuth;
 use crate::auth::oidc::{OidcError, RelyingParty};
 use crate::auth::session::SessionConfig;
@@ -60,9 +62,9 @@ pub enum StartError {
     /// The media socket could not be opened.
     #[error("media: {0}")]
     Media(#[from] MediaError),
-    /// The recorder could not be set up (directory, keys, recipients).
+    /// The embedded recorder could not be set up (directory, keys, recipients).
     #[error("recorder: {0}")]
-    Recorder(String),
+    Recorder(#[from] EmbeddedError),
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -249,9 +251,7 @@ async fn recorders(
     if !config.recorder.urls.is_empty() {
         return Ok((None, config.recorder.urls.clone()));
     }
-    let e = crate::feed::embedded::start(config, public_url.to_owned(), verifier, registry)
-        .await
-        .map_err(StartError::Recorder)?;
+    let e = crate::feed::embedded::start(config, public_url.to_owned(), verifier, registry).await?;
     let url = e.url.clone();
     Ok((Some(e), vec![url]))
 }

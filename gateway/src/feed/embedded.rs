@@ -54,27 +54,72 @@ fn parent_of(dir: &Path) -> PathBuf {
 
 /// The recipients: the configured ones, or in development mode the
 /// development review identity's (made on first use).
-fn recipients(config: &Config, dir: &Path) -> Result<RecipientSet, String> {
+fn recipients(config: &Config, dir: &Path) -> Result<RecipientSet, EmbeddedError> {
     let r = &config.recorder;
     let list = if r.recipients.is_empty() {
         dev_recipient(config, &parent_of(dir))?
     } else {
         r.recipients.clone()
     };
-    RecipientSet::parse(&list.join("\n")).map_err(|e| e.to_string())
+    Ok(RecipientSet::parse(&list.join("\n"))?)
 }
 
 #[cfg(feature = "dev")]
-fn dev_recipient(config: &Config, dir: &Path) -> Result<Vec<String>, String> {
+fn dev_recipient(config: &Config, dir: &Path) -> Result<Vec<String>, EmbeddedError> {
     if !config.dev {
-        return Err("recorder.recipients is required outside --dev".into());
+        return Err(EmbeddedError::NoRecipients(
+            "recorder.recipients is required outside --dev",
+        ));
     }
-    crate::dev::review_recipient(dir).map(|r| vec![r])
+    crate::dev::review_recipient(dir)
+        .map(|r| vec![r])
+        .map_err(EmbeddedError::DevIdentity)
 }
 
 #[cfg(not(feature = "dev"))]
-fn dev_recipient(_config: &Config, _dir: &Path) -> Result<Vec<String>, String> {
-    Err("recorder.recipients is required (this gateway is built without development mode)".into())
+fn dev_recipient(_config: &Config, _dir: &Path) -> Result<Vec<String>, EmbeddedError> {
+    Err(EmbeddedError::NoRecipients(
+        "recorder.recipients is required (this gateway is built without development mode)",
+    ))
+}
+
+/// Why the in-process recorder could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// No recipients are configured, and this is not development mode.
+    #[error("{0}")]
+    NoRecipients(&'static str),
+    /// The development review identity could not be made or read.
+    #[error("development review identity: {0}")]
+    DevIdentity(String),
+    /// The recipients are not age public keys.
+    #[error("recipients: {0}")]
+    Recipients(#[from] chaperone_archive::segment::SealError),
+    /// A directory could not be created.
+    #[error("{path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest-signing key could not be read or made.
+    #[error("signing key: {0}")]
+    Key(#[from] chaperone_archive::keys::KeyError),
+    /// The recordings' store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] chaperone_archive::store::StoreError),
+    /// The store does not answer.
+    #[error("store: {0}")]
+    NotReady(#[source] object_store::Error),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The loopback listener could not be opened.
+    #[error("listener: {0}")]
+    Listen(#[source] std::io::Error),
 }
 
 /// Starts the in-process recorder, trusting service tokens signed by
@@ -84,7 +129,7 @@ pub(crate) async fn start(
     issuer: String,
     keys: Verifier,
     registry: &prometheus::Registry,
-) -> Result<Embedded, String> {
+) -> Result<Embedded, EmbeddedError> {
     let r = &config.recorder;
     let dir = recordings_dir(config);
     let recipients = recipients(config, &dir)?;
@@ -94,17 +139,19 @@ pub(crate) async fn start(
         PathBuf::from(&r.signing_key_file)
     };
     if let Some(p) = key_path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::create_dir_all(p).map_err(|source| EmbeddedError::Dir {
+            path: p.display().to_string(),
+            source,
+        })?;
     }
-    let signer = RecorderSigningKey::load_or_generate(&key_path).map_err(|e| e.to_string())?;
+    let signer = RecorderSigningKey::load_or_generate(&key_path)?;
     // The same store layer as `recorder serve` (writes fsync'd, probed now).
     let store = chaperone_archive::store::open(&chaperone_archive::store::StoreConfig {
         dir: dir.display().to_string(),
         ..chaperone_archive::store::StoreConfig::default()
     })
-    .await
-    .map_err(|e| e.to_string())?;
-    let metrics = IngestMetrics::register(registry).map_err(|e| e.to_string())?;
+    .await?;
+    let metrics = IngestMetrics::register(registry)?;
     tracing::info!(dir = %dir.display(), recipients = ?recipients.to_strings(), "recorder: embedded, writing sealed segments");
     let service = Service::new(
         Archive {
@@ -118,14 +165,11 @@ pub(crate) async fn start(
         ServiceAuth::with_keys(issuer, config.tokens.service_audience.clone(), keys),
         registry.clone(),
     );
-    service
-        .ready()
-        .await
-        .map_err(|e| format!("object store: {e}"))?;
+    service.ready().await.map_err(EmbeddedError::NotReady)?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .map_err(|e| format!("embedded recorder listener: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(EmbeddedError::Listen)?;
+    let addr = listener.local_addr().map_err(EmbeddedError::Listen)?;
     let router = service.router();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
