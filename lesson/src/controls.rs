@@ -19,7 +19,7 @@ use crate::Lesson;
 
 impl Lesson {
     /// The pupils a target names: one (who must be a pupil) or all.
-    fn pupils(&self, target: Target) -> Result<Vec<ParticipantId>, ErrorCode> {
+    pub(crate) fn pupils(&self, target: Target) -> Result<Vec<ParticipantId>, ErrorCode> {
         match target {
             Target::One(p) => match self.participants.get(&p) {
                 None => Err(ErrorCode::UnknownParticipant),

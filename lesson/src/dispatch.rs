@@ -76,6 +76,8 @@ impl Lesson {
                 | ClientMsg::SetChatPolicy { .. }
                 | ClientMsg::FlagIncident { .. }
                 | ClientMsg::EndLesson
+                | ClientMsg::LowerHand { .. }
+                | ClientMsg::ShowHands { .. }
         );
         if staff_only && !role.is_staff() {
             return Err(ErrorCode::Forbidden);
@@ -114,6 +116,12 @@ impl Lesson {
             ClientMsg::SetSource { source, on } => self.set_source(now, from, source, on),
             ClientMsg::Chat { to, text } => self.chat(now, from, to, text),
             ClientMsg::ReportConcern { text } => self.report_concern(now, from, role, &text),
+            ClientMsg::RaiseHand { raised } => self.raise_hand(from, raised),
+            ClientMsg::LowerHand { target } => self.lower_hand(from, target),
+            ClientMsg::ShowHands { visible } => {
+                self.show_hands(from, visible);
+                Ok(())
+            }
             ClientMsg::Offer { sdp } => {
                 self.outputs.push_back(Output::MediaOffer {
                     participant: from,

@@ -29,6 +29,7 @@
 //! - `controls`: permissions and defaults, turn-off, engagement, sources;
 //! - `chat`: public and private chat, its policy and rate limit, concerns
 //!   and incidents;
+//! - `hands`: raised hands, their order, and who sees them;
 //! - `supervision`: holds, the recorder gate, the teacher-camera rule,
 //!   expiries and deadlines;
 //! - `dispatch`: client messages, through the gates, to their verbs;
@@ -43,6 +44,7 @@ mod chat;
 mod controls;
 mod dispatch;
 mod forwarding;
+mod hands;
 mod roster;
 mod settle;
 mod snapshot;
@@ -228,6 +230,7 @@ struct Participant {
     sent_waiting: u64,
     sent_status: Option<LessonStatus>,
     sent_you: Option<ServerMsg>,
+    sent_hands: Option<Vec<ParticipantId>>,
 }
 
 /// One live lesson. See the module docs for the call order.
@@ -249,6 +252,10 @@ pub struct Lesson {
     locked: bool,
     public_chat: bool,
     private_chat: bool,
+    /// Raised hands, oldest first (admitted pupils only; see `hands.rs`).
+    hands: Vec<ParticipantId>,
+    /// Whether pupils see whose hands are up.
+    hands_visible: bool,
     ended: bool,
     recorder_attached: bool,
     /// Since when no recorder has been attached (set at creation).
@@ -285,6 +292,8 @@ impl Lesson {
             locked: false,
             public_chat: true,
             private_chat: true,
+            hands: Vec::new(),
+            hands_visible: false,
             ended: false,
             recorder_attached: false,
             recorder_lost_since: Some(now),

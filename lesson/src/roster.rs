@@ -109,6 +109,7 @@ impl Lesson {
                 sent_waiting: 0,
                 sent_status: None,
                 sent_you: None,
+                sent_hands: Some(Vec::new()),
             },
         );
         self.by_user.insert(req.user.clone(), id);

@@ -24,6 +24,7 @@ impl Lesson {
         self.update_holds(now);
         self.flag_overdue_cameras(now);
         self.settle_media();
+        self.settle_hands();
         self.settle_views();
         self.settle_snapshot();
     }
@@ -91,6 +92,14 @@ impl Lesson {
             if x.sent_you.as_ref() != Some(&you) {
                 sends.push(you.clone());
             }
+            // After the status, so a client learns hands are hidden before
+            // its list shrinks to its own hand.
+            let hands = self.hands_for(id, x.role);
+            if x.sent_hands.as_ref() != Some(&hands) {
+                sends.push(ServerMsg::Hands {
+                    raised: hands.clone(),
+                });
+            }
             if let Some(x) = self.participants.get_mut(&id) {
                 x.sent_roster = self.roster_version;
                 if staff {
@@ -98,6 +107,7 @@ impl Lesson {
                 }
                 x.sent_status = Some(status.clone());
                 x.sent_you = Some(you);
+                x.sent_hands = Some(hands);
             }
             for m in sends {
                 self.send(id, m);
@@ -122,6 +132,7 @@ impl Lesson {
             observer_present: self.participants.values().any(|x| x.role == Role::Observer),
             public_chat: self.public_chat,
             private_chat: self.private_chat,
+            hands_visible: self.hands_visible,
         }
     }
 

@@ -36,6 +36,10 @@ pub struct Snapshot {
     pub public_chat: bool,
     /// Pupils may message staff privately.
     pub private_chat: bool,
+    /// Pupils see whose hands are up (raised hands themselves are not
+    /// kept: after a failover every hand is down).
+    #[serde(default)]
+    pub hands_visible: bool,
     /// The lesson has ended.
     pub ended: bool,
     /// Permissions for pupils admitted later.
@@ -121,6 +125,7 @@ impl Lesson {
             locked: self.locked,
             public_chat: self.public_chat,
             private_chat: self.private_chat,
+            hands_visible: self.hands_visible,
             ended: self.ended,
             defaults: self.defaults,
             permissions,
@@ -153,6 +158,7 @@ impl Lesson {
         lesson.locked = snapshot.locked;
         lesson.public_chat = snapshot.public_chat;
         lesson.private_chat = snapshot.private_chat;
+        lesson.hands_visible = snapshot.hands_visible;
         lesson.ended = snapshot.ended;
         lesson.defaults = snapshot.defaults;
         lesson.permissions = snapshot.permissions.into_iter().collect();

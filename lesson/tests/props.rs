@@ -68,6 +68,9 @@ enum M {
     SetSource(MediaSource, bool),
     Chat(Option<Ref>, u8),
     Concern(u8),
+    RaiseHand(bool),
+    LowerHand(Option<Ref>),
+    ShowHands(bool),
     Offer,
     Answer,
 }
@@ -129,6 +132,9 @@ fn msg() -> impl Strategy<Value = M> {
         5 => (source(), any::<bool>()).prop_map(|(s, on)| M::SetSource(s, on)),
         6 => (proptest::option::of(reference()), 0u8..8).prop_map(|(t, k)| M::Chat(t, k)),
         1 => (0u8..8).prop_map(M::Concern),
+        3 => any::<bool>().prop_map(M::RaiseHand),
+        1 => proptest::option::of(reference()).prop_map(M::LowerHand),
+        1 => any::<bool>().prop_map(M::ShowHands),
         1 => Just(M::Offer),
         1 => Just(M::Answer),
     ]
@@ -217,6 +223,11 @@ fn to_client(c: &Class, m: &M) -> ClientMsg {
             text: text(k),
         },
         M::Concern(k) => ClientMsg::ReportConcern { text: text(k) },
+        M::RaiseHand(raised) => ClientMsg::RaiseHand { raised },
+        M::LowerHand(t) => ClientMsg::LowerHand {
+            target: target(c, t),
+        },
+        M::ShowHands(visible) => ClientMsg::ShowHands { visible },
         M::Offer => ClientMsg::Offer {
             sdp: "v=0".to_owned(),
         },

@@ -1,5 +1,8 @@
 //! One test per lesson rule, each asserting the exact typed refusal or
 //! effect. The harness checks the safeguarding invariants throughout.
+//!
+//! This file is long because it holds one short test per rule of the lesson
+//! core, grouped by concern, so that a rule and its test are found together.
 
 mod common;
 
@@ -706,6 +709,161 @@ fn end_lesson_says_goodbye_and_refuses_joins() {
     assert_eq!(c.try_join(Who::Pupil(0)), Err(ErrorCode::Ended));
     assert_eq!(c.try_join(Who::Teacher), Err(ErrorCode::Ended));
     assert_eq!(c.try_join(Who::Stranger), Err(ErrorCode::NotFound));
+}
+
+// ----------------------------------------------------------------- hands
+
+fn hands(
+    c: &Class,
+    p: chaperone_protocol::ParticipantId,
+) -> Option<Vec<chaperone_protocol::ParticipantId>> {
+    c.inbox(p).iter().rev().find_map(|m| match m {
+        ServerMsg::Hands { raised } => Some(raised.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn raised_hands_queue_in_order_for_staff_and_are_recorded() {
+    let (mut c, t) = Class::started(2);
+    let a = c.admitted_pupil(0, t);
+    let b = c.admitted_pupil(1, t);
+    c.accept(b, ClientMsg::RaiseHand { raised: true });
+    c.accept(a, ClientMsg::RaiseHand { raised: true });
+    // Raising a raised hand keeps its place.
+    c.accept(b, ClientMsg::RaiseHand { raised: true });
+    assert_eq!(hands(&c, t), Some(vec![b, a]));
+    assert_eq!(c.lesson.raised_hands(), &[b, a]);
+    c.accept(b, ClientMsg::RaiseHand { raised: false });
+    assert_eq!(hands(&c, t), Some(vec![a]));
+    assert!(
+        c.events
+            .contains(&LessonEvent::HandRaised { participant: b })
+    );
+    assert!(c.events.contains(&LessonEvent::HandLowered {
+        participant: b,
+        by: None
+    }));
+}
+
+#[test]
+fn pupils_see_only_their_own_hand_unless_the_teacher_shows_hands() {
+    let (mut c, t) = Class::started(2);
+    let a = c.admitted_pupil(0, t);
+    let b = c.admitted_pupil(1, t);
+    c.accept(a, ClientMsg::RaiseHand { raised: true });
+    c.accept(b, ClientMsg::RaiseHand { raised: true });
+    assert_eq!(hands(&c, a), Some(vec![a]));
+    assert_eq!(hands(&c, b), Some(vec![b]));
+    c.accept(t, ClientMsg::ShowHands { visible: true });
+    assert!(c.last_status(a).expect("status").hands_visible);
+    assert_eq!(hands(&c, b), Some(vec![a, b]));
+    assert!(c.events.contains(&LessonEvent::HandsShown {
+        visible: true,
+        by: t
+    }));
+    c.accept(t, ClientMsg::ShowHands { visible: false });
+    assert_eq!(hands(&c, a), Some(vec![a]));
+    // An observer sees every hand, like staff.
+    let o = c.join(Who::Observer);
+    assert_eq!(hands(&c, o), Some(vec![a, b]));
+}
+
+#[test]
+fn staff_lower_one_hand_or_all() {
+    let (mut c, t) = Class::started(3);
+    let a = c.admitted_pupil(0, t);
+    let b = c.admitted_pupil(1, t);
+    let d = c.admitted_pupil(2, t);
+    for p in [a, b, d] {
+        c.accept(p, ClientMsg::RaiseHand { raised: true });
+    }
+    c.accept(
+        t,
+        ClientMsg::LowerHand {
+            target: Target::One(b),
+        },
+    );
+    assert_eq!(hands(&c, t), Some(vec![a, d]));
+    assert!(c.events.contains(&LessonEvent::HandLowered {
+        participant: b,
+        by: Some(t)
+    }));
+    assert_eq!(
+        hands(&c, b),
+        Some(vec![]),
+        "the pupil learns their hand was lowered"
+    );
+    c.accept(
+        t,
+        ClientMsg::LowerHand {
+            target: Target::AllPupils,
+        },
+    );
+    assert_eq!(hands(&c, t), Some(vec![]));
+    c.refuse(
+        t,
+        ClientMsg::LowerHand {
+            target: Target::One(t),
+        },
+        ErrorCode::Forbidden,
+    );
+}
+
+#[test]
+fn hand_raising_is_refused_to_the_waiting_room_staff_observers_and_held_pupils() {
+    let (mut c, t) = Class::started(2);
+    let a = c.admitted_pupil(0, t);
+    let w = c.join(Who::Pupil(1));
+    c.refuse(
+        w,
+        ClientMsg::RaiseHand { raised: true },
+        ErrorCode::NotAdmitted,
+    );
+    assert_eq!(
+        hands(&c, t),
+        None,
+        "a waiting pupil's hand never reaches staff"
+    );
+    c.refuse(
+        t,
+        ClientMsg::RaiseHand { raised: true },
+        ErrorCode::Forbidden,
+    );
+    let o = c.join(Who::Observer);
+    c.refuse(
+        o,
+        ClientMsg::RaiseHand { raised: true },
+        ErrorCode::Forbidden,
+    );
+    c.refuse(
+        a,
+        ClientMsg::LowerHand {
+            target: Target::AllPupils,
+        },
+        ErrorCode::Forbidden,
+    );
+    c.refuse(
+        a,
+        ClientMsg::ShowHands { visible: true },
+        ErrorCode::Forbidden,
+    );
+    c.recorder(false);
+    c.advance(Duration::from_secs(11));
+    c.refuse(a, ClientMsg::RaiseHand { raised: true }, ErrorCode::Held);
+}
+
+#[test]
+fn a_pupil_who_leaves_or_is_removed_drops_out_of_the_queue() {
+    let (mut c, t) = Class::started(2);
+    let a = c.admitted_pupil(0, t);
+    let b = c.admitted_pupil(1, t);
+    c.accept(a, ClientMsg::RaiseHand { raised: true });
+    c.accept(b, ClientMsg::RaiseHand { raised: true });
+    c.leave(a);
+    assert_eq!(hands(&c, t), Some(vec![b]));
+    c.accept(t, ClientMsg::Remove { participant: b });
+    assert_eq!(hands(&c, t), Some(vec![]));
 }
 
 // -------------------------------------------------------------- snapshot

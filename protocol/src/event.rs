@@ -165,6 +165,25 @@ pub enum LessonEvent {
         /// What they wrote.
         text: String,
     },
+    /// A pupil raised their hand.
+    HandRaised {
+        /// The pupil.
+        participant: ParticipantId,
+    },
+    /// A raised hand was lowered (by its pupil, or by staff).
+    HandLowered {
+        /// The pupil.
+        participant: ParticipantId,
+        /// The staff member who lowered it, if it was not the pupil.
+        by: Option<ParticipantId>,
+    },
+    /// Staff showed or hid from pupils whose hands are up.
+    HandsShown {
+        /// Shown (true) or hidden.
+        visible: bool,
+        /// Who changed it.
+        by: ParticipantId,
+    },
     /// A teacher flagged an incident.
     Incident {
         /// The staff member.

@@ -128,6 +128,23 @@ pub enum ClientMsg {
         /// What worries them.
         text: String,
     },
+    /// Raise (or lower) one's own hand (pupils).
+    RaiseHand {
+        /// Raised (true) or lowered.
+        raised: bool,
+    },
+
+    // --- staff: hands ---
+    /// Lower one pupil's raised hand, or every pupil's.
+    LowerHand {
+        /// One pupil, or all pupils.
+        target: Target,
+    },
+    /// Whether pupils see whose hands are up (staff and observers always do).
+    ShowHands {
+        /// Shown to pupils (true) or hidden.
+        visible: bool,
+    },
 
     // --- media negotiation ---
     /// An SDP offer for the client's peer connection.
@@ -180,6 +197,9 @@ impl ClientMsg {
             ClientMsg::SetSource { .. } => "set_source",
             ClientMsg::Chat { .. } => "chat",
             ClientMsg::ReportConcern { .. } => "report_concern",
+            ClientMsg::RaiseHand { .. } => "raise_hand",
+            ClientMsg::LowerHand { .. } => "lower_hand",
+            ClientMsg::ShowHands { .. } => "show_hands",
             ClientMsg::Offer { .. } => "offer",
             ClientMsg::Answer { .. } => "answer",
         }
@@ -290,6 +310,9 @@ pub struct LessonStatus {
     pub public_chat: bool,
     /// Pupils may message staff privately.
     pub private_chat: bool,
+    /// Pupils see whose hands are up (staff and observers always do).
+    #[serde(default)]
+    pub hands_visible: bool,
 }
 
 /// Why a participant's connection is being closed.
@@ -380,6 +403,13 @@ pub enum ServerMsg {
     },
     /// Your concern was passed to the DSL.
     ConcernReceived,
+    /// Raised hands, oldest first, as you may see them: every one for staff
+    /// and observers, and for pupils when the teacher shows hands; otherwise
+    /// only your own.
+    Hands {
+        /// Participants whose hands are up, in the order they were raised.
+        raised: Vec<ParticipantId>,
+    },
     /// A request was refused.
     Error {
         /// Typed code.

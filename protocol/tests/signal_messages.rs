@@ -83,6 +83,11 @@ fn every_client_message_round_trips() {
         ClientMsg::ReportConcern {
             text: "worried".into(),
         },
+        ClientMsg::RaiseHand { raised: true },
+        ClientMsg::LowerHand {
+            target: Target::One(P),
+        },
+        ClientMsg::ShowHands { visible: true },
         ClientMsg::Offer {
             sdp: "v=0\r\n".into(),
         },
@@ -91,7 +96,7 @@ fn every_client_message_round_trips() {
         },
     ];
     let names: std::collections::BTreeSet<_> = all.iter().map(ClientMsg::name).collect();
-    assert_eq!(names.len(), 18, "one of each message type");
+    assert_eq!(names.len(), 21, "one of each message type");
     for msg in all {
         client_round_trip(msg);
     }
@@ -136,6 +141,7 @@ fn every_server_message_round_trips() {
             observer_present: true,
             public_chat: true,
             private_chat: false,
+            hands_visible: true,
         }),
         ServerMsg::ControlChanged {
             permission: Permission::Microphone,
@@ -152,6 +158,9 @@ fn every_server_message_round_trips() {
             kind: Compliance::TeacherCameraOff,
         },
         ServerMsg::ConcernReceived,
+        ServerMsg::Hands {
+            raised: vec![P, ParticipantId(1)],
+        },
         ServerMsg::Error {
             code: ErrorCode::PupilToPupil,
             action: Some("chat".into()),
@@ -294,6 +303,15 @@ fn every_lesson_event_round_trips_through_json() {
         LessonEvent::Incident {
             by: P,
             note: "n".into(),
+        },
+        LessonEvent::HandRaised { participant: P },
+        LessonEvent::HandLowered {
+            participant: P,
+            by: Some(ParticipantId(1)),
+        },
+        LessonEvent::HandsShown {
+            visible: true,
+            by: P,
         },
         LessonEvent::Compliance {
             participant: P,

@@ -135,6 +135,23 @@ impl Class {
                     ServerMsg::Banner { .. } if !staff => {
                         self.fail("a non-staff participant was sent a banner", out)
                     }
+                    ServerMsg::Hands { raised } => {
+                        let pupils_only = raised.iter().all(|h| {
+                            self.present
+                                .get(h)
+                                .is_some_and(|s| s.role == Role::Pupil && s.admitted)
+                        });
+                        if !pupils_only {
+                            self.fail("a raised hand of someone who is not an admitted pupil", out);
+                        }
+                        let shown = self.last_status(*to).is_some_and(|s| s.hands_visible);
+                        if seen.role == Role::Pupil && !shown && raised.iter().any(|h| h != to) {
+                            self.fail(
+                                "a pupil was shown another pupil's hand while hands are hidden",
+                                out,
+                            );
+                        }
+                    }
                     ServerMsg::You {
                         permissions,
                         sources_on,
@@ -356,6 +373,14 @@ impl Class {
             self.receiving, want_rx,
             "receiving set differs from the rule"
         );
+        for h in self.lesson.raised_hands() {
+            assert!(
+                self.present
+                    .get(h)
+                    .is_some_and(|s| s.role == Role::Pupil && s.admitted && !self.ended),
+                "a hand is up for {h}, who is not an admitted pupil"
+            );
+        }
         for t in &self.forwarded {
             assert!(
                 self.lesson.is_forwarding(*t),
