@@ -19,3 +19,10 @@ pub fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// The wall-clock milliseconds of a monotonic instant in the past (an
+/// event's time as the lesson task stamped it), for what is persisted.
+pub(crate) fn unix_millis_at(at: Instant) -> u64 {
+    let age = now().saturating_duration_since(at);
+    unix_millis().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(0))
+}

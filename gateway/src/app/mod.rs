@@ -149,6 +149,8 @@ impl App {
         let (records_tx, records_rx) = mpsc::channel::<RoomRecord>(1024);
         // Concerns and incidents reach the DSL's list on their way to the recorder.
         let records_rx = crate::web::incidents::tap(store.clone(), records_rx);
+        // So do the register's joins, admissions and departures.
+        let records_rx = crate::web::register::tap(store.clone(), records_rx);
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
             media: Some(media.clone()),
@@ -257,6 +259,22 @@ async fn recorders(
 }
 
 /// The signed-in web's settings.
+/// `lesson.classes`, and in `--dev` the demo school's classes, so that a
+/// lesson for 7A can be made before any pupil has signed in.
+fn known_classes(config: &Config) -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut classes = config.lesson.classes.clone();
+    #[cfg(feature = "dev")]
+    if config.dev {
+        for person in crate::dev::idp::demo_people() {
+            classes.extend(person.classes);
+        }
+    }
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
 fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -> WebConfig {
     WebConfig {
         public_url: public_url.to_owned(),
@@ -270,6 +288,7 @@ fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -
         step_up_max_age_secs: config.oidc.step_up_max_age_secs,
         lookups_per_minute: config.session.lesson_lookups_per_minute,
         turn: config.turn.clone(),
+        classes: known_classes(config),
         dev: config.dev,
     }
 }

@@ -57,6 +57,13 @@ impl Config {
                 "LESSON_CHAT_MAX_CHARS" => self.lesson.chat_max_chars = num(&value)? as usize,
                 "LESSON_CHAT_RATE" => self.lesson.chat_rate = num(&value)? as usize,
                 "LESSON_CHAT_WINDOW_SECS" => self.lesson.chat_window_secs = num(&value)?,
+                "LESSON_CLASSES" => {
+                    self.lesson.classes = value
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
                 "LOG_FORMAT" => {
                     self.log.format = match value.as_str() {
                         "text" => LogFormat::Text,

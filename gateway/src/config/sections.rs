@@ -326,6 +326,9 @@ pub struct LessonSettings {
     pub chat_rate: usize,
     /// The chat rate window, in seconds.
     pub chat_window_secs: u64,
+    /// Classes lessons may be created for, besides those the identity
+    /// provider's claims name for people who signed in.
+    pub classes: Vec<String>,
 }
 
 impl Default for LessonSettings {
@@ -339,6 +342,7 @@ impl Default for LessonSettings {
             chat_max_chars: d.chat_max_chars,
             chat_rate: d.chat_rate,
             chat_window_secs: d.chat_window.as_secs(),
+            classes: Vec::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::{self, AuditRecord};
+use super::lessons::{self, LessonView};
 use super::{WebState, current_session, same_origin};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::AccountClaims;
@@ -104,6 +105,7 @@ pub(crate) fn router() -> Router<WebState> {
     Router::new()
         .route("/api/me", get(me))
         .route("/api/lessons", get(list_lessons).post(create_lesson))
+        .route("/api/classes", get(classes))
         .route("/api/lessons/{lesson}", get(get_lesson))
         .route("/api/lessons/{lesson}/token", post(room_token))
         .route("/api/people", get(people))
@@ -115,7 +117,10 @@ pub(crate) fn router() -> Router<WebState> {
 }
 
 /// The caller's session: (session key, identity).
-async fn signed_in(state: &WebState, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
+pub(crate) async fn signed_in(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<(String, Identity), ApiError> {
     match current_session(state, headers).await? {
         Some((key, session)) => Ok((key, session.identity)),
         None => Err(ApiError::Unauthenticated),
@@ -198,22 +203,36 @@ async fn all_lessons(state: &WebState) -> Result<Vec<LessonInfo>, ApiError> {
 async fn list_lessons(
     State(state): State<WebState>,
     headers: HeaderMap,
-) -> ApiResult<Vec<LessonInfo>> {
+) -> ApiResult<Vec<LessonView>> {
     let (_, who) = signed_in(&state, &headers).await?;
     let grants = grants_of(&state, &who).await?;
     let now = unix_millis();
+    let ended = lessons::ended_times(&state).await?;
     Ok(Json(
         all_lessons(&state)
             .await?
             .into_iter()
             .filter(|l| l.visible_to(&who, &grants, now))
+            .map(|l| {
+                let at = ended.get(&l.id).copied();
+                LessonView::new(l, at, now)
+            })
             .collect(),
     ))
 }
 
+/// The classes a lesson may be created for (staff).
+async fn classes(State(state): State<WebState>, headers: HeaderMap) -> ApiResult<Vec<String>> {
+    let (_, who) = signed_in(&state, &headers).await?;
+    if !who.is_staff() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Json(lessons::known_classes(&state).await?))
+}
+
 /// A lesson the caller may see, counted against their lookup budget;
 /// everything else is `NotFound`.
-async fn visible_lesson(
+pub(crate) async fn visible_lesson(
     state: &WebState,
     key: &str,
     who: &Identity,
@@ -245,9 +264,10 @@ async fn get_lesson(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(lesson): Path<String>,
-) -> ApiResult<LessonInfo> {
+) -> ApiResult<LessonView> {
     let (key, who) = signed_in(&state, &headers).await?;
-    Ok(Json(visible_lesson(&state, &key, &who, &lesson).await?))
+    let info = visible_lesson(&state, &key, &who, &lesson).await?;
+    Ok(Json(lessons::view(&state, info, unix_millis()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +316,8 @@ async fn create_lesson(
     };
     info.validate()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let known = lessons::known_classes(&state).await?;
+    lessons::check_new(&info.class, info.starts_at_ms, &known, unix_millis())?;
     let json = serde_json::to_string(&info).map_err(|_| ApiError::Unavailable)?;
     state
         .store
@@ -536,7 +558,14 @@ async fn unblock(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantRequest {
-    visitor: UserRef,
+    /// A person who has signed in before, as the people list names them.
+    #[serde(default)]
+    visitor: Option<UserRef>,
+    /// Or the visitor's subject at the school's identity provider, for
+    /// someone who has not signed in yet (an inspector's visit prepared
+    /// ahead): the grant is for (our issuer, this subject).
+    #[serde(default)]
+    visitor_subject: Option<String>,
     lessons: Vec<LessonId>,
     not_before_ms: u64,
     not_after_ms: u64,
@@ -553,6 +582,17 @@ async fn grant_visitor(
         return Err(ApiError::Forbidden);
     }
     let why = reason(&req.reason)?;
+    let visitor = match (req.visitor, req.visitor_subject.as_deref().map(str::trim)) {
+        (Some(v), None) => v,
+        (None, Some(sub)) if !sub.is_empty() => UserRef::new(state.rp.issuer(), sub)
+            .map_err(|e| ApiError::Invalid(format!("that subject cannot be used: {e}")))?,
+        _ => {
+            return Err(ApiError::Invalid(
+                "name the visitor: a person from the list, or their identity provider subject"
+                    .to_owned(),
+            ));
+        }
+    };
     if req.not_after_ms <= req.not_before_ms || req.not_after_ms - req.not_before_ms > MAX_GRANT_MS
     {
         return Err(ApiError::Invalid(
@@ -574,7 +614,7 @@ async fn grant_visitor(
     }
     let grant = VisitorGrant {
         id: crate::auth::session::new_secret(),
-        visitor: req.visitor.clone(),
+        visitor: visitor.clone(),
         lessons: req.lessons,
         not_before: UnixMillis(req.not_before_ms),
         not_after: UnixMillis(req.not_after_ms),
@@ -586,7 +626,7 @@ async fn grant_visitor(
         audit::write(
             &state.store,
             AuditRecord::new(unix_millis(), "visitor_grant", Some(who.user.clone()))
-                .target(req.visitor.clone())
+                .target(visitor.clone())
                 .lesson(*l)
                 .reason(why.clone()),
         )

@@ -165,9 +165,7 @@ pub(crate) fn tap(
                     ..
                 } => names.retain(|(l, _), _| l != lesson),
                 RoomRecord::Alert { lesson, at, event } => {
-                    let age = crate::clock::now().saturating_duration_since(*at);
-                    let at_ms =
-                        unix_millis().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(0));
+                    let at_ms = crate::clock::unix_millis_at(*at);
                     let raiser = match event {
                         LessonEvent::Concern { participant, .. } => Some(*participant),
                         LessonEvent::Incident { by, .. } => Some(*by),

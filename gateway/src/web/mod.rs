@@ -4,6 +4,8 @@
 //! - [`login`]: the OIDC login flow (`/login`, `/auth/callback`, `/logout`);
 //! - [`session`]: the session cookie and the signed-in session of a request;
 //! - [`api`], [`incidents`], [`review`]: the JSON API and the pages behind it;
+//!   `lessons` (a lesson's state, class and start checks), [`register`]
+//!   (attendance);
 //! - [`audit`]: the gateway's audit log;
 //! - [`html`], `assets`: page shells and the embedded static files.
 //!
@@ -17,7 +19,9 @@ mod assets;
 pub(crate) mod audit;
 pub(crate) mod html;
 pub(crate) mod incidents;
+mod lessons;
 pub(crate) mod login;
+pub(crate) mod register;
 pub(crate) mod review;
 pub(crate) mod session;
 
@@ -59,6 +63,9 @@ pub(crate) struct WebConfig {
     pub lookups_per_minute: u32,
     /// TURN relays handed out with room tokens (empty: none).
     pub turn: crate::config::TurnSettings,
+    /// Classes lessons may be created for, besides those of people who
+    /// signed in (`lesson.classes`; in `--dev`, the demo school's too).
+    pub classes: Vec<String>,
     /// Development mode (shown on pages).
     pub dev: bool,
 }
@@ -135,6 +142,7 @@ pub(crate) fn router(state: WebState) -> Router {
         .merge(api::router())
         .merge(review::router())
         .merge(incidents::router())
+        .merge(register::router())
         .with_state(state)
 }
 

@@ -1,0 +1,230 @@
+//! What the lessons API adds to a lesson's description for the pages: its
+//! state in its life cycle (upcoming, live, ended) with the window it is
+//! open in, and the checks on a new lesson that need more than its own
+//! fields: the class must be one the school has (from the identity
+//! provider's claims of people who signed in, and `lesson.classes`), and it
+//! cannot start in the past.
+//!
+//! The state shown here is worked out from the lesson's times and its
+//! register (which knows when it ended); it never opens or closes a lesson
+//! itself: joining is decided by the join check and the lesson core.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chaperone_protocol::LessonId;
+use serde::Serialize;
+
+use super::WebState;
+use super::api::{ApiError, PEOPLE};
+use super::register;
+use crate::catalog::LessonInfo;
+use crate::store::StateStore;
+
+/// How long before its start a lesson opens (the teacher gets ready, pupils
+/// wait in the waiting room).
+pub(crate) const OPENS_BEFORE_MS: u64 = 15 * 60 * 1000;
+/// How long after its planned end a lesson stays open unless ended sooner.
+pub(crate) const CLOSES_AFTER_MS: u64 = 15 * 60 * 1000;
+/// How far in the past a new lesson may start (a lesson created "now" takes
+/// a moment to fill in).
+pub(crate) const START_SLACK_MS: u64 = 5 * 60 * 1000;
+
+/// Where a lesson is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LessonState {
+    /// Not open yet.
+    Upcoming,
+    /// Open: people may join.
+    Live,
+    /// Ended by staff, or past its window.
+    Ended,
+}
+
+/// A lesson as the API lists it: its description, and where it stands.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LessonView {
+    /// The description as staff created it.
+    #[serde(flatten)]
+    pub info: LessonInfo,
+    /// Upcoming, live or ended.
+    pub state: LessonState,
+    /// When it opens, Unix ms.
+    pub opens_at_ms: u64,
+    /// When it closes unless ended sooner, Unix ms.
+    pub closes_at_ms: u64,
+    /// When staff ended it, if they did.
+    pub ended_at_ms: Option<u64>,
+}
+
+impl LessonView {
+    /// `info` at `now_ms`, given when it ended (if it did).
+    pub(crate) fn new(info: LessonInfo, ended_at_ms: Option<u64>, now_ms: u64) -> Self {
+        let opens_at_ms = info.starts_at_ms.saturating_sub(OPENS_BEFORE_MS);
+        let closes_at_ms = info.ends_at_ms.saturating_add(CLOSES_AFTER_MS);
+        let state = if ended_at_ms.is_some() || now_ms >= closes_at_ms {
+            LessonState::Ended
+        } else if now_ms < opens_at_ms {
+            LessonState::Upcoming
+        } else {
+            LessonState::Live
+        };
+        Self {
+            info,
+            state,
+            opens_at_ms,
+            closes_at_ms,
+            ended_at_ms,
+        }
+    }
+}
+
+/// When each lesson with a register ended, from the registers.
+pub(crate) async fn ended_times(state: &WebState) -> Result<HashMap<LessonId, u64>, ApiError> {
+    let mut out = HashMap::new();
+    for (id, json) in state.store.list_records(register::TABLE).await? {
+        let (Ok(lesson), Ok(r)) = (
+            id.parse::<LessonId>(),
+            serde_json::from_str::<register::Register>(&json),
+        ) else {
+            tracing::error!(%id, "unreadable register skipped");
+            continue;
+        };
+        if let Some(at) = r.ended_ms {
+            out.insert(lesson, at);
+        }
+    }
+    Ok(out)
+}
+
+/// The view of one lesson now.
+pub(crate) async fn view(
+    state: &WebState,
+    info: LessonInfo,
+    now_ms: u64,
+) -> Result<LessonView, ApiError> {
+    let ended = register::load(&state.store, info.id)
+        .await?
+        .and_then(|r| r.ended_ms);
+    Ok(LessonView::new(info, ended, now_ms))
+}
+
+/// The classes lessons may be created for: `lesson.classes` and every
+/// class a person who signed in holds, sorted.
+pub(crate) async fn known_classes(state: &WebState) -> Result<Vec<String>, ApiError> {
+    let mut out: BTreeSet<String> = state.config.classes.iter().cloned().collect();
+    for (_, json) in state.store.list_records(PEOPLE).await? {
+        let Ok(p) = serde_json::from_str::<serde_json::Value>(&json) else {
+            continue;
+        };
+        for c in p["classes"].as_array().into_iter().flatten() {
+            if let Some(c) = c.as_str() {
+                out.insert(c.to_owned());
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Checks a new lesson's class and start against the school and the clock.
+pub(crate) fn check_new(
+    class: &str,
+    starts_at_ms: u64,
+    classes: &[String],
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    if !classes.iter().any(|c| c == class) {
+        let hint = classes
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(class))
+            .map(|c| format!(" Did you mean {c}?"))
+            .unwrap_or_default();
+        return Err(ApiError::Invalid(if classes.is_empty() {
+            format!(
+                "The school has no class called “{class}”: no classes are known yet (they come from pupils' sign-ins and the lesson.classes setting)."
+            )
+        } else {
+            format!(
+                "The school has no class called “{class}”.{hint} Known classes: {}.",
+                classes.join(", ")
+            )
+        }));
+    }
+    if starts_at_ms.saturating_add(START_SLACK_MS) < now_ms {
+        return Err(ApiError::Invalid(
+            "A lesson cannot start in the past: choose a start time from now on.".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chaperone_protocol::UserRef;
+
+    fn info(start: u64, end: u64) -> LessonInfo {
+        let t = UserRef::new("https://idp", "t").unwrap();
+        LessonInfo {
+            id: LessonId::from_bytes([2; 16]),
+            title: "Fractions".to_owned(),
+            class: "7A".to_owned(),
+            teachers: vec![t.clone()],
+            assistants: Vec::new(),
+            starts_at_ms: start,
+            ends_at_ms: end,
+            created_by: t,
+        }
+    }
+
+    #[test]
+    fn state_follows_the_window_and_the_end() {
+        let h = 3_600_000;
+        let l = || info(10 * h, 11 * h);
+        assert_eq!(
+            LessonView::new(l(), None, 9 * h).state,
+            LessonState::Upcoming
+        );
+        assert_eq!(
+            LessonView::new(l(), None, 10 * h - OPENS_BEFORE_MS).state,
+            LessonState::Live
+        );
+        assert_eq!(LessonView::new(l(), None, 11 * h).state, LessonState::Live);
+        assert_eq!(
+            LessonView::new(l(), None, 11 * h + CLOSES_AFTER_MS).state,
+            LessonState::Ended
+        );
+        assert_eq!(
+            LessonView::new(l(), Some(10 * h), 10 * h + 1).state,
+            LessonState::Ended
+        );
+        let json = serde_json::to_value(LessonView::new(l(), None, 10 * h)).unwrap();
+        assert_eq!(json["state"], "live");
+        assert_eq!(json["title"], "Fractions");
+        assert_eq!(json["opens_at_ms"], 10 * h - OPENS_BEFORE_MS);
+    }
+
+    #[test]
+    fn unknown_classes_and_past_starts_are_refused_plainly() {
+        let classes = vec!["7A".to_owned(), "7B".to_owned()];
+        let now = 100 * 3_600_000;
+        assert_eq!(check_new("7A", now, &classes, now), Ok(()));
+        let ApiError::Invalid(m) = check_new("7a", now, &classes, now).unwrap_err() else {
+            panic!()
+        };
+        assert!(
+            m.contains("Did you mean 7A?") && m.contains("7A, 7B"),
+            "{m}"
+        );
+        let ApiError::Invalid(m) = check_new("7Z", now, &classes, now).unwrap_err() else {
+            panic!()
+        };
+        assert!(m.contains("no class called “7Z”"), "{m}");
+        let ApiError::Invalid(m) = check_new("7A", now - 3_600_000, &classes, now).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(m.contains("in the past"), "{m}");
+    }
+}
