@@ -58,7 +58,7 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   cargo install --locked s3s-fs@0.14.1 --features binary
 fi
 
-# --- npm packages: the real OIDC provider and the browser driver -------------
+# --- npm packages: the real OIDC provider, the browser driver, axe-core ------
 # (playwright-core drives Debian's /usr/bin/chromium; no browser is downloaded)
 if [ ! -d tests/idp/node_modules ] || [ tests/idp/package-lock.json -nt tests/idp/node_modules ]; then
   log "installing npm packages for the identity-provider and browser tests"
