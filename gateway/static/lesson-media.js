@@ -30,6 +30,8 @@ export class Media {
     this.local = { microphone: null, camera: null, screen_share: null };
     this.remote = new Map(); // track id ("p3/camera") -> {stream, source, participant, track}
     this.engagement = 'chat_only';
+    // The camera and microphone chosen before joining (device ids; empty: the default).
+    this.devices = { camera: '', microphone: '' };
   }
 
   // Once admitted. `publish`: capture camera and microphone before the
@@ -90,7 +92,10 @@ export class Media {
       track.onended = () => this.setSource('screen_share', false);
       return track;
     }
-    const s = await navigator.mediaDevices.getUserMedia(source === 'microphone' ? { audio: true } : { video: { width: 640, height: 360 } });
+    const device = id => (id ? { deviceId: { exact: id } } : {});
+    const s = await navigator.mediaDevices.getUserMedia(source === 'microphone'
+      ? { audio: this.devices.microphone ? device(this.devices.microphone) : true }
+      : { video: { width: 640, height: 360, ...device(this.devices.camera) } });
     return source === 'microphone' ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
   }
 

@@ -36,6 +36,9 @@ export const ClientMsg = {
   // Public without `to`, otherwise private to that participant.
   chat: (text, to) => (to === undefined ? { chat: { text } } : { chat: { to, text } }),
   reportConcern: text => ({ report_concern: { text } }),
+  raiseHand: raised => ({ raise_hand: { raised } }),
+  lowerHand: target => ({ lower_hand: { target } }),
+  showHands: visible => ({ show_hands: { visible } }),
   offer: sdp => ({ offer: { sdp } }),
   answer: sdp => ({ answer: { sdp } }),
 };
@@ -52,7 +55,7 @@ export class Signal {
   // `hooks`:
   //   message(tag, body)  a message; may be async, and the next waits for it
   //   failed(error)       a message could not be handled
-  //   refused(text)       no room token: the gateway's reason, for the person
+  //   refused(text, code) no room token: the gateway's reason and its code
   //   connecting()        a connection is being opened
   //   closed(code)        the connection closed (`code`) or none could be made (null)
   constructor(lessonId, hooks) {
@@ -74,7 +77,7 @@ export class Signal {
     const res = await request(`/api/lessons/${this.lessonId}/token`, {}).catch(() => null);
     if (!res) return this.lost(null);
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) return this.hooks.refused(data.message || 'This lesson is not available to you.');
+    if (!res.ok) return this.hooks.refused(data.message || 'This lesson is not available to you.', data.error);
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${data.ws_path}`;
     this.iceServers = data.ice_servers || [];
     const ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);
@@ -125,5 +128,12 @@ export class Signal {
   // Closes the connection as lost (`code` is not final), so the page rejoins.
   close(code, reason) {
     this.ws?.close(code, reason);
+  }
+
+  // Leaves for good: the connection closes and nothing rejoins.
+  leave() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'left');
   }
 }

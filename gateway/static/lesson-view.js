@@ -1,38 +1,48 @@
-// The lesson page's view: renders the lesson as the server last described
-// it (state, roster, waiting room, status, chat, notice) with the media it
-// receives, and turns clicks into the lesson's actions. It keeps only what
-// the page itself owns: media elements across renders, the chat draft and
-// recipient, and whether a press is under way. It never sends or captures
-// anything itself, and a control it hides is still enforced by the gateway.
+// The lesson page's view: a classroom layout (the lesson's title and class
+// with its status; a video stage; a side panel with people, chat and, for
+// staff, settings; a toolbar at the bottom) rendered from the lesson as the
+// server last described it. It is built once and then brought up to date
+// in place: elements that stay are the same nodes, so focus, selection and
+// drafts survive every render. It keeps only what the page itself owns
+// (media elements, which tab is open) and never sends or captures anything
+// itself; a control it hides is still enforced by the gateway.
 
-import { el } from './common.js';
+import { announce, ask, attr, el, reconcile, text } from './common.js';
 import { ClientMsg } from './lesson-signal.js';
+import { LABEL, held } from './lesson-words.js';
+import { SidePanel } from './lesson-panel.js';
 
-const PERMISSIONS = ['microphone', 'camera', 'screen_share', 'annotate'];
-export const LABEL = { microphone: 'Mic', camera: 'Camera', screen_share: 'Screen share', annotate: 'Annotate' };
-const ENGAGEMENTS = [
-  ['chat_only', 'Chat only'],
-  ['voice_chat', 'Voice and chat'],
-  ['chat_camera', 'Chat and camera'],
-  ['voice_chat_camera', 'Voice, chat and camera'],
-];
+export { LABEL };
+
+// What a pupil's microphone and camera switches mean as the protocol's
+// engagement choice.
+function engagementFor(mic, camera) {
+  if (mic && camera) return 'voice_chat_camera';
+  if (mic) return 'voice_chat';
+  if (camera) return 'chat_camera';
+  return 'chat_only';
+}
+
+function initials(name) {
+  return (name || '?').split(/\s+/).filter(w => /\w/.test(w[0] || '')).slice(0, 2).map(w => w[0].toUpperCase()).join('') || '?';
+}
 
 export class LessonView {
-  // `lesson`: the LessonClient, read for what to show (its state and its
-  // `media`) and called for what the person does (`send`, `media`).
+  // `lesson`: the LessonClient, read for what to show and called for what
+  // the person does.
   constructor(root, lesson) {
     this.root = root;
     this.lesson = lesson;
-    this.elements = new Map(); // media elements kept across renders, by key
     this.holdRendersWhilePressed();
+    this.build();
   }
 
-  // A click is a press and a release on the same element, and a render
-  // replaces every element of the page: a message arriving between the two
-  // (a roster update, a renegotiation) would swallow the click, and a
-  // teacher's "Mic off" would be lost. So while a pointer or an activation
-  // key is down, renders wait, and the one that waited runs right after the
-  // release, once the click has been handled.
+  // A click is a press and a release on the same element. Renders update
+  // in place, but one may still disable or move a control between the two
+  // (a roster update, a renegotiation), and a teacher's "Mic off" would be
+  // lost. So while a pointer or an activation key is down, renders wait,
+  // and the one that waited runs right after the release, once the click
+  // has been handled.
   holdRendersWhilePressed() {
     this.pressed = false;
     this.renderWaiting = false;
@@ -52,148 +62,82 @@ export class LessonView {
 
   nameOf(id) {
     const { roster, waiting } = this.lesson;
-    return (roster.find(p => p.id === id) || waiting.find(p => p.id === id) || { name: `#${id}` }).name;
+    const p = roster.find(x => x.id === id) || waiting.find(x => x.id === id);
+    return p ? p.name : 'someone who has left';
   }
 
-  // A media element for `stream`, reused across renders so playback never restarts.
-  mediaElement(tag, key, stream, attrs = {}) {
-    let e = this.elements.get(key);
-    if (!e || e.srcObject !== stream) {
-      e = el(tag, { autoplay: true, playsinline: tag === 'video', ...attrs });
-      e.muted = tag === 'video';
-      e.srcObject = stream;
-      this.elements.set(key, e);
-    }
-    return e;
+  // The skeleton, once.
+  build() {
+    const $ = (tag, attrs, ...kids) => el(tag, attrs, ...kids);
+    this.title = $('h1', { id: 'lesson-title' }, 'Lesson');
+    this.classBadge = $('span', { id: 'lesson-class', class: 'badge' });
+    this.recording = $('span', { id: 'recording', class: 'rec off', 'data-recording': 'false' }, 'Not recording');
+    this.observer = $('span', { id: 'observer-present', class: 'badge', hidden: true }, 'Observer present');
+    this.locked = $('span', { id: 'locked-badge', class: 'badge', hidden: true }, 'Waiting room closed');
+    this.holds = $('span', { class: 'holds' });
+    this.notice = $('p', { id: 'notice', class: 'notice', hidden: true });
+    this.message = $('section', { id: 'screen-message', class: 'screen-message', hidden: true });
+    this.stageMain = $('div', { id: 'stage-main', class: 'stage-main' });
+    this.strip = $('div', { id: 'stage-strip', class: 'stage-strip' });
+    this.audio = $('div', { id: 'audio', hidden: true });
+    this.stage = $('section', { id: 'stage', class: 'stage', 'aria-label': 'Video' }, this.stageMain, this.strip, this.audio);
+    this.panel = new SidePanel(this.lesson, this);
+    this.toolbar = $('div', { id: 'toolbar', class: 'toolbar', role: 'toolbar', 'aria-label': 'Lesson controls' });
+    this.body = $('div', { id: 'lesson-body', class: 'lesson-body', hidden: true }, this.stage, this.panel.element);
+    this.root.replaceChildren($('div', { id: 'lesson', class: 'lesson' },
+      $('header', { class: 'lesson-head' },
+        $('div', { class: 'lesson-name' }, this.title, ' ', this.classBadge),
+        $('div', { id: 'status-bar', class: 'status' }, this.recording, this.observer, this.locked, this.holds)),
+      this.notice, this.message, this.body, this.toolbar));
+    this.buildToolbar();
   }
 
-  video(stream, attrs) {
-    return this.mediaElement('video', attrs['data-track'] || attrs.id, stream, attrs);
-  }
-
-  selfStream() {
-    const camera = this.lesson.media.local.camera;
-    if (!this.self || this.self.getVideoTracks()[0] !== camera) this.self = new MediaStream([camera]);
-    return this.self;
-  }
-
-  statusBar() {
-    const s = this.lesson.status;
-    const items = [];
-    if (s) {
-      items.push(el('span', { id: 'recording', class: s.recording ? 'rec on' : 'rec off', 'data-recording': String(s.recording) }, s.recording ? '● Recording' : 'Not recording'));
-      if (s.observer_present) items.push(el('span', { id: 'observer-present', class: 'badge' }, 'Observer present'));
-      if (s.locked) items.push(el('span', { class: 'badge' }, 'Waiting room locked'));
-      for (const h of s.held) items.push(el('span', { class: 'held', 'data-held': h }, h === 'unsupervised' ? 'Paused: no teacher is present' : 'Paused: the recording was lost'));
-    }
-    return el('div', { class: 'status', role: 'status' }, ...items);
-  }
-
-  mediaArea() {
-    const { roster, role, media } = this.lesson;
-    const area = el('div', { class: 'media' });
-    const teacherIds = roster.filter(p => p.role === 'teacher' || p.role === 'assistant').map(p => p.id);
-    const tracks = [...media.remote.entries()];
-    const videos = tracks.filter(([, t]) => t.source !== 'microphone');
-    const audios = tracks.filter(([, t]) => t.source === 'microphone');
-    const main = videos.filter(([, t]) => teacherIds.includes(t.participant) && t.source === 'camera');
-    const screens = videos.filter(([, t]) => t.source === 'screen_share');
-    const others = videos.filter(([, t]) => !teacherIds.includes(t.participant) && t.source === 'camera');
-    for (const [id, t] of screens) area.append(el('figure', { class: 'screen' }, this.video(t.stream, { 'data-track': id }), el('figcaption', {}, `${this.nameOf(t.participant)}: screen`)));
-    for (const [id, t] of main) area.append(el('figure', { class: 'main' }, this.video(t.stream, { 'data-track': id }), el('figcaption', {}, this.nameOf(t.participant))));
-    const grid = el('div', { class: 'grid' });
-    for (const [id, t] of others) grid.append(el('figure', {}, this.video(t.stream, { 'data-track': id }), el('figcaption', {}, this.nameOf(t.participant))));
-    if (media.local.camera) grid.append(el('figure', { class: 'self' }, this.video(this.selfStream(), { id: 'self-view' }), el('figcaption', {}, 'You')));
-    area.append(grid);
-    for (const [id, t] of audios) area.append(this.mediaElement('audio', id, t.stream, { 'data-track': id }));
-    if (!main.length && role === 'pupil') area.prepend(el('p', { class: 'muted' }, 'The teacher’s video appears here.'));
-    return area;
-  }
-
-  chatPanel() {
+  buildToolbar() {
     const lesson = this.lesson;
-    const log = el('ol', { id: 'chat-log', class: 'chat' }, ...lesson.chat.map(m => el('li', { 'data-from': m.from, 'data-private': m.to != null ? 'true' : 'false' },
-      el('strong', {}, m.from_name), m.to != null ? el('em', {}, ` (private to ${lesson.mine.has(m.to) ? 'you' : this.nameOf(m.to)})`) : '', `: ${m.text}`)));
-    const to = el('select', { id: 'chat-to', 'aria-label': 'Send to' }, el('option', { value: '' }, 'Everyone'));
-    // Pupils may write privately to staff only; the server refuses anything else.
-    const targets = lesson.roster.filter(p => p.id !== lesson.you && (lesson.isStaff() ? true : (p.role === 'teacher' || p.role === 'assistant')));
-    for (const p of targets) to.append(el('option', { value: p.id }, `${p.name} (private)`));
-    // A re-render (roster, media) must not turn a private message public
-    // behind the sender's back: keep the chosen recipient and the draft.
-    if ([...to.options].some(o => o.value === this.chatTo)) to.value = this.chatTo;
-    to.addEventListener('change', () => { this.chatTo = to.value; });
-    const input = el('input', { id: 'chat-input', 'aria-label': 'Message', maxlength: '2000', autocomplete: 'off' });
-    input.value = this.chatDraft || '';
-    input.addEventListener('input', () => { this.chatDraft = input.value; });
-    const form = el('form', { id: 'chat-form', onsubmit: ev => {
-      ev.preventDefault();
-      const text = input.value.trim();
-      if (!text) return;
-      lesson.send(ClientMsg.chat(text, to.value ? Number(to.value) : undefined));
-      input.value = '';
-      this.chatDraft = '';
-    } }, to, input, el('button', { id: 'chat-send', type: 'submit' }, 'Send'));
-    return el('section', { class: 'chat-panel', 'aria-label': 'Chat' }, el('h2', {}, 'Chat'), log, form);
+    const b = (id, onclick, cls) => el('button', { id, type: 'button', class: cls, onclick });
+    const media = () => lesson.media;
+    this.tools = {
+      mic: b('mic-toggle', () => this.toggle('microphone'), 'tool'),
+      camera: b('camera-toggle', () => this.toggle('camera'), 'tool'),
+      share: b('share-screen', () => media().setSource('screen_share', !media().local.screen_share), 'tool'),
+      hand: b('raise-hand', () => lesson.send(ClientMsg.raiseHand(!lesson.hands.includes(lesson.you))), 'tool'),
+      concern: b('report-concern', async () => {
+        const words = await ask({ title: 'Tell the safeguarding lead', body: 'This goes privately to the school’s safeguarding lead, not to your class or your teacher.', field: { label: 'What is worrying you?' }, confirm: 'Send privately' });
+        if (words) lesson.send(ClientMsg.reportConcern(words));
+      }, 'tool secondary'),
+      incident: b('flag-incident', async () => {
+        const note = await ask({ title: 'Flag an incident', body: 'Recorded now, with this moment of the lesson, for the safeguarding lead.', field: { label: 'What happened?' }, confirm: 'Flag incident' });
+        if (note) lesson.send(ClientMsg.flagIncident(note));
+      }, 'tool secondary'),
+      leave: b('leave', () => lesson.leave(), 'tool secondary'),
+      end: b('end-lesson', async () => {
+        if (await ask({ title: 'End the lesson for everyone?', body: 'Everyone leaves, the recording is finished and the lesson cannot be joined again.', confirm: 'End lesson', danger: true })) lesson.send(ClientMsg.endLesson());
+      }, 'tool danger'),
+    };
+    text(this.tools.concern, 'Report a concern');
+    text(this.tools.incident, 'Flag incident');
+    text(this.tools.leave, 'Leave');
+    text(this.tools.end, 'End lesson');
   }
 
-  pupilControls() {
-    const { me, media } = this.lesson;
-    const select = el('select', { id: 'engagement', 'aria-label': 'How I take part', onchange: ev => media.setEngagement(ev.target.value) },
-      ...ENGAGEMENTS.map(([v, l]) => el('option', { value: v, selected: v === media.engagement }, l)));
-    const share = me.permissions.screen_share
-      ? el('button', { id: 'share-screen', type: 'button', onclick: () => media.setSource('screen_share', !media.local.screen_share) }, media.local.screen_share ? 'Stop sharing' : 'Share my screen')
-      : null;
-    const concern = el('button', { id: 'report-concern', type: 'button', class: 'secondary', onclick: () => {
-      const text = prompt('What worries you? This goes privately to the safeguarding lead.');
-      if (text && text.trim()) this.lesson.send(ClientMsg.reportConcern(text.trim()));
-    } }, 'Report a concern');
-    const perms = PERMISSIONS.filter(p => me.permissions[p]).map(p => LABEL[p]).join(', ') || 'none';
-    return el('section', { class: 'controls', 'aria-label': 'My controls' },
-      el('label', {}, 'How I take part ', select), share, concern,
-      el('p', { class: 'muted', id: 'my-permissions' }, `Allowed: ${perms}. On: ${me.sources_on.map(s => LABEL[s]).join(', ') || 'nothing'}.`));
+  // My microphone or camera on or off: staff switch the source; a pupil's
+  // switches are their choice of how to take part, within what is allowed.
+  toggle(source) {
+    const { media } = this.lesson;
+    if (this.lesson.role === 'pupil') {
+      // From the choice (set at once), not the capture (which takes a
+      // moment): two quick presses must not undo each other.
+      const wants = this.pupilWants();
+      wants[source] = !wants[source];
+      return media.setEngagement(engagementFor(wants.microphone, wants.camera));
+    }
+    return media.setSource(source, !media.local[source]);
   }
 
-  teacherControls() {
-    const lesson = this.lesson;
-    const { media } = lesson;
-    const send = msg => lesson.send(msg);
-    const waiting = el('section', { id: 'waiting', 'aria-label': 'Waiting room' }, el('h2', {}, `Waiting room (${lesson.waiting.length})`),
-      lesson.waiting.length ? el('button', { id: 'admit-all', type: 'button', onclick: () => send(ClientMsg.admitAll()) }, 'Admit all') : el('p', { class: 'muted' }, 'Nobody is waiting.'),
-      el('ul', {}, ...lesson.waiting.map(w => el('li', { 'data-waiting': w.id }, `${w.name} `,
-        el('button', { type: 'button', 'data-admit': w.id, onclick: () => send(ClientMsg.admit(w.id)) }, 'Admit'), ' ',
-        el('button', { type: 'button', class: 'secondary', 'data-deny': w.id, onclick: () => send(ClientMsg.deny(w.id)) }, 'Deny')))));
-    const pupils = lesson.roster.filter(p => p.role === 'pupil');
-    const rows = pupils.map(p => el('tr', { 'data-participant': p.id },
-      el('td', {}, p.name),
-      el('td', {}, p.forwarded.map(s => LABEL[s]).join(', ') || '—'),
-      el('td', {}, ...PERMISSIONS.map(perm => el('label', { class: 'toggle' },
-        el('input', { type: 'checkbox', 'data-permission': perm, 'data-participant': p.id, checked: !!p.permissions[perm], onchange: ev => send(ClientMsg.setPermission({ one: p.id }, perm, ev.target.checked)) }),
-        ` ${LABEL[perm]} `))),
-      el('td', {},
-        el('button', { type: 'button', 'data-action': 'mic-off', 'data-participant': p.id, onclick: () => send(ClientMsg.turnOff({ one: p.id }, 'microphone')) }, 'Mic off'), ' ',
-        el('button', { type: 'button', 'data-action': 'camera-off', 'data-participant': p.id, onclick: () => send(ClientMsg.turnOff({ one: p.id }, 'camera')) }, 'Camera off'), ' ',
-        el('button', { type: 'button', class: 'secondary', 'data-action': 'remove', 'data-participant': p.id, onclick: () => { if (confirm(`Remove ${p.name}?`)) send(ClientMsg.remove(p.id)); } }, 'Remove'))));
-    const s = lesson.status || {};
-    const roster = el('section', { id: 'participants', 'aria-label': 'Participants' }, el('h2', {}, `Pupils (${pupils.length})`),
-      el('p', {},
-        el('button', { id: 'all-mics-off', type: 'button', onclick: () => send(ClientMsg.turnOff('all_pupils', 'microphone')) }, 'All mics off'), ' ',
-        el('button', { id: 'all-cams-off', type: 'button', onclick: () => send(ClientMsg.turnOff('all_pupils', 'camera')) }, 'All cameras off')),
-      el('table', {}, el('tr', {}, el('th', {}, 'Pupil'), el('th', {}, 'Live'), el('th', {}, 'Allowed'), el('th', {}, '')), ...rows));
-    const controls = el('section', { id: 'lesson-controls', 'aria-label': 'Lesson controls' }, el('h2', {}, 'Lesson'),
-      el('label', { class: 'toggle' }, el('input', { id: 'public-chat', type: 'checkbox', checked: s.public_chat !== false, onchange: ev => send(ClientMsg.setChatPolicy(ev.target.checked, s.private_chat !== false)) }), ' Pupils’ public chat'), ' ',
-      el('label', { class: 'toggle' }, el('input', { id: 'private-chat', type: 'checkbox', checked: s.private_chat !== false, onchange: ev => send(ClientMsg.setChatPolicy(s.public_chat !== false, ev.target.checked)) }), ' Pupils’ private messages'), ' ',
-      el('label', { class: 'toggle' }, el('input', { id: 'lock', type: 'checkbox', checked: !!s.locked, onchange: ev => send(ClientMsg.lock(ev.target.checked)) }), ' Lock waiting room'),
-      el('p', {},
-        el('button', { id: 'camera-toggle', type: 'button', onclick: () => media.setSource('camera', !media.local.camera) }, media.local.camera ? 'Turn my camera off' : 'Turn my camera on'), ' ',
-        el('button', { id: 'mic-toggle', type: 'button', onclick: () => media.setSource('microphone', !media.local.microphone) }, media.local.microphone ? 'Mute me' : 'Unmute me'), ' ',
-        el('button', { id: 'share-screen', type: 'button', onclick: () => media.setSource('screen_share', !media.local.screen_share) }, media.local.screen_share ? 'Stop sharing' : 'Share my screen'), ' ',
-        el('button', { id: 'flag-incident', type: 'button', class: 'secondary', onclick: () => {
-          const note = prompt('Describe the incident (recorded for the safeguarding lead):');
-          if (note && note.trim()) send(ClientMsg.flagIncident(note.trim()));
-        } }, 'Flag incident'), ' ',
-        el('button', { id: 'end-lesson', type: 'button', class: 'danger', onclick: () => { if (confirm('End the lesson for everyone?')) send(ClientMsg.endLesson()); } }, 'End lesson')),
-      !media.local.camera ? el('p', { class: 'warning', id: 'camera-warning' }, 'Your camera is off: pupils cannot see you.') : null);
-    return [waiting, roster, controls];
+  // A pupil's current choice, as microphone and camera switches.
+  pupilWants() {
+    const e = this.lesson.media.engagement;
+    return { microphone: e === 'voice_chat' || e === 'voice_chat_camera', camera: e === 'chat_camera' || e === 'voice_chat_camera' };
   }
 
   render() {
@@ -203,25 +147,194 @@ export class LessonView {
     }
     this.renderWaiting = false;
     const lesson = this.lesson;
-    const parts = [el('h1', {}, 'Lesson'), this.statusBar()];
-    if (lesson.notice) parts.push(el('p', { id: 'notice', class: 'notice', role: 'alert' }, lesson.notice));
-    if (lesson.state === 'waiting') {
-      parts.push(el('section', { id: 'waiting-room' }, el('h2', {}, 'Waiting room'), el('p', {}, 'Your teacher will let you in soon. You cannot see or hear the lesson until then.')));
-    } else if (lesson.state === 'admitted') {
-      parts.push(this.mediaArea());
-      if (lesson.isStaff()) parts.push(...this.teacherControls());
-      else if (lesson.role === 'pupil') parts.push(this.pupilControls());
-      else parts.push(el('p', { class: 'muted' }, 'You are observing: you can see and hear the lesson, and everyone can see that an observer is present.'));
-      parts.push(this.chatPanel());
-    } else if (lesson.state === 'connecting') {
-      parts.push(el('p', {}, 'Joining…'));
+    const info = lesson.info;
+    if (info) {
+      text(this.title, info.title);
+      text(this.classBadge, `Class ${info.class}`);
+      if (document.title !== `${info.title} · Chaperone`) document.title = `${info.title} · Chaperone`;
     }
-    const focused = document.activeElement?.id;
-    const value = focused === 'chat-input' ? document.activeElement.value : null;
-    this.root.replaceChildren(...parts);
-    if (focused) {
-      const again = document.getElementById(focused);
-      if (again) { again.focus(); if (value !== null) again.value = value; }
+    this.renderStatus();
+    if (text(this.notice, lesson.notice) && lesson.notice !== this.noticeSaid) {
+      this.noticeSaid = lesson.notice;
+      announce(lesson.notice);
+    }
+    this.notice.hidden = !lesson.notice || lesson.state === 'refused';
+    const inLesson = lesson.state === 'admitted';
+    this.body.hidden = !inLesson;
+    this.toolbar.hidden = !inLesson && lesson.state !== 'waiting';
+    this.renderMessage();
+    this.renderToolbar();
+    if (inLesson) {
+      this.renderStage();
+      this.panel.render();
     }
   }
+
+  renderStatus() {
+    const s = this.lesson.live() ? this.lesson.status : null;
+    const on = !!s?.recording;
+    // Only what the server said is shown: no status yet (joining, the
+    // waiting room, after the end) shows no recording indicator at all.
+    this.recording.hidden = !s;
+    text(this.recording, on ? '● Recording' : 'Not recording');
+    this.recording.className = on ? 'rec on' : 'rec off';
+    this.recording.dataset.recording = String(on);
+    this.observer.hidden = !s?.observer_present;
+    this.locked.hidden = !s?.locked;
+    reconcile(this.holds, s?.held || [], h => h, h => el('span', { class: 'held', 'data-held': h }), (e, h) => text(e, held(h)));
+  }
+
+  // Whatever is not the lesson itself: joining, the waiting room, the end.
+  renderMessage() {
+    const lesson = this.lesson;
+    const m = lesson.screen();
+    this.message.hidden = !m;
+    if (!m) { this.shownMessage = null; return; }
+    if (this.shownMessage === m.key) return;
+    this.shownMessage = m.key;
+    attr(this.message, 'data-screen', m.key);
+    this.message.replaceChildren(el('h2', { id: m.id || undefined }, m.heading), ...m.lines.map(l => (typeof l === 'string' ? el('p', {}, l) : l)));
+    announce(`${m.heading}. ${m.lines.filter(l => typeof l === 'string').join(' ')}`);
+  }
+
+  renderToolbar() {
+    const lesson = this.lesson;
+    const { media, me, role } = lesson;
+    const staff = lesson.isStaff();
+    const pupil = role === 'pupil';
+    const inLesson = lesson.state === 'admitted';
+    const show = [];
+    if (inLesson && (staff || pupil)) {
+      for (const [key, source] of [['mic', 'microphone'], ['camera', 'camera']]) {
+        const b = this.tools[key];
+        const on = pupil ? this.pupilWants()[source] : !!media.local[source];
+        const allowed = staff || !!me.permissions[source];
+        text(b, `${source === 'microphone' ? 'Microphone' : 'Camera'} ${on ? 'on' : 'off'}`);
+        attr(b, 'aria-pressed', String(on));
+        attr(b, 'disabled', !allowed && !on);
+        attr(b, 'title', allowed ? null : `Your teacher has not allowed ${source === 'microphone' ? 'microphones' : 'cameras'} yet`);
+        b.classList.toggle('on', on);
+        show.push(b);
+      }
+      if (staff || me.permissions.screen_share) {
+        const on = !!media.local.screen_share;
+        text(this.tools.share, on ? 'Stop sharing' : 'Share screen');
+        attr(this.tools.share, 'aria-pressed', String(on));
+        show.push(this.tools.share);
+      }
+    }
+    if (inLesson && pupil) {
+      const up = lesson.hands.includes(lesson.you);
+      text(this.tools.hand, up ? 'Lower hand' : 'Raise hand');
+      attr(this.tools.hand, 'aria-pressed', String(up));
+      this.tools.hand.classList.toggle('on', up);
+      show.push(this.tools.hand);
+    }
+    if (pupil && (inLesson || lesson.state === 'waiting')) show.push(this.tools.concern);
+    if (inLesson && staff) show.push(this.tools.incident);
+    if (inLesson || lesson.state === 'waiting') show.push(this.tools.leave);
+    if (inLesson && staff) show.push(this.tools.end);
+    reconcile(this.toolbar, show, b => b.id, b => b, () => {});
+  }
+
+  // ------------------------------------------------------------ the stage
+
+  // Tiles come from the roster, never from tracks alone: a participant who
+  // left has no tile (whatever became of their track), and a camera the
+  // server no longer forwards shows its owner's name, not a frozen frame.
+  renderStage() {
+    const lesson = this.lesson;
+    const { roster, media, role } = lesson;
+    const remote = id => media.remote.get(id);
+    const live = (p, source) => p.forwarded.includes(source) && remote(`p${p.id}/${source}`);
+    const staffIds = new Set(roster.filter(p => p.role === 'teacher' || p.role === 'assistant').map(p => p.id));
+    const publishers = roster.filter(p => p.id !== lesson.you && p.role !== 'observer');
+    const screens = publishers.filter(p => live(p, 'screen_share')).map(p => ({ kind: 'screen', p }));
+    let cameras;
+    if (role === 'pupil') {
+      // Pupils: their teachers always (a placeholder when the camera is
+      // off), classmates only while their camera is on.
+      cameras = publishers.filter(p => staffIds.has(p.id) || live(p, 'camera')).map(p => ({ kind: 'camera', p }));
+    } else {
+      cameras = publishers.map(p => ({ kind: 'camera', p }));
+    }
+    if (role !== 'observer') cameras.push({ kind: 'self' });
+    // The large area: a screen share, or for pupils their teacher.
+    let main = screens;
+    let strip = cameras;
+    if (!screens.length && role === 'pupil') {
+      main = cameras.filter(t => t.kind === 'camera' && staffIds.has(t.p.id)).slice(0, 1);
+      strip = cameras.filter(t => !main.includes(t));
+    }
+    this.stage.classList.toggle('has-main', main.length > 0);
+    this.stage.classList.toggle('grid-only', main.length === 0);
+    const key = t => (t.kind === 'self' ? 'self' : `${t.p.id}-${t.kind}`);
+    const empty = { kind: 'empty' };
+    const tiles = (area, items) => reconcile(area, items, t => (t.kind === 'empty' ? 'empty' : key(t)),
+      t => (t.kind === 'empty' ? el('p', { class: 'muted stage-empty' }, 'Your teacher’s video appears here.') : this.tile(t)),
+      (e, t) => { if (t.kind !== 'empty') this.updateTile(e, t); });
+    tiles(this.stageMain, main.length || role !== 'pupil' ? main : [empty]);
+    tiles(this.strip, strip);
+    const voices = roster.filter(p => p.id !== lesson.you && live(p, 'microphone'));
+    reconcile(this.audio, voices, p => `p${p.id}/microphone`, p => {
+      const a = el('audio', { autoplay: true, 'data-track': `p${p.id}/microphone` });
+      return a;
+    }, (a, p) => {
+      const t = remote(`p${p.id}/microphone`);
+      if (t && a.srcObject !== t.stream) a.srcObject = t.stream;
+    });
+  }
+
+  tile(t) {
+    const caption = el('figcaption', {});
+    const tile = el('figure', { class: `tile ${t.kind}`, 'data-tile': t.kind === 'self' ? 'self' : (t.kind === 'screen' ? `${t.p.id}-screen` : String(t.p.id)) }, caption);
+    tile.caption = caption;
+    return tile;
+  }
+
+  updateTile(tile, t) {
+    const lesson = this.lesson;
+    let stream = null;
+    let trackId = null;
+    let name;
+    let videoId;
+    if (t.kind === 'self') {
+      const cam = lesson.media.local.camera;
+      if (cam) {
+        if (!this.selfStream || this.selfStream.getVideoTracks()[0] !== cam) this.selfStream = new MediaStream([cam]);
+        stream = this.selfStream;
+      }
+      name = 'You';
+      videoId = 'self-view';
+    } else {
+      const source = t.kind === 'screen' ? 'screen_share' : 'camera';
+      trackId = `p${t.p.id}/${source}`;
+      const r = t.p.forwarded.includes(source) ? lesson.media.remote.get(trackId) : null;
+      stream = r ? r.stream : null;
+      name = t.kind === 'screen' ? `${t.p.name}: screen` : t.p.name;
+    }
+    let video = tile.querySelector('video');
+    let placeholder = tile.querySelector('.placeholder');
+    if (stream) {
+      placeholder?.remove();
+      if (!video) {
+        video = el('video', { autoplay: true, playsinline: true, id: videoId, 'data-track': trackId || undefined, 'aria-label': name });
+        video.muted = true;
+        tile.prepend(video);
+      }
+      if (video.srcObject !== stream) video.srcObject = stream;
+    } else {
+      video?.remove();
+      if (!placeholder) {
+        placeholder = el('div', { class: 'placeholder' }, el('span', { class: 'initials', 'aria-hidden': 'true' }), el('span', { class: 'off' }, 'Camera off'));
+        tile.prepend(placeholder);
+      }
+      text(placeholder.querySelector('.initials'), initials(t.kind === 'self' ? lesson.myName : t.p.name));
+    }
+    const hand = t.kind === 'camera' && lesson.hands.includes(t.p.id);
+    const mic = t.kind === 'camera' && t.p.forwarded.includes('microphone');
+    text(tile.caption, `${name}${t.kind === 'camera' && !mic ? ' (muted)' : ''}${hand ? ' · hand up' : ''}`);
+    tile.classList.toggle('hand', hand);
+  }
 }
+

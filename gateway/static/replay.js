@@ -39,8 +39,8 @@ async function home() {
   } else if (isPupil) {
     try {
       await openReview('pupil_copy', null, null);
-      const list = await api(`${base}/api/recordings`);
-      root.append(el('h1', {}, 'My lessons to watch again'), recordingList(list, {}));
+      const [list, lessons] = await Promise.all([api(`${base}/api/recordings`), api('/api/lessons').catch(() => [])]);
+      root.append(el('h1', {}, 'My lessons to watch again'), recordingList(list, Object.fromEntries(lessons.map(l => [l.id, l]))));
       state('ready');
     } catch (e) {
       root.append(el('p', { class: 'muted', id: 'no-recordings' }, e.status === 404 ? 'No recorded lessons of your class yet.' : e.message));
@@ -90,7 +90,7 @@ function searchForm() {
 function recordingList(list, info) {
   if (list.length === 0) return el('p', { class: 'muted', id: 'no-recordings' }, 'No recordings found.');
   return el('ul', { class: 'lessons', id: 'recordings' }, ...list.map(r => el('li', { 'data-recording': r.lesson },
-    el('a', { href: `/replay/${r.lesson}` }, info[r.lesson]?.title || `Lesson ${r.lesson.slice(0, 8)}`),
+    el('a', { href: `/replay/${r.lesson}` }, info[r.lesson]?.title || `Lesson of ${when(r.start_ms)}`),
     ` — ${info[r.lesson] ? `class ${info[r.lesson].class}, ` : ''}${when(r.start_ms)}, ${fmt(r.duration_ms)}`,
     r.staff ? ` — ${r.staff.map(s => s.name || s).join(', ')}` : '',
     r.concerns || r.incidents ? el('span', { class: 'badge' }, ` ${r.concerns} concern(s), ${r.incidents} incident(s)`) : '',
@@ -103,15 +103,17 @@ async function incidents() {
   try { rows = await api('/api/incidents'); } catch (e) { box.append(el('p', { class: 'error' }, e.message)); return box; }
   if (rows.length === 0) { box.append(el('p', { class: 'muted' }, 'None.')); return box; }
   box.append(el('ul', { class: 'lessons' }, ...rows.map(({ incident: i, title, class: cls, replay }) => {
-    const status = el('select', { 'data-status': i.id }, ...['open', 'referred', 'closed'].map(s => el('option', { value: s, ...(s === i.status ? { selected: '' } : {}) }, s)));
-    const note = el('input', { placeholder: 'add a note', size: '30', 'data-note': i.id });
+    const what = i.kind === 'concern' ? 'concern' : 'incident';
+    const status = el('select', { 'data-status': i.id, 'aria-label': `Status of this ${what}` }, ...['open', 'referred', 'closed'].map(s => el('option', { value: s, ...(s === i.status ? { selected: '' } : {}) }, s)));
+    const note = el('input', { placeholder: 'add a note', size: '30', 'data-note': i.id, 'aria-label': `Note on this ${what}` });
     const save = el('button', { type: 'button', onclick: async () => {
       await api(`/api/incidents/${i.id}`, { status: status.value, note: note.value || null });
       box.replaceWith(await incidents());
     } }, 'Save');
-    const who = i.raised_by.name || `participant ${i.raised_by.participant}`;
+    save.setAttribute('aria-label', `Save the status and note of this ${what}`);
+    const who = i.raised_by.name || 'someone in the lesson';
     return el('li', { 'data-incident': i.id },
-      el('strong', {}, i.kind), ` — ${title || i.lesson.slice(0, 8)}${cls ? ` (${cls})` : ''}, ${when(i.at_ms)}, raised by ${who}: `,
+      el('strong', {}, i.kind === 'concern' ? 'Concern' : 'Incident'), ` — ${title || 'a lesson'}${cls ? ` (${cls})` : ''}, ${when(i.at_ms)}, raised by ${who}: `,
       el('q', {}, i.text), ' ', el('a', { href: replay, 'data-open-replay': i.id }, 'open the replay here'), ' ', status, ' ', note, ' ', save,
       i.notes.length ? el('ul', {}, ...i.notes.map(n => el('li', { class: 'muted' }, `${when(n.at_ms)} ${n.by_name}: ${n.text}`))) : '');
   })));
@@ -119,6 +121,57 @@ async function incidents() {
 }
 
 // ---------------------------------------------------------------- replay
+
+let lessonInfo = null;
+const SCOPE = { safeguarding: 'Safeguarding review', dsl_restricted: 'DSL review, including DSL-only parts', pupil_copy: 'Your class’s copy: your teacher and the class chat' };
+
+// Participants' names, from the `joined` events of the timeline.
+function namesOf(d) {
+  const names = new Map();
+  for (const e of d.events || []) {
+    const j = e.event?.joined;
+    if (j) names.set(j.participant, j.name);
+  }
+  return names;
+}
+
+const THING = { microphone: 'microphone', camera: 'camera', screen_share: 'screen share', annotate: 'drawing' };
+
+// One recorded event as a sentence, with people's names (never an issuer
+// URL or an internal number).
+function describe(e, names) {
+  const [kind, body] = typeof e.event === 'string' ? [e.event, {}] : Object.entries(e.event)[0] || [e.kind, {}];
+  const n = id => names.get(id) || 'someone';
+  switch (kind) {
+    case 'joined': return `${body.name} joined as ${body.role}.`;
+    case 'waiting': return `${n(body.participant)} waited to be let in.`;
+    case 'admitted': return `${n(body.by)} let ${n(body.participant)} in.`;
+    case 'denied': return `${n(body.by)} turned ${n(body.participant)} away.`;
+    case 'removed': return `${n(body.by)} removed ${n(body.participant)}.`;
+    case 'reallowed': return `${n(body.by)} allowed a removed pupil back.`;
+    case 'left': return `${n(body.participant)} left.`;
+    case 'blocked': return 'A blocked person was removed or refused.';
+    case 'locked': return `${n(body.by)} ${body.locked ? 'closed' : 'opened'} the waiting room.`;
+    case 'permission_changed': return `${n(body.by)} ${body.granted ? 'allowed' : 'switched off'} ${THING[body.permission] || body.permission} for ${n(body.participant)}.`;
+    case 'defaults_changed': return `${n(body.by)} ${body.granted ? 'allowed' : 'switched off'} ${THING[body.permission] || body.permission} for the whole class.`;
+    case 'source_changed': return body.by != null ? `${n(body.by)} turned off ${n(body.participant)}’s ${THING[body.source]}.` : `${n(body.participant)} turned their ${THING[body.source]} ${body.on ? 'on' : 'off'}.`;
+    case 'engagement_chosen': return `${n(body.participant)} chose how to take part.`;
+    case 'forwarding': { const t = body.track || {}; return `${n(t.participant)}’s ${THING[t.source] || 'media'} ${body.on ? 'reached the class' : 'stopped reaching the class'}.`; }
+    case 'chat_policy': return `${n(body.by)} set the class chat ${body.public_chat ? 'on' : 'off'} and private messages ${body.private_chat ? 'on' : 'off'}.`;
+    case 'hold': return body.reasons?.length ? `Pupils were paused (${body.reasons.map(r => (r === 'unsupervised' ? 'no teacher present' : 'recording lost')).join(', ')}).` : 'Pupils were no longer paused.';
+    case 'recorder': return body.attached ? 'The recording started.' : 'The recording was interrupted.';
+    case 'concern': return `${n(body.participant)} reported a concern: “${body.text}”`;
+    case 'incident': return `${n(body.by)} flagged an incident: “${body.note}”`;
+    case 'hand_raised': return `${n(body.participant)} raised their hand.`;
+    case 'hand_lowered': return body.by != null ? `${n(body.by)} lowered ${n(body.participant)}’s hand.` : `${n(body.participant)} lowered their hand.`;
+    case 'hands_shown': return `${n(body.by)} ${body.visible ? 'showed' : 'hid'} raised hands to the class.`;
+    case 'compliance': return body.kind === 'teacher_camera_off' ? `${n(body.participant)}’s camera was off for a while.` : `${n(body.participant)}’s camera was on again.`;
+    case 'refused': return `${n(body.participant)} tried something that was refused (${(body.action || '').replaceAll('_', ' ')}: ${(body.code || '').replaceAll('_', ' ')}).`;
+    case 'join_refused': return `Someone was refused entry (${(body.code || '').replaceAll('_', ' ')}).`;
+    case 'ended': return `${n(body.by)} ended the lesson.`;
+    default: return kind.replaceAll('_', ' ');
+  }
+}
 async function replay() {
   root.replaceChildren();
   if (isPupil && !isLeader) return start('pupil_copy', null);
@@ -148,7 +201,8 @@ async function start(scope, reason, status) {
   state('loading');
   try {
     await openReview(scope, lessonId, reason);
-    const detail = await api(`${base}/api/recordings/${lessonId}`);
+    const [detail, info] = await Promise.all([api(`${base}/api/recordings/${lessonId}`), api(`/api/lessons/${lessonId}`).catch(() => null)]);
+    lessonInfo = info;
     render(detail);
   } catch (e) {
     if (status) showError(status, e);
@@ -164,7 +218,7 @@ function render(d) {
   });
   const master = videos.find(x => x.f.video)?.v || videos[0]?.v;
   const clock = el('span', { id: 'clock' }, '0:00');
-  const slider = el('input', { type: 'range', id: 'timeline', min: '0', max: String(Math.max(1, Math.floor(d.duration_ms / 1000))), value: '0', step: '0.1' });
+  const slider = el('input', { type: 'range', id: 'timeline', 'aria-label': 'Position in the lesson', min: '0', max: String(Math.max(1, Math.floor(d.duration_ms / 1000))), value: '0', step: '0.1' });
   const seek = secs => {
     for (const { v } of videos) { try { v.currentTime = secs; } catch (_) { /* not loaded yet */ } }
     // A seek inside buffered media makes no range request: report it for the audit log.
@@ -184,22 +238,24 @@ function render(d) {
     for (const { v } of videos) if (v !== master && !v.seeking && Math.abs(v.currentTime - t) > 0.5) { try { v.currentTime = t; } catch (_) { /* ignore */ } }
   });
   const restricted = d.restricted || [];
+  const names = namesOf(d);
   const events = el('ol', { id: 'events', class: 'timeline' }, ...(d.events || []).map(e => el('li', { 'data-kind': e.kind },
-    el('button', { type: 'button', class: 'link', 'data-seek': String(e.t_ms), onclick: () => seek(e.t_ms / 1000) }, fmt(e.t_ms)), ` ${e.kind} `,
-    el('code', {}, JSON.stringify(Object.values(e.event)[0] ?? e.event)))));
+    el('button', { type: 'button', class: 'link', 'data-seek': String(e.t_ms), onclick: () => seek(e.t_ms / 1000), 'aria-label': `Go to ${fmt(e.t_ms)}` }, fmt(e.t_ms)), ' ',
+    describe(e, names))));
   const bookmarks = (d.events || []).filter(e => e.kind === 'concern' || e.kind === 'incident');
   const chat = el('ol', { id: 'chat', class: 'timeline' }, ...d.chat.map(c => el('li', { 'data-private': String(c.private) },
-    el('button', { type: 'button', class: 'link', onclick: () => seek(c.t_ms / 1000) }, fmt(c.t_ms)),
+    el('button', { type: 'button', class: 'link', onclick: () => seek(c.t_ms / 1000), 'aria-label': `Go to ${fmt(c.t_ms)}` }, fmt(c.t_ms)),
     ` ${c.from_name}${c.private ? ` → ${c.to_name} (private)` : ''}: `, c.text)));
+  const info = lessonInfo || {};
   const parts = [
-    el('h1', {}, `Recording of ${when(d.start_ms)}`),
-    el('p', { class: 'muted', id: 'scope' }, `Access: ${d.scope}${d.final ? '' : ' (lesson not finished)'}; length ${fmt(d.duration_ms)}. Every view and seek is recorded in the audit log.`),
+    el('h1', {}, info.title ? `${info.title} · class ${info.class}` : `Lesson of ${when(d.start_ms)}`),
+    el('p', { class: 'muted', id: 'scope' }, `${SCOPE[d.scope] || d.scope}${d.final ? '' : ' (the lesson is not finished yet)'} · recorded ${when(d.start_ms)}, ${fmt(d.duration_ms)} long.${d.scope === 'pupil_copy' ? '' : ' Every view and seek is recorded in the audit log.'}`),
     restricted.length ? el('p', { class: 'warning', id: 'restricted' }, d.scope === 'dsl_restricted'
       ? `DSL-only parts (shown to you): ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)} (${r.reason})`).join(', ')}`
       : `Parts of this recording are restricted and not shown: ${restricted.map(r => `${fmt(r.from_ms)}–${fmt(r.to_ms)}`).join(', ')}`) : null,
     d.gaps && d.gaps.length ? el('p', { class: 'warning', id: 'gaps' }, `The recorder lost parts of this lesson: ${d.gaps.map(g => `${fmt(Math.max(0, g.from / 1000 - d.start_ms))}–${fmt(Math.max(0, g.to / 1000 - d.start_ms))} (${g.reason})`).join(', ')}`) : null,
     d.withheld_parts ? el('p', { class: 'warning', id: 'restricted' }, 'Part of this lesson is not available.') : null,
-    bookmarks.length ? el('p', { id: 'bookmarks' }, 'Bookmarks: ', ...bookmarks.map(b => el('button', { type: 'button', 'data-bookmark': b.kind, onclick: () => seek(b.t_ms / 1000) }, `${b.kind} at ${fmt(b.t_ms)}`))) : null,
+    bookmarks.length ? el('p', { id: 'bookmarks' }, 'Bookmarks: ', ...bookmarks.map(b => el('button', { type: 'button', 'data-bookmark': b.kind, onclick: () => seek(b.t_ms / 1000) }, `${b.kind === 'concern' ? 'Concern' : 'Incident'} at ${fmt(b.t_ms)}`))) : null,
     el('div', { class: 'controls' }, play, ' ', slider, ' ', clock),
     el('div', { class: 'tiles', id: 'tiles' }, ...videos.map(x => x.box)),
     el('div', { class: 'columns' },

@@ -1,5 +1,6 @@
 // Headless Debian Chromium through playwright-core (never a downloaded
 // browser), with fake camera and microphone.
+import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 export async function launch() {
@@ -36,4 +37,34 @@ export async function loginViaDevIdp(page, gatewayUrl, person) {
     page.waitForURL(url => !url.pathname.startsWith('/dev-idp/'), { timeout: 20000 }),
     page.click(`button[data-person="${person}"]`),
   ]);
+}
+
+// axe-core (npm, vendored in node_modules), injected through the DevTools
+// protocol so that the pages' Content-Security-Policy stays as it is.
+const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+
+// Runs axe-core on `page` as it is now and returns its serious and critical
+// violations, each as "rule: target, target (help)".
+export async function axeViolations(page) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 5).map(n => n.target.join(' ')).join(', ')} — ${v.help}`);
+}
+
+// The two sizes every page is checked and photographed at.
+export const SIZES = [['', { width: 1280, height: 800 }], ['-phone', { width: 390, height: 844 }]];
+
+// Screenshots of `page` at both sizes into `dir` (if set) as `name.png` and
+// `name-phone.png`, then back to the first size. `full`: the whole page
+// rather than what fits on the screen (the lesson page must fit).
+export async function screenshots(page, dir, name, { full = true } = {}) {
+  if (!dir) return;
+  for (const [suffix, size] of SIZES) {
+    await page.setViewportSize(size);
+    await new Promise(r => setTimeout(r, 400));
+    await page.screenshot({ path: `${dir}/${name}${suffix}.png`, fullPage: full });
+  }
+  await page.setViewportSize(SIZES[0][1]);
 }

@@ -11,7 +11,7 @@
 //
 // Prints one JSON line per step with what it measured; exits non-zero with
 // the reason on the first failed expectation.
-import { launch, loginViaDevIdp } from './browser.mjs';
+import { launch, loginViaDevIdp, screenshots } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -85,8 +85,15 @@ async function backInLesson(page, oldId, teacherId, what) {
   await decoding(page, `p${teacherId}/camera`, `${what}: the teacher's video decoded again`);
 }
 
+// The lesson page at both sizes, as it fits on the screen.
 async function shot(page, name) {
-  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  await screenshots(page, shots, name, { full: false });
+}
+
+// Opens the lesson page and passes the device check.
+async function enter(page, lesson) {
+  await page.goto(`${gateway}/lessons/${lesson}`);
+  await page.click('#join');
 }
 
 const browser = await launch();
@@ -114,7 +121,7 @@ try {
     const r = await fetch('/api/lessons', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Fractions', class: '7A', starts_at_ms: now, ends_at_ms: now + 3600000 }) });
     return (await r.json()).id;
   });
-  await teacher.goto(`${gateway}/lessons/${lesson}`);
+  await enter(teacher, lesson);
   await waitFor(teacher, () => document.body.dataset.lessonState === 'admitted', null, 'teacher admitted');
   const teacherId = await teacher.evaluate(() => window.chaperone.you);
   step('teacher_in', { lesson, teacherId });
@@ -122,7 +129,7 @@ try {
   const pupilA = await open('pupil-a');
   const pupilB = await open('pupil-b');
   for (const p of [pupilA, pupilB]) {
-    await p.goto(`${gateway}/lessons/${lesson}`);
+    await enter(p, lesson);
     await waitFor(p, () => document.body.dataset.lessonState === 'waiting', null, 'pupil waiting');
   }
   const idA = await pupilA.evaluate(() => window.chaperone.you);
@@ -148,8 +155,11 @@ try {
   }
   step('teacher_video_decoded', decoded);
 
-  // Pupils take part with voice and camera.
-  for (const p of [pupilA, pupilB]) await p.selectOption('#engagement', 'voice_chat_camera');
+  // Pupils take part with voice and camera (two switches on the toolbar).
+  for (const p of [pupilA, pupilB]) {
+    await p.click('#mic-toggle');
+    await p.click('#camera-toggle');
+  }
   await growing(pupilB, `p${idA}/microphone`, "pupil A's voice at pupil B");
   await growing(teacher, `p${idA}/camera`, "pupil A's camera at the teacher");
   await growing(teacher, `p${idB}/camera`, "pupil B's camera at the teacher");
@@ -240,8 +250,9 @@ try {
   await backInLesson(pupilA, idA, teacherId, 'pupil A after its media connection failed');
   step('media_failure_rejoined');
 
-  // The teacher ends the lesson: everyone is told.
+  // The teacher ends the lesson (and confirms, in the page's own dialog): everyone is told.
   await teacher.click('#end-lesson');
+  await teacher.click('#dialog-confirm');
   for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'ended', null, 'lesson ended at a pupil');
   step('ended');
 } catch (err) {

@@ -11,12 +11,16 @@
 //   the DSL (with its own reason) does; the DSL's incident list links to the
 //   replay at that moment;
 // - a teacher, a pupil of another class and an unauthenticated request are
-//   refused.
+//   refused;
+// - the replay list, the player (SLT and a pupil) and the DSL's incidents
+//   pass axe-core (no serious or critical violation) at 1280×800 and
+//   390×844, and the timeline reads as sentences with names, never an
+//   issuer URL or a participant number.
 //
 //   GATEWAY_URL=http://127.0.0.1:8080 [SCREENSHOT_DIR=dir] node review-e2e.mjs
 //
 // Prints one JSON line per step; exits non-zero on the first failed expectation.
-import { launch, loginViaDevIdp } from './browser.mjs';
+import { axeViolations, launch, loginViaDevIdp, screenshots, SIZES } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -32,7 +36,17 @@ async function waitFor(page, fn, arg, what, timeout = 30000) {
   }
 }
 async function shot(page, name) {
-  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  await screenshots(page, shots, name);
+}
+// axe-core at both sizes: no serious or critical violation.
+async function accessible(page, name) {
+  for (const [suffix, size] of SIZES) {
+    await page.setViewportSize(size);
+    await sleep(200);
+    const bad = await axeViolations(page);
+    expect(bad.length === 0, `${name}${suffix}: ${bad.join('; ')}`);
+  }
+  await page.setViewportSize(SIZES[0][1]);
 }
 // A same-origin JSON call from inside a page: [status, body].
 function call(page, path, body) {
@@ -46,9 +60,8 @@ function call(page, path, body) {
 const browser = await launch();
 try {
   const open = async person => {
-    const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+    const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: SIZES[0][1] });
     const page = await context.newPage();
-    page.on('dialog', d => d.accept(d.type() === 'prompt' ? 'test note' : undefined));
     await loginViaDevIdp(page, gateway, person);
     return page;
   };
@@ -60,13 +73,21 @@ try {
     const r = await fetch('/api/lessons', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Review demo', class: '7A', starts_at_ms: now, ends_at_ms: now + 3600000 }) });
     return (await r.json()).id;
   });
-  await teacher.goto(`${gateway}/lessons/${lesson}`);
+  // The lesson page: the device check, then in.
+  const enter = async (page) => { await page.goto(`${gateway}/lessons/${lesson}`); await page.click('#join'); };
+  // The page's own dialogs for a concern, an incident and the end.
+  const answer = async (page, words) => {
+    await page.waitForSelector('dialog[open]');
+    if (words) await page.fill('dialog[open] textarea', words);
+    await page.click('#dialog-confirm');
+  };
+  await enter(teacher);
   await waitFor(teacher, () => document.body.dataset.lessonState === 'admitted', null, 'teacher admitted');
   const teacherId = await teacher.evaluate(() => window.chaperone.you);
   const pupilA = await open('pupil-a');
   const pupilB = await open('pupil-b');
   for (const p of [pupilA, pupilB]) {
-    await p.goto(`${gateway}/lessons/${lesson}`);
+    await enter(p);
     await waitFor(p, () => document.body.dataset.lessonState === 'waiting', null, 'pupil waiting');
   }
   const idA = await pupilA.evaluate(() => window.chaperone.you);
@@ -74,7 +95,10 @@ try {
   await waitFor(teacher, () => document.querySelectorAll('[data-waiting]').length === 2, null, 'two waiting');
   await teacher.click('#admit-all');
   for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'admitted', null, 'pupil admitted');
-  for (const p of [pupilA, pupilB]) await p.selectOption('#engagement', 'voice_chat_camera');
+  for (const p of [pupilA, pupilB]) {
+    await p.click('#mic-toggle');
+    await p.click('#camera-toggle');
+  }
   await sleep(5000);
   await pupilA.fill('#chat-input', 'hello from Ali');
   await pupilA.click('#chat-send');
@@ -83,11 +107,15 @@ try {
   await pupilA.evaluate(id => window.chaperone.send({ chat: { to: id, text: 'a private worry' } }), teacherId);
   await waitFor(teacher, () => [...document.querySelectorAll('#chat-log li[data-private="true"]')].some(li => li.textContent.includes('a private worry')), null, 'private message at the teacher');
   await sleep(3000);
+  await pupilA.click('#raise-hand');
   await pupilB.click('#report-concern');
+  await answer(pupilB, 'test note');
   await sleep(3000);
   await teacher.click('#flag-incident');
+  await answer(teacher, 'test note');
   await sleep(5000);
   await teacher.click('#end-lesson');
+  await answer(teacher);
   for (const p of [pupilA, pupilB]) await waitFor(p, () => document.body.dataset.lessonState === 'ended', null, 'lesson ended');
   step('recorded', { lesson, teacherId, idA, idB });
   for (const p of [pupilA, pupilB, teacher]) await p.context().close().catch(() => {});
@@ -121,6 +149,7 @@ try {
   expect(noSession === 401, `review API before the reason: ${noSession}`);
   const [noReason] = await call(slt, '/api/review/token', { scope: 'safeguarding', lesson, reason: '  ' });
   expect(noReason === 400, `token without a reason: ${noReason}`);
+  await accessible(slt, 'review-reason');
   await shot(slt, 'review-reason');
   // The final manifest is written a few seconds after the end: until then
   // the replay says the lesson is unfinished; open it again until it is final.
@@ -148,6 +177,12 @@ try {
   const teacherVideo = `video[data-file="p${teacherId}-av.webm"]`;
   await waitFor(slt, sel => { const v = document.querySelector(sel); return v && v.currentTime > 1.5 && v.videoWidth > 0 && v.videoHeight > 0; }, teacherVideo, 'teacher video playing', 40000);
   const played = await slt.evaluate(sel => { const v = document.querySelector(sel); return { t: v.currentTime, w: v.videoWidth, h: v.videoHeight }; }, teacherVideo);
+  // The timeline reads as sentences: names, never an issuer or a number.
+  const timeline = await slt.evaluate(() => document.getElementById('events').innerText);
+  expect(timeline.includes('Ali (7A) raised their hand.') && timeline.includes('Ms Rivera let') && timeline.includes('reported a concern'), `timeline sentences: ${timeline.slice(0, 600)}`);
+  expect(!/https?:\/\//.test(timeline) && !/participant|\{|"/.test(timeline), `timeline shows internals: ${timeline.slice(0, 600)}`);
+  expect((await slt.textContent('h1')).startsWith('Review demo · class 7A'), 'the player names the lesson');
+  await accessible(slt, 'review-slt');
   await shot(slt, 'review-slt');
   // Seek to the concern.
   await slt.click(`#events li[data-kind="concern"] button[data-seek]`);
@@ -164,6 +199,9 @@ try {
   const pupil = await open('pupil-b');
   await pupil.goto(`${gateway}/replay`);
   await waitFor(pupil, () => document.body.dataset.replayState === 'ready', null, 'pupil list');
+  expect((await pupil.textContent(`li[data-recording="${lesson}"] a`)) === 'Review demo', 'the pupil\'s list names the lesson');
+  await accessible(pupil, 'review-pupil-list');
+  await shot(pupil, 'review-pupil-list');
   await pupil.click(`li[data-recording="${lesson}"] a`);
   await waitFor(pupil, () => document.body.dataset.replayState === 'ready' && window.review.detail, null, 'pupil replay');
   const copy = await pupil.evaluate(() => window.review.detail);
@@ -179,6 +217,7 @@ try {
   expect(pupilAudit === 403, `pupil reading the audit: ${pupilAudit}`);
   await pupil.click('#play');
   await waitFor(pupil, sel => { const v = document.querySelector(sel); return v && v.currentTime > 1 && v.videoWidth > 0; }, teacherVideo, 'pupil copy plays', 40000);
+  await accessible(pupil, 'review-pupil');
   await shot(pupil, 'review-pupil');
   step('pupil_copy', { files: copyNames, chat: copy.chat.length });
 
@@ -220,6 +259,7 @@ try {
   await slt.check('input[name="flagged"]');
   await slt.click('#search-go');
   await waitFor(slt, l => !!document.querySelector(`li[data-recording="${l}"]`), lesson, 'search finds the lesson');
+  await accessible(slt, 'review-search');
   await shot(slt, 'review-search');
   // The DSL's incident list links to the replay at that moment.
   await dsl.goto(`${gateway}/replay`);
@@ -231,6 +271,7 @@ try {
   await dsl.fill(`input[data-note="${id}"]`, 'Referred to the local authority');
   await dsl.click(`li[data-incident="${id}"] button`);
   await waitFor(dsl, i => document.querySelector(`li[data-incident="${i}"]`)?.innerText.includes('Referred to the local authority'), id, 'note saved');
+  await accessible(dsl, 'review-incidents');
   await shot(dsl, 'review-incidents');
   // The link opens the replay at that moment (after the reason).
   await dsl.goto(`${gateway}${link}`);

@@ -26,9 +26,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("app.js", JS),
     asset!("common.js", JS),
     asset!("lesson.js", JS),
+    asset!("lesson-devices.js", JS),
     asset!("lesson-media.js", JS),
+    asset!("lesson-panel.js", JS),
     asset!("lesson-signal.js", JS),
     asset!("lesson-view.js", JS),
+    asset!("lesson-words.js", JS),
     asset!("replay.js", JS),
 ];
 

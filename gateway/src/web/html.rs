@@ -22,12 +22,22 @@ pub(crate) fn escape(s: &str) -> String {
 /// browser tests read to know where they landed. `body` must already be
 /// escaped HTML.
 pub(crate) fn page(title: &str, kind: &str, body: &str) -> String {
+    page_with_bar(title, kind, "", body)
+}
+
+/// A whole page whose header bar also holds `bar` (who is signed in, a
+/// link or two; escaped HTML). Every page has a skip link to its main
+/// content and one polite live region (`#announcer`), the only place the
+/// pages announce changes from, so that nothing else is re-read.
+pub(crate) fn page_with_bar(title: &str, kind: &str, bar: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · Chaperone</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head>\
-         <body data-page=\"{}\"><header class=\"bar\"><a href=\"/\" class=\"brand\">Chaperone</a></header>\
-         <main>{body}</main></body></html>",
+         <body data-page=\"{}\"><a class=\"skip\" href=\"#main\">Skip to main content</a>\
+         <header class=\"bar\"><a href=\"/\" class=\"brand\">Chaperone</a>{bar}</header>\
+         <main id=\"main\" tabindex=\"-1\">{body}</main>\
+         <div id=\"announcer\" class=\"sr-only\" role=\"status\" aria-live=\"polite\"></div></body></html>",
         escape(title),
         escape(kind),
     )

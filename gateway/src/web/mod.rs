@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use self::html::{escape, page};
+use self::html::{escape, page, page_with_bar};
 use crate::auth::identity::{ClaimMapping, Identity, SchoolRole};
 use crate::auth::oidc::RelyingParty;
 use crate::auth::session::SessionConfig;
@@ -222,6 +222,19 @@ async fn lesson_page(
     }
 }
 
+/// Who is signed in, for the header bar of the signed-in pages: name,
+/// roles, sign out. `data-roles` (and `data_attrs`) are read by the pages.
+pub(crate) fn signed_in_bar(identity: &Identity, data_attrs: &str, links: &str) -> String {
+    let roles: Vec<&str> = identity.roles.iter().map(|r| r.name()).collect();
+    format!(
+        "<div id=\"me\" class=\"me\" data-roles=\"{}\"{data_attrs}>{links}<span>Signed in as <strong id=\"me-name\">{}</strong> <span class=\"muted\">({})</span></span>\
+         <form method=\"post\" action=\"/logout\"><button id=\"logout\" class=\"secondary\" type=\"submit\">Sign out</button></form></div>",
+        escape(&roles.join(" ")),
+        escape(&identity.name),
+        escape(&roles.join(", ")),
+    )
+}
+
 /// The signed-in shell; `app.js` fills it from the API.
 fn app_page(state: &WebState, identity: &Identity, lesson: Option<&str>) -> Response {
     let kind = if lesson.is_some() {
@@ -229,20 +242,15 @@ fn app_page(state: &WebState, identity: &Identity, lesson: Option<&str>) -> Resp
     } else {
         home_kind(identity)
     };
-    let roles: Vec<&str> = identity.roles.iter().map(|r| r.name()).collect();
     let lesson_attr = lesson.map_or(String::new(), |l| format!(" data-lesson=\"{}\"", escape(l)));
-    Html(page(
+    Html(page_with_bar(
         if lesson.is_some() { "Lesson" } else { "Lessons" },
         kind,
+        &signed_in_bar(identity, &lesson_attr, ""),
         &format!(
-            "{}<section id=\"me\" data-roles=\"{}\"{lesson_attr}><p>Signed in as <strong id=\"me-name\">{}</strong> ({})</p>\
-             <form method=\"post\" action=\"/logout\"><button id=\"logout\" type=\"submit\">Sign out</button></form></section>\
-             <section id=\"app\" aria-live=\"polite\"><p>Loading…</p></section>\
+            "{}<div id=\"app\"><p>Loading…</p></div>\
              <script type=\"module\" src=\"/static/app.js\"></script>",
             dev_banner(state),
-            escape(&roles.join(" ")),
-            escape(&identity.name),
-            escape(&roles.join(", ")),
         ),
     ))
     .into_response()

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::audit::{self, AuditRecord};
-use super::html::{escape, page};
+use super::html::{escape, page_with_bar};
 use super::{WebState, current_session, same_origin};
 use crate::auth::SchoolRole;
 use crate::catalog::{LessonInfo, TABLE};
@@ -252,20 +252,17 @@ async fn review_token(
 }
 
 fn shell(kind: &str, lesson: Option<&str>, identity: &crate::auth::identity::Identity) -> Response {
-    let roles: Vec<&str> = identity.roles.iter().map(|r| r.name()).collect();
     let lesson_attr = lesson.map_or(String::new(), |l| format!(" data-lesson=\"{}\"", escape(l)));
-    Html(page(
-        "Review",
+    Html(page_with_bar(
+        if lesson.is_some() { "Replay" } else { "Recordings" },
         kind,
-        &format!(
-            "<section id=\"me\" data-roles=\"{}\" data-review-base=\"{REVIEW_BASE}\"{lesson_attr}>\
-             <p>Signed in as <strong id=\"me-name\">{}</strong> ({}) · <a href=\"/\">Lessons</a> · <a href=\"/replay\">Recordings</a></p></section>\
-             <section id=\"review\" aria-live=\"polite\"><p>Loading…</p></section>\
-             <script type=\"module\" src=\"/static/replay.js\"></script>",
-            escape(&roles.join(" ")),
-            escape(&identity.name),
-            escape(&roles.join(", ")),
+        &super::signed_in_bar(
+            identity,
+            &format!(" data-review-base=\"{REVIEW_BASE}\"{lesson_attr}"),
+            "<nav aria-label=\"Pages\"><a href=\"/\">Lessons</a> <a href=\"/replay\">Recordings</a></nav>",
         ),
+        "<div id=\"review\"><p>Loading…</p></div>\
+         <script type=\"module\" src=\"/static/replay.js\"></script>",
     ))
     .into_response()
 }
