@@ -115,8 +115,8 @@ export class SidePanel {
         el('button', { type: 'button', class: 'secondary', 'data-deny': w.id, onclick: () => send(ClientMsg.deny(w.id)) }, 'Deny')),
       (li, w) => {
         text(li.querySelector('.name'), w.name);
-        attr(li.querySelector('[data-admit]'), 'aria-label', `Let ${w.name} in`);
-        attr(li.querySelector('[data-deny]'), 'aria-label', `Turn ${w.name} away`);
+        attr(li.querySelector('[data-admit]'), 'aria-label', `Admit ${w.name}`);
+        attr(li.querySelector('[data-deny]'), 'aria-label', `Deny ${w.name}`);
       });
     }
     // Raised hands, oldest first: staff always; pupils as the teacher allows.
@@ -173,7 +173,7 @@ export class SidePanel {
     const legend = li.querySelector('legend');
     if (legend) text(legend, `What ${p.name} may use`);
     for (const b of li.querySelectorAll('[data-action]')) {
-      const label = { 'mic-off': `Turn off ${p.name}’s microphone`, 'camera-off': `Turn off ${p.name}’s camera`, remove: `Remove ${p.name} from the lesson` }[b.dataset.action];
+      const label = { 'mic-off': `Mic off: ${p.name}`, 'camera-off': `Camera off: ${p.name}`, remove: `Remove ${p.name}` }[b.dataset.action];
       attr(b, 'aria-label', label);
     }
     for (const input of li.querySelectorAll('input[data-permission]')) {

@@ -47,9 +47,15 @@ async fn the_server_holds_against_clients_that_ignore_it() {
             text: "let me in".into(),
         });
         a.send(ClientMsg::AdmitAll);
-        wait_for(Duration::from_secs(5), || a.refused(ErrorCode::NotAdmitted))
-            .await
-            .unwrap();
+        // ...and raises a hand, which no one may see from the waiting room.
+        a.send(ClientMsg::RaiseHand { raised: true });
+        wait_for(Duration::from_secs(5), || {
+            a.seen(|m| {
+                matches!(m, ServerMsg::Error { code: ErrorCode::NotAdmitted, action: Some(x) } if x == "raise_hand")
+            })
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !a.seen(|m| matches!(
@@ -65,6 +71,10 @@ async fn the_server_holds_against_clients_that_ignore_it() {
         assert!(
             !teacher.seen(|m| matches!(m, ServerMsg::Chat { .. })),
             "a waiting pupil's chat reached the teacher"
+        );
+        assert!(
+            !teacher.seen(|m| matches!(m, ServerMsg::Hands { raised } if !raised.is_empty())),
+            "a waiting pupil's hand reached the teacher"
         );
         // Raw UDP at the media port (garbage, a STUN binding request with no
         // session) gets nothing back.

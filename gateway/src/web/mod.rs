@@ -244,7 +244,11 @@ fn app_page(state: &WebState, identity: &Identity, lesson: Option<&str>) -> Resp
     };
     let lesson_attr = lesson.map_or(String::new(), |l| format!(" data-lesson=\"{}\"", escape(l)));
     Html(page_with_bar(
-        if lesson.is_some() { "Lesson" } else { "Lessons" },
+        if lesson.is_some() {
+            "Lesson"
+        } else {
+            "Lessons"
+        },
         kind,
         &signed_in_bar(identity, &lesson_attr, ""),
         &format!(
