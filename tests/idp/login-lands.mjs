@@ -7,7 +7,7 @@
 //
 // Prints one JSON line per login: {login, url, page, text}. Exits non-zero
 // on any failure, with the reason on stderr.
-import { launch, loginViaDevIdp, loginViaIdp } from './browser.mjs';
+import { launch, loginViaDevIdp, loginViaIdp, screenshots } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const logins = (process.env.LOGINS || '').split(',').filter(Boolean);
@@ -28,7 +28,7 @@ try {
       page: document.body.dataset.page ?? null,
       text: document.body.innerText.slice(0, 300),
     }));
-    if (shots) await page.screenshot({ path: `${shots}/${process.env.DEV_IDP ? 'dev-' : ''}${login}.png`, fullPage: true });
+    await screenshots(page, shots, `${process.env.DEV_IDP ? 'dev-' : ''}${login}`);
     console.log(JSON.stringify({ login, ...result }));
     await context.close();
   }
