@@ -630,3 +630,113 @@ async fn room_tokens_come_with_turn_credentials_when_configured() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn a_visitor_is_granted_by_subject_before_their_first_sign_in() {
+    let node = Node::start(|_| {}).await.unwrap();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let lesson = teacher.create_lesson("7A").await.unwrap();
+    let mut slt = node.browser();
+    slt.login_ok("slt").await.unwrap();
+    let now = chaperone_gateway::clock::unix_millis();
+    let window = |who: serde_json::Value| {
+        let mut g = json!({"lessons": [lesson], "not_before_ms": now - 1000,
+            "not_after_ms": now + 3_600_000, "reason": "Ofsted inspection"});
+        g.as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
+        g
+    };
+    // Naming nobody, or somebody twice over, is a clear refusal.
+    for who in [
+        json!({}),
+        json!({"visitor_subject": "  "}),
+        json!({"visitor": user(&node, "visitor"), "visitor_subject": "visitor"}),
+    ] {
+        let a = slt.post("/api/visitors", window(who)).await.unwrap();
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        assert_eq!(a.json()["error"], "invalid");
+    }
+    // The inspector has never signed in: the grant names their subject.
+    let a = slt
+        .post(
+            "/api/visitors",
+            window(json!({"visitor_subject": "visitor"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.json()["visitor"], user(&node, "visitor"));
+    let mut visitor = node.browser();
+    visitor.login_ok("visitor").await.unwrap();
+    let lessons = visitor.get("/api/lessons").await.unwrap().json();
+    assert_eq!(lessons.as_array().unwrap().len(), 1, "{lessons}");
+    assert_eq!(
+        visitor.room_token(&lesson).await.unwrap().status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn lessons_have_a_state_a_known_class_and_a_register_for_staff() {
+    let node = Node::start(|_| {}).await.unwrap();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let now = chaperone_gateway::clock::unix_millis();
+    let new = |class: &str, start: u64| json!({"title": "Fractions", "class": class, "starts_at_ms": start, "ends_at_ms": start + 3_600_000});
+    for (body, words) in [
+        (new("7a", now), "Did you mean 7A?"),
+        (new("Year 7", now), "no class called"),
+        (new("7A", now - 86_400_000), "in the past"),
+    ] {
+        let a = teacher.post("/api/lessons", body).await.unwrap();
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        assert!(
+            a.json()["message"].as_str().unwrap().contains(words),
+            "{}",
+            a.body
+        );
+    }
+    let classes = teacher.get("/api/classes").await.unwrap().json();
+    assert_eq!(classes, json!(["7A", "7B"]));
+    let live = teacher.create_lesson("7A").await.unwrap();
+    let later = teacher
+        .post("/api/lessons", new("7B", now + 86_400_000))
+        .await
+        .unwrap();
+    assert_eq!(later.status, StatusCode::CREATED, "{}", later.body);
+    let list = teacher.get("/api/lessons").await.unwrap().json();
+    let state = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state(&live), "live");
+    assert_eq!(state(later.json()["id"].as_str().unwrap()), "upcoming");
+    // The register: the lesson's teacher, SLT and the DSL; never a pupil.
+    let path = format!("/api/lessons/{live}/register.csv");
+    let csv = teacher.get(&path).await.unwrap();
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.body.starts_with("lesson,class,name,role,"),
+        "{}",
+        csv.body
+    );
+    let mut pupil = node.browser();
+    pupil.login_ok("pupil-a").await.unwrap();
+    assert_eq!(
+        pupil.get(&path).await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        pupil.get("/api/classes").await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    let mut dsl = node.browser();
+    dsl.login_ok("dsl").await.unwrap();
+    assert_eq!(dsl.get(&path).await.unwrap().status, StatusCode::OK);
+}
