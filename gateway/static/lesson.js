@@ -135,7 +135,7 @@ export class LessonClient {
       case 'reconnecting':
         return { key: 'reconnecting', heading: 'Reconnecting…', lines: ['The connection dropped. You will be back in the lesson in a moment.'] };
       case 'ended': {
-        const lines = [this.endedWhy || 'The lesson has ended.'];
+        const lines = [this.endedWhy || (info.ended_at_ms ? `It ended at ${clock(info.ended_at_ms)}. Thank you for taking part.` : 'Thank you for taking part.')];
         if (this.roles.some(r => r === 'slt' || r === 'dsl' || r === 'pupil')) {
           lines.push(el('p', {}, el('a', { id: 'recording-link', href: `/replay/${this.lessonId}` }, 'Watch the recording')));
         }
@@ -162,7 +162,7 @@ export class LessonClient {
   // The lesson is over for this page: it says so, stops everything and
   // never rejoins. The recording indicator goes off with it.
   ended(why) {
-    this.endedWhy = why || 'The lesson has ended.';
+    this.endedWhy = why || '';
     this.media.stop();
     this.status = null;
     this.setState('ended');

@@ -249,8 +249,17 @@ try {
   await sleep(3000);
   expect(sockets.length === 0 && (await pupilB.evaluate(() => document.body.dataset.lessonState)) === 'ended', `the page tried to rejoin an ended lesson: ${sockets}`);
   expect(!(await pupilB.isVisible('#recording[data-recording="true"]')), 'the ended page shows "Recording"');
+  // A lesson for tomorrow: upcoming in the list, and its page waits without connecting.
+  const tomorrow = Date.now() + 86400000;
+  const upcoming = (await api(teacher, '/api/lessons', { title: 'Poetry', class: '7A', starts_at_ms: tomorrow, ends_at_ms: tomorrow + 3600000 })).json.id;
+  await pupilB.goto(`${gateway}/lessons/${upcoming}`);
+  await waitFor(pupilB, () => document.body.dataset.lessonState === 'upcoming', null, 'an upcoming lesson opened');
+  expect(sockets.length === 0, `the page connected to an upcoming lesson: ${sockets}`);
+  await accessible(pupilB, 'pupil-upcoming');
+  await screenshots(pupilB, shots, 'pupil-upcoming', { full: false });
   await pupilB.goto(gateway);
   await waitFor(pupilB, id => document.querySelector(`#lessons li[data-lesson="${id}"]`)?.dataset.state === 'ended', lesson, 'the lesson marked ended in the pupil\'s list');
+  expect((await pupilB.getAttribute(`#lessons li[data-lesson="${upcoming}"]`, 'data-state')) === 'upcoming', 'tomorrow\'s lesson marked upcoming');
   expect((await pupilB.textContent(`#lessons li[data-lesson="${lesson}"] .state`)) === 'Ended', 'the ended mark');
   await accessible(pupilB, 'pupil-home');
   await screenshots(pupilB, shots, 'pupil-home');
