@@ -17,6 +17,7 @@
 //! | joined again elsewhere | | 4009 |
 //! | idle (no pong, no message) | | 4000 |
 //! | server stopping, or connection too slow to keep up | 503 | 1001 |
+//! | lesson moving between nodes (owner stopped, node draining) | 503, `Retry-After: 1` | 1001 |
 //! | identity layer unavailable, internal | 503 / 500 | 1011 |
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -35,6 +36,9 @@ pub enum Refusal {
     Origin,
     /// The identity layer could not be asked (fail closed).
     Unavailable,
+    /// The lesson is between nodes (its owner stopped and its lease has not
+    /// lapsed yet, or the node asked is draining): try again in a second.
+    Moving,
     /// The lesson (or the authenticator) refused with a typed code.
     Code(ErrorCode),
 }
@@ -45,7 +49,7 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
             Refusal::Origin => StatusCode::FORBIDDEN,
-            Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable | Refusal::Moving => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Code(code) => http_status(code),
         }
     }
@@ -56,6 +60,7 @@ impl Refusal {
             Refusal::Unauthenticated => r#"{"error":{"code":"unauthenticated"}}"#.to_owned(),
             Refusal::Origin => r#"{"error":{"code":"forbidden_origin"}}"#.to_owned(),
             Refusal::Unavailable => r#"{"error":{"code":"unavailable"}}"#.to_owned(),
+            Refusal::Moving => r#"{"error":{"code":"moving"}}"#.to_owned(),
             Refusal::Code(code) => ServerMsg::Error { code, action: None }.encode(),
         }
     }
@@ -70,6 +75,10 @@ impl IntoResponse for Refusal {
         );
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self == Refusal::Moving {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

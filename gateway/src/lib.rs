@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub(crate) mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;

@@ -67,8 +67,16 @@ impl Lesson {
             Some(old) => self.is_admitted(old),
             None => self.departed.get(&req.user).is_some_and(|d| d.admitted),
         };
-        let readmit = was_admitted && self.recorder_attached;
-        if role == Role::Pupil && self.locked && !readmit {
+        // Admitted once (under recording), admitted again: a pupil back
+        // within the reconnect grace, or after the lesson moved to another
+        // node, is not sent to the waiting room, nor refused by the lock.
+        // While the recording is being re-attached the recorder grace and
+        // its hold apply to them as to everyone present.
+        let readmit = was_admitted;
+        // The lock closes the waiting room to new arrivals; a pupil who was
+        // already here (admitted or waiting) is not one.
+        let returning = present.is_some() || self.departed.contains_key(&req.user);
+        if role == Role::Pupil && self.locked && !returning {
             return Err(ErrorCode::Locked);
         }
         self.departed.remove(&req.user);

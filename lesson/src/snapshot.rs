@@ -48,6 +48,10 @@ pub struct Snapshot {
     pub permissions: Vec<(UserRef, Permissions)>,
     /// Pupils admitted (present or within the reconnect grace).
     pub admitted: Vec<UserRef>,
+    /// Pupils waiting to be admitted (present or within the reconnect
+    /// grace): they return to the waiting room, even when it is locked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<UserRef>,
     /// Removed pupils, by the participant id they had.
     pub removed: Vec<(ParticipantId, UserRef)>,
     /// Users blocked while the lesson ran.
@@ -116,6 +120,20 @@ impl Lesson {
             .collect();
         admitted.sort();
         admitted.dedup();
+        let mut waiting: Vec<UserRef> = self
+            .participants
+            .values()
+            .filter(|x| x.presence == Presence::Waiting && x.role == Role::Pupil)
+            .map(|x| x.user.clone())
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, d)| !d.admitted)
+                    .map(|(u, _)| u.clone()),
+            )
+            .collect();
+        waiting.sort();
+        waiting.dedup();
         let mut blocked: Vec<UserRef> = self.blocked.iter().cloned().collect();
         blocked.sort();
         Snapshot {
@@ -130,6 +148,7 @@ impl Lesson {
             defaults: self.defaults,
             permissions,
             admitted,
+            waiting,
             removed: self.removed.iter().map(|(p, u)| (*p, u.clone())).collect(),
             blocked,
         }
@@ -162,18 +181,22 @@ impl Lesson {
         lesson.ended = snapshot.ended;
         lesson.defaults = snapshot.defaults;
         lesson.permissions = snapshot.permissions.into_iter().collect();
-        lesson.departed = snapshot
-            .admitted
-            .into_iter()
-            .map(|u| {
+        let departed = |admitted: bool| {
+            move |u: UserRef| {
                 (
                     u,
                     Departed {
                         left_at: now,
-                        admitted: true,
+                        admitted,
                     },
                 )
-            })
+            }
+        };
+        lesson.departed = snapshot
+            .waiting
+            .into_iter()
+            .map(departed(false))
+            .chain(snapshot.admitted.into_iter().map(departed(true)))
             .collect();
         lesson.removed = snapshot.removed.into_iter().collect();
         lesson.blocked = snapshot.blocked.into_iter().collect();

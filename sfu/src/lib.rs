@@ -169,6 +169,10 @@ pub enum MediaError {
 pub enum MediaOutput {
     /// Send this datagram from the SFU's socket.
     Transmit {
+        /// The lesson whose participant it goes to (the shell may hold a
+        /// lesson's transmissions back: a gateway node that can no longer
+        /// prove it owns the lesson sends nothing for it).
+        lesson: LessonId,
         /// Destination (a participant's address).
         to: SocketAddr,
         /// The datagram.
@@ -350,6 +354,7 @@ impl Sfu {
                             break;
                         }
                         Ok(Output::Transmit(t)) => self.outputs.push_back(MediaOutput::Transmit {
+                            lesson: key.lesson,
                             to: t.destination,
                             // str0m hands over the buffer: no copy per datagram.
                             bytes: t.contents.into(),

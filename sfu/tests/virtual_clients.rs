@@ -115,7 +115,7 @@ impl World {
             let mut deadline = self.next_frame;
             loop {
                 match self.sfu.poll_output() {
-                    MediaOutput::Transmit { to, bytes } => {
+                    MediaOutput::Transmit { to, bytes, .. } => {
                         moved = true;
                         if let Some(p) = self.peers.iter_mut().find(|p| p.addr == to) {
                             let contents = bytes.as_slice().try_into().expect("SFU output parses");

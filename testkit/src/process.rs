@@ -75,6 +75,38 @@ impl ChildGuard {
         }
     }
 
+    /// Sends the child a signal by name (`STOP`, `CONT`, `TERM`) without
+    /// waiting for anything: a pause, a resumption, or the start of a drain.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let child = self.child.as_ref().context("the child was already reaped")?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} {}: {status}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the child to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("the child was already reaped")?;
+        let deadline = clock::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if clock::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Asks the child to stop (SIGTERM, a graceful shutdown) and waits for
     /// it to exit, at most `timeout`; past it the child is killed and this
     /// fails. `None` if it had already been killed.

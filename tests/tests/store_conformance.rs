@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chaperone_gateway::store::{
-    Block, LocalStore, RedisStore, RedisStoreConfig, SessionRecord, StateStore, StoreError,
+    Acquired, Block, Lease, NodeInfo, LocalStore, RedisStore, RedisStoreConfig, SessionRecord, StateStore, StoreError,
     StoreEvent, UnixMillis, VisitorGrant,
 };
 use chaperone_protocol::{LessonId, UserRef};
@@ -69,6 +69,10 @@ conformance!(
     records_are_kept_per_table,
     temp_values_are_taken_once,
     audit_log_appends_in_order,
+    leases_have_one_holder_and_growing_epochs,
+    fenced_snapshot_writes_refuse_a_stale_epoch,
+    released_and_lapsed_leases,
+    nodes_announce_themselves_and_expire,
 );
 
 async fn ping_answers<S: StateStore>(store: S) {
@@ -527,4 +531,128 @@ async fn redis_outage_is_unavailable_then_recovers_without_restart() {
         .unwrap()
         .unwrap();
     assert_eq!(got, event);
+}
+
+fn granted(a: Acquired) -> Lease {
+    match a {
+        Acquired::Granted(lease) => lease,
+        Acquired::Held { node, epoch } => panic!("held by {node} at epoch {epoch}"),
+    }
+}
+
+/// Real time passes too: Redis expires keys by its own clock.
+async fn pass(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
+    let id = lesson(20);
+    assert_eq!(store.lease_holder(id, at(0)).await.unwrap(), None);
+    let a = granted(store.acquire_lease(id, "node-a", at(0), at(400)).await.unwrap());
+    assert_eq!((a.node.as_str(), a.epoch), ("node-a", 1));
+    // Another node is told who holds it; the holder itself extends it.
+    assert_eq!(
+        store.acquire_lease(id, "node-b", at(10), at(410)).await.unwrap(),
+        Acquired::Held {
+            node: "node-a".into(),
+            epoch: 1
+        }
+    );
+    let again = granted(store.acquire_lease(id, "node-a", at(10), at(410)).await.unwrap());
+    assert_eq!(again, a);
+    assert_eq!(
+        store.lease_holder(id, at(20)).await.unwrap(),
+        Some(("node-a".into(), 1))
+    );
+    assert!(store.renew_lease(&a, at(20), at(420)).await.unwrap());
+    // A lesson's lease is its own: another lesson is free.
+    let other = granted(store.acquire_lease(lesson(21), "node-b", at(20), at(420)).await.unwrap());
+    assert_eq!(other.epoch, 1);
+
+    // Node A stops renewing; once the lease lapses node B gets epoch 2 and
+    // node A's renewal fails from then on.
+    pass(500).await;
+    let b = granted(store.acquire_lease(id, "node-b", at(500), at(900)).await.unwrap());
+    assert_eq!((b.node.as_str(), b.epoch), ("node-b", 2));
+    assert!(!store.renew_lease(&a, at(510), at(910)).await.unwrap());
+    assert_eq!(
+        store.lease_holder(id, at(510)).await.unwrap(),
+        Some(("node-b".into(), 2))
+    );
+}
+
+async fn fenced_snapshot_writes_refuse_a_stale_epoch<S: StateStore>(store: S) {
+    let id = lesson(22);
+    let a = granted(store.acquire_lease(id, "node-a", at(0), at(300)).await.unwrap());
+    assert_eq!(store.save_lesson_fenced(&a, b"one".to_vec()).await.unwrap(), 1);
+    assert_eq!(store.save_lesson_fenced(&a, b"two".to_vec()).await.unwrap(), 2);
+    pass(400).await;
+    let b = granted(store.acquire_lease(id, "node-b", at(400), at(10_000)).await.unwrap());
+    // Node A wakes up (paused past its lease) and writes: refused.
+    assert_eq!(
+        store.save_lesson_fenced(&a, b"stale".to_vec()).await,
+        Err(StoreError::Fenced { current: 2 })
+    );
+    let loaded = store.load_lesson(id).await.unwrap().unwrap();
+    assert_eq!(loaded.bytes, b"two");
+    assert_eq!(store.save_lesson_fenced(&b, b"three".to_vec()).await.unwrap(), 3);
+    // A lease never granted cannot write either.
+    let forged = Lease {
+        lesson: lesson(23),
+        node: "node-x".into(),
+        epoch: 7,
+    };
+    assert_eq!(
+        store.save_lesson_fenced(&forged, b"x".to_vec()).await,
+        Err(StoreError::Fenced { current: 0 })
+    );
+    assert_eq!(store.load_lesson(lesson(23)).await.unwrap(), None);
+}
+
+async fn released_and_lapsed_leases<S: StateStore>(store: S) {
+    let id = lesson(24);
+    let a = granted(store.acquire_lease(id, "node-a", at(0), at(300)).await.unwrap());
+    // A lapsed lease nobody took since is restored by a renewal: nobody
+    // else held the lesson meanwhile.
+    pass(400).await;
+    assert_eq!(store.lease_holder(id, at(400)).await.unwrap(), None);
+    assert!(store.renew_lease(&a, at(400), at(10_000)).await.unwrap());
+    assert_eq!(
+        store.lease_holder(id, at(410)).await.unwrap(),
+        Some(("node-a".into(), 1))
+    );
+    // Released (a drain): the next node gets a new epoch at once.
+    assert!(store.release_lease(&a).await.unwrap());
+    assert!(!store.release_lease(&a).await.unwrap());
+    let b = granted(store.acquire_lease(id, "node-b", at(420), at(10_000)).await.unwrap());
+    assert_eq!(b.epoch, 2);
+    // The released holder cannot take it back by renewing.
+    assert!(!store.renew_lease(&a, at(430), at(10_000)).await.unwrap());
+    assert!(!store.release_lease(&a).await.unwrap());
+    assert_eq!(
+        store.lease_holder(id, at(440)).await.unwrap(),
+        Some(("node-b".into(), 2))
+    );
+}
+
+async fn nodes_announce_themselves_and_expire<S: StateStore>(store: S) {
+    let node = |id: &str, lessons: u32| NodeInfo {
+        id: id.into(),
+        url: format!("http://127.0.0.1/{id}"),
+        lessons,
+        draining: false,
+    };
+    assert_eq!(store.live_nodes(at(0)).await.unwrap(), vec![]);
+    store.put_node(node("a", 1), at(0), at(300)).await.unwrap();
+    store.put_node(node("b", 2), at(0), at(10_000)).await.unwrap();
+    store.put_node(node("c", 0), at(0), at(10_000)).await.unwrap();
+    assert_eq!(
+        store.live_nodes(at(10)).await.unwrap(),
+        vec![node("a", 1), node("b", 2), node("c", 0)]
+    );
+    // An announcement replaces the last one.
+    store.put_node(node("b", 5), at(20), at(10_000)).await.unwrap();
+    store.remove_node("c").await.unwrap();
+    pass(400).await;
+    assert_eq!(store.live_nodes(at(400)).await.unwrap(), vec![node("b", 5)]);
 }

@@ -76,6 +76,38 @@ pub struct ServiceClaims {
     pub lesson: LessonId,
 }
 
+/// Claims of a node token: a gateway node (the door a lesson WebSocket
+/// reached) vouches to the lesson's owner that it checked this person's
+/// room token for this lesson. Single-use (`jti`), short-lived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeClaims {
+    /// The deployment's issuer (every node shares it).
+    pub iss: String,
+    /// [`NODE_AUDIENCE`].
+    pub aud: String,
+    /// The door node's id.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Not before, Unix seconds.
+    pub nbf: u64,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Unique id, single-use at the owner.
+    pub jti: String,
+    /// [`NODE_TOKEN_TYPE`].
+    pub typ: String,
+    /// The lesson.
+    pub lesson: LessonId,
+    /// The person, as the room token named them.
+    pub user: UserRef,
+    /// Their display name.
+    pub name: String,
+    /// What the room token vouched for.
+    pub account: AccountClaims,
+}
+
 /// What a review token lets its bearer see at the review service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,3 +213,4 @@ macro_rules! registered {
 registered!(RoomClaims);
 registered!(ServiceClaims);
 registered!(ReviewClaims);
+registered!(NodeClaims);

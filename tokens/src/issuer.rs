@@ -138,6 +138,48 @@ impl TokenIssuer {
         )
     }
 
+    /// A node token relaying a checked join of `user` to `lesson` from node
+    /// `door` to the lesson's owner, valid `lifetime` seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_node(
+        &self,
+        now: u64,
+        lifetime: u64,
+        jti: String,
+        door: &str,
+        lesson: LessonId,
+        user: UserRef,
+        name: String,
+        account: AccountClaims,
+    ) -> Result<String, TokenError> {
+        if lifetime > MAX_LIFETIME_SECS {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        let claims = NodeClaims {
+            iss: self.issuer.clone(),
+            aud: NODE_AUDIENCE.to_owned(),
+            sub: door.to_owned(),
+            exp: now + lifetime,
+            nbf: now,
+            iat: now,
+            jti,
+            typ: NODE_TOKEN_TYPE.to_owned(),
+            lesson,
+            user,
+            name,
+            account,
+        };
+        self.keys.sign(NODE_TOKEN_TYPE, &claims)
+    }
+
+    /// Verifies a node token at `now` (Unix seconds). The caller must still
+    /// consume its `jti` once.
+    pub fn verify_node(&self, now: u64, token: &str) -> Result<NodeClaims, TokenError> {
+        self.keys
+            .verifier
+            .verify(token, NODE_TOKEN_TYPE, &self.issuer, NODE_AUDIENCE, now)
+    }
+
     /// Verifies a service token at `now` (Unix seconds).
     pub fn verify_service(&self, now: u64, token: &str) -> Result<ServiceClaims, TokenError> {
         self.keys.verifier.verify(
@@ -268,5 +310,62 @@ mod review_tests {
             v.verify_review(1010, &list, "https://gw", DEFAULT_REVIEW_AUDIENCE)
                 .is_ok()
         );
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn issuer(seed: u8) -> TokenIssuer {
+        TokenIssuer {
+            issuer: "https://gw".into(),
+            room_audience: "https://gw".into(),
+            service_audience: "recorder".into(),
+            keys: KeySet::from_seed("k1", [seed; 32]).unwrap(),
+        }
+    }
+
+    fn room(issuer: &TokenIssuer) -> RoomClaims {
+        let user = UserRef::new("https://idp", "p1").unwrap();
+        let token = issuer
+            .issue_room(
+                1000,
+                60,
+                "r1".into(),
+                LessonId::from_bytes([1; 16]),
+                user,
+                "P".into(),
+                AccountClaims::default(),
+            )
+            .unwrap();
+        issuer.verify_room(1000, &token).unwrap()
+    }
+
+    #[test]
+    fn a_node_token_carries_the_checked_join_and_nothing_else_passes_for_it() {
+        let nodes = issuer(7);
+        let room = room(&nodes);
+        let node = |issuer: &TokenIssuer, jti: &str| {
+            issuer
+                .issue_node(1000, 30, jti.into(), "node-a", room.lesson, room.user.clone(), room.name.clone(), room.account.clone())
+                .unwrap()
+        };
+        let token = node(&nodes, "n1");
+        let claims = nodes.verify_node(1010, &token).unwrap();
+        assert_eq!((claims.lesson, &claims.user), (room.lesson, &room.user));
+        assert_eq!(claims.sub, "node-a");
+        // Expired (past the leeway), signed by another key, or a room token
+        // presented as a node token: refused.
+        assert!(nodes.verify_node(1000 + 30 + LEEWAY_SECS + 1, &token).is_err());
+        let forged = node(&issuer(8), "n2");
+        assert!(nodes.verify_node(1010, &forged).is_err());
+        let room_token = nodes
+            .issue_room(1000, 60, "r2".into(), room.lesson, room.user.clone(), "P".into(), AccountClaims::default())
+            .unwrap();
+        assert!(nodes.verify_node(1010, &room_token).is_err());
+        // And a node token is no room token.
+        assert!(nodes.verify_room(1010, &token).is_err());
     }
 }

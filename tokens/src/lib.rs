@@ -26,7 +26,7 @@ mod issuer;
 mod keys;
 mod verify;
 
-pub use claims::{AccountClaims, ReviewClaims, ReviewScope, RoomClaims, ServiceClaims};
+pub use claims::{AccountClaims, NodeClaims, ReviewClaims, ReviewScope, RoomClaims, ServiceClaims};
 pub use issuer::TokenIssuer;
 pub use keys::KeySet;
 pub use verify::Verifier;
@@ -38,6 +38,11 @@ pub const SERVICE_TOKEN_TYPE: &str = "chaperone-service+jwt";
 /// JOSE `typ` (and our `typ` claim) of a review token (gateway → browser →
 /// review service).
 pub const REVIEW_TOKEN_TYPE: &str = "chaperone-review+jwt";
+/// JOSE `typ` (and our `typ` claim) of a node token: one gateway node
+/// relaying a join it has checked to the lesson's owner.
+pub const NODE_TOKEN_TYPE: &str = "chaperone-node+jwt";
+/// Audience of node tokens (the gateway nodes of one deployment).
+pub const NODE_AUDIENCE: &str = "chaperone-cluster";
 /// Default audience of review tokens (the review service).
 pub const DEFAULT_REVIEW_AUDIENCE: &str = "chaperone-review";
 /// Longest stated reason a review token carries, in characters.

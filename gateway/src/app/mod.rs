@@ -65,6 +65,15 @@ pub enum StartError {
     /// The embedded recorder could not be set up (directory, keys, recipients).
     #[error("recorder: {0}")]
     Recorder(#[from] EmbeddedError),
+    /// The feed's spool directory cannot be used, or another live process
+    /// (another node on this host) holds it.
+    #[error("feed spool {path}: {why}")]
+    SpoolDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -80,6 +89,8 @@ pub struct App {
     pub devidp: Option<crate::dev::idp::DevIdp>,
     /// The lessons on this node.
     pub rooms: Rooms,
+    /// This node among the others: leases, routing, drain.
+    pub cluster: crate::cluster::Cluster,
     /// The URL people reach this node at.
     pub public_url: String,
     /// The media plane.
@@ -93,6 +104,8 @@ pub struct App {
     feed_metrics: crate::feed::FeedMetrics,
     recorder_task: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held (locked) while the node runs: no other process spools there.
+    _spool_lock: std::fs::File,
 }
 
 impl Drop for App {
@@ -151,13 +164,32 @@ impl App {
         let records_rx = crate::web::incidents::tap(store.clone(), records_rx);
         // So do the register's joins, admissions and departures.
         let records_rx = crate::web::register::tap(store.clone(), records_rx);
+        // Every control change is written under the lesson's lease.
+        let (persist, snapshots) = crate::cluster::persist_channel();
         let rooms = Rooms::new(RoomDeps {
             records: records_tx,
             media: Some(media.clone()),
-            persist: None,
+            persist: Some(persist),
         })
         .with_metrics(metrics.clone());
+        let cluster = crate::cluster::Cluster::new(
+            crate::cluster::ClusterConfig::from_settings(&config.cluster, config.http.listen),
+            store.clone(),
+            rooms.clone(),
+            Some(media.clone()),
+            config.lesson.lesson_config(),
+            Some(crate::cluster::ClusterMetrics::register(metrics.registry())?),
+        );
+        let writer = cluster.spawn_writer(snapshots);
+        let renewals = cluster.spawn_renewals();
         let media_router = rooms.route_media_events(media_events);
+        let spool_node = if config.cluster.node_id.is_empty() {
+            format!("port-{}", config.http.listen.port())
+        } else {
+            config.cluster.node_id.clone()
+        };
+        let spool_dir = config.feed.spool_dir(&spool_node);
+        let spool_lock = lock_spool(&spool_dir)?;
         let (embedded_recorder, recorders) =
             recorders(config, &public_url, verifier, metrics.registry()).await?;
         let feed_metrics = crate::feed::FeedMetrics::register(metrics.registry())?;
@@ -165,7 +197,7 @@ impl App {
             FeedSettings {
                 recorders: recorders.clone(),
                 buffer_bytes: usize::try_from(config.feed.buffer_bytes).unwrap_or(usize::MAX),
-                spool_dir: config.feed.spool_dir(),
+                spool_dir: spool_dir.clone(),
                 spool_max_bytes: config.feed.spool_max_bytes,
                 ack_timeout: Duration::from_millis(config.feed.ack_timeout_ms),
             },
@@ -185,21 +217,26 @@ impl App {
             tokens.clone(),
             web_config(config, &public_url, origins.clone()),
         );
+        let signal_config = Arc::new(SignalConfig {
+            allowed_origins: origins,
+            ..SignalConfig::default()
+        });
         let signal = crate::signal::router(SignalState {
             rooms: rooms.clone(),
-            auth: Arc::new(
-                JoinAuth::new(
-                    tokens.clone(),
-                    store.clone(),
-                    rooms.clone(),
-                    config.lesson.lesson_config(),
-                )
-                .with_metrics(metrics.clone()),
-            ),
-            config: Arc::new(SignalConfig {
-                allowed_origins: origins,
-                ..SignalConfig::default()
+            door: Some(crate::cluster::relay::Door {
+                cluster: cluster.clone(),
+                tokens: tokens.clone(),
             }),
+            auth: Arc::new(
+                JoinAuth::new(tokens.clone(), store.clone()).with_metrics(metrics.clone()),
+            ),
+            config: signal_config.clone(),
+        });
+        let relay_in = crate::cluster::relay::router(crate::cluster::relay::RelayState {
+            cluster: cluster.clone(),
+            tokens: tokens.clone(),
+            store: store.clone(),
+            config: signal_config,
         });
 
         let probes = probes(&store, devidp.is_none().then(|| rp.clone()), &recorders);
@@ -209,7 +246,10 @@ impl App {
             jwks,
         });
 
-        let router = crate::web::router(web).merge(signal).merge(health);
+        let router = crate::web::router(web)
+            .merge(signal)
+            .merge(relay_in)
+            .merge(health);
         #[cfg(feature = "dev")]
         let router = match &devidp {
             Some(idp) => router.nest(crate::dev::idp::MOUNT, idp.router()),
@@ -227,6 +267,7 @@ impl App {
             #[cfg(feature = "dev")]
             devidp,
             rooms,
+            cluster,
             public_url,
             media,
             recorder: recorder_status,
@@ -234,11 +275,35 @@ impl App {
             feed_metrics,
             metrics,
             recorder_task: Some(recorder_task),
-            tasks: [relay, media_router]
+            _spool_lock: spool_lock,
+            tasks: [relay, media_router, writer, renewals]
                 .into_iter()
                 .chain(review_tasks)
                 .collect(),
         })
+    }
+}
+
+/// Creates the feed's spool directory and locks it for this process (the
+/// lock goes with the process, however it ends).
+fn lock_spool(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let fail = |why: String| StartError::SpoolDir {
+        path: dir.display().to_string(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|e| fail(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(fail(
+            "another running gateway uses it; give each node its own feed.spool_dir".to_owned(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(fail(e.to_string())),
     }
 }
 
@@ -321,6 +386,10 @@ impl App {
     /// waits (bounded) until it is durable: nothing recorded is lost at a
     /// clean shutdown. An embedded recorder then closes its lessons.
     pub async fn shutdown(&mut self) {
+        // Every lesson here stops (its pages rejoin elsewhere) with its
+        // last state written; its lease is given back only once the
+        // recorder has everything (below).
+        let leases = self.cluster.drain().await;
         self.rooms.shutdown_all().await;
         self.recorder.stop();
         if let Some(task) = self.recorder_task.take()
@@ -332,6 +401,11 @@ impl App {
         }
         if let Some(e) = &self.embedded_recorder {
             e.service.shutdown().await;
+        }
+        let handed = leases.len();
+        self.cluster.release(leases).await;
+        if handed > 0 {
+            tracing::info!(lessons = handed, "handed this node's lessons over");
         }
     }
 

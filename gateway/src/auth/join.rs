@@ -5,9 +5,8 @@
 //! block status is read from the state store on every join and every
 //! reconnect. If the store cannot be read, nobody joins (fail closed).
 //!
-//! A lesson that exists but is not running on this node yet is started
-//! here from its description (its recorder feed then connects and tells it
-//! when the recording is attached).
+//! The lesson must exist; where it runs (here, or on another node) is the
+//! cluster's business ([`crate::cluster`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,34 +16,24 @@ use chaperone_protocol::LessonId;
 use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
 use crate::catalog::{LessonInfo, TABLE};
 use crate::clock::{now, unix_millis};
-use crate::room::Rooms;
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
-use chaperone_lesson::{Account, JoinRequest, LessonConfig};
+use chaperone_lesson::{Account, JoinRequest};
 
 /// Room-token authentication for lesson WebSockets.
 #[derive(Clone, Debug)]
 pub struct JoinAuth {
     tokens: Arc<TokenIssuer>,
     store: Store,
-    rooms: Rooms,
-    lesson_config: LessonConfig,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl JoinAuth {
-    /// An authenticator using `tokens` and `store`, starting lessons in `rooms`.
-    pub fn new(
-        tokens: Arc<TokenIssuer>,
-        store: Store,
-        rooms: Rooms,
-        lesson_config: LessonConfig,
-    ) -> Self {
+    /// An authenticator using `tokens` and `store`.
+    pub fn new(tokens: Arc<TokenIssuer>, store: Store) -> Self {
         Self {
             tokens,
             store,
-            rooms,
-            lesson_config,
             metrics: None,
         }
     }
@@ -55,21 +44,17 @@ impl JoinAuth {
         self
     }
 
-    async fn ensure_running(&self, lesson: LessonId) -> Result<(), AuthRefusal> {
-        if self.rooms.get(lesson).is_some() {
-            return Ok(());
-        }
+    async fn ensure_exists(&self, lesson: LessonId) -> Result<(), AuthRefusal> {
         let json = self
             .store
             .get_record(TABLE, &lesson.to_string())
             .await
             .map_err(|_| AuthRefusal::Unavailable)?
             .ok_or(AuthRefusal::NotFound)?;
-        let info: LessonInfo = serde_json::from_str(&json).map_err(|e| {
+        let _: LessonInfo = serde_json::from_str(&json).map_err(|e| {
             tracing::error!(%lesson, error = %e, "unreadable lesson record");
             AuthRefusal::NotFound
         })?;
-        self.rooms.open(info.setup(), self.lesson_config.clone());
         Ok(())
     }
 }
@@ -128,7 +113,7 @@ impl JoinAuth {
             }
             Ok(None) => {}
         }
-        self.ensure_running(lesson).await?;
+        self.ensure_exists(lesson).await?;
         let visitor_until = claims.account.visitor_until.map(|secs| {
             now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))
         });

@@ -46,6 +46,10 @@ impl Config {
                 "STORE_REDIS_URL" => self.store.redis_url = value,
                 "STORE_KEY_PREFIX" => self.store.key_prefix = value,
                 "STORE_TIMEOUT_MS" => self.store.timeout_ms = num(&value)?,
+                "CLUSTER_NODE_ID" => self.cluster.node_id = value,
+                "CLUSTER_NODE_URL" => self.cluster.node_url = value,
+                "CLUSTER_LEASE_MS" => self.cluster.lease_ms = num(&value)?,
+                "CLUSTER_RENEW_MS" => self.cluster.renew_ms = num(&value)?,
                 "LESSON_SUPERVISION_GRACE_SECS" => {
                     self.lesson.supervision_grace_secs = num(&value)?
                 }

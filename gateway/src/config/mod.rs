@@ -54,6 +54,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The state store.
     pub store: StoreConfig,
+    /// This node among the others.
+    pub cluster: ClusterSettings,
     /// Lesson rules' timings and limits.
     pub lesson: LessonSettings,
     /// Logging.

@@ -99,7 +99,10 @@ impl MediaSettings {
 pub struct FeedSettingsConfig {
     /// Unacknowledged bytes one lesson keeps in memory before spooling to disk.
     pub buffer_bytes: u64,
-    /// Where spooled frames go (empty: `chaperone-feed` in the system's temporary directory).
+    /// Where spooled frames go (empty: `chaperone-feed/<node>` in the
+    /// system's temporary directory, `<node>` being `cluster.node_id` or
+    /// the HTTP port, so two nodes on one host never share one). A node
+    /// refuses to start on a spool another live process holds.
     pub spool_dir: String,
     /// Spooled bytes per lesson past which its recording counts as lost (pupils held; nothing dropped).
     pub spool_max_bytes: u64,
@@ -119,10 +122,10 @@ impl Default for FeedSettingsConfig {
 }
 
 impl FeedSettingsConfig {
-    /// The spool directory.
-    pub fn spool_dir(&self) -> std::path::PathBuf {
+    /// The spool directory of node `node` (see [`Self::spool_dir`]'s field).
+    pub fn spool_dir(&self, node: &str) -> std::path::PathBuf {
         if self.spool_dir.is_empty() {
-            std::env::temp_dir().join("chaperone-feed")
+            std::env::temp_dir().join("chaperone-feed").join(node)
         } else {
             self.spool_dir.clone().into()
         }
@@ -304,6 +307,35 @@ impl Default for StoreConfig {
             redis_url: String::new(),
             key_prefix: "chaperone".to_owned(),
             timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[cluster]`: this node among the others sharing the Redis store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's id, unique per process start. Empty: the host name and
+    /// a random suffix.
+    pub node_id: String,
+    /// Where the other nodes reach this one (`http://10.0.0.5:8080`): the
+    /// relayed joins of its lessons arrive there. Empty: `http://` and
+    /// `http.listen`.
+    pub node_url: String,
+    /// How long a lesson's lease lasts without a renewal, in milliseconds:
+    /// how long a lesson waits for another node after its owner dies.
+    pub lease_ms: u64,
+    /// How often the owner renews its leases, in milliseconds.
+    pub renew_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            node_url: String::new(),
+            lease_ms: 4000,
+            renew_ms: 1000,
         }
     }
 }

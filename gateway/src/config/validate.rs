@@ -86,6 +86,18 @@ impl Config {
                 "feed.buffer_bytes must be at least 1 MiB and feed.ack_timeout_ms at least 1000",
             );
         }
+        if self.cluster.renew_ms < 100 || self.cluster.lease_ms < 2 * self.cluster.renew_ms + 1000
+        {
+            return invalid(
+                "cluster.renew_ms must be at least 100 and cluster.lease_ms at least twice it plus 1000",
+            );
+        }
+        if !(self.cluster.node_url.is_empty()
+            || self.cluster.node_url.starts_with("http://")
+            || self.cluster.node_url.starts_with("https://"))
+        {
+            return invalid("cluster.node_url is an http:// or https:// URL");
+        }
         if self.dev {
             if !self.http.listen.ip().is_loopback() {
                 return invalid(

@@ -111,7 +111,16 @@ enum Command {
     Stats {
         reply: oneshot::Sender<SfuStats>,
     },
+    Fence {
+        lesson: LessonId,
+        until: Option<Instant>,
+        reply: oneshot::Sender<()>,
+    },
 }
+
+/// Until when each lesson's datagrams may leave (the cluster's proof that
+/// this node still owns the lesson). A lesson with no fence is unlimited.
+type Fences = std::collections::HashMap<LessonId, Instant>;
 
 /// A cheap, cloneable handle to a running media driver. Each call returns
 /// once the SFU has applied it: after `forward(.., false)` returns, no
@@ -279,6 +288,23 @@ impl MediaHandle {
         .await
     }
 
+    /// From `until` on, nothing is transmitted for `lesson` (checked by the
+    /// driver itself against the clock before every send, so a node resumed
+    /// after a pause sends nothing for a lesson it can no longer prove it
+    /// owns); `None` lifts the fence.
+    pub async fn set_fence(
+        &self,
+        lesson: LessonId,
+        until: Option<Instant>,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Fence {
+            lesson,
+            until,
+            reply,
+        })
+        .await
+    }
+
     /// The SFU's counters.
     pub async fn stats(&self) -> Result<SfuStats, MediaError> {
         self.call(|reply| Command::Stats { reply }).await
@@ -295,10 +321,11 @@ async fn run(
     metrics: Option<MediaMetrics>,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
+    let mut fences = Fences::new();
     // When the datagram being handled arrived, if it made the SFU forward.
     let mut forwarding_since: Option<Instant> = None;
     loop {
-        let next = flush(&mut sfu, &socket, &events, record.as_ref()).await;
+        let next = flush(&mut sfu, &socket, &events, record.as_ref(), &fences).await;
         // Forwarding latency: the datagram that completed a frame was read
         // at `since`; every packet the SFU wrote for it has now been handed
         // to the socket. Two clock reads per forwarding datagram.
@@ -324,7 +351,7 @@ async fn run(
                 Err(e) => debug!(error = %e, "media: recv failed"),
             },
             command = commands.recv() => match command {
-                Some(command) => apply(&mut sfu, command),
+                Some(command) => apply(&mut sfu, &mut fences, command),
                 None => break,
             },
             () = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
@@ -373,6 +400,7 @@ async fn flush(
     socket: &UdpSocket,
     events: &mpsc::UnboundedSender<MediaEvent>,
     record: Option<&mpsc::Sender<RecordedFrame>>,
+    fences: &Fences,
 ) -> Option<Instant> {
     loop {
         match sfu.poll_output() {
@@ -389,7 +417,12 @@ async fn flush(
                         "media: recorder not keeping up; frame not recorded");
                 }
             }
-            MediaOutput::Transmit { to, bytes } => {
+            MediaOutput::Transmit { lesson, to, bytes } => {
+                // A clock read per datagram of a fenced lesson (tens of ns):
+                // read here, after any pause of the process, never before.
+                if fences.get(&lesson).is_some_and(|until| now() >= *until) {
+                    continue;
+                }
                 if let Err(e) = socket.send_to(&bytes, to).await {
                     debug!(%to, error = %e, "media: send failed");
                 }
@@ -413,8 +446,19 @@ async fn flush(
 
 /// Applies one command. A caller that stopped waiting for the reply does
 /// not undo the command, so reply errors are ignored.
-fn apply(sfu: &mut Sfu, command: Command) {
+fn apply(sfu: &mut Sfu, fences: &mut Fences, command: Command) {
     match command {
+        Command::Fence {
+            lesson,
+            until,
+            reply,
+        } => {
+            match until {
+                Some(until) => fences.insert(lesson, until),
+                None => fences.remove(&lesson),
+            };
+            let _ = reply.send(());
+        }
         Command::Add {
             lesson,
             participant,

@@ -38,6 +38,9 @@ pub(super) enum Command {
         participant: ParticipantId,
         sdp: String,
     },
+    Snapshot {
+        reply: oneshot::Sender<chaperone_lesson::Snapshot>,
+    },
     Shutdown,
 }
 
@@ -128,6 +131,15 @@ impl RoomHandle {
     /// [`crate::media::MediaEvent::Offer`]); it goes to them as `ServerMsg::Offer`.
     pub async fn server_offer(&self, participant: ParticipantId, sdp: String) {
         self.send(Command::ServerOffer { participant, sdp }).await;
+    }
+
+    /// The lesson's control state now (`None` if its task has stopped).
+    pub async fn snapshot(&self) -> Option<chaperone_lesson::Snapshot> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Snapshot { reply }).await {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// Stops the lesson task; every connection is closed.

@@ -148,6 +148,9 @@ impl RoomTask {
                     self.deliver(participant, ServerMsg::Offer { sdp });
                 }
             }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.lesson.snapshot());
+            }
             Command::Shutdown => {}
         }
     }

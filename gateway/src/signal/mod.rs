@@ -150,6 +150,9 @@ impl Default for SignalConfig {
 pub struct SignalState<A> {
     /// The lessons on this node.
     pub rooms: Rooms,
+    /// The cluster, when lessons may live on other nodes: joins are routed
+    /// to each lesson's owner. Without it, only lessons running here join.
+    pub door: Option<crate::cluster::relay::Door>,
     /// The token layer.
     pub auth: Arc<A>,
     /// Settings.
@@ -160,6 +163,7 @@ impl<A> Clone for SignalState<A> {
     fn clone(&self) -> Self {
         Self {
             rooms: self.rooms.clone(),
+            door: self.door.clone(),
             auth: self.auth.clone(),
             config: self.config.clone(),
         }
@@ -239,12 +243,32 @@ async fn admit<A: Authenticator>(
         .await
         .map_err(AuthRefusal::refusal)?;
     drop(token);
-    let room = state.rooms.get(lesson).ok_or(not_found)?;
     let ws = match ws {
         Ok(ws) => ws,
         // Not a WebSocket handshake: axum's own answer (400/426), and no join.
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    let room = match &state.door {
+        None => state.rooms.get(lesson).ok_or(not_found)?,
+        Some(door) => match door.route(lesson).await? {
+            crate::cluster::Route::Here(room) => room,
+            crate::cluster::Route::Relay { node, url } => {
+                return door.relay(&node, &url, lesson, &req, ws, config).await;
+            }
+        },
+    };
+    serve(room, lesson, req, ws, config).await
+}
+
+/// Joins `req` to the lesson running here and upgrades the connection
+/// (a browser's, or a relayed one from another node's door).
+pub(crate) async fn serve(
+    room: crate::room::RoomHandle,
+    lesson: LessonId,
+    req: JoinRequest,
+    ws: WebSocketUpgrade,
+    config: &Arc<SignalConfig>,
+) -> Result<Response, Refusal> {
     let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
     let participant = room.join(req, tx).await.map_err(Refusal::Code)?;
     info!(%lesson, %participant, "signal: joined; upgrading");

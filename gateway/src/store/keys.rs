@@ -64,3 +64,24 @@ pub(super) fn events(prefix: &str) -> String {
 pub(super) fn user_key(user: &UserRef) -> String {
     serde_json::to_string(user).unwrap_or_default()
 }
+
+/// `{prefix}:lease:{id}` — `"{epoch}:{node}"`, expiring: the lesson's owner.
+pub(super) fn lease(prefix: &str, id: LessonId) -> String {
+    format!("{prefix}:lease:{id}")
+}
+
+/// `{prefix}:epoch:{id}` — the lesson's latest lease epoch (a counter that
+/// never expires, so an epoch is never granted twice).
+pub(super) fn epoch(prefix: &str, id: LessonId) -> String {
+    format!("{prefix}:epoch:{id}")
+}
+
+/// `{prefix}:node:{id}` — JSON `NodeInfo`, expiring.
+pub(super) fn node(prefix: &str, id: &str) -> String {
+    format!("{prefix}:node:{id}")
+}
+
+/// `{prefix}:nodes` — set of node ids that announced themselves.
+pub(super) fn nodes(prefix: &str) -> String {
+    format!("{prefix}:nodes")
+}

@@ -8,13 +8,18 @@ use chaperone_protocol::{LessonId, UserRef};
 use tokio::sync::broadcast;
 
 use super::{
-    Block, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
+    Acquired, Block, Lease, NodeInfo, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
     VisitorGrant, check_size,
 };
 
 #[derive(Debug, Default)]
 struct Inner {
     lessons: HashMap<LessonId, Versioned>,
+    /// Each lesson's lease: holder, epoch, expiry.
+    leases: HashMap<LessonId, (String, u64, UnixMillis)>,
+    /// Each lesson's latest epoch granted.
+    epochs: HashMap<LessonId, u64>,
+    nodes: HashMap<String, (NodeInfo, UnixMillis)>,
     blocks: HashMap<UserRef, Block>,
     grants: HashMap<String, VisitorGrant>,
     sessions: HashMap<String, (SessionRecord, UnixMillis)>,
@@ -87,6 +92,132 @@ impl StateStore for LocalStore {
 
     async fn delete_lesson(&self, lesson: LessonId) -> Result<(), StoreError> {
         self.lock().lessons.remove(&lesson);
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        lesson: LessonId,
+        node: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<Acquired, StoreError> {
+        let mut inner = self.lock();
+        if let Some((holder, epoch, until)) = inner.leases.get_mut(&lesson)
+            && *until > now
+        {
+            if holder == node {
+                *until = expires_at;
+                return Ok(Acquired::Granted(Lease {
+                    lesson,
+                    node: node.to_owned(),
+                    epoch: *epoch,
+                }));
+            }
+            return Ok(Acquired::Held {
+                node: holder.clone(),
+                epoch: *epoch,
+            });
+        }
+        let epoch = inner.epochs.get(&lesson).copied().unwrap_or(0) + 1;
+        inner.epochs.insert(lesson, epoch);
+        inner
+            .leases
+            .insert(lesson, (node.to_owned(), epoch, expires_at));
+        Ok(Acquired::Granted(Lease {
+            lesson,
+            node: node.to_owned(),
+            epoch,
+        }))
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.epochs.get(&lease.lesson) != Some(&lease.epoch) {
+            return Ok(false);
+        }
+        match inner.leases.get_mut(&lease.lesson) {
+            Some((holder, epoch, until)) if *holder == lease.node && *epoch == lease.epoch => {
+                *until = expires_at;
+                Ok(true)
+            }
+            // Someone else's, still current.
+            Some((_, _, until)) if *until > now => Ok(false),
+            // Expired or released with no grant since: nobody else held it.
+            _ => {
+                inner
+                    .leases
+                    .insert(lease.lesson, (lease.node.clone(), lease.epoch, expires_at));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.leases.get(&lease.lesson) {
+            Some((holder, epoch, _)) if *holder == lease.node && *epoch == lease.epoch => {
+                inner.leases.remove(&lease.lesson);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn lease_holder(
+        &self,
+        lesson: LessonId,
+        now: UnixMillis,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self
+            .lock()
+            .leases
+            .get(&lesson)
+            .filter(|(_, _, until)| *until > now)
+            .map(|(holder, epoch, _)| (holder.clone(), *epoch)))
+    }
+
+    async fn save_lesson_fenced(&self, lease: &Lease, bytes: Vec<u8>) -> Result<u64, StoreError> {
+        check_size(bytes.len())?;
+        let mut inner = self.lock();
+        let current = inner.epochs.get(&lease.lesson).copied().unwrap_or(0);
+        if current != lease.epoch {
+            return Err(StoreError::Fenced { current });
+        }
+        let version = inner.lessons.get(&lease.lesson).map_or(0, |v| v.version) + 1;
+        inner
+            .lessons
+            .insert(lease.lesson, Versioned { version, bytes });
+        Ok(version)
+    }
+
+    async fn put_node(
+        &self,
+        node: NodeInfo,
+        _now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .nodes
+            .insert(node.id.clone(), (node, expires_at));
+        Ok(())
+    }
+
+    async fn live_nodes(&self, now: UnixMillis) -> Result<Vec<NodeInfo>, StoreError> {
+        let mut inner = self.lock();
+        inner.nodes.retain(|_, (_, until)| *until > now);
+        let mut nodes: Vec<NodeInfo> = inner.nodes.values().map(|(n, _)| n.clone()).collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().nodes.remove(id);
         Ok(())
     }
 

@@ -151,6 +151,54 @@ pub enum StoreError {
     /// A value exceeds [`MAX_VALUE_BYTES`].
     #[error("value of {0} bytes is too large for the state store")]
     TooLarge(usize),
+    /// A write under a lease that is no longer the lesson's latest: another
+    /// node has taken the lesson over since (fencing).
+    #[error("stale lease: the lesson's lease is at epoch {current}")]
+    Fenced {
+        /// The latest epoch granted for the lesson.
+        current: u64,
+    },
+}
+
+/// A node's hold on one lesson: while it is current, the node is the
+/// lesson's only owner. `epoch` grows on every new grant, so a write made
+/// under an older one is refused ([`StoreError::Fenced`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Lease {
+    /// The lesson.
+    pub lesson: LessonId,
+    /// The owning node's id.
+    pub node: String,
+    /// The fencing epoch (1 for the lesson's first grant).
+    pub epoch: u64,
+}
+
+/// The answer to [`StateStore::acquire_lease`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Acquired {
+    /// The lease is this node's (new, or already held by it and extended).
+    Granted(Lease),
+    /// Another node holds it.
+    Held {
+        /// That node's id.
+        node: String,
+        /// Its epoch.
+        epoch: u64,
+    },
+}
+
+/// A live gateway node, as it announces itself every lease renewal.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// Unique per process start.
+    pub id: String,
+    /// Where other nodes reach it (`http://10.0.0.5:8080`).
+    pub url: String,
+    /// Lessons it owns now.
+    pub lessons: u32,
+    /// It is shutting down: no new lessons go to it.
+    pub draining: bool,
 }
 
 /// What must survive a node or be shared between nodes. See the module docs.
@@ -176,6 +224,56 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         &self,
         lesson: LessonId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes the lesson's lease for `node` until `expires_at` if nobody
+    /// holds it (a new, larger epoch) or `node` already does (extended, same
+    /// epoch); otherwise says who holds it.
+    fn acquire_lease(
+        &self,
+        lesson: LessonId,
+        node: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<Acquired, StoreError>> + Send;
+    /// Extends a lease that is still current; false if it expired and was
+    /// granted again since (or was released). A lease that merely expired,
+    /// with no grant since, is restored: nobody else has held the lesson.
+    fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Gives a current lease up (a drained node); false if it was not current.
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Who holds the lesson's lease now, and at which epoch.
+    fn lease_holder(
+        &self,
+        lesson: LessonId,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<(String, u64)>, StoreError>> + Send;
+    /// Writes a lesson snapshot under `lease`: refused with
+    /// [`StoreError::Fenced`] once a later epoch has been granted. Returns
+    /// the snapshot's new version.
+    fn save_lesson_fenced(
+        &self,
+        lease: &Lease,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Announces a live node until `expires_at`.
+    fn put_node(
+        &self,
+        node: NodeInfo,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every node whose announcement has not expired, by id.
+    fn live_nodes(
+        &self,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<NodeInfo>, StoreError>> + Send;
+    /// Forgets a node (it stopped).
+    fn remove_node(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Blocks a person (replacing any earlier block).
     fn block(
@@ -332,6 +430,50 @@ impl StateStore for Store {
     }
     async fn delete_lesson(&self, lesson: LessonId) -> Result<(), StoreError> {
         dispatch!(self, s => s.delete_lesson(lesson).await)
+    }
+    async fn acquire_lease(
+        &self,
+        lesson: LessonId,
+        node: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<Acquired, StoreError> {
+        dispatch!(self, s => s.acquire_lease(lesson, node, now, expires_at).await)
+    }
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew_lease(lease, now, expires_at).await)
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release_lease(lease).await)
+    }
+    async fn lease_holder(
+        &self,
+        lesson: LessonId,
+        now: UnixMillis,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        dispatch!(self, s => s.lease_holder(lesson, now).await)
+    }
+    async fn save_lesson_fenced(&self, lease: &Lease, bytes: Vec<u8>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.save_lesson_fenced(lease, bytes).await)
+    }
+    async fn put_node(
+        &self,
+        node: NodeInfo,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_node(node, now, expires_at).await)
+    }
+    async fn live_nodes(&self, now: UnixMillis) -> Result<Vec<NodeInfo>, StoreError> {
+        dispatch!(self, s => s.live_nodes(now).await)
+    }
+    async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remove_node(id).await)
     }
     async fn block(&self, user: &UserRef, block: Block) -> Result<(), StoreError> {
         dispatch!(self, s => s.block(user, block).await)

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{
-    Block, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
+    Acquired, Block, Lease, NodeInfo, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
     VisitorGrant, check_size, keys,
 };
 
@@ -54,6 +54,60 @@ redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2])
 return {1, cur + 1}
 ";
 
+/// Takes a lesson's lease. KEYS: lease, epoch; ARGV: node, ttl ms.
+/// Returns `{1, epoch, node}` when granted (new or extended), `{0, epoch, holder}`.
+const ACQUIRE_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  local epoch = tonumber(string.sub(cur, 1, sep - 1))
+  local holder = string.sub(cur, sep + 1)
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, epoch, holder}
+  end
+  return {0, epoch, holder}
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
+return {1, epoch, ARGV[1]}
+";
+
+/// Renews a lease. KEYS: lease, epoch; ARGV: epoch, node, ttl ms. An
+/// expired lease with no grant since is restored.
+const RENEW_SCRIPT: &str = r"
+local want = ARGV[1] .. ':' .. ARGV[2]
+local cur = redis.call('GET', KEYS[1])
+if cur == want then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if (not cur) and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], want, 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Releases a lease if it is current. KEYS: lease; ARGV: epoch, node.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ':' .. ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Writes a snapshot under a lease epoch. KEYS: lesson, epoch; ARGV: epoch,
+/// data. Returns `{1, version}` or `{0, latest_epoch}`.
+const FENCED_SCRIPT: &str = r"
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if latest ~= tonumber(ARGV[1]) then return {0, latest} end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') + 1
+redis.call('HSET', KEYS[1], 'v', v, 'data', ARGV[2])
+return {1, v}
+";
+
 /// The Redis-backed store. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -65,6 +119,10 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     cas: Script,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    fenced: Script,
     events: broadcast::Sender<StoreEvent>,
     subscribed: watch::Receiver<bool>,
     listener: JoinHandle<()>,
@@ -120,6 +178,10 @@ impl RedisStore {
                 prefix: config.prefix,
                 timeout: config.timeout,
                 cas: Script::new(CAS_SCRIPT),
+                acquire: Script::new(ACQUIRE_SCRIPT),
+                renew: Script::new(RENEW_SCRIPT),
+                release: Script::new(RELEASE_SCRIPT),
+                fenced: Script::new(FENCED_SCRIPT),
                 events,
                 subscribed,
                 listener,
@@ -266,6 +328,157 @@ impl StateStore for RedisStore {
     async fn delete_lesson(&self, lesson: LessonId) -> Result<(), StoreError> {
         let mut c = self.conn();
         let _: () = self.run(c.del(keys::lesson(self.prefix(), lesson))).await?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        lesson: LessonId,
+        node: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<Acquired, StoreError> {
+        let mut c = self.conn();
+        let mut invocation = self.inner.acquire.key(keys::lease(self.prefix(), lesson));
+        invocation
+            .key(keys::epoch(self.prefix(), lesson))
+            .arg(node)
+            .arg(now.until(expires_at));
+        let (granted, epoch, holder): (u8, u64, String) =
+            self.run(invocation.invoke_async(&mut c)).await?;
+        Ok(if granted == 1 {
+            Acquired::Granted(Lease {
+                lesson,
+                node: holder,
+                epoch,
+            })
+        } else {
+            Acquired::Held {
+                node: holder,
+                epoch,
+            }
+        })
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let mut invocation = self.inner.renew.key(keys::lease(self.prefix(), lease.lesson));
+        invocation
+            .key(keys::epoch(self.prefix(), lease.lesson))
+            .arg(lease.epoch)
+            .arg(&lease.node)
+            .arg(now.until(expires_at));
+        let renewed: u8 = self.run(invocation.invoke_async(&mut c)).await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let mut invocation = self
+            .inner
+            .release
+            .key(keys::lease(self.prefix(), lease.lesson));
+        invocation.arg(lease.epoch).arg(&lease.node);
+        let released: u8 = self.run(invocation.invoke_async(&mut c)).await?;
+        Ok(released == 1)
+    }
+
+    async fn lease_holder(
+        &self,
+        lesson: LessonId,
+        _now: UnixMillis,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut c = self.conn();
+        let cur: Option<String> = self.run(c.get(keys::lease(self.prefix(), lesson))).await?;
+        cur.map(|v| {
+            let (epoch, node) = v
+                .split_once(':')
+                .ok_or_else(|| corrupt(format!("lease of lesson {lesson}: {v:?}")))?;
+            let epoch = epoch.parse().map_err(corrupt)?;
+            Ok((node.to_owned(), epoch))
+        })
+        .transpose()
+    }
+
+    async fn save_lesson_fenced(&self, lease: &Lease, bytes: Vec<u8>) -> Result<u64, StoreError> {
+        check_size(bytes.len())?;
+        let mut c = self.conn();
+        let mut invocation = self
+            .inner
+            .fenced
+            .key(keys::lesson(self.prefix(), lease.lesson));
+        invocation
+            .key(keys::epoch(self.prefix(), lease.lesson))
+            .arg(lease.epoch)
+            .arg(bytes);
+        let (ok, n): (u8, u64) = self.run(invocation.invoke_async(&mut c)).await?;
+        if ok == 1 {
+            Ok(n)
+        } else {
+            Err(StoreError::Fenced { current: n })
+        }
+    }
+
+    async fn put_node(
+        &self,
+        node: NodeInfo,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let json = serde_json::to_string(&node).map_err(corrupt)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(keys::node(self.prefix(), &node.id))
+            .arg(json)
+            .arg("PX")
+            .arg(now.until(expires_at))
+            .ignore()
+            .sadd(keys::nodes(self.prefix()), &node.id)
+            .ignore();
+        let _: () = self.run(pipe.query_async(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self, _now: UnixMillis) -> Result<Vec<NodeInfo>, StoreError> {
+        let mut c = self.conn();
+        let mut ids: Vec<String> = self.run(c.smembers(keys::nodes(self.prefix()))).await?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let node_keys: Vec<String> = ids.iter().map(|id| keys::node(self.prefix(), id)).collect();
+        let values: Vec<Option<String>> = self
+            .run(redis::cmd("MGET").arg(&node_keys).query_async(&mut c))
+            .await?;
+        let mut nodes = Vec::new();
+        for (id, value) in ids.iter().zip(values) {
+            match value {
+                Some(json) => nodes.push(serde_json::from_str(&json).map_err(corrupt)?),
+                None => {
+                    // Its announcement expired: it is gone.
+                    let _: () = self.run(c.srem(keys::nodes(self.prefix()), id)).await?;
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(keys::node(self.prefix(), id))
+            .ignore()
+            .srem(keys::nodes(self.prefix()), id)
+            .ignore();
+        let _: () = self.run(pipe.query_async(&mut c)).await?;
         Ok(())
     }
 

@@ -143,6 +143,7 @@ pub async fn start_with(config: SignalConfig, lesson: LessonConfig) -> anyhow::R
     let room = rooms.open(setup(), lesson);
     let app = router(SignalState {
         rooms: rooms.clone(),
+        door: None,
         auth: Arc::new(TestAuth::new()),
         config: Arc::new(config),
     });

@@ -1,0 +1,399 @@
+//! Three real `gateway --dev` processes sharing a private `redis-server`
+//! and one `recorder serve`, with lesson WebSocket clients that can join
+//! through any node. Every node has its own ports, spool and id; they share
+//! the public URL (the school's address, node 0's port here), the token
+//! key and the store, as a deployment behind a load balancer does.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
+use chaperone_protocol::{LessonId, UserRef};
+use chaperone_testkit::gateway::http_get;
+use chaperone_testkit::process::{ChildGuard, Launch, binary, free_port, scratch_dir, wait_for_port};
+use chaperone_testkit::recorder::Recorder;
+use chaperone_testkit::redis::RedisServer;
+use chaperone_tokens::{AccountClaims, KeySet, RoomClaims, TokenIssuer};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const KID: &str = "cluster-test";
+
+/// One gateway node's fixed place: ports, id, directory.
+pub struct NodeSlot {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: PathBuf,
+    pub starts: u32,
+    pub child: Option<ChildGuard>,
+}
+
+/// The cluster under test.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub recorder: Recorder,
+    pub nodes: Vec<NodeSlot>,
+    pub public: String,
+    pub issuer: TokenIssuer,
+    key_file: PathBuf,
+    prefix: String,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (node 0's URL is the public one).
+    pub fn start(n: usize, prefix: &str) -> Result<Self> {
+        let redis = RedisServer::start()?;
+        let dir = scratch_dir("cluster")?;
+        let key_file = dir.join("signing-key.pem");
+        let status = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&key_file)
+            .status()
+            .context("openssl genpkey")?;
+        if !status.success() {
+            bail!("openssl genpkey: {status}");
+        }
+        let pem = std::fs::read_to_string(&key_file)?;
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            nodes.push(NodeSlot {
+                port: free_port()?,
+                metrics_port: free_port()?,
+                dir: dir.join(format!("node{i}")),
+                starts: 0,
+                child: None,
+            });
+        }
+        let public = format!("http://127.0.0.1:{}", nodes[0].port);
+        let recorder = Recorder::start(&public, &[("CHAPERONE_RECORDER_ARCHIVE_SEGMENT_SECS", "2")])?;
+        let issuer = TokenIssuer {
+            issuer: public.clone(),
+            room_audience: public.clone(),
+            service_audience: "chaperone-recorder".to_owned(),
+            keys: KeySet::from_pkcs8_pem(KID, &pem).map_err(|e| anyhow!("{e}"))?,
+        };
+        let mut cluster = Self {
+            redis,
+            recorder,
+            nodes,
+            public,
+            issuer,
+            key_file,
+            prefix: prefix.to_owned(),
+        };
+        for i in 0..n {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// (Re)starts node `i` with a fresh node id.
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        let public = self.public.clone();
+        let recorder_url = self.recorder.url();
+        let slot = &mut self.nodes[i];
+        slot.starts += 1;
+        std::fs::create_dir_all(&slot.dir)?;
+        let env = [
+            ("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{}", slot.port)),
+            ("CHAPERONE_HTTP_PUBLIC_URL", public),
+            ("CHAPERONE_METRICS_LISTEN", format!("127.0.0.1:{}", slot.metrics_port)),
+            ("CHAPERONE_STORE_KIND", "redis".to_owned()),
+            ("CHAPERONE_STORE_REDIS_URL", self.redis.url()),
+            ("CHAPERONE_STORE_KEY_PREFIX", self.prefix.clone()),
+            ("CHAPERONE_TOKENS_SIGNING_KEY_FILE", self.key_file.display().to_string()),
+            ("CHAPERONE_TOKENS_SIGNING_KEY_ID", KID.to_owned()),
+            ("CHAPERONE_RECORDER_URLS", recorder_url),
+            ("CHAPERONE_FEED_SPOOL_DIR", slot.dir.join("spool").display().to_string()),
+            ("CHAPERONE_CLUSTER_NODE_ID", format!("node{i}-{}", slot.starts)),
+            ("CHAPERONE_CLUSTER_NODE_URL", format!("http://127.0.0.1:{}", slot.port)),
+            ("CHAPERONE_SESSION_LESSON_LOOKUPS_PER_MINUTE", "100000".to_owned()),
+            ("CHAPERONE_LOG", "warn,chaperone_gateway::cluster=info".to_owned()),
+        ];
+        let mut child = Launch::new(&format!("gateway node{i}"), binary("gateway")?)
+            .arg("--dev")
+            .envs(env)
+            .current_dir(slot.dir.clone())
+            .log(true)
+            .spawn()?;
+        wait_for_port(&mut child, slot.port, Duration::from_secs(30))?;
+        slot.child = Some(child);
+        Ok(())
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill();
+        }
+    }
+
+    pub fn signal(&self, i: usize, name: &str) -> Result<()> {
+        self.nodes[i]
+            .child
+            .as_ref()
+            .context("node not running")?
+            .signal(name)
+    }
+
+    pub fn child(&mut self, i: usize) -> &mut ChildGuard {
+        self.nodes[i].child.as_mut().unwrap()
+    }
+
+    /// A metric's value on node `i` (sum over its label sets), if it answers.
+    pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let (status, body) = http_get(self.nodes[i].metrics_port, "/metrics").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let mut sum = None;
+        for line in body.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let metric = key.split('{').next().unwrap_or(key);
+            if metric == name {
+                *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        sum
+    }
+
+    /// The node that owns a lesson now, by its metrics.
+    pub fn owner(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i].child.is_some()
+                && self.metric(i, "chaperone_cluster_lessons_owned") == Some(1.0)
+        })
+    }
+
+    /// A room token for a pupil of 7A.
+    pub fn pupil(&self, lesson: LessonId, n: usize) -> String {
+        let user = UserRef::new("urn:cluster-test", format!("pupil-{n}")).unwrap();
+        self.mint(
+            lesson,
+            user,
+            &format!("Pupil {n}"),
+            AccountClaims {
+                pupil_classes: vec!["7A".into()],
+                ..AccountClaims::default()
+            },
+        )
+    }
+
+    /// A room token with the same person and account as `like` (e.g. the
+    /// teacher's, once the node that issued it is gone).
+    pub fn like(&self, like: &RoomClaims) -> String {
+        self.mint(like.lesson, like.user.clone(), &like.name, like.account.clone())
+    }
+
+    fn mint(&self, lesson: LessonId, user: UserRef, name: &str, account: AccountClaims) -> String {
+        let now = std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .unwrap()
+            .as_secs();
+        let jti = format!("{:032x}", rand_u128());
+        self.issuer
+            .issue_room(now, 120, jti, lesson, user, name.into(), account)
+            .unwrap()
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+/// What a lesson client saw.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    Msg(ServerMsg),
+    Closed(Option<u16>),
+}
+
+/// A lesson WebSocket client.
+pub struct Client {
+    pub name: String,
+    rx: mpsc::UnboundedReceiver<Seen>,
+    tx: mpsc::UnboundedSender<Option<ClientMsg>>,
+    pub seen: Vec<Seen>,
+}
+
+/// Why a connection was refused before the upgrade: status and body.
+#[derive(Debug)]
+pub struct Refused(pub u16, pub String);
+
+impl Client {
+    /// Connects to `node` (any node) with `token`, says hello.
+    pub async fn connect(
+        name: &str,
+        node: &str,
+        origin: &str,
+        lesson: LessonId,
+        token: &str,
+    ) -> Result<Self, Refused> {
+        let url = format!("{}/ws/lessons/{lesson}", node.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(origin).unwrap());
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(&format!("chaperone.v1, chaperone.token.{token}")).unwrap(),
+        );
+        let attempt = tokio_tungstenite::connect_async(req);
+        let (ws, _) = match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Err(_) => return Err(Refused(0, "timed out".into())),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                return Err(Refused(resp.status().as_u16(), body));
+            }
+            Ok(Err(e)) => return Err(Refused(0, e.to_string())),
+            Ok(Ok(ok)) => ok,
+        };
+        let (mut sink, mut stream) = ws.split();
+        let (seen_tx, rx) = mpsc::unbounded_channel();
+        let (tx, mut out) = mpsc::unbounded_channel::<Option<ClientMsg>>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = out.recv() => match m {
+                        Some(Some(msg)) => {
+                            let text = serde_json::to_string(&msg).unwrap();
+                            if sink.send(Message::text(text)).await.is_err() { break; }
+                        }
+                        _ => { let _ = sink.close().await; break; }
+                    },
+                    m = stream.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Ok(msg) = serde_json::from_str::<ServerMsg>(t.as_str()) {
+                                let _ = seen_tx.send(Seen::Msg(msg));
+                            }
+                        }
+                        Some(Ok(Message::Close(f))) => {
+                            let _ = seen_tx.send(Seen::Closed(f.map(|f| u16::from(f.code))));
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => {
+                            let _ = seen_tx.send(Seen::Closed(None));
+                            break;
+                        }
+                    },
+                }
+            }
+        });
+        let client = Self {
+            name: name.to_owned(),
+            rx,
+            tx,
+            seen: Vec::new(),
+        };
+        client.send(ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+        });
+        Ok(client)
+    }
+
+    pub fn send(&self, msg: ClientMsg) {
+        let _ = self.tx.send(Some(msg));
+    }
+
+    pub fn close(&self) {
+        let _ = self.tx.send(None);
+    }
+
+    /// Waits (at most `within`) for a message `pick` accepts; every message
+    /// seen is kept in [`Self::seen`].
+    pub async fn wait_for<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&Seen) -> Option<T>,
+    ) -> Result<T> {
+        // Earlier messages first.
+        for s in &self.seen {
+            if let Some(t) = pick(s) {
+                return Ok(t);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(s)) => {
+                    let found = pick(&s);
+                    self.seen.push(s);
+                    if let Some(t) = found {
+                        return Ok(t);
+                    }
+                }
+                Ok(None) => bail!("{}: connection task ended", self.name),
+                Err(_) => bail!("{}: not seen within {within:?}; saw {:?}", self.name, self.seen),
+            }
+        }
+    }
+
+    /// Forgets what was seen (before a step whose answers matter).
+    pub fn clear(&mut self) {
+        while let Ok(s) = self.rx.try_recv() {
+            self.seen.push(s);
+        }
+        self.seen.clear();
+    }
+
+    /// The latest message `pick` accepts among everything seen so far.
+    pub fn latest<T>(&mut self, mut pick: impl FnMut(&Seen) -> Option<T>) -> Option<T> {
+        while let Ok(s) = self.rx.try_recv() {
+            self.seen.push(s);
+        }
+        self.seen.iter().rev().find_map(|s| pick(s))
+    }
+}
+
+/// Connects through the first node of `doors` that lets the person in,
+/// retrying every 250 ms until `within` passes; a refusal with a final
+/// code (401, 403, 404, 410) is returned at once.
+pub async fn rejoin(
+    name: &str,
+    doors: &[String],
+    origin: &str,
+    lesson: LessonId,
+    token: impl Fn() -> String,
+    within: Duration,
+) -> Result<Client, Refused> {
+    let deadline = Instant::now() + within;
+    let mut last = Refused(0, "never tried".into());
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let door = &doors[i % doors.len()];
+        i += 1;
+        match Client::connect(name, door, origin, lesson, &token()).await {
+            Ok(c) => return Ok(c),
+            Err(r) if matches!(r.0, 401 | 403 | 404 | 410) => return Err(r),
+            Err(r) => last = r,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last)
+}
+
+/// The id a `Welcome` gave.
+pub fn welcome(s: &Seen) -> Option<chaperone_protocol::ParticipantId> {
+    match s {
+        Seen::Msg(ServerMsg::Welcome { you, .. }) => Some(*you),
+        _ => None,
+    }
+}
