@@ -73,9 +73,11 @@ impl Lesson {
         // While the recording is being re-attached the recorder grace and
         // its hold apply to them as to everyone present.
         let readmit = was_admitted;
-        // The lock closes the waiting room to new arrivals; a pupil who was
-        // already here (admitted or waiting) is not one.
-        let returning = present.is_some() || self.departed.contains_key(&req.user);
+        // The lock closes the waiting room to new arrivals; a pupil whose
+        // connection dropped (admitted or waiting, within the reconnect
+        // grace, or restored from a snapshot on another node) is not one.
+        // A second device of a pupil still waiting is.
+        let returning = was_admitted || self.departed.contains_key(&req.user);
         if role == Role::Pupil && self.locked && !returning {
             return Err(ErrorCode::Locked);
         }

@@ -900,6 +900,30 @@ fn snapshot_round_trips_and_decode_refuses_bad_bytes() {
 }
 
 #[test]
+fn restore_returns_waiting_pupils_to_the_waiting_room_even_when_locked() {
+    let (mut c, t) = Class::started(3);
+    c.admitted_pupil(0, t);
+    let w = c.join(Who::Pupil(1));
+    assert!(!c.lesson.is_admitted(w));
+    c.accept(t, ClientMsg::Lock { locked: true });
+    let snap = c.persisted.last().expect("persisted").clone();
+    assert_eq!(snap.waiting.len(), 1, "the waiting pupil is in the snapshot");
+    let snap = Snapshot::decode(&snap.encode()).expect("decodes");
+    c.restore(snap);
+    c.recorder(true);
+    c.join(Who::Teacher);
+    let w = c.join(Who::Pupil(1));
+    assert!(
+        c.lesson.role_of(w).is_some() && !c.lesson.is_admitted(w),
+        "a waiting pupil waits again after the lesson moved"
+    );
+    let p0 = c.join(Who::Pupil(0));
+    assert!(c.lesson.is_admitted(p0));
+    // The lock still closes the room to someone new.
+    assert_eq!(c.try_join(Who::Pupil(2)), Err(ErrorCode::Locked));
+}
+
+#[test]
 fn restore_keeps_controls_and_readmits_pupils() {
     let (mut c, t) = Class::started(4);
     let p0 = c.admitted_pupil(0, t);
