@@ -184,6 +184,11 @@ impl App {
             rp.clone(),
             tokens.clone(),
             web_config(config, &public_url, origins.clone()),
+            crate::web::audit::AnonymousTally::start(
+                store.clone(),
+                std::time::Duration::from_secs(config.http.anonymous_summary_secs),
+                Some(metrics.anonymous_refusals.clone()),
+            ),
         );
         let signal = crate::signal::router(SignalState {
             rooms: rooms.clone(),
