@@ -120,6 +120,29 @@ impl JoinAuth {
         if claims.lesson != lesson {
             return Err(AuthRefusal::NotFound);
         }
+        // A token issued to a session joins only while that session lives.
+        // Tokens minted without one (the load generator, with the signing
+        // key) have no entry and are judged by their claims alone.
+        let at = crate::store::UnixMillis(now_ms);
+        match self
+            .store
+            .take_temp(super::ROOM_TOKEN_SESSION, &claims.jti, at)
+            .await
+        {
+            Err(_) => return Err(AuthRefusal::Unavailable),
+            Ok(None) => {}
+            Ok(Some(session)) => {
+                let id = String::from_utf8_lossy(&session).into_owned();
+                match self.store.get_session(&id, at).await {
+                    Err(_) => return Err(AuthRefusal::Unavailable),
+                    Ok(None) => {
+                        tracing::info!(%lesson, user = %claims.user, "room token of an ended session refused");
+                        return Err(AuthRefusal::Unauthenticated);
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
         match self.store.blocked(&claims.user).await {
             Err(_) => return Err(AuthRefusal::Unavailable),
             Ok(Some(_)) => {
