@@ -80,8 +80,9 @@ pub struct ReviewArgs {
     /// Seconds a connection may take to send a request head (also idle).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) header_timeout_secs: u32,
-    /// Seconds a request may take to be answered (408 after).
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Seconds a request may take to be answered (408 after); long, since
+    /// opening a whole recording or building an export takes a while.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) request_timeout_secs: u32,
     /// Cap on open connections (0: from the descriptor limit).
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -106,8 +106,9 @@ pub(crate) async fn write(store: &Store, record: AuditRecord) -> bool {
 /// Distinct sources kept apart per window; the rest are summed as `other`.
 const MAX_SOURCES: usize = 64;
 
-/// Counts refused anonymous requests and writes them as one summary record
-/// per (source, action, outcome) and window. Bounded: at most
+/// Counts refused anonymous requests: per (source, action, outcome) and
+/// window, the first is written as it is and the rest as one summary record
+/// at the window's end. Bounded: at most two records per key and
 /// `MAX_SOURCES + 1` sources per window, whatever arrives.
 #[derive(Debug)]
 pub(crate) struct AnonymousTally {
@@ -138,9 +139,12 @@ impl AnonymousTally {
                 let drained = std::mem::take(&mut *tally.lock());
                 drop(tally);
                 for ((source, action, outcome), n) in drained {
+                    if n == 0 {
+                        continue;
+                    }
                     let mut record = AuditRecord::new(crate::clock::unix_millis(), &action, None)
                         .reason(format!(
-                            "summary: {n} refused anonymous requests from {source} in {} s",
+                            "summary: {n} more refused anonymous requests from {source} in {} s",
                             window.as_secs()
                         ));
                     record.outcome = outcome;
@@ -158,8 +162,10 @@ impl AnonymousTally {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts one refused anonymous `record` from `source`.
-    pub(crate) fn count(&self, source: Option<IpAddr>, record: &AuditRecord) {
+    /// Counts one refused anonymous `record` from `source`; true when it is
+    /// the first of its source, action and outcome in this window (then the
+    /// caller writes it as it is, and the rest of the window is summed).
+    pub(crate) fn count(&self, source: Option<IpAddr>, record: &AuditRecord) -> bool {
         if let Some(m) = &self.metric {
             m.with_label_values(&[record.action.as_str()]).inc();
         }
@@ -177,9 +183,17 @@ impl AnonymousTally {
                 source = "other".to_owned();
             }
         }
-        *counts
-            .entry((source, record.action.clone(), record.outcome.clone()))
-            .or_insert(0) += 1;
+        let key = (source, record.action.clone(), record.outcome.clone());
+        match counts.get_mut(&key) {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => {
+                counts.insert(key, 0);
+                true
+            }
+        }
     }
 }
 
@@ -190,9 +204,7 @@ pub(crate) async fn write_or_count(
     source: Option<IpAddr>,
     record: AuditRecord,
 ) {
-    if record.actor.is_some() || record.target.is_some() {
+    if record.actor.is_some() || record.target.is_some() || tally.count(source, &record) {
         write(store, record).await;
-    } else {
-        tally.count(source, &record);
     }
 }

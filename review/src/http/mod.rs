@@ -113,8 +113,9 @@ pub struct ReviewService {
     /// (Unix seconds), kept until they expire. A token opens one session.
     exchanged: Mutex<HashMap<String, u64>>,
     /// Refusals of requests without a session in the current window:
-    /// (window start, (outcome, what) -> count). Written as one summary
-    /// record per outcome and reason per window, never one per request.
+    /// (window start, (outcome, what) -> count after the first). The first
+    /// of each kind is written, the rest as one summary record per window,
+    /// never one record per request.
     anonymous: Mutex<(u64, AnonymousCounts)>,
 }
 
@@ -255,13 +256,16 @@ impl ReviewService {
         what: &str,
     ) -> Refusal {
         if s.is_none() {
-            // Nobody to name: counted, and summed into the log later.
-            match lesson {
+            // Nobody to name: the first of its kind in a window is written,
+            // the rest counted and summed into the log later.
+            let first = match lesson {
                 Some(l) => self.count_anonymous(refusal.code(), &format!("{what}, lesson {l}")),
                 None => self.count_anonymous(refusal.code(), what),
-            }
+            };
             self.flush_anonymous(false).await;
-            return refusal;
+            if !first {
+                return refusal;
+            }
         }
         let mut e = self.entry("refused", s, lesson);
         e.outcome = refusal.code().to_owned();
@@ -272,7 +276,9 @@ impl ReviewService {
         }
     }
 
-    fn count_anonymous(&self, outcome: &str, what: &str) {
+    /// Counts a refusal without a session; true for the first of its kind
+    /// in the window.
+    fn count_anonymous(&self, outcome: &str, what: &str) -> bool {
         let now = self.now();
         let mut a = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
         if a.1.is_empty() {
@@ -284,8 +290,16 @@ impl ReviewService {
         } else {
             what
         };
-        *a.1.entry((outcome.to_owned(), what.to_owned()))
-            .or_insert(0) += 1;
+        match a.1.get_mut(&(outcome.to_owned(), what.to_owned())) {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => {
+                a.1.insert((outcome.to_owned(), what.to_owned()), 0);
+                true
+            }
+        }
     }
 
     /// Writes the summary of refusals without a session once their window
@@ -303,10 +317,13 @@ impl ReviewService {
         };
         let (since, counts) = drained;
         for ((outcome, what), n) in counts {
+            if n == 0 {
+                continue;
+            }
             let mut e = self.entry("refused", None, None);
             e.outcome = outcome;
             e.reason = Some(format!(
-                "summary: {n} requests without a session refused ({what}) in {} s",
+                "summary: {n} more requests without a session refused ({what}) in {} s",
                 now.saturating_sub(since).div_ceil(1_000_000)
             ));
             // Logged by `record` on failure; nothing is being served here.
