@@ -120,6 +120,14 @@ impl JoinAuth {
         if claims.lesson != lesson {
             return Err(AuthRefusal::NotFound);
         }
+        match self.store.blocked(&claims.user).await {
+            Err(_) => return Err(AuthRefusal::Unavailable),
+            Ok(Some(_)) => {
+                tracing::info!(%lesson, user = %claims.user, "blocked person refused at join");
+                return Err(AuthRefusal::Blocked);
+            }
+            Ok(None) => {}
+        }
         // A token issued to a session joins only while that session lives.
         // Tokens minted without one (the load generator, with the signing
         // key) have no entry and are judged by their claims alone.
@@ -142,14 +150,6 @@ impl JoinAuth {
                     Ok(Some(_)) => {}
                 }
             }
-        }
-        match self.store.blocked(&claims.user).await {
-            Err(_) => return Err(AuthRefusal::Unavailable),
-            Ok(Some(_)) => {
-                tracing::info!(%lesson, user = %claims.user, "blocked person refused at join");
-                return Err(AuthRefusal::Blocked);
-            }
-            Ok(None) => {}
         }
         self.ensure_running(lesson).await?;
         let visitor_until = claims.account.visitor_until.map(|secs| {
