@@ -59,21 +59,23 @@ pub(crate) enum LessonInputError {
     /// Too many teachers or assistants.
     #[error("at most {MAX_STAFF} teachers and {MAX_STAFF} assistants")]
     TooManyStaff,
-}
-
-fn printable(s: &str) -> bool {
-    !s.chars().any(char::is_control)
+    /// Title or class holds a bidirectional override or control character.
+    #[error("the {0} {1}")]
+    DisplayText(&'static str, chaperone_protocol::text::DisplayTextError),
 }
 
 impl LessonInfo {
     /// Checks a description's fields.
     pub(crate) fn validate(&self) -> Result<(), LessonInputError> {
+        use chaperone_protocol::text::check_display_text;
         let title = self.title.trim();
-        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || !printable(title) {
+        check_display_text(title).map_err(|e| LessonInputError::DisplayText("title", e))?;
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
             return Err(LessonInputError::Title);
         }
         let class = self.class.trim();
-        if class.is_empty() || class.chars().count() > MAX_CLASS_CHARS || !printable(class) {
+        check_display_text(class).map_err(|e| LessonInputError::DisplayText("class", e))?;
+        if class.is_empty() || class.chars().count() > MAX_CLASS_CHARS {
             return Err(LessonInputError::Class);
         }
         if self.ends_at_ms <= self.starts_at_ms
@@ -190,7 +192,28 @@ mod tests {
         assert_eq!(l.validate(), Err(LessonInputError::Title));
         let mut l = lesson();
         l.class = "7\nA".to_owned();
-        assert_eq!(l.validate(), Err(LessonInputError::Class));
+        assert_eq!(
+            l.validate(),
+            Err(LessonInputError::DisplayText(
+                "class",
+                chaperone_protocol::text::DisplayTextError::Control(10)
+            ))
+        );
+        let mut l = lesson();
+        l.class = "7A\u{202E}".to_owned();
+        assert_eq!(
+            l.validate(),
+            Err(LessonInputError::DisplayText(
+                "class",
+                chaperone_protocol::text::DisplayTextError::Bidi(0x202E)
+            ))
+        );
+        let mut l = lesson();
+        l.title = "Maths\u{2067}".to_owned();
+        assert!(matches!(
+            l.validate(),
+            Err(LessonInputError::DisplayText("title", _))
+        ));
         let mut l = lesson();
         l.ends_at_ms = l.starts_at_ms;
         assert_eq!(l.validate(), Err(LessonInputError::Times));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -90,15 +90,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` under `limits` (timeouts, connection
+/// caps: `chaperone_serve`) until `shutdown` completes.
 pub async fn run(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: chaperone_serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    chaperone_serve::serve(listener, router, limits, shutdown).await
 }
 
 async fn livez() -> &'static str {
@@ -138,21 +138,6 @@ async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.jwks)
 }
 
-/// Adds the security headers every response carries.
-pub async fn security_headers(mut response: Response) -> Response {
-    let h = response.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
-    );
-    response
-}
+/// Adds the security headers every response carries (one function for
+/// every Chaperone listener: `chaperone_serve::security_headers`).
+pub use chaperone_serve::security_headers;

@@ -116,6 +116,8 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     init_logging(&config);
+    let limits = config.http.limits();
+    chaperone_serve::announce_budget("gateway", &limits);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -146,13 +148,14 @@ async fn main() -> Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
         let router = app.metrics_router();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let serving = chaperone_serve::serve(listener, router, limits, std::future::pending());
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         });
     }
     let router = app.router.clone();
-    http::run(listener, router, shutdown_signal()).await?;
+    http::run(listener, router, limits, shutdown_signal()).await?;
     let mut app = app;
     app.shutdown().await;
     Ok(())

@@ -255,6 +255,9 @@ pub struct Metrics {
     pub incidents: IntCounter,
     /// Joins refused because the person is blocked.
     pub blocked_refusals: IntCounter,
+    /// Refusals of requests nobody could be named for (counted, and summed
+    /// into one audit record per source and window), by action.
+    pub anonymous_refusals: IntCounterVec,
     /// Join time.
     pub joins: Arc<JoinClock>,
     /// What the media driver measures.
@@ -448,6 +451,13 @@ impl Metrics {
         reg(Box::new(concerns.clone()))?;
         reg(Box::new(incidents.clone()))?;
         reg(Box::new(blocked_refusals.clone()))?;
+        let anonymous_refusals = counter_vec(
+            "anonymous_refusals_total",
+            "Refused requests nobody could be named for (summed in the audit log per source and window), by action",
+            "action",
+            &["login_refused", "review_token_refused", "logout"],
+        )?;
+        reg(Box::new(anonymous_refusals.clone()))?;
         reg(Box::new(media.forwarding_seconds.clone()))?;
         reg(Box::new(media.loss.clone()))?;
         reg(Box::new(media.jitter_seconds.clone()))?;
@@ -481,6 +491,7 @@ impl Metrics {
             concerns,
             incidents,
             blocked_refusals,
+            anonymous_refusals,
             joins,
             media,
             packets_forwarded,

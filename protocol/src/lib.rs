@@ -13,6 +13,7 @@ pub mod feed;
 pub mod ids;
 pub mod roles;
 pub mod signal;
+pub mod text;
 
 pub use ids::{LessonId, ParticipantId, TrackId, UserRef};
 pub use roles::{Engagement, MediaSource, Permission, Permissions, Role};

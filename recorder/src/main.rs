@@ -223,6 +223,8 @@ async fn run_serve(config_path: Option<PathBuf>, print: bool) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     }
     init_logging();
+    let limits = config.http.limits();
+    chaperone_serve::announce_budget("recorder", &limits);
     let service = chaperone_recorder::service::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -234,13 +236,14 @@ async fn run_serve(config_path: Option<PathBuf>, print: bool) -> anyhow::Result<
             .with_context(|| format!("metrics listener on {}", config.http.metrics_listen))?;
         let router = service.metrics_router();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(metrics, router).await {
+            let serving = chaperone_serve::serve(metrics, router, limits, std::future::pending());
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         });
     }
     let router = service.router();
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    let server = chaperone_serve::serve(listener, router, limits, shutdown_signal());
     server.await.context("serving")?;
     tracing::info!("shutting down: writing every open lesson");
     service.shutdown().await;

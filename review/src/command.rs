@@ -77,6 +77,19 @@ pub struct ReviewArgs {
     /// How often the retention sweep runs, seconds (at least 60).
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub(crate) sweep_secs: u64,
+    /// Seconds a connection may take to send a request head (also idle).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) header_timeout_secs: u32,
+    /// Seconds a request may take to be answered (408 after); long, since
+    /// opening a whole recording or building an export takes a while.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) request_timeout_secs: u32,
+    /// Cap on open connections (0: from the descriptor limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) max_connections: u32,
+    /// Cap on open connections from one client address (0: none).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub(crate) max_connections_per_client: u32,
 }
 
 impl ReviewArgs {
@@ -162,6 +175,15 @@ pub async fn run(a: ReviewArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
+    let summaries = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                svc.flush_anonymous(false).await;
+            }
+        })
+    };
     let sweeper = {
         let svc = svc.clone();
         let every = Duration::from_secs(a.sweep_secs.max(60));
@@ -177,11 +199,19 @@ pub async fn run(a: ReviewArgs) -> anyhow::Result<ExitCode> {
     };
     let listener = tokio::net::TcpListener::bind(a.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, %mount, "review service listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = chaperone_serve::Limits {
+        header_timeout: Duration::from_secs(a.header_timeout_secs.into()),
+        request_timeout: Duration::from_secs(a.request_timeout_secs.into()),
+        max_connections: a.max_connections as usize,
+        max_per_client: a.max_connections_per_client as usize,
+        ..chaperone_serve::Limits::default()
+    };
+    chaperone_serve::announce_budget("review", &limits);
+    chaperone_serve::serve(listener, router, limits, shutdown_signal()).await?;
     refresh.abort();
     sweeper.abort();
+    summaries.abort();
+    svc.flush_anonymous(true).await;
     Ok(ExitCode::SUCCESS)
 }
 

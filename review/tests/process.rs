@@ -30,6 +30,7 @@ async fn recorder_review_runs_as_its_own_process() {
         .arg(&env.key_file)
         .args(["--issuer", ISSUER, "--jwks"])
         .arg(&jwks)
+        .args(["--header-timeout-secs", "1"])
         .env("CHAPERONE_LOG", "warn")
         .spawn()
         .unwrap();
@@ -117,4 +118,28 @@ async fn recorder_review_runs_as_its_own_process() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Every response carries the security headers (issue 17).
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
+    assert!(r.headers().contains_key("permissions-policy"));
+    // A connection that never sends a request head is closed after the
+    // header timeout (1 s here).
+    use tokio::io::AsyncReadExt as _;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(4), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a silent connection is closed by the header timeout: {closed:?}"
+    );
+    // A review token opens one session.
+    let again = http
+        .post(format!("{base}/session"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
 }

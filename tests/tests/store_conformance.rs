@@ -323,6 +323,16 @@ async fn audit_log_appends_in_order<S: StateStore>(store: S) {
     );
     assert_eq!(store.audit_tail(100).await.unwrap().len(), 5);
     assert!(store.audit_tail(0).await.unwrap().is_empty());
+    // Paged by position from the start (issue 17): nothing is out of reach.
+    let n = |i: u64| format!(r#"{{"n":{i}}}"#);
+    assert_eq!(store.audit_page(1, 2).await.unwrap(), (5, vec![n(1), n(2)]));
+    assert_eq!(
+        store.audit_page(3, 100).await.unwrap(),
+        (5, vec![n(3), n(4)])
+    );
+    assert_eq!(store.audit_page(5, 10).await.unwrap(), (5, vec![]));
+    assert_eq!(store.audit_page(0, 0).await.unwrap(), (5, vec![]));
+    assert_eq!(store.audit_page(u64::MAX, 3).await.unwrap(), (5, vec![]));
 }
 
 async fn single_use_claims<S: StateStore>(store: S) {

@@ -178,7 +178,7 @@ fn workspace_sources() -> Vec<PathBuf> {
     let r = root();
     let mut files = Vec::new();
     for member in [
-        "protocol", "tokens", "lesson", "sfu", "archive", "recorder", "review", "gateway",
+        "protocol", "tokens", "lesson", "sfu", "archive", "recorder", "review", "gateway", "serve",
         "testkit", "loadtest", "tests",
     ] {
         files.extend(rust_files(&r.join(member)));

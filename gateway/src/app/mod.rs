@@ -216,6 +216,11 @@ impl App {
             rp.clone(),
             tokens.clone(),
             web_config(config, &public_url, origins.clone()),
+            crate::web::audit::AnonymousTally::start(
+                store.clone(),
+                std::time::Duration::from_secs(config.http.anonymous_summary_secs),
+                Some(metrics.anonymous_refusals.clone()),
+            ),
         );
         let signal_config = Arc::new(SignalConfig {
             allowed_origins: origins,

@@ -180,7 +180,9 @@ pub fn map_identity(
                 groups
                     .iter()
                     .filter_map(|g| g.strip_prefix(&mapping.class_group_prefix))
-                    .filter(|c| !c.is_empty())
+                    .filter(|c| {
+                        !c.is_empty() && chaperone_protocol::text::check_display_text(c).is_ok()
+                    })
                     .map(str::to_owned),
             );
         }
@@ -189,7 +191,8 @@ pub fn map_identity(
         .into_iter()
         .next()
         .map(|n| n.chars().take(100).collect::<String>())
-        .filter(|n| !n.trim().is_empty())
+        // A name that could reorder what others read is not shown.
+        .filter(|n| !n.trim().is_empty() && chaperone_protocol::text::check_display_text(n).is_ok())
         .unwrap_or_else(|| subject.chars().take(100).collect());
     Ok(Identity {
         user,

@@ -113,6 +113,29 @@ impl JoinAuth {
             }
             Ok(None) => {}
         }
+        // A token issued to a session joins only while that session lives.
+        // Tokens minted without one (the load generator, with the signing
+        // key) have no entry and are judged by their claims alone.
+        let at = crate::store::UnixMillis(now_ms);
+        match self
+            .store
+            .take_temp(super::ROOM_TOKEN_SESSION, &claims.jti, at)
+            .await
+        {
+            Err(_) => return Err(AuthRefusal::Unavailable),
+            Ok(None) => {}
+            Ok(Some(session)) => {
+                let id = String::from_utf8_lossy(&session).into_owned();
+                match self.store.get_session(&id, at).await {
+                    Err(_) => return Err(AuthRefusal::Unavailable),
+                    Ok(None) => {
+                        tracing::info!(%lesson, user = %claims.user, "room token of an ended session refused");
+                        return Err(AuthRefusal::Unauthenticated);
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
         self.ensure_exists(lesson).await?;
         let visitor_until = claims.account.visitor_until.map(|secs| {
             now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))

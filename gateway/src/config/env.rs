@@ -24,6 +24,14 @@ impl Config {
                     self.http.listen = value.parse().map_err(|e| bad(format!("{e}")))?
                 }
                 "HTTP_PUBLIC_URL" => self.http.public_url = value,
+                "HTTP_HEADER_TIMEOUT_SECS" => self.http.header_timeout_secs = num(&value)?,
+                "HTTP_REQUEST_TIMEOUT_SECS" => self.http.request_timeout_secs = num(&value)?,
+                "HTTP_MAX_CONNECTIONS" => self.http.max_connections = num(&value)? as usize,
+                "HTTP_MAX_CONNECTIONS_PER_CLIENT" => {
+                    self.http.max_connections_per_client = num(&value)? as usize
+                }
+                "HTTP_RESERVED_DESCRIPTORS" => self.http.reserved_descriptors = num(&value)?,
+                "HTTP_ANONYMOUS_SUMMARY_SECS" => self.http.anonymous_summary_secs = num(&value)?,
                 "HTTP_ALLOWED_ORIGINS" => {
                     self.http.allowed_origins = value
                         .split(',')

@@ -263,6 +263,34 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Origins allowed to open lesson WebSockets (defaults to `public_url`'s origin).
     pub allowed_origins: Vec<String>,
+    /// Seconds a connection may take to send a request head, also while
+    /// idle between requests; then it is closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take to be answered (408 after).
+    pub request_timeout_secs: u64,
+    /// Cap on open connections; 0 derives it from the descriptor limit.
+    pub max_connections: usize,
+    /// Cap on open connections from one client address (0: none).
+    pub max_connections_per_client: usize,
+    /// Descriptors kept back for the media socket, Redis, the recorder
+    /// feed, the store and files.
+    pub reserved_descriptors: u64,
+    /// Seconds over which refused anonymous requests are summed into one
+    /// audit record per source.
+    pub anonymous_summary_secs: u64,
+}
+
+impl HttpConfig {
+    /// The listener limits these keys describe.
+    pub fn limits(&self) -> chaperone_serve::Limits {
+        chaperone_serve::Limits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+            reserved_descriptors: self.reserved_descriptors,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -271,6 +299,12 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             allowed_origins: Vec::new(),
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 0,
+            max_connections_per_client: 256,
+            reserved_descriptors: 256,
+            anonymous_summary_secs: 60,
         }
     }
 }

@@ -15,6 +15,14 @@ impl Config {
         if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(char::is_whitespace) {
             return invalid("store.key_prefix must be a non-empty word");
         }
+        if self.http.header_timeout_secs == 0
+            || self.http.request_timeout_secs == 0
+            || self.http.anonymous_summary_secs == 0
+        {
+            return invalid(
+                "http.header_timeout_secs, request_timeout_secs and anonymous_summary_secs must be at least 1",
+            );
+        }
         let l = &self.lesson;
         if l.supervision_grace_secs == 0
             || l.recorder_grace_secs == 0

@@ -176,7 +176,10 @@ impl Conn {
             match next {
                 Some(Ok(Message::Text(t))) => break t.as_bytes().to_vec(),
                 Some(Ok(Message::Binary(b))) => break b.to_vec(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    self.control_frame()?;
+                    continue;
+                }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(Close::GoingAway),
             }
         };
@@ -221,7 +224,7 @@ impl Conn {
                     match incoming {
                         Some(Ok(Message::Text(t))) => self.inbound(sink, t.as_bytes()).await?,
                         Some(Ok(Message::Binary(b))) => self.inbound(sink, &b).await?,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.control_frame()?,
                         Some(Ok(Message::Close(_))) | None => return Ok(()),
                         Some(Err(e)) => {
                             // Includes a message over `max_ws_message`.
@@ -238,6 +241,17 @@ impl Conn {
                 () = sleep_until(idle_at) => return Err(Close::Idle),
             }
         }
+    }
+
+    /// A ping or pong from the client: each costs a message from the rate
+    /// bucket (a ping also makes us write a pong), silently; a client that
+    /// keeps pinging past the limit is closed like any other abuser.
+    fn control_frame(&mut self) -> Result<(), Close> {
+        if !self.rate.take() && !self.abuse.take() {
+            warn!(participant = %self.participant, "signal: ping rate abused; closing");
+            return Err(Close::RateLimited);
+        }
+        Ok(())
     }
 
     /// One data message from the client: rate-limited, size-checked,

@@ -425,6 +425,14 @@ impl StateStore for LocalStore {
         Ok(inner.audit[from..].to_vec())
     }
 
+    async fn audit_page(&self, from: u64, limit: usize) -> Result<(u64, Vec<String>), StoreError> {
+        let inner = self.lock();
+        let len = inner.audit.len();
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(limit).min(len);
+        Ok((len as u64, inner.audit[start..end].to_vec()))
+    }
+
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
         // No subscriber is not an error: nobody needed telling.
         let _ = self.events.send(event);

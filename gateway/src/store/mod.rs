@@ -389,6 +389,14 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// Up to `limit` audit records from position `from` (0 is the oldest),
+    /// oldest first, and how many records the log holds.
+    fn audit_page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(u64, Vec<String>), StoreError>> + Send;
+
     /// Tells every node (this one included).
     fn publish(&self, event: StoreEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Hears every published event from now on.
@@ -571,6 +579,9 @@ impl StateStore for Store {
     }
     async fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.audit_tail(limit).await)
+    }
+    async fn audit_page(&self, from: u64, limit: usize) -> Result<(u64, Vec<String>), StoreError> {
+        dispatch!(self, s => s.audit_page(from, limit).await)
     }
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
         dispatch!(self, s => s.publish(event).await)

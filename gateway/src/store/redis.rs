@@ -747,6 +747,19 @@ impl StateStore for RedisStore {
             .await
     }
 
+    async fn audit_page(&self, from: u64, limit: usize) -> Result<(u64, Vec<String>), StoreError> {
+        let key = keys::audit(self.prefix());
+        let mut c = self.conn();
+        let len: u64 = self.run(c.llen(&key)).await?;
+        if limit == 0 || from >= len {
+            return Ok((len, Vec::new()));
+        }
+        let start = isize::try_from(from).unwrap_or(isize::MAX);
+        let stop = start.saturating_add(isize::try_from(limit).unwrap_or(isize::MAX)) - 1;
+        let page: Vec<String> = self.run(c.lrange(&key, start, stop)).await?;
+        Ok((len, page))
+    }
+
     async fn publish(&self, event: StoreEvent) -> Result<(), StoreError> {
         let mut c = self.conn();
         let json = serde_json::to_string(&event).map_err(corrupt)?;

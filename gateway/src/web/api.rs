@@ -386,6 +386,20 @@ async fn room_token(
     };
     let lifetime = state.config.room_token_secs;
     let jti = crate::auth::session::new_secret();
+    // The join looks the session up again: a token whose session has
+    // ended (sign-out, block) no longer joins (issue 17).
+    state
+        .store
+        .put_temp(
+            crate::auth::ROOM_TOKEN_SESSION,
+            &jti,
+            key.clone().into_bytes(),
+            UnixMillis(now_ms),
+            UnixMillis(
+                (now_ms / 1000 + lifetime + crate::auth::LEEWAY_SECS + 1).saturating_mul(1000),
+            ),
+        )
+        .await?;
     let token = state
         .tokens
         .issue_room(
@@ -663,21 +677,93 @@ async fn revoke_visitor(
     Ok(Json(json!({"revoked": req.id})))
 }
 
+/// `/api/audit` query: no `from` gives the newest `limit` records that
+/// match; `from` pages forward from that position. `who` matches the
+/// subject of the actor or the target, `action` the action. Each record
+/// carries its `position` in the whole log, so nothing can be pushed out of
+/// reach by later records.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+    who: Option<String>,
+    action: Option<String>,
+}
+
+/// Records read from the store per round while scanning.
+const AUDIT_SCAN: usize = 1000;
+/// Most records one answer carries.
+const AUDIT_PAGE: usize = 500;
+
+impl AuditQuery {
+    fn matches(&self, record: &serde_json::Value) -> bool {
+        let subject = |k: &str| record[k]["subject"].as_str();
+        self.action
+            .as_deref()
+            .is_none_or(|a| record["action"].as_str() == Some(a))
+            && self
+                .who
+                .as_deref()
+                .is_none_or(|w| subject("actor") == Some(w) || subject("target") == Some(w))
+    }
+
+    /// Parses, filters and numbers the records of one page starting at `start`.
+    fn keep(&self, start: u64, page: Vec<String>) -> Vec<serde_json::Value> {
+        page.into_iter()
+            .zip(start..)
+            .filter_map(|(j, position)| {
+                let mut v: serde_json::Value = serde_json::from_str(&j).ok()?;
+                if !self.matches(&v) {
+                    return None;
+                }
+                v.as_object_mut()?
+                    .insert("position".to_owned(), json!(position));
+                Some(v)
+            })
+            .collect()
+    }
+}
+
 async fn audit_log(
     State(state): State<WebState>,
     headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let (_, who) = signed_in(&state, &headers).await?;
     if !who.may_block() {
         return Err(ApiError::Forbidden);
     }
-    Ok(Json(
-        state
-            .store
-            .audit_tail(500)
-            .await?
-            .into_iter()
-            .filter_map(|j| serde_json::from_str(&j).ok())
-            .collect(),
-    ))
+    let limit = q.limit.unwrap_or(AUDIT_PAGE).clamp(1, AUDIT_PAGE);
+    let mut out = Vec::new();
+    if let Some(from) = q.from {
+        let mut at = from;
+        loop {
+            let (_, page) = state.store.audit_page(at, AUDIT_SCAN).await?;
+            if page.is_empty() {
+                break;
+            }
+            let n = page.len() as u64;
+            out.extend(q.keep(at, page));
+            at += n;
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+        }
+    } else {
+        let (mut end, _) = state.store.audit_page(0, 0).await?;
+        while end > 0 && out.len() < limit {
+            let start = end.saturating_sub(AUDIT_SCAN as u64);
+            let count = usize::try_from(end - start).unwrap_or(AUDIT_SCAN);
+            let (_, page) = state.store.audit_page(start, count).await?;
+            let mut kept = q.keep(start, page);
+            kept.reverse();
+            out.extend(kept);
+            end = start;
+        }
+        out.truncate(limit);
+        out.reverse();
+    }
+    Ok(Json(out))
 }

@@ -14,6 +14,8 @@
 //! anywhere but an allowlisted relative path, or keep a token in the
 //! browser.
 
+use std::net::IpAddr;
+
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -25,7 +27,7 @@ use subtle::ConstantTimeEq;
 use super::audit::{self, AuditRecord};
 use super::html::{escape, page};
 use super::session::{SESSION_COOKIE, cookie, set_cookie};
-use super::{WebState, api, same_origin, unavailable_page};
+use super::{Peer, WebState, api, client_ip, same_origin, unavailable_page};
 use crate::auth::identity::{IdentityRefusal, map_identity};
 use crate::auth::oidc::OidcError;
 use crate::auth::session::{self, is_secret_shaped, new_secret, secret_hash};
@@ -80,12 +82,14 @@ struct PendingLogin {
 async fn login(
     State(state): State<WebState>,
     headers: HeaderMap,
+    peer: Peer,
     Query(q): Query<LoginQuery>,
 ) -> Response {
+    let source = client_ip(peer);
     let now_ms = unix_millis();
     let start = match state.rp.begin(now_ms / 1000).await {
         Ok(s) => s,
-        Err(e) => return login_error(&state, None, &e).await,
+        Err(e) => return login_error(&state, None, &e, source).await,
     };
     // One binding secret per browser, reused so that two tabs can sign in at once.
     let binding = cookie(&headers, LOGIN_COOKIE)
@@ -135,7 +139,11 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// A refused or failed login: a clear page, an audit record, no session.
+/// A refused or failed login: a clear page, an audit record (or, when
+/// nobody can be named, a count for `source`), no session.
+// The page's texts, who it was and where it came from: a builder would only
+// move these eight names elsewhere.
+#[allow(clippy::too_many_arguments)]
 async fn refuse(
     state: &WebState,
     status: StatusCode,
@@ -144,9 +152,12 @@ async fn refuse(
     message: &str,
     who: Option<chaperone_protocol::UserRef>,
     code: &str,
+    source: Option<IpAddr>,
 ) -> Response {
-    audit::write(
+    audit::write_or_count(
         &state.store,
+        &state.anonymous,
+        source,
         AuditRecord::new(unix_millis(), "login_refused", who).refused(code),
     )
     .await;
@@ -171,16 +182,19 @@ async fn login_error(
     state: &WebState,
     who: Option<chaperone_protocol::UserRef>,
     e: &OidcError,
+    source: Option<IpAddr>,
 ) -> Response {
+    // The provider's own words go to the log, never onto the page.
     tracing::warn!(error = %e, code = e.code(), "login failed at the relying party");
     refuse(
         state,
         StatusCode::BAD_REQUEST,
         "login-error",
         "Sign-in failed",
-        &format!("Your school's sign-in could not be completed: {e}. Please try again; if it keeps happening, tell your school's IT team."),
+        "Your school's sign-in could not be completed. Please try again; if it keeps happening, tell your school's IT team and give them the reference below.",
         who,
         e.code(),
+        source,
     )
     .await
 }
@@ -188,8 +202,10 @@ async fn login_error(
 async fn callback(
     State(state): State<WebState>,
     headers: HeaderMap,
+    peer: Peer,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
+    let source = client_ip(peer);
     let bad = |code: &'static str, message: &'static str| {
         let state = state.clone();
         async move {
@@ -201,6 +217,7 @@ async fn callback(
                 message,
                 None,
                 code,
+                source,
             )
             .await
         }
@@ -256,7 +273,7 @@ async fn callback(
         .await
     {
         Ok(v) => v,
-        Err(e) => return login_error(&state, None, &e).await,
+        Err(e) => return login_error(&state, None, &e, source).await,
     };
     let identity = match map_identity(
         &state.config.mapping,
@@ -278,6 +295,7 @@ async fn callback(
                         "Staff, senior leaders, safeguarding leads and administrators must sign in with multi-factor authentication. Please sign in again using your second factor, or ask your school's IT team to set it up.",
                         who,
                         "mfa_required",
+                        source,
                     )
                     .await
                 }
@@ -290,6 +308,7 @@ async fn callback(
                         "Your account is not set up for Chaperone. If you think it should be, ask your school's IT team.",
                         who,
                         "no_role",
+                        source,
                     )
                     .await
                 }
@@ -302,6 +321,7 @@ async fn callback(
                         "Your school's identity provider sent an account Chaperone cannot use.",
                         who,
                         "bad_subject",
+                        source,
                     )
                     .await
                 }
@@ -319,6 +339,7 @@ async fn callback(
                 "Your access to Chaperone has been blocked by your school. Please speak to a member of staff.",
                 Some(identity.user.clone()),
                 "blocked",
+                source,
             )
             .await;
         }

@@ -88,6 +88,8 @@ pub(crate) struct WebState {
     /// Settings.
     pub config: Arc<WebConfig>,
     limiter: Arc<Mutex<HashMap<String, (u64, u32)>>>,
+    /// Refusals nobody can be named for, summed per source and window.
+    pub anonymous: Arc<audit::AnonymousTally>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -98,6 +100,15 @@ impl std::fmt::Debug for WebState {
     }
 }
 
+/// The client's address, when the listener recorded it (`chaperone_serve`
+/// does; a router driven directly in a test does not).
+pub(crate) type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+/// The address of `peer`.
+pub(crate) fn client_ip(peer: Peer) -> Option<std::net::IpAddr> {
+    peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip())
+}
+
 impl WebState {
     /// Shared state for the web routes.
     pub(crate) fn new(
@@ -105,6 +116,7 @@ impl WebState {
         rp: Arc<RelyingParty>,
         tokens: Arc<TokenIssuer>,
         config: WebConfig,
+        anonymous: Arc<audit::AnonymousTally>,
     ) -> Self {
         Self {
             store,
@@ -112,6 +124,7 @@ impl WebState {
             tokens,
             config: Arc::new(config),
             limiter: Arc::default(),
+            anonymous,
         }
     }
 

@@ -73,9 +73,11 @@ fn refused(status: StatusCode, code: &str, message: &str) -> Response {
 async fn review_token(
     State(state): State<WebState>,
     headers: HeaderMap,
+    peer: super::Peer,
     axum::Json(req): axum::Json<TokenRequest>,
 ) -> Response {
     let now_ms = unix_millis();
+    let source = super::client_ip(peer);
     let scope_name = req.scope.name();
     let lesson_id = req.lesson.as_deref().map(|l| l.parse::<LessonId>());
     let audit_refusal = |who: Option<chaperone_protocol::UserRef>, code: &str| {
@@ -88,7 +90,13 @@ async fn review_token(
         r
     };
     if !same_origin(&state, &headers) {
-        audit::write(&state.store, audit_refusal(None, "cross_site")).await;
+        audit::write_or_count(
+            &state.store,
+            &state.anonymous,
+            source,
+            audit_refusal(None, "cross_site"),
+        )
+        .await;
         return refused(
             StatusCode::FORBIDDEN,
             "cross_site",
@@ -98,7 +106,13 @@ async fn review_token(
     let who = match current_session(&state, &headers).await {
         Ok(Some((_, s))) => s.identity,
         Ok(None) => {
-            audit::write(&state.store, audit_refusal(None, "unauthenticated")).await;
+            audit::write_or_count(
+                &state.store,
+                &state.anonymous,
+                source,
+                audit_refusal(None, "unauthenticated"),
+            )
+            .await;
             return refused(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first");
         }
         Err(_) => {

@@ -59,14 +59,20 @@ impl Node {
         let app = App::build(&config, store.clone(), format!("http://{addr}")).await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app.router.clone();
-        tokio::spawn(chaperone_gateway::http::run(listener, router, async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(chaperone_gateway::http::run(
+            listener,
+            router,
+            config.http.limits(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let metrics_addr = metrics_listener.local_addr()?;
         tokio::spawn(chaperone_gateway::http::run(
             metrics_listener,
             app.metrics_router(),
+            chaperone_serve::Limits::default(),
             std::future::pending(),
         ));
         Ok(Node {

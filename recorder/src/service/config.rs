@@ -59,6 +59,24 @@ pub struct HttpSection {
     pub listen: SocketAddr,
     /// `/metrics`, on its own listener; empty for none.
     pub metrics_listen: String,
+    /// Seconds a connection may take to send a request head (also idle).
+    pub header_timeout_secs: u64,
+    /// Cap on open connections; 0 derives it from the descriptor limit.
+    pub max_connections: usize,
+}
+
+impl HttpSection {
+    /// The feed listener's limits. Every gateway node holds one feed
+    /// connection per live lesson from one address, so there is no
+    /// per-client cap here.
+    pub fn limits(&self) -> chaperone_serve::Limits {
+        chaperone_serve::Limits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs.max(1)),
+            max_connections: self.max_connections,
+            max_per_client: 0,
+            ..chaperone_serve::Limits::default()
+        }
+    }
 }
 
 impl Default for HttpSection {
@@ -66,6 +84,8 @@ impl Default for HttpSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
             metrics_listen: "127.0.0.1:9301".to_owned(),
+            header_timeout_secs: 10,
+            max_connections: 0,
         }
     }
 }

@@ -109,7 +109,21 @@ pub struct ReviewService {
     /// (session, file) -> end of the last range served, to tell a seek from
     /// a player reading on.
     reading: Mutex<HashMap<(String, String), u64>>,
+    /// Review tokens already exchanged for a session: `jti` -> `exp`
+    /// (Unix seconds), kept until they expire. A token opens one session.
+    exchanged: Mutex<HashMap<String, u64>>,
+    /// Refusals of requests without a session in the current window:
+    /// (window start, (outcome, what) -> count after the first). The first
+    /// of each kind is written, the rest as one summary record per window,
+    /// never one record per request.
+    anonymous: Mutex<(u64, AnonymousCounts)>,
 }
+
+/// (outcome, what) -> how many refusals.
+type AnonymousCounts = std::collections::BTreeMap<(String, String), u64>;
+
+/// The window over which refusals without a session are summed, micros.
+const ANONYMOUS_WINDOW_MICROS: u64 = 60_000_000;
 
 impl std::fmt::Debug for ReviewService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +158,8 @@ impl ReviewService {
             sessions: Mutex::default(),
             cache: Cache::new(bound),
             reading: Mutex::default(),
+            exchanged: Mutex::default(),
+            anonymous: Mutex::default(),
         })
     }
 
@@ -239,6 +255,18 @@ impl ReviewService {
         lesson: Option<LessonId>,
         what: &str,
     ) -> Refusal {
+        if s.is_none() {
+            // Nobody to name: the first of its kind in a window is written,
+            // the rest counted and summed into the log later.
+            let first = match lesson {
+                Some(l) => self.count_anonymous(refusal.code(), &format!("{what}, lesson {l}")),
+                None => self.count_anonymous(refusal.code(), what),
+            };
+            self.flush_anonymous(false).await;
+            if !first {
+                return refusal;
+            }
+        }
         let mut e = self.entry("refused", s, lesson);
         e.outcome = refusal.code().to_owned();
         e.reason = Some(what.to_owned());
@@ -246,6 +274,74 @@ impl ReviewService {
             Ok(()) => refusal,
             Err(u) => u,
         }
+    }
+
+    /// Counts a refusal without a session; true for the first of its kind
+    /// in the window.
+    fn count_anonymous(&self, outcome: &str, what: &str) -> bool {
+        let now = self.now();
+        let mut a = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
+        if a.1.is_empty() {
+            a.0 = now;
+        }
+        // The reasons are a small fixed set (token error codes); bounded anyway.
+        let what = if a.1.len() >= 32 && !a.1.contains_key(&(outcome.to_owned(), what.to_owned())) {
+            "other"
+        } else {
+            what
+        };
+        match a.1.get_mut(&(outcome.to_owned(), what.to_owned())) {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => {
+                a.1.insert((outcome.to_owned(), what.to_owned()), 0);
+                true
+            }
+        }
+    }
+
+    /// Writes the summary of refusals without a session once their window
+    /// has passed (or now, with `force`). The binary calls it every minute;
+    /// a refusal calls it too.
+    pub async fn flush_anonymous(&self, force: bool) {
+        let now = self.now();
+        let drained = {
+            let mut a = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
+            if a.1.is_empty() || (!force && now.saturating_sub(a.0) < ANONYMOUS_WINDOW_MICROS) {
+                return;
+            }
+            let since = a.0;
+            (since, std::mem::take(&mut a.1))
+        };
+        let (since, counts) = drained;
+        for ((outcome, what), n) in counts {
+            if n == 0 {
+                continue;
+            }
+            let mut e = self.entry("refused", None, None);
+            e.outcome = outcome;
+            e.reason = Some(format!(
+                "summary: {n} more requests without a session refused ({what}) in {} s",
+                now.saturating_sub(since).div_ceil(1_000_000)
+            ));
+            // Logged by `record` on failure; nothing is being served here.
+            let _ = self.record(e).await;
+        }
+    }
+
+    /// Marks the token `jti` (valid until `exp`, Unix seconds) as exchanged;
+    /// false if it already was.
+    fn exchange_once(&self, jti: &str, exp: u64) -> bool {
+        let now_secs = self.now() / 1_000_000;
+        let mut used = self.exchanged.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, e| *e + chaperone_tokens::LEEWAY_SECS >= now_secs);
+        if used.contains_key(jti) {
+            return false;
+        }
+        used.insert(jti.to_owned(), exp);
+        true
     }
 
     /// The lesson's DSL-only ranges; unreadable is unavailable, never none.

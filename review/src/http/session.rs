@@ -142,6 +142,17 @@ pub(super) async fn open_session(
         claims,
         expires_micros: expires,
     };
+    if !svc.exchange_once(&session.claims.jti, session.claims.exp) {
+        return svc
+            .refuse(
+                Refusal::Unauthenticated,
+                Some(&session),
+                session.claims.lesson,
+                "review token already exchanged for a session",
+            )
+            .await
+            .into_response();
+    }
     if let Err(r) = svc
         .record(svc.entry("open", Some(&session), session.claims.lesson))
         .await
