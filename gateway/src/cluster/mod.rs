@@ -156,36 +156,36 @@ impl ClusterMetrics {
         };
         let m = Self {
             owned: gauge(
-                "chaperone_cluster_lessons_owned",
+                "cluster_lessons_owned",
                 "Lessons whose lease this node holds",
             )?,
             renewals: counter(
-                "chaperone_cluster_lease_renewals_total",
+                "cluster_lease_renewals_total",
                 "Lease renewals by result (ok, lost, failed)",
                 "result",
             )?,
             takes: counter(
-                "chaperone_cluster_lessons_taken_total",
+                "cluster_lessons_taken_total",
                 "Lessons this node took by cause (new, takeover)",
                 "cause",
             )?,
             released: counter(
-                "chaperone_cluster_lessons_released_total",
+                "cluster_lessons_released_total",
                 "Lessons this node gave up by cause (lost, unproven, fenced_write, drain, closed)",
                 "cause",
             )?,
             relayed: counter(
-                "chaperone_cluster_relays_total",
+                "cluster_relays_total",
                 "Joins relayed between nodes by direction and result",
                 "kind",
             )?,
             snapshot_writes: counter(
-                "chaperone_cluster_snapshot_writes_total",
+                "cluster_snapshot_writes_total",
                 "Lesson snapshot writes by result (ok, fenced, failed)",
                 "result",
             )?,
             draining: gauge(
-                "chaperone_cluster_node_draining",
+                "cluster_node_draining",
                 "1 while this node is draining",
             )?,
         };

@@ -168,6 +168,13 @@ impl Cluster {
         sum
     }
 
+    /// What each node says it owns (for failure messages).
+    pub fn owned(&self) -> Vec<Option<f64>> {
+        (0..self.nodes.len())
+            .map(|i| self.metric(i, "chaperone_cluster_lessons_owned"))
+            .collect()
+    }
+
     /// The node that owns a lesson now, by its metrics.
     pub fn owner(&self) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
