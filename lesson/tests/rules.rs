@@ -907,7 +907,11 @@ fn restore_returns_waiting_pupils_to_the_waiting_room_even_when_locked() {
     assert!(!c.lesson.is_admitted(w));
     c.accept(t, ClientMsg::Lock { locked: true });
     let snap = c.persisted.last().expect("persisted").clone();
-    assert_eq!(snap.waiting.len(), 1, "the waiting pupil is in the snapshot");
+    assert_eq!(
+        snap.waiting.len(),
+        1,
+        "the waiting pupil is in the snapshot"
+    );
     let snap = Snapshot::decode(&snap.encode()).expect("decodes");
     c.restore(snap);
     c.recorder(true);

@@ -78,7 +78,10 @@ impl ChildGuard {
     /// Sends the child a signal by name (`STOP`, `CONT`, `TERM`) without
     /// waiting for anything: a pause, a resumption, or the start of a drain.
     pub fn signal(&self, name: &str) -> Result<()> {
-        let child = self.child.as_ref().context("the child was already reaped")?;
+        let child = self
+            .child
+            .as_ref()
+            .context("the child was already reaped")?;
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(child.id().to_string())
@@ -93,7 +96,10 @@ impl ChildGuard {
 
     /// Waits (at most `timeout`) for the child to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let child = self.child.as_mut().context("the child was already reaped")?;
+        let child = self
+            .child
+            .as_mut()
+            .context("the child was already reaped")?;
         let deadline = clock::now() + timeout;
         loop {
             if let Some(status) = child.try_wait()? {

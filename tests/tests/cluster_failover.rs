@@ -17,7 +17,10 @@ use cluster_support::{Client, Cluster, Seen, rejoin, welcome};
 const STEP: Duration = Duration::from_secs(10);
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_secs()
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .as_secs()
 }
 
 fn admitted(s: &Seen) -> Option<()> {
@@ -83,17 +86,35 @@ async fn class(cluster: &Cluster) -> Class {
         .await
         .unwrap();
     teacher.wait_for(STEP, welcome).await.unwrap();
-    let mut muted = Client::connect("muted", &cluster.url(2), &public, lesson, &cluster.pupil(lesson, 1))
-        .await
-        .unwrap();
+    let mut muted = Client::connect(
+        "muted",
+        &cluster.url(2),
+        &public,
+        lesson,
+        &cluster.pupil(lesson, 1),
+    )
+    .await
+    .unwrap();
     let muted_pid = muted.wait_for(STEP, welcome).await.unwrap();
-    let mut free = Client::connect("free", &cluster.url(0), &public, lesson, &cluster.pupil(lesson, 2))
-        .await
-        .unwrap();
+    let mut free = Client::connect(
+        "free",
+        &cluster.url(0),
+        &public,
+        lesson,
+        &cluster.pupil(lesson, 2),
+    )
+    .await
+    .unwrap();
     free.wait_for(STEP, welcome).await.unwrap();
-    let mut removed = Client::connect("removed", &cluster.url(2), &public, lesson, &cluster.pupil(lesson, 3))
-        .await
-        .unwrap();
+    let mut removed = Client::connect(
+        "removed",
+        &cluster.url(2),
+        &public,
+        lesson,
+        &cluster.pupil(lesson, 3),
+    )
+    .await
+    .unwrap();
     let removed_pid = removed.wait_for(STEP, welcome).await.unwrap();
     for c in [&mut muted, &mut free, &mut removed] {
         c.wait_for(STEP, waiting).await.unwrap();
@@ -138,11 +159,22 @@ async fn class(cluster: &Cluster) -> Class {
 }
 
 /// Everything the teacher set holds on whichever node owns the lesson now.
-async fn controls_hold(cluster: &Cluster, lesson: LessonId, doors: &[String], mut muted: Client, mut free: Client, teacher: &mut Client) {
+async fn controls_hold(
+    cluster: &Cluster,
+    lesson: LessonId,
+    doors: &[String],
+    mut muted: Client,
+    mut free: Client,
+    teacher: &mut Client,
+) {
     let public = cluster.public.clone();
     // Admitted pupils come back without the waiting room, as they were.
     muted.wait_for(STEP, admitted).await.unwrap();
-    assert_eq!(muted.wait_for(STEP, mic).await.unwrap(), false, "a revoked microphone came back");
+    assert_eq!(
+        muted.wait_for(STEP, mic).await.unwrap(),
+        false,
+        "a revoked microphone came back"
+    );
     free.wait_for(STEP, admitted).await.unwrap();
     assert_eq!(free.wait_for(STEP, mic).await.unwrap(), true);
     // Chat off and the lock, as the teacher left them.
@@ -152,21 +184,36 @@ async fn controls_hold(cluster: &Cluster, lesson: LessonId, doors: &[String], mu
         to: None,
         text: "hello".into(),
     });
-    assert_eq!(free.wait_for(STEP, error).await.unwrap(), ErrorCode::PublicChatOff);
+    assert_eq!(
+        free.wait_for(STEP, error).await.unwrap(),
+        ErrorCode::PublicChatOff
+    );
     // The removed pupil is refused at every door.
     for door in doors {
-        let refused = Client::connect("removed again", door, &public, lesson, &cluster.pupil(lesson, 3))
-            .await
-            .err()
-            .expect("a removed pupil was let back in");
+        let refused = Client::connect(
+            "removed again",
+            door,
+            &public,
+            lesson,
+            &cluster.pupil(lesson, 3),
+        )
+        .await
+        .err()
+        .expect("a removed pupil was let back in");
         assert_eq!(refused.0, 403, "{door}: {refused:?}");
         assert!(refused.1.contains("removed"), "{refused:?}");
     }
     // A pupil who never was in the lesson meets the lock.
-    let refused = Client::connect("newcomer", &doors[0], &public, lesson, &cluster.pupil(lesson, 9))
-        .await
-        .err()
-        .expect("a new pupil got into a locked lesson");
+    let refused = Client::connect(
+        "newcomer",
+        &doors[0],
+        &public,
+        lesson,
+        &cluster.pupil(lesson, 9),
+    )
+    .await
+    .err()
+    .expect("a new pupil got into a locked lesson");
     assert_eq!(refused.0, 403);
     assert!(refused.1.contains("locked"), "{refused:?}");
 }
@@ -188,7 +235,10 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     let owner = cluster
         .owner()
         .unwrap_or_else(|| panic!("no node owns the lesson: {:?}", cluster.owned()));
-    let doors: Vec<String> = (0..3).filter(|&i| i != owner).map(|i| cluster.url(i)).collect();
+    let doors: Vec<String> = (0..3)
+        .filter(|&i| i != owner)
+        .map(|i| cluster.url(i))
+        .collect();
     let killed = Instant::now();
     cluster.kill(owner);
 
@@ -199,23 +249,47 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
         c.wait_for(STEP, closed).await.unwrap();
     }
     let within = Duration::from_secs(30);
-    let mut teacher = rejoin("teacher", &doors, &public, lesson, || cluster.like(&teacher_claims), within)
-        .await
-        .unwrap();
+    let mut teacher = rejoin(
+        "teacher",
+        &doors,
+        &public,
+        lesson,
+        || cluster.like(&teacher_claims),
+        within,
+    )
+    .await
+    .unwrap();
     teacher.wait_for(STEP, welcome).await.unwrap();
     let back = killed.elapsed();
-    let muted = rejoin("muted", &doors, &public, lesson, || cluster.pupil(lesson, 1), within)
-        .await
-        .unwrap();
-    let free = rejoin("free", &doors, &public, lesson, || cluster.pupil(lesson, 2), within)
-        .await
-        .unwrap();
+    let muted = rejoin(
+        "muted",
+        &doors,
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 1),
+        within,
+    )
+    .await
+    .unwrap();
+    let free = rejoin(
+        "free",
+        &doors,
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 2),
+        within,
+    )
+    .await
+    .unwrap();
     eprintln!("teacher back {back:?} after the kill");
     let new_owner = cluster.owner().expect("nobody took the lesson over");
     assert_ne!(new_owner, owner);
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher).await;
     assert!(
-        cluster.metric(new_owner, "chaperone_cluster_lessons_taken_total").unwrap_or(0.0) >= 1.0
+        cluster
+            .metric(new_owner, "chaperone_cluster_lessons_taken_total")
+            .unwrap_or(0.0)
+            >= 1.0
     );
 }
 
@@ -234,15 +308,25 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
     let owner = cluster
         .owner()
         .unwrap_or_else(|| panic!("no node owns the lesson: {:?}", cluster.owned()));
-    let doors: Vec<String> = (0..3).filter(|&i| i != owner).map(|i| cluster.url(i)).collect();
+    let doors: Vec<String> = (0..3)
+        .filter(|&i| i != owner)
+        .map(|i| cluster.url(i))
+        .collect();
 
     // Paused past its lease (4 s): another node takes the lesson when
     // someone joins through it.
     cluster.signal(owner, "STOP").unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut teacher2 = rejoin("teacher (2nd tab)", &doors, &public, lesson, || cluster.like(&teacher_claims), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let mut teacher2 = rejoin(
+        "teacher (2nd tab)",
+        &doors,
+        &public,
+        lesson,
+        || cluster.like(&teacher_claims),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     teacher2.wait_for(STEP, welcome).await.unwrap();
     let new_owner = (0..3)
         .find(|&i| i != owner && cluster.metric(i, "chaperone_cluster_lessons_owned") == Some(1.0))
@@ -258,16 +342,36 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
         c.wait_for(Duration::from_secs(15), closed).await.unwrap();
     }
     assert!(
-        cluster.metric(owner, "chaperone_cluster_lessons_released_total").unwrap_or(0.0) >= 1.0,
+        cluster
+            .metric(owner, "chaperone_cluster_lessons_released_total")
+            .unwrap_or(0.0)
+            >= 1.0,
         "the resumed node did not let the lesson go"
     );
-    assert_eq!(cluster.metric(owner, "chaperone_cluster_lessons_owned"), Some(0.0));
-    let muted = rejoin("muted", &doors, &public, lesson, || cluster.pupil(lesson, 1), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let free = rejoin("free", &doors, &public, lesson, || cluster.pupil(lesson, 2), Duration::from_secs(20))
-        .await
-        .unwrap();
+    assert_eq!(
+        cluster.metric(owner, "chaperone_cluster_lessons_owned"),
+        Some(0.0)
+    );
+    let muted = rejoin(
+        "muted",
+        &doors,
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 1),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let free = rejoin(
+        "free",
+        &doors,
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 2),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     assert_eq!(cluster.owner(), Some(new_owner));
     // The unlock sent to the fenced node never took effect.
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher2).await;
@@ -279,7 +383,12 @@ async fn a_forged_or_replayed_relay_is_refused() {
     let mut session = Session::login(&cluster.public, "teacher").await.unwrap();
     let lesson_id = session.create_lesson("Relay").await.unwrap();
     let lesson: LessonId = lesson_id.parse().unwrap();
-    let relay = |i: usize| format!("{}/internal/relay/{lesson}", cluster.url(i).replacen("http", "ws", 1));
+    let relay = |i: usize| {
+        format!(
+            "{}/internal/relay/{lesson}",
+            cluster.url(i).replacen("http", "ws", 1)
+        )
+    };
     let user = chaperone_protocol::UserRef::new("urn:cluster-test", "intruder").unwrap();
     let account = chaperone_tokens::AccountClaims {
         pupil_classes: vec!["7A".into()],
@@ -302,7 +411,16 @@ async fn a_forged_or_replayed_relay_is_refused() {
         ..cluster.issuer.clone()
     };
     let forged = stranger
-        .issue_node(unix_now(), 30, "f1".into(), "node-x", lesson, user.clone(), "X".into(), account.clone())
+        .issue_node(
+            unix_now(),
+            30,
+            "f1".into(),
+            "node-x",
+            lesson,
+            user.clone(),
+            "X".into(),
+            account.clone(),
+        )
         .unwrap();
     assert_eq!(connect(relay(0), forged).await, 401);
     // A room token is not a node token.
@@ -310,7 +428,16 @@ async fn a_forged_or_replayed_relay_is_refused() {
     // A genuine node token works once, on any node, and never again.
     let genuine = cluster
         .issuer
-        .issue_node(unix_now(), 30, "g1".into(), "node-x", lesson, user, "X".into(), account)
+        .issue_node(
+            unix_now(),
+            30,
+            "g1".into(),
+            "node-x",
+            lesson,
+            user,
+            "X".into(),
+            account,
+        )
         .unwrap();
     assert_eq!(connect(relay(0), genuine.clone()).await, 101);
     assert_eq!(connect(relay(0), genuine.clone()).await, 401);
@@ -336,10 +463,7 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
         let owned_here = cluster.metric(i, "chaperone_cluster_lessons_owned") == Some(1.0);
         let drained = Instant::now();
         cluster.signal(i, "TERM").unwrap();
-        let status = cluster
-            .child(i)
-            .wait_exit(Duration::from_secs(40))
-            .unwrap();
+        let status = cluster.child(i).wait_exit(Duration::from_secs(40)).unwrap();
         assert!(status.success(), "node {i} exited with {status}");
         let doors: Vec<String> = (0..3).filter(|&j| j != i).map(|j| cluster.url(j)).collect();
         if owned_here || teacher.latest(closed).is_some() {
@@ -351,11 +475,22 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
                 ("muted", &mut muted, cluster.pupil(lesson, 1)),
                 ("free", &mut free, cluster.pupil(lesson, 2)),
             ] {
-                if c.latest(closed).is_some() || c.wait_for(Duration::from_secs(2), closed).await.is_ok() {
+                if c.latest(closed).is_some()
+                    || c.wait_for(Duration::from_secs(2), closed).await.is_ok()
+                {
                     let token = token.clone();
-                    let again = rejoin(name, &doors, &public, lesson, || token.clone(), Duration::from_secs(30))
-                        .await
-                        .unwrap_or_else(|r| panic!("{name} could not rejoin after node {i} drained: {r:?}"));
+                    let again = rejoin(
+                        name,
+                        &doors,
+                        &public,
+                        lesson,
+                        || token.clone(),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .unwrap_or_else(|r| {
+                        panic!("{name} could not rejoin after node {i} drained: {r:?}")
+                    });
                     back.push((name, again));
                 }
             }
@@ -367,7 +502,10 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
                 }
             }
             teacher.wait_for(STEP, welcome).await.unwrap();
-            eprintln!("node {i} drained; everyone back {:?} after SIGTERM", drained.elapsed());
+            eprintln!(
+                "node {i} drained; everyone back {:?} after SIGTERM",
+                drained.elapsed()
+            );
         }
         cluster.start_node(i).unwrap();
     }
@@ -379,14 +517,35 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let within = Duration::from_secs(20);
-    let mut teacher = rejoin("teacher", &doors, &public, lesson, || cluster.like(&teacher_claims), within)
-        .await
-        .unwrap();
-    let muted = rejoin("muted", &doors[1..], &public, lesson, || cluster.pupil(lesson, 1), within)
-        .await
-        .unwrap();
-    let free = rejoin("free", &doors[2..], &public, lesson, || cluster.pupil(lesson, 2), within)
-        .await
-        .unwrap();
+    let mut teacher = rejoin(
+        "teacher",
+        &doors,
+        &public,
+        lesson,
+        || cluster.like(&teacher_claims),
+        within,
+    )
+    .await
+    .unwrap();
+    let muted = rejoin(
+        "muted",
+        &doors[1..],
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 1),
+        within,
+    )
+    .await
+    .unwrap();
+    let free = rejoin(
+        "free",
+        &doors[2..],
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 2),
+        within,
+    )
+    .await
+    .unwrap();
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher).await;
 }

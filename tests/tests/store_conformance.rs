@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use chaperone_gateway::store::{
-    Acquired, Block, Lease, NodeInfo, LocalStore, RedisStore, RedisStoreConfig, SessionRecord, StateStore, StoreError,
-    StoreEvent, UnixMillis, VisitorGrant,
+    Acquired, Block, Lease, LocalStore, NodeInfo, RedisStore, RedisStoreConfig, SessionRecord,
+    StateStore, StoreError, StoreEvent, UnixMillis, VisitorGrant,
 };
 use chaperone_protocol::{LessonId, UserRef};
 use chaperone_testkit::redis::RedisServer;
@@ -558,17 +558,30 @@ async fn pass(ms: u64) {
 async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
     let id = lesson(20);
     assert_eq!(store.lease_holder(id, at(0)).await.unwrap(), None);
-    let a = granted(store.acquire_lease(id, "node-a", at(0), at(400)).await.unwrap());
+    let a = granted(
+        store
+            .acquire_lease(id, "node-a", at(0), at(400))
+            .await
+            .unwrap(),
+    );
     assert_eq!((a.node.as_str(), a.epoch), ("node-a", 1));
     // Another node is told who holds it; the holder itself extends it.
     assert_eq!(
-        store.acquire_lease(id, "node-b", at(10), at(410)).await.unwrap(),
+        store
+            .acquire_lease(id, "node-b", at(10), at(410))
+            .await
+            .unwrap(),
         Acquired::Held {
             node: "node-a".into(),
             epoch: 1
         }
     );
-    let again = granted(store.acquire_lease(id, "node-a", at(10), at(410)).await.unwrap());
+    let again = granted(
+        store
+            .acquire_lease(id, "node-a", at(10), at(410))
+            .await
+            .unwrap(),
+    );
     assert_eq!(again, a);
     assert_eq!(
         store.lease_holder(id, at(20)).await.unwrap(),
@@ -576,13 +589,23 @@ async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
     );
     assert!(store.renew_lease(&a, at(20), at(420)).await.unwrap());
     // A lesson's lease is its own: another lesson is free.
-    let other = granted(store.acquire_lease(lesson(21), "node-b", at(20), at(420)).await.unwrap());
+    let other = granted(
+        store
+            .acquire_lease(lesson(21), "node-b", at(20), at(420))
+            .await
+            .unwrap(),
+    );
     assert_eq!(other.epoch, 1);
 
     // Node A stops renewing; once the lease lapses node B gets epoch 2 and
     // node A's renewal fails from then on.
     pass(500).await;
-    let b = granted(store.acquire_lease(id, "node-b", at(500), at(900)).await.unwrap());
+    let b = granted(
+        store
+            .acquire_lease(id, "node-b", at(500), at(900))
+            .await
+            .unwrap(),
+    );
     assert_eq!((b.node.as_str(), b.epoch), ("node-b", 2));
     assert!(!store.renew_lease(&a, at(510), at(910)).await.unwrap());
     assert_eq!(
@@ -593,11 +616,27 @@ async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
 
 async fn fenced_snapshot_writes_refuse_a_stale_epoch<S: StateStore>(store: S) {
     let id = lesson(22);
-    let a = granted(store.acquire_lease(id, "node-a", at(0), at(300)).await.unwrap());
-    assert_eq!(store.save_lesson_fenced(&a, b"one".to_vec()).await.unwrap(), 1);
-    assert_eq!(store.save_lesson_fenced(&a, b"two".to_vec()).await.unwrap(), 2);
+    let a = granted(
+        store
+            .acquire_lease(id, "node-a", at(0), at(300))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store.save_lesson_fenced(&a, b"one".to_vec()).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.save_lesson_fenced(&a, b"two".to_vec()).await.unwrap(),
+        2
+    );
     pass(400).await;
-    let b = granted(store.acquire_lease(id, "node-b", at(400), at(10_000)).await.unwrap());
+    let b = granted(
+        store
+            .acquire_lease(id, "node-b", at(400), at(10_000))
+            .await
+            .unwrap(),
+    );
     // Node A wakes up (paused past its lease) and writes: refused.
     assert_eq!(
         store.save_lesson_fenced(&a, b"stale".to_vec()).await,
@@ -605,7 +644,13 @@ async fn fenced_snapshot_writes_refuse_a_stale_epoch<S: StateStore>(store: S) {
     );
     let loaded = store.load_lesson(id).await.unwrap().unwrap();
     assert_eq!(loaded.bytes, b"two");
-    assert_eq!(store.save_lesson_fenced(&b, b"three".to_vec()).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .save_lesson_fenced(&b, b"three".to_vec())
+            .await
+            .unwrap(),
+        3
+    );
     // A lease never granted cannot write either.
     let forged = Lease {
         lesson: lesson(23),
@@ -621,7 +666,12 @@ async fn fenced_snapshot_writes_refuse_a_stale_epoch<S: StateStore>(store: S) {
 
 async fn released_and_lapsed_leases<S: StateStore>(store: S) {
     let id = lesson(24);
-    let a = granted(store.acquire_lease(id, "node-a", at(0), at(300)).await.unwrap());
+    let a = granted(
+        store
+            .acquire_lease(id, "node-a", at(0), at(300))
+            .await
+            .unwrap(),
+    );
     // A lapsed lease nobody took since is restored by a renewal: nobody
     // else held the lesson meanwhile.
     pass(400).await;
@@ -634,7 +684,12 @@ async fn released_and_lapsed_leases<S: StateStore>(store: S) {
     // Released (a drain): the next node gets a new epoch at once.
     assert!(store.release_lease(&a).await.unwrap());
     assert!(!store.release_lease(&a).await.unwrap());
-    let b = granted(store.acquire_lease(id, "node-b", at(420), at(10_000)).await.unwrap());
+    let b = granted(
+        store
+            .acquire_lease(id, "node-b", at(420), at(10_000))
+            .await
+            .unwrap(),
+    );
     assert_eq!(b.epoch, 2);
     // The released holder cannot take it back by renewing.
     assert!(!store.renew_lease(&a, at(430), at(10_000)).await.unwrap());
@@ -654,14 +709,23 @@ async fn nodes_announce_themselves_and_expire<S: StateStore>(store: S) {
     };
     assert_eq!(store.live_nodes(at(0)).await.unwrap(), vec![]);
     store.put_node(node("a", 1), at(0), at(300)).await.unwrap();
-    store.put_node(node("b", 2), at(0), at(10_000)).await.unwrap();
-    store.put_node(node("c", 0), at(0), at(10_000)).await.unwrap();
+    store
+        .put_node(node("b", 2), at(0), at(10_000))
+        .await
+        .unwrap();
+    store
+        .put_node(node("c", 0), at(0), at(10_000))
+        .await
+        .unwrap();
     assert_eq!(
         store.live_nodes(at(10)).await.unwrap(),
         vec![node("a", 1), node("b", 2), node("c", 0)]
     );
     // An announcement replaces the last one.
-    store.put_node(node("b", 5), at(20), at(10_000)).await.unwrap();
+    store
+        .put_node(node("b", 5), at(20), at(10_000))
+        .await
+        .unwrap();
     store.remove_node("c").await.unwrap();
     pass(400).await;
     assert_eq!(store.live_nodes(at(400)).await.unwrap(), vec![node("b", 5)]);

@@ -349,7 +349,16 @@ mod node_tests {
         let room = room(&nodes);
         let node = |issuer: &TokenIssuer, jti: &str| {
             issuer
-                .issue_node(1000, 30, jti.into(), "node-a", room.lesson, room.user.clone(), room.name.clone(), room.account.clone())
+                .issue_node(
+                    1000,
+                    30,
+                    jti.into(),
+                    "node-a",
+                    room.lesson,
+                    room.user.clone(),
+                    room.name.clone(),
+                    room.account.clone(),
+                )
                 .unwrap()
         };
         let token = node(&nodes, "n1");
@@ -358,11 +367,23 @@ mod node_tests {
         assert_eq!(claims.sub, "node-a");
         // Expired (past the leeway), signed by another key, or a room token
         // presented as a node token: refused.
-        assert!(nodes.verify_node(1000 + 30 + LEEWAY_SECS + 1, &token).is_err());
+        assert!(
+            nodes
+                .verify_node(1000 + 30 + LEEWAY_SECS + 1, &token)
+                .is_err()
+        );
         let forged = node(&issuer(8), "n2");
         assert!(nodes.verify_node(1010, &forged).is_err());
         let room_token = nodes
-            .issue_room(1000, 60, "r2".into(), room.lesson, room.user.clone(), "P".into(), AccountClaims::default())
+            .issue_room(
+                1000,
+                60,
+                "r2".into(),
+                room.lesson,
+                room.user.clone(),
+                "P".into(),
+                AccountClaims::default(),
+            )
             .unwrap();
         assert!(nodes.verify_node(1010, &room_token).is_err());
         // And a node token is no room token.

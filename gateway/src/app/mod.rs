@@ -178,7 +178,9 @@ impl App {
             rooms.clone(),
             Some(media.clone()),
             config.lesson.lesson_config(),
-            Some(crate::cluster::ClusterMetrics::register(metrics.registry())?),
+            Some(crate::cluster::ClusterMetrics::register(
+                metrics.registry(),
+            )?),
         );
         let writer = cluster.spawn_writer(snapshots);
         let renewals = cluster.spawn_renewals();

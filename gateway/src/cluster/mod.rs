@@ -63,7 +63,11 @@ impl ClusterConfig {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_default();
-            let host = if host.is_empty() { "node".to_owned() } else { host };
+            let host = if host.is_empty() {
+                "node".to_owned()
+            } else {
+                host
+            };
             format!("{host}-{:08x}", rand::random::<u32>())
         } else {
             s.node_id.clone()
@@ -144,11 +148,12 @@ impl ClusterMetrics {
     /// Registers the cluster's figures in `registry`.
     pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         use prometheus::{IntCounterVec, IntGauge, Opts};
-        let counter = |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter =
+            |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
@@ -184,10 +189,7 @@ impl ClusterMetrics {
                 "Lesson snapshot writes by result (ok, fenced, failed)",
                 "result",
             )?,
-            draining: gauge(
-                "cluster_node_draining",
-                "1 while this node is draining",
-            )?,
+            draining: gauge("cluster_node_draining", "1 while this node is draining")?,
         };
         // Every series exists from the start (at 0), so rates and alerts
         // see the first event.
@@ -198,7 +200,10 @@ impl ClusterMetrics {
                 &m.released,
                 &["lost", "unproven", "fenced_write", "drain", "closed"][..],
             ),
-            (&m.relayed, &["out", "in", "refused", "refused_by_owner"][..]),
+            (
+                &m.relayed,
+                &["out", "in", "refused", "refused_by_owner"][..],
+            ),
             (&m.snapshot_writes, &["ok", "fenced", "failed"][..]),
         ] {
             for l in labels {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -168,13 +168,13 @@ async fn connect(
         warn!(error = %e, "bad node URL");
         Refusal::Unavailable
     })?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Refusal::Unavailable)?;
+    let bearer =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Refusal::Unavailable)?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
     let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(config.max_ws_message))
         .max_frame_size(Some(config.max_ws_message));
-    let attempt =
-        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
@@ -319,10 +319,13 @@ async fn accept_checked(
         .parse()
         .map_err(|_| Refusal::Code(ErrorCode::NotFound))?;
     let now_ms = unix_millis();
-    let claims = state.tokens.verify_node(now_ms / 1000, token).map_err(|e| {
-        warn!(%lesson, code = e.code(), "node token refused");
-        Refusal::Unauthenticated
-    })?;
+    let claims = state
+        .tokens
+        .verify_node(now_ms / 1000, token)
+        .map_err(|e| {
+            warn!(%lesson, code = e.code(), "node token refused");
+            Refusal::Unauthenticated
+        })?;
     if claims.lesson != lesson {
         return Err(Refusal::Code(ErrorCode::NotFound));
     }

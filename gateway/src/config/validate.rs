@@ -94,8 +94,7 @@ impl Config {
                 "feed.buffer_bytes must be at least 1 MiB and feed.ack_timeout_ms at least 1000",
             );
         }
-        if self.cluster.renew_ms < 100 || self.cluster.lease_ms < 2 * self.cluster.renew_ms + 1000
-        {
+        if self.cluster.renew_ms < 100 || self.cluster.lease_ms < 2 * self.cluster.renew_ms + 1000 {
             return invalid(
                 "cluster.renew_ms must be at least 100 and cluster.lease_ms at least twice it plus 1000",
             );

@@ -8,8 +8,8 @@ use chaperone_protocol::{LessonId, UserRef};
 use tokio::sync::broadcast;
 
 use super::{
-    Acquired, Block, Lease, NodeInfo, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
-    VisitorGrant, check_size,
+    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, SessionRecord, StateStore, StoreError,
+    StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size,
 };
 
 #[derive(Debug, Default)]

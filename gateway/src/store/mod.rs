@@ -245,7 +245,8 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         expires_at: UnixMillis,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Gives a current lease up (a drained node); false if it was not current.
-    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_lease(&self, lease: &Lease)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Who holds the lesson's lease now, and at which epoch.
     fn lease_holder(
         &self,

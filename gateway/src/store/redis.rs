@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{
-    Acquired, Block, Lease, NodeInfo, EVENT_BUFFER, SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, Versioned,
-    VisitorGrant, check_size, keys,
+    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, SessionRecord, StateStore, StoreError,
+    StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size, keys,
 };
 
 /// How to reach Redis.
@@ -367,7 +367,10 @@ impl StateStore for RedisStore {
         expires_at: UnixMillis,
     ) -> Result<bool, StoreError> {
         let mut c = self.conn();
-        let mut invocation = self.inner.renew.key(keys::lease(self.prefix(), lease.lesson));
+        let mut invocation = self
+            .inner
+            .renew
+            .key(keys::lease(self.prefix(), lease.lesson));
         invocation
             .key(keys::epoch(self.prefix(), lease.lesson))
             .arg(lease.epoch)

@@ -12,7 +12,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
 use chaperone_protocol::{LessonId, UserRef};
 use chaperone_testkit::gateway::http_get;
-use chaperone_testkit::process::{ChildGuard, Launch, binary, free_port, scratch_dir, wait_for_port};
+use chaperone_testkit::process::{
+    ChildGuard, Launch, binary, free_port, scratch_dir, wait_for_port,
+};
 use chaperone_testkit::recorder::Recorder;
 use chaperone_testkit::redis::RedisServer;
 use chaperone_tokens::{AccountClaims, KeySet, RoomClaims, TokenIssuer};
@@ -70,7 +72,8 @@ impl Cluster {
             });
         }
         let public = format!("http://127.0.0.1:{}", nodes[0].port);
-        let recorder = Recorder::start(&public, &[("CHAPERONE_RECORDER_ARCHIVE_SEGMENT_SECS", "2")])?;
+        let recorder =
+            Recorder::start(&public, &[("CHAPERONE_RECORDER_ARCHIVE_SEGMENT_SECS", "2")])?;
         let issuer = TokenIssuer {
             issuer: public.clone(),
             room_audience: public.clone(),
@@ -102,18 +105,39 @@ impl Cluster {
         let env = [
             ("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{}", slot.port)),
             ("CHAPERONE_HTTP_PUBLIC_URL", public),
-            ("CHAPERONE_METRICS_LISTEN", format!("127.0.0.1:{}", slot.metrics_port)),
+            (
+                "CHAPERONE_METRICS_LISTEN",
+                format!("127.0.0.1:{}", slot.metrics_port),
+            ),
             ("CHAPERONE_STORE_KIND", "redis".to_owned()),
             ("CHAPERONE_STORE_REDIS_URL", self.redis.url()),
             ("CHAPERONE_STORE_KEY_PREFIX", self.prefix.clone()),
-            ("CHAPERONE_TOKENS_SIGNING_KEY_FILE", self.key_file.display().to_string()),
+            (
+                "CHAPERONE_TOKENS_SIGNING_KEY_FILE",
+                self.key_file.display().to_string(),
+            ),
             ("CHAPERONE_TOKENS_SIGNING_KEY_ID", KID.to_owned()),
             ("CHAPERONE_RECORDER_URLS", recorder_url),
-            ("CHAPERONE_FEED_SPOOL_DIR", slot.dir.join("spool").display().to_string()),
-            ("CHAPERONE_CLUSTER_NODE_ID", format!("node{i}-{}", slot.starts)),
-            ("CHAPERONE_CLUSTER_NODE_URL", format!("http://127.0.0.1:{}", slot.port)),
-            ("CHAPERONE_SESSION_LESSON_LOOKUPS_PER_MINUTE", "100000".to_owned()),
-            ("CHAPERONE_LOG", "warn,chaperone_gateway::cluster=info".to_owned()),
+            (
+                "CHAPERONE_FEED_SPOOL_DIR",
+                slot.dir.join("spool").display().to_string(),
+            ),
+            (
+                "CHAPERONE_CLUSTER_NODE_ID",
+                format!("node{i}-{}", slot.starts),
+            ),
+            (
+                "CHAPERONE_CLUSTER_NODE_URL",
+                format!("http://127.0.0.1:{}", slot.port),
+            ),
+            (
+                "CHAPERONE_SESSION_LESSON_LOOKUPS_PER_MINUTE",
+                "100000".to_owned(),
+            ),
+            (
+                "CHAPERONE_LOG",
+                "warn,chaperone_gateway::cluster=info".to_owned(),
+            ),
         ];
         let mut child = Launch::new(&format!("gateway node{i}"), binary("gateway")?)
             .arg("--dev")
@@ -159,7 +183,9 @@ impl Cluster {
             if line.starts_with('#') {
                 continue;
             }
-            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             let metric = key.split('{').next().unwrap_or(key);
             if metric == name {
                 *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
@@ -200,7 +226,12 @@ impl Cluster {
     /// A room token with the same person and account as `like` (e.g. the
     /// teacher's, once the node that issued it is gone).
     pub fn like(&self, like: &RoomClaims) -> String {
-        self.mint(like.lesson, like.user.clone(), &like.name, like.account.clone())
+        self.mint(
+            like.lesson,
+            like.user.clone(),
+            &like.name,
+            like.account.clone(),
+        )
     }
 
     fn mint(&self, lesson: LessonId, user: UserRef, name: &str, account: AccountClaims) -> String {
@@ -217,8 +248,12 @@ impl Cluster {
 
 fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
-    let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     (u128::from(a) << 64) | u128::from(b)
 }
 
@@ -348,7 +383,11 @@ impl Client {
                     }
                 }
                 Ok(None) => bail!("{}: connection task ended", self.name),
-                Err(_) => bail!("{}: not seen within {within:?}; saw {:?}", self.name, self.seen),
+                Err(_) => bail!(
+                    "{}: not seen within {within:?}; saw {:?}",
+                    self.name,
+                    self.seen
+                ),
             }
         }
     }
