@@ -405,7 +405,7 @@ impl Client {
         while let Ok(s) = self.rx.try_recv() {
             self.seen.push(s);
         }
-        self.seen.iter().rev().find_map(|s| pick(s))
+        self.seen.iter().rev().find_map(pick)
     }
 }
 
