@@ -183,10 +183,22 @@ fn the_kubernetes_manifests_agree_with_what_they_run() {
             // address is the downward API's, here a documentation address.
             env.insert(
                 str_of(&e["name"], "env").to_owned(),
-                v.replace("$(NODE_IP)", "198.51.100.7"),
+                v.replace("$(NODE_IP)", "198.51.100.7")
+                    .replace("$(POD_IP)", "10.1.2.3"),
             );
         } else {
-            assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP");
+            // The node's and the pod's addresses, and the pod's name (the
+            // cluster node id), from the downward API.
+            let field = &e["valueFrom"]["fieldRef"]["fieldPath"];
+            assert!(
+                ["status.hostIP", "status.podIP", "metadata.name"]
+                    .iter()
+                    .any(|f| field == f),
+                "{field}"
+            );
+            if field == "metadata.name" {
+                env.insert(str_of(&e["name"], "env").to_owned(), "gateway-0".to_owned());
+            }
         }
     }
     apply_env(&mut config, &env);

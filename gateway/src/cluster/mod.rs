@@ -123,6 +123,9 @@ pub enum RouteError {
     /// The state store cannot be reached: nobody can prove ownership.
     #[error("state store unavailable")]
     Unavailable,
+    /// The lesson has ended: it is never started again.
+    #[error("the lesson has ended")]
+    Ended,
 }
 
 /// Figures about this node's leases, for `/metrics`.
@@ -402,15 +405,24 @@ impl Cluster {
         let proven_until = sent + self.inner.config.proof();
         self.fence_media(lesson, Some(proven_until)).await;
         let config = self.inner.lesson_config.clone();
+        let snapshot = match snapshot.map(|v| Snapshot::decode(&v.bytes)).transpose() {
+            Ok(Some(s)) if s.ended => {
+                // An ended lesson is over: nobody joins it and nothing of it
+                // runs again (its recording was sealed when it ended).
+                let _ = store.release_lease(&lease).await;
+                self.fence_media(lesson, None).await;
+                return Err(RouteError::Ended);
+            }
+            Ok(s) => s,
+            Err(e) => {
+                // Never start a lesson more permissive than it was.
+                error!(%lesson, error = %e, "the lesson's snapshot cannot be read; not taking it");
+                let _ = store.release_lease(&lease).await;
+                return Err(RouteError::Unavailable);
+            }
+        };
         let (room, cause) = match snapshot {
-            Some(v) => match Snapshot::decode(&v.bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|s| {
-                    self.inner
-                        .rooms
-                        .restore(info.setup(), config, s)
-                        .map_err(|e| e.to_string())
-                }) {
+            Some(s) => match self.inner.rooms.restore(info.setup(), config, s) {
                 Ok(room) => (room, "takeover"),
                 Err(e) => {
                     // Never start a lesson more permissive than it was.

@@ -59,6 +59,7 @@ fn route_refusal(e: RouteError) -> Refusal {
     match e {
         RouteError::NotFound => Refusal::Code(ErrorCode::NotFound),
         RouteError::Moving => Refusal::Moving,
+        RouteError::Ended => Refusal::Code(ErrorCode::Ended),
         _ => Refusal::Unavailable,
     }
 }

@@ -49,6 +49,8 @@ pub(super) enum Command {
 pub struct RoomHandle {
     pub(super) lesson: LessonId,
     pub(super) tx: mpsc::Sender<Command>,
+    /// Set by the task when it stops because the lesson ended.
+    pub(super) ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RoomHandle {
@@ -60,6 +62,11 @@ impl RoomHandle {
     /// Whether the lesson task has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Whether the lesson ended (its task stopped, or is stopping, for that).
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn send(&self, cmd: Command) -> bool {

@@ -19,6 +19,8 @@ use crate::clock::now;
 pub struct Rooms {
     deps: RoomDeps,
     rooms: Arc<Mutex<HashMap<LessonId, RoomHandle>>>,
+    /// Lessons whose task stopped because they ended (16 bytes each).
+    ended: Arc<Mutex<std::collections::HashSet<LessonId>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -28,6 +30,7 @@ impl Rooms {
         Self {
             deps,
             rooms: Arc::default(),
+            ended: Arc::default(),
             metrics: None,
         }
     }
@@ -48,11 +51,31 @@ impl Rooms {
         let mut rooms = self.lock();
         match rooms.get(&lesson) {
             Some(h) if h.is_closed() => {
+                self.forget(h);
                 rooms.remove(&lesson);
                 None
             }
             other => other.cloned(),
         }
+    }
+
+    /// Remembers that a stopped lesson ended.
+    fn forget(&self, h: &RoomHandle) {
+        if h.is_ended() {
+            self.ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(h.lesson);
+        }
+    }
+
+    /// Whether the lesson ran here and ended.
+    pub fn has_ended(&self, lesson: LessonId) -> bool {
+        let _ = self.get(lesson);
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&lesson)
     }
 
     /// The lesson's task, starting it (a new, empty lesson) if it is not running.
@@ -87,9 +110,17 @@ impl Rooms {
         handle
     }
 
-    /// Every lesson running on this node.
+    /// Every lesson running on this node (stopped ones are forgotten).
     pub fn all(&self) -> Vec<RoomHandle> {
-        self.lock().values().cloned().collect()
+        let mut rooms = self.lock();
+        rooms.retain(|_, h| {
+            let closed = h.is_closed();
+            if closed {
+                self.forget(h);
+            }
+            !closed
+        });
+        rooms.values().cloned().collect()
     }
 
     /// Stops every lesson task.

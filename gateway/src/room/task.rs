@@ -32,8 +32,10 @@ pub(super) fn start(
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let id = lesson.id();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let task = RoomTask {
         id,
+        ended: ended.clone(),
         lesson,
         deps,
         conns: HashMap::new(),
@@ -47,11 +49,17 @@ pub(super) fn start(
     // Every event of the lesson task carries the lesson id (its span).
     let span = tracing::info_span!("lesson", lesson = %id);
     tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
-    RoomHandle { lesson: id, tx }
+    RoomHandle {
+        lesson: id,
+        tx,
+        ended,
+    }
 }
 
 struct RoomTask {
     id: LessonId,
+    /// Shared with the handles: set when the task stops because the lesson ended.
+    ended: Arc<std::sync::atomic::AtomicBool>,
     lesson: Lesson,
     deps: RoomDeps,
     /// Each present participant's connection.
@@ -76,6 +84,13 @@ impl RoomTask {
         self.record(RoomRecord::Opened { lesson: self.id }).await;
         loop {
             let deadline = self.drain().await;
+            // An ended lesson with nobody connected is finished: its task
+            // stops, its memory and timers go (its recording is already
+            // complete: the feed sends `End` on its own after `Ended`).
+            if self.lesson.is_ended() && self.conns.is_empty() {
+                self.ended.store(true, std::sync::atomic::Ordering::Release);
+                break;
+            }
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -249,7 +249,13 @@ async fn admit<A: Authenticator>(
         Err(rejection) => return Ok(rejection.into_response()),
     };
     let room = match &state.door {
-        None => state.rooms.get(lesson).ok_or(not_found)?,
+        None => state.rooms.get(lesson).ok_or_else(|| {
+            if state.rooms.has_ended(lesson) {
+                Refusal::Code(ErrorCode::Ended)
+            } else {
+                not_found
+            }
+        })?,
         Some(door) => match door.route(lesson).await? {
             crate::cluster::Route::Here(room) => room,
             crate::cluster::Route::Relay { node, url } => {
