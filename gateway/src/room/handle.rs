@@ -38,6 +38,10 @@ pub(super) enum Command {
         participant: ParticipantId,
         sdp: String,
     },
+    VideoPaused {
+        participant: ParticipantId,
+        paused: bool,
+    },
     Shutdown,
 }
 
@@ -128,6 +132,17 @@ impl RoomHandle {
     /// [`crate::media::MediaEvent::Offer`]); it goes to them as `ServerMsg::Offer`.
     pub async fn server_offer(&self, participant: ParticipantId, sdp: String) {
         self.send(Command::ServerOffer { participant, sdp }).await;
+    }
+
+    /// The media plane paused (or resumed) video to a participant whose
+    /// link is too weak (a [`crate::media::MediaEvent::VideoPaused`]); it
+    /// goes to them as `ServerMsg::MediaQuality`.
+    pub async fn video_paused(&self, participant: ParticipantId, paused: bool) {
+        self.send(Command::VideoPaused {
+            participant,
+            paused,
+        })
+        .await;
     }
 
     /// Stops the lesson task; every connection is closed.
