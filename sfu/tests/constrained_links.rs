@@ -105,6 +105,11 @@ struct World {
     seq: u64,
     next_audio: Instant,
     next_video: Instant,
+    /// Drop one datagram in this many from the teacher to the SFU (0: none),
+    /// chosen by a fixed pseudo-random sequence.
+    uplink_loss_one_in: u64,
+    uplink_rng: u64,
+    uplink_dropped: u64,
     audio_ticks: u64,
     video_ticks: u64,
     audio_tx: u64,
@@ -195,6 +200,9 @@ impl World {
             seq: 0,
             next_audio: now,
             next_video: now,
+            uplink_loss_one_in: 0,
+            uplink_rng: 0x9e37_79b9_7f4a_7c15,
+            uplink_dropped: 0,
             audio_ticks: 0,
             video_ticks: 0,
             audio_tx: 0,
@@ -298,6 +306,16 @@ impl World {
             }
             for (from, bytes) in sent {
                 moved = true;
+                if from == addr(5001) && self.uplink_loss_one_in > 0 && self.connected_all() {
+                    // xorshift: the same losses every run.
+                    self.uplink_rng ^= self.uplink_rng << 13;
+                    self.uplink_rng ^= self.uplink_rng >> 7;
+                    self.uplink_rng ^= self.uplink_rng << 17;
+                    if self.uplink_rng % self.uplink_loss_one_in == 0 {
+                        self.uplink_dropped += 1;
+                        continue;
+                    }
+                }
                 // Uplinks are not capped.
                 let at = self.now + DELAY;
                 self.in_flight(at, self.server, from, bytes);
@@ -444,6 +462,10 @@ impl World {
         }
         self.sfu.set_receive(LESSON, UNCAPPED, true);
         self.sfu.set_receive(LESSON, CAPPED, true);
+    }
+
+    fn connected_all(&self) -> bool {
+        self.clients.iter().all(|c| c.connected)
     }
 
     fn elapsed(&self) -> Duration {
@@ -618,5 +640,38 @@ fn muted_simulcast_camera_is_forwarded_in_no_layer() {
         w.client(CAPPED).audio_rx,
         0,
         "the waiting pupil got nothing"
+    );
+}
+
+/// 5 % of the teacher's datagrams lost on the way to the SFU: the SFU asks
+/// for them again (NACK) and the teacher's retransmissions (RTX) fill the
+/// gaps, so a pupil still gets at least 90 % of the video frames sent.
+#[test]
+fn uplink_loss_is_recovered_by_retransmission() {
+    let mut w = World::new();
+    w.lesson();
+    assert!(
+        w.until_layer(UNCAPPED, 2, Duration::from_secs(30))
+            .is_some(),
+        "top layer before the loss"
+    );
+    w.uplink_loss_one_in = 20;
+    let before = w.client(UNCAPPED).video_rx[2];
+    let sent_before = w.video_ticks;
+    w.run_for(Duration::from_secs(20));
+    let got = w.client(UNCAPPED).video_rx[2] - before;
+    let sent = w.video_ticks - sent_before;
+    eprintln!(
+        "5 % uplink loss: {} datagrams dropped; top-layer frames {got}/{sent}",
+        w.uplink_dropped
+    );
+    assert!(
+        w.uplink_dropped > 100,
+        "loss happened: {}",
+        w.uplink_dropped
+    );
+    assert!(
+        got as f64 >= sent as f64 * 0.9,
+        "frames recovered: {got}/{sent}"
     );
 }
