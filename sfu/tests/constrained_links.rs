@@ -311,7 +311,7 @@ impl World {
                     self.uplink_rng ^= self.uplink_rng << 13;
                     self.uplink_rng ^= self.uplink_rng >> 7;
                     self.uplink_rng ^= self.uplink_rng << 17;
-                    if self.uplink_rng % self.uplink_loss_one_in == 0 {
+                    if self.uplink_rng.is_multiple_of(self.uplink_loss_one_in) {
                         self.uplink_dropped += 1;
                         continue;
                     }
