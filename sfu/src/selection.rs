@@ -94,17 +94,20 @@ impl Sfu {
                 lesson: key.lesson,
                 participant: track.participant,
             };
-            let layers = self
+            let (layers, simulcast) = self
                 .peers
                 .get_mut(&publisher)
                 .and_then(|p| p.inbound_of(track.source))
-                .map(|inbound| inbound.arriving(now))
+                .map(|inbound| (inbound.arriving(now), inbound.simulcast()))
                 .unwrap_or_default();
             if kind == MediaKind::Audio {
                 audio += layers.first().map_or(AUDIO_GUESS, |&(_, r)| r);
                 continue;
             }
-            if layers.is_empty() {
+            // A track without simulcast (an older client, the str0m test
+            // clients, the load generator) has nothing to choose between:
+            // it is forwarded whole, as before, and left out of the choice.
+            if layers.is_empty() || !simulcast {
                 continue;
             }
             let staff = self.staff.contains(&(key.lesson, track.participant));
