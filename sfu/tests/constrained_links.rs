@@ -229,7 +229,7 @@ impl World {
             let mut deadline = self.next_audio.min(self.next_video);
             loop {
                 match self.sfu.poll_output() {
-                    MediaOutput::Transmit { to, bytes } => {
+                    MediaOutput::Transmit { to, bytes, .. } => {
                         moved = true;
                         let now = self.now;
                         let server = self.server;
