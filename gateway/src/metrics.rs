@@ -68,6 +68,12 @@ const RTT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
 ];
 
+/// Bandwidth estimates towards subscribers, bit/s: from below the lowest
+/// video layer to more than every top layer.
+const ESTIMATE_BUCKETS: &[f64] = &[
+    100e3, 150e3, 250e3, 400e3, 600e3, 800e3, 1.2e6, 1.6e6, 2.5e6, 4e6, 8e6,
+];
+
 /// The two legs a packet takes through the SFU: `uplink` from a publisher
 /// to the SFU, `downlink` from the SFU to a subscriber.
 pub(crate) const PATHS: [&str; 2] = ["uplink", "downlink"];
@@ -97,7 +103,7 @@ const CONTROL_KINDS: &[&str] = &[
 ];
 
 /// Why the SFU drops a frame.
-const DROP_REASONS: &[&str] = &["not_forwarded", "unknown_mline", "stray_datagram"];
+const DROP_REASONS: &[&str] = &["not_forwarded", "unknown_mline", "stray_datagram", "layer"];
 
 /// Entries [`JoinClock`] keeps at most per stage; past it, joins go
 /// unmeasured rather than grow memory.
@@ -209,6 +215,11 @@ pub struct MediaMetrics {
     pub rtt_seconds: HistogramVec,
     /// The join clock (first media delivered ends a join).
     pub joins: Arc<JoinClock>,
+    /// Every send-side bandwidth estimate towards a subscriber, bit/s.
+    pub estimate_bps: Histogram,
+    /// Subscribers' video paused (their link carries no video layer) or
+    /// resumed, by change.
+    pub video_paused_total: IntCounterVec,
 }
 
 /// The tokio runtime's figures, read at scrape.
@@ -267,6 +278,9 @@ pub struct Metrics {
     nacks: IntCounterVec,
     plis: IntCounterVec,
     tracks_active: IntGauge,
+    layer_switches: IntCounter,
+    keyframes_damped: IntCounter,
+    video_paused: IntGauge,
     runtime: RuntimeMetrics,
     /// The SFU counters already added (they are read as totals at scrape).
     last_sfu: Mutex<chaperone_sfu::SfuStats>,
@@ -397,7 +411,30 @@ impl Metrics {
                 RTT_BUCKETS,
             )?,
             joins: joins.clone(),
+            estimate_bps: histogram(
+                "media_estimate_bps",
+                "Send-side bandwidth estimates towards subscribers (transport-wide congestion control), bit/s",
+                ESTIMATE_BUCKETS,
+            )?,
+            video_paused_total: counter_vec(
+                "media_video_paused_total",
+                "Subscribers whose video was paused because their link carries no video layer, or resumed",
+                "change",
+                &["paused", "resumed"],
+            )?,
         };
+        let layer_switches = IntCounter::new(
+            "media_layer_switches_total",
+            "Times a subscriber's video switched from one simulcast layer to another",
+        )?;
+        let keyframes_damped = IntCounter::new(
+            "media_keyframe_requests_damped_total",
+            "Keyframe requests not passed to a publisher because one for the same layer went out within the rate limit",
+        )?;
+        let video_paused = IntGauge::new(
+            "media_video_paused_subscribers",
+            "Subscribers whose video is paused now (audio only: their link carries no video layer)",
+        )?;
         let packets_forwarded = IntCounter::new(
             "media_packets_forwarded_total",
             "RTP packets sent to subscribers (read from the SFU's per-track statistics each second)",
@@ -467,6 +504,11 @@ impl Metrics {
         reg(Box::new(nacks.clone()))?;
         reg(Box::new(plis.clone()))?;
         reg(Box::new(tracks_active.clone()))?;
+        reg(Box::new(media.estimate_bps.clone()))?;
+        reg(Box::new(media.video_paused_total.clone()))?;
+        reg(Box::new(layer_switches.clone()))?;
+        reg(Box::new(keyframes_damped.clone()))?;
+        reg(Box::new(video_paused.clone()))?;
         reg(Box::new(runtime.workers.clone()))?;
         reg(Box::new(runtime.alive_tasks.clone()))?;
         reg(Box::new(runtime.global_queue_depth.clone()))?;
@@ -499,6 +541,9 @@ impl Metrics {
             nacks,
             plis,
             tracks_active,
+            layer_switches,
+            keyframes_damped,
+            video_paused,
             runtime,
             last_sfu: Mutex::new(chaperone_sfu::SfuStats::default()),
         })
@@ -553,6 +598,17 @@ impl Metrics {
             .inc_by(delta(now.plis_downlink, last.plis_downlink));
         self.tracks_active
             .set(i64::try_from(now.tracks_active).unwrap_or(i64::MAX));
+        self.frames_dropped
+            .with_label_values(&["layer"])
+            .inc_by(delta(now.dropped_layer, last.dropped_layer));
+        self.layer_switches
+            .inc_by(delta(now.layer_switches, last.layer_switches));
+        self.keyframes_damped.inc_by(delta(
+            now.keyframe_requests_damped,
+            last.keyframe_requests_damped,
+        ));
+        self.video_paused
+            .set(i64::try_from(now.video_paused).unwrap_or(i64::MAX));
         *last = now;
     }
 

@@ -10,6 +10,21 @@ import { ClientMsg } from './lesson-signal.js';
 
 const SOURCES = ['microphone', 'camera', 'screen_share'];
 
+// Simulcast: the camera goes out as three layers and the screen share as
+// two, lowest first; the SFU gives each subscriber the layers its link
+// carries (rids l < m < h, see the README's "Simulcast and layer selection").
+// The camera is captured at 640x360 and 720p where the device allows: the
+// layers are about 180p, 360p and 720p at most.
+export const CAMERA_LAYERS = [
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150_000, maxFramerate: 15 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 450_000 },
+  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+];
+export const SCREEN_LAYERS = [
+  { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 200_000, maxFramerate: 5 },
+  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1_000_000 },
+];
+
 // A remote track's id names its participant and source ("p3/camera", or
 // "p3camera" where the browser drops the slash); returned as "p3/camera".
 export function trackKey(id) {
@@ -50,8 +65,8 @@ export class Media {
     // first video = camera, second video = screen share.
     if (send) {
       this.senders.microphone = pc.addTransceiver(this.local.microphone || 'audio', { direction: 'sendonly' }).sender;
-      this.senders.camera = pc.addTransceiver(this.local.camera || 'video', { direction: 'sendonly' }).sender;
-      this.senders.screen_share = pc.addTransceiver('video', { direction: 'sendonly' }).sender;
+      this.senders.camera = pc.addTransceiver(this.local.camera || 'video', { direction: 'sendonly', sendEncodings: CAMERA_LAYERS }).sender;
+      this.senders.screen_share = pc.addTransceiver('video', { direction: 'sendonly', sendEncodings: SCREEN_LAYERS }).sender;
     }
     // A media connection that fails (ICE or DTLS) does not come back by
     // itself: the page rejoins, which builds a new one.
@@ -95,7 +110,7 @@ export class Media {
     const device = id => (id ? { deviceId: { exact: id } } : {});
     const s = await navigator.mediaDevices.getUserMedia(source === 'microphone'
       ? { audio: this.devices.microphone ? device(this.devices.microphone) : true }
-      : { video: { width: 640, height: 360, ...device(this.devices.camera) } });
+      : { video: { width: { ideal: 1280 }, height: { ideal: 720 }, ...device(this.devices.camera) } });
     return source === 'microphone' ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
   }
 
@@ -160,7 +175,7 @@ export class Media {
     if (!this.pc) return [];
     const out = [];
     (await this.pc.getStats()).forEach(r => {
-      if (r.type === 'inbound-rtp') out.push({ track: trackKey(r.trackIdentifier)?.key || r.trackIdentifier, kind: r.kind, bytes: r.bytesReceived || 0, packets: r.packetsReceived || 0, frames: r.framesDecoded || 0 });
+      if (r.type === 'inbound-rtp') out.push({ track: trackKey(r.trackIdentifier)?.key || r.trackIdentifier, kind: r.kind, bytes: r.bytesReceived || 0, packets: r.packetsReceived || 0, frames: r.framesDecoded || 0, lost: r.packetsLost || 0, width: r.frameWidth || 0 });
     });
     return out;
   }

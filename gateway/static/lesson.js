@@ -252,6 +252,13 @@ export class LessonClient {
           for (const s of ['microphone', 'camera']) if (!this.me.permissions[s]) await this.media.stopLocal(s);
         }
         break;
+      case 'media_quality':
+        // The server stopped (or resumed) sending us video because our link
+        // cannot carry it; audio goes on.
+        this.videoPaused = body.video_paused;
+        document.body.dataset.videoPaused = String(body.video_paused);
+        this.notice = body.video_paused ? 'Your connection is weak: video paused. You can still hear the lesson.' : 'Your connection is better: video is back.';
+        break;
       case 'offer': await this.media.handleOffer(body.sdp); break;
       case 'answer': await this.media.handleAnswer(body.sdp); break;
       case 'goodbye':

@@ -428,6 +428,13 @@ pub enum ServerMsg {
         /// SDP text.
         sdp: String,
     },
+    /// The quality of your media connection changed: while
+    /// `video_paused`, your link cannot carry even the lowest video layer,
+    /// so you receive audio only ("your connection is weak: video paused").
+    MediaQuality {
+        /// Video to you is paused (true) or flowing again (false).
+        video_paused: bool,
+    },
     /// The connection is about to close, and why.
     Goodbye {
         /// Why.

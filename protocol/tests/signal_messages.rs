@@ -167,6 +167,7 @@ fn every_server_message_round_trips() {
         },
         ServerMsg::Offer { sdp: "v=0".into() },
         ServerMsg::Answer { sdp: "v=0".into() },
+        ServerMsg::MediaQuality { video_paused: true },
         ServerMsg::Goodbye {
             reason: Farewell::Removed,
         },

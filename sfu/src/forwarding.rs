@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chaperone_protocol::{LessonId, ParticipantId, TrackId};
+use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind};
 use tracing::debug;
 
-use crate::peer::{OutState, Outbound, PeerKey, kind_of, lesson_range};
+use crate::layers::layer_index;
+use crate::peer::{LAYERS, OutState, Outbound, PeerKey, kind_of, lesson_range};
 use crate::stats::{MAX_SAMPLES, MediaSample};
 use crate::{MediaOutput, RecordedFrame, Sfu};
 
@@ -98,19 +99,29 @@ impl Sfu {
                 {
                     continue;
                 }
-                peer.outbound.push(Outbound {
-                    track,
-                    kind,
-                    state: OutState::Wanted,
-                });
+                peer.outbound.push(Outbound::new(track, kind));
                 self.dirty.insert(*key);
             }
         }
     }
 
     /// Asks the publisher of `track` for a keyframe (video only), so a
-    /// subscriber that just started receiving sees a picture at once.
+    /// subscriber that just started receiving sees a picture at once: of
+    /// every layer it sends (each rate-limited, see [`KEYFRAME_INTERVAL`]).
+    ///
+    /// [`KEYFRAME_INTERVAL`]: crate::layers::KEYFRAME_INTERVAL
     pub(crate) fn request_keyframe(&mut self, lesson: LessonId, track: TrackId) {
+        for layer in 0..LAYERS as u8 {
+            self.request_layer_keyframe(lesson, track, layer);
+        }
+    }
+
+    /// Asks the publisher of `track` for a keyframe of one layer, at most
+    /// once per [`KEYFRAME_INTERVAL`] per layer whoever asks: a lossy
+    /// subscriber cannot make the publisher encode keyframes faster.
+    ///
+    /// [`KEYFRAME_INTERVAL`]: crate::layers::KEYFRAME_INTERVAL
+    pub(crate) fn request_layer_keyframe(&mut self, lesson: LessonId, track: TrackId, layer: u8) {
         if kind_of(track.source) != MediaKind::Video {
             return;
         }
@@ -118,35 +129,51 @@ impl Sfu {
             lesson,
             participant: track.participant,
         };
+        let now = self.now;
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        let Some(mid) = peer.mid_of(track.source) else {
+        let Some(inbound) = peer.inbound_of(track.source) else {
             return;
         };
+        let mid = inbound.mid;
+        let simulcast = inbound.simulcast();
+        let rid = inbound.rids.get(usize::from(layer)).copied().flatten();
+        // Without simulcast there is one layer, asked for without a rid; with
+        // it, only layers seen so far can be named.
+        if (simulcast && rid.is_none()) || (!simulcast && layer != 0) {
+            return;
+        }
+        let Some(limiter) = inbound.limiters.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if !limiter.allow(now) {
+            self.stats.keyframe_requests_damped += 1;
+            return;
+        }
         if let Some(mut writer) = peer.rtc.writer(mid)
-            && let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli)
+            && let Err(e) = writer.request_keyframe(rid, KeyframeRequestKind::Pli)
         {
             debug!(%lesson, %track, error = %e, "media: keyframe request failed");
         }
         self.dirty.insert(key);
     }
 
-    /// A subscriber asks for a keyframe on one of its slots.
+    /// A subscriber asks for a keyframe on one of its slots: ask the
+    /// publisher for one of the layer it receives, if the track is still
+    /// forwarded (rate-limited per layer).
     pub(crate) fn handle_keyframe_request(&mut self, key: PeerKey, req: KeyframeRequest) {
-        // A subscriber asks for a keyframe on one of its slots: pass it
-        // to the publisher, if the track is still forwarded.
-        let track = self.peers.get(&key).and_then(|p| {
+        let slot = self.peers.get(&key).and_then(|p| {
             p.outbound
                 .iter()
                 .find(|o| o.state == OutState::Open(req.mid))
-                .map(|o| o.track)
+                .map(|o| (o.track, o.layer.or(o.target)))
         });
-        if let Some(track) = track
+        if let Some((track, Some(layer))) = slot
             && self.forwarding.contains(&(key.lesson, track))
             && self.receiving.contains(&key)
         {
-            self.request_keyframe(key.lesson, track);
+            self.request_layer_keyframe(key.lesson, track, layer);
         }
     }
 
@@ -168,11 +195,33 @@ impl Sfu {
             let last = self.last_loss_pli.get(&(from.lesson, track)).copied();
             if last.is_none_or(|t| self.now.saturating_duration_since(t) >= LOSS_PLI_INTERVAL) {
                 self.last_loss_pli.insert((from.lesson, track), self.now);
-                self.request_keyframe(from.lesson, track);
+                self.request_layer_keyframe(from.lesson, track, layer_index(data.rid.as_deref()));
             }
         }
+        let keyframe = data.is_keyframe();
         let payload: Arc<[u8]> = data.data;
-        if self.config.record {
+        let video = kind_of(source) == MediaKind::Video;
+        let layer = layer_index(data.rid.as_deref());
+        // Measure the layer, and learn its rid for keyframe requests.
+        let now = self.now;
+        let (simulcast, highest) =
+            match self.peers.get_mut(&from).and_then(|p| p.inbound_of(source)) {
+                Some(inbound) => {
+                    let i = usize::from(layer);
+                    if let Some(m) = inbound.meters.get_mut(i) {
+                        m.record(now, payload.len());
+                    }
+                    if let Some(r) = inbound.rids.get_mut(i) {
+                        *r = data.rid;
+                    }
+                    let highest = inbound.arriving(now).last().map(|&(l, _)| l);
+                    (inbound.simulcast(), highest)
+                }
+                None => (false, None),
+            };
+        if self.config.record
+            && self.record_layer(from, source, layer, keyframe, simulcast, highest)
+        {
             self.stats.recorded += 1;
             let spec = data.params.spec();
             self.outputs.push_back(MediaOutput::Record(RecordedFrame {
@@ -186,6 +235,7 @@ impl Sfu {
                 data: payload.clone(),
             }));
         }
+        let mut wanted_keyframe = None;
         for (key, peer) in self.peers.range_mut(lesson_range(from.lesson)) {
             if key.lesson != from.lesson
                 || key.participant == from.participant
@@ -193,10 +243,39 @@ impl Sfu {
             {
                 continue;
             }
-            let Some(mid) = peer.open_mid_for(track) else {
+            let Some(out) = peer
+                .outbound
+                .iter_mut()
+                .find(|o| o.track == track && matches!(o.state, OutState::Open(_)))
+            else {
                 tracing::trace!(lesson = %key.lesson, participant = %key.participant, %track, "media: no open slot yet");
                 continue;
             };
+            let OutState::Open(mid) = out.state else {
+                continue;
+            };
+            if video {
+                if peer.video_paused || out.target.is_none() {
+                    self.stats.dropped_layer += 1;
+                    continue;
+                }
+                if out.layer != Some(layer) {
+                    // Switch to the target only at its keyframe (without
+                    // simulcast there is nothing to switch between).
+                    let switch = out.target == Some(layer) && (keyframe || !simulcast);
+                    if switch {
+                        if out.layer.is_some() {
+                            self.stats.layer_switches += 1;
+                        }
+                        out.layer = Some(layer);
+                    } else {
+                        if out.target == Some(layer) {
+                            wanted_keyframe = Some(layer);
+                        }
+                        continue;
+                    }
+                }
+            }
             let Some(writer) = peer.rtc.writer(mid) else {
                 debug!(lesson = %key.lesson, participant = %key.participant, %track, %mid, "media: slot has no writer");
                 continue;
@@ -227,6 +306,46 @@ impl Sfu {
                 }
             }
         }
+        // Some subscriber waits for a keyframe of this layer (one request
+        // for all of them, rate-limited).
+        if let Some(layer) = wanted_keyframe {
+            self.request_layer_keyframe(from.lesson, track, layer);
+        }
+    }
+
+    /// Whether this frame goes to the recording: every frame of audio and
+    /// of a track without simulcast; of a simulcast track, one layer, the
+    /// highest arriving, switched to at its keyframe.
+    fn record_layer(
+        &mut self,
+        from: PeerKey,
+        source: MediaSource,
+        layer: u8,
+        keyframe: bool,
+        simulcast: bool,
+        highest: Option<u8>,
+    ) -> bool {
+        if kind_of(source) != MediaKind::Video || !simulcast {
+            return true;
+        }
+        let Some(inbound) = self.peers.get_mut(&from).and_then(|p| p.inbound_of(source)) else {
+            return false;
+        };
+        if inbound.recorded == Some(layer) && highest == Some(layer) {
+            return true;
+        }
+        if highest == Some(layer) {
+            if keyframe {
+                inbound.recorded = Some(layer);
+                return true;
+            }
+            let track = TrackId::new(from.participant, source);
+            self.request_layer_keyframe(from.lesson, track, layer);
+            return false;
+        }
+        // A lower layer: recorded while the higher one has no keyframe yet
+        // (so the recording has no gap while it switches up).
+        inbound.recorded == Some(layer)
     }
 }
 

@@ -65,8 +65,10 @@
 #![warn(unreachable_pub)]
 
 mod forwarding;
+mod layers;
 mod negotiation;
 mod peer;
+mod selection;
 mod stats;
 
 pub use stats::{MediaPath, MediaSample, SfuStats};
@@ -86,6 +88,10 @@ use crate::peer::{Peer, PeerKey};
 /// Longest SDP accepted from a client, in bytes. A browser offer with three
 /// tracks is a few kilobytes.
 pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// The least time between the instant the SFU was driven at and the next
+/// deadline it reports.
+const MIN_WAKE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Where the SFU tells participants to send media.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +196,17 @@ pub enum MediaOutput {
     },
     /// A forwarded frame for the recording (only with [`SfuConfig::record`]).
     Record(RecordedFrame),
+    /// Video to this participant is paused (`true`) because their link's
+    /// estimate cannot carry even the lowest layer, or resumed (`false`).
+    /// Audio goes on. Their page should say so.
+    VideoPaused {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+        /// Paused now, or resumed.
+        paused: bool,
+    },
     /// Nothing more until this instant, or until the next input if `None`.
     Timeout(Option<Instant>),
 }
@@ -220,6 +237,10 @@ pub struct Sfu {
     /// later: kept so that [`Sfu::poll_output`] does not scan every peer once
     /// per datagram.
     earliest: Option<Instant>,
+    /// Participants whose tracks come first in layer selection (staff).
+    staff: HashSet<(LessonId, ParticipantId)>,
+    /// When every subscriber's layers are next re-evaluated.
+    next_reselect: Option<Instant>,
 }
 
 impl Sfu {
@@ -241,6 +262,8 @@ impl Sfu {
             last_loss_pli: HashMap::new(),
             earliest: None,
             samples: VecDeque::new(),
+            staff: HashSet::new(),
+            next_reselect: None,
         })
     }
 
@@ -311,7 +334,19 @@ impl Sfu {
                 self.dirty.insert(*key);
             }
         }
+        self.reselect_due();
         self.pump();
+        // A deadline not after the time just handled (str0m's pacer, with
+        // the bandwidth estimate on, asks for a turn "now" until time moves)
+        // is taken a millisecond on: a driver that obeyed it would spin
+        // until its clock ticked, and a virtual-time harness forever.
+        for peer in self.peers.values_mut() {
+            if let Some(t) = peer.next_timeout.as_mut()
+                && *t <= now
+            {
+                *t = now + MIN_WAKE;
+            }
+        }
         self.earliest = self.peers.values().filter_map(|p| p.next_timeout).min();
     }
 
@@ -397,6 +432,7 @@ impl Sfu {
             }
             Event::MediaIngressStats(s) => self.handle_ingress_stats(key, s),
             Event::MediaEgressStats(s) => self.handle_egress_stats(key, s),
+            Event::EgressBitrateEstimate(kind) => self.handle_estimate(key, kind),
             _ => {}
         }
     }

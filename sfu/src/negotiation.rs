@@ -14,12 +14,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chaperone_protocol::{LessonId, MediaSource, ParticipantId};
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 use tracing::{debug, info};
 
+use crate::layers::Selector;
 use crate::peer::{Inbound, OutState, Peer, PeerKey, lesson_range};
 use crate::stats::STATS_INTERVAL;
 use crate::{MAX_SDP_LEN, MediaError, MediaOutput, Sfu};
@@ -27,6 +29,10 @@ use crate::{MAX_SDP_LEN, MediaError, MediaOutput, Sfu};
 /// RTP header extension id of abs-capture-time in the SFU's offers (free in
 /// str0m's standard map, which Chrome's matches).
 const ABS_CAPTURE_TIME_EXT_ID: u8 = 7;
+
+/// The bandwidth estimate a new connection starts from, bit/s: enough for
+/// audio and the middle camera layer; probing finds more.
+pub(crate) const INITIAL_ESTIMATE: u64 = 800_000;
 
 impl Sfu {
     /// Adds an admitted participant. They send and receive nothing until an
@@ -58,6 +64,10 @@ impl Sfu {
             .enable_h264(true)
             .enable_vp9(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            // Send-side bandwidth estimation (transport-wide congestion
+            // control) towards every subscriber: what layer selection
+            // (`layers`) chooses from.
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
             // abs-capture-time (the sender's capture clock on each frame's
             // first packet): carried through `forward` so receivers can
             // sync and measure one-way latency through the SFU.
@@ -77,6 +87,9 @@ impl Sfu {
                 next_timeout: None,
                 delivered: false,
                 totals: HashMap::new(),
+                estimate: None,
+                selector: Selector::default(),
+                video_paused: false,
             },
         );
         self.dirty.insert(key);
@@ -268,7 +281,7 @@ impl Sfu {
                 return;
             }
         };
-        peer.inbound.push(Inbound { mid, source });
+        peer.inbound.push(Inbound::new(mid, source));
         debug!(lesson = %key.lesson, participant = %key.participant, %mid,
             source = source.as_str(), "media: source mapped");
         self.refresh_routes(key.lesson);

@@ -54,6 +54,16 @@ pub struct SfuStats {
     pub plis_downlink: u64,
     /// Published tracks being forwarded now (a gauge, not a total).
     pub tracks_active: u64,
+    /// Video frames not written to a subscriber because of its layer
+    /// selection (another layer chosen, waiting for a keyframe, or paused).
+    pub dropped_layer: u64,
+    /// Times a subscriber's slot switched from one simulcast layer to another.
+    pub layer_switches: u64,
+    /// Keyframe requests not passed to a publisher because one for the same
+    /// layer went out less than the rate limit ago.
+    pub keyframe_requests_damped: u64,
+    /// Subscribers whose video is paused now (a gauge).
+    pub video_paused: u64,
 }
 
 /// Which leg of the SFU a measurement is about.
@@ -92,6 +102,11 @@ pub enum MediaSample {
         /// Round-trip time.
         rtt: Option<Duration>,
     },
+    /// A subscriber's new send-side bandwidth estimate.
+    Estimate {
+        /// Bits per second.
+        bps: u64,
+    },
     /// The first media frame was written to this participant since they
     /// joined the media plane (the end of their join).
     FirstDelivery {
@@ -128,6 +143,7 @@ impl Sfu {
             .count();
         SfuStats {
             tracks_active: u64::try_from(active).unwrap_or(u64::MAX),
+            video_paused: self.peers.values().filter(|p| p.video_paused).count() as u64,
             ..self.stats
         }
     }

@@ -70,6 +70,16 @@ pub enum MediaEvent {
         /// SDP text.
         sdp: String,
     },
+    /// Video to the participant was paused (their link cannot carry the
+    /// lowest layer) or resumed; tell their page.
+    VideoPaused {
+        /// The lesson.
+        lesson: LessonId,
+        /// The participant.
+        participant: ParticipantId,
+        /// Paused now, or resumed.
+        paused: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -114,6 +124,12 @@ enum Command {
     Fence {
         lesson: LessonId,
         until: Option<Instant>,
+        reply: oneshot::Sender<()>,
+    },
+    Staff {
+        lesson: LessonId,
+        participant: ParticipantId,
+        staff: bool,
         reply: oneshot::Sender<()>,
     },
 }
@@ -309,6 +325,23 @@ impl MediaHandle {
     pub async fn stats(&self) -> Result<SfuStats, MediaError> {
         self.call(|reply| Command::Stats { reply }).await
     }
+
+    /// Marks a participant as staff (their tracks come first in layer
+    /// selection).
+    pub async fn set_staff(
+        &self,
+        lesson: LessonId,
+        participant: ParticipantId,
+        staff: bool,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Staff {
+            lesson,
+            participant,
+            staff,
+            reply,
+        })
+        .await
+    }
 }
 
 async fn run(
@@ -325,7 +358,15 @@ async fn run(
     // When the datagram being handled arrived, if it made the SFU forward.
     let mut forwarding_since: Option<Instant> = None;
     loop {
-        let next = flush(&mut sfu, &socket, &events, record.as_ref(), &fences).await;
+        let next = flush(
+            &mut sfu,
+            &socket,
+            &events,
+            record.as_ref(),
+            metrics.as_ref(),
+            &fences,
+        )
+        .await;
         // Forwarding latency: the datagram that completed a frame was read
         // at `since`; every packet the SFU wrote for it has now been handed
         // to the socket. Two clock reads per forwarding datagram.
@@ -386,6 +427,7 @@ fn collect_samples(sfu: &mut Sfu, metrics: Option<&MediaMetrics>) {
                         .observe(rtt.as_secs_f64());
                 }
             }
+            MediaSample::Estimate { bps } => m.estimate_bps.observe(bps as f64),
             MediaSample::FirstDelivery {
                 lesson,
                 participant,
@@ -400,6 +442,7 @@ async fn flush(
     socket: &UdpSocket,
     events: &mpsc::UnboundedSender<MediaEvent>,
     record: Option<&mpsc::Sender<RecordedFrame>>,
+    metrics: Option<&MediaMetrics>,
     fences: &Fences,
 ) -> Option<Instant> {
     loop {
@@ -437,6 +480,22 @@ async fn flush(
                     lesson,
                     participant,
                     sdp,
+                });
+            }
+            MediaOutput::VideoPaused {
+                lesson,
+                participant,
+                paused,
+            } => {
+                if let Some(m) = metrics {
+                    m.video_paused_total
+                        .with_label_values(&[if paused { "paused" } else { "resumed" }])
+                        .inc();
+                }
+                let _ = events.send(MediaEvent::VideoPaused {
+                    lesson,
+                    participant,
+                    paused,
                 });
             }
             MediaOutput::Timeout(t) => return t,
@@ -510,6 +569,15 @@ fn apply(sfu: &mut Sfu, fences: &mut Fences, command: Command) {
         }
         Command::Stats { reply } => {
             let _ = reply.send(sfu.stats());
+        }
+        Command::Staff {
+            lesson,
+            participant,
+            staff,
+            reply,
+        } => {
+            sfu.set_staff(lesson, participant, staff);
+            let _ = reply.send(());
         }
     }
 }

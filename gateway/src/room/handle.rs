@@ -41,6 +41,10 @@ pub(super) enum Command {
     Snapshot {
         reply: oneshot::Sender<chaperone_lesson::Snapshot>,
     },
+    VideoPaused {
+        participant: ParticipantId,
+        paused: bool,
+    },
     Shutdown,
 }
 
@@ -147,6 +151,17 @@ impl RoomHandle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// The media plane paused (or resumed) video to a participant whose
+    /// link is too weak (a [`crate::media::MediaEvent::VideoPaused`]); it
+    /// goes to them as `ServerMsg::MediaQuality`.
+    pub async fn video_paused(&self, participant: ParticipantId, paused: bool) {
+        self.send(Command::VideoPaused {
+            participant,
+            paused,
+        })
+        .await;
     }
 
     /// Stops the lesson task; every connection is closed.

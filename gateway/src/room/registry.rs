@@ -149,6 +149,14 @@ impl Rooms {
                         Some(room) => room.server_offer(participant, sdp).await,
                         None => debug!(%lesson, %participant, "media offer for no lesson"),
                     },
+                    crate::media::MediaEvent::VideoPaused {
+                        lesson,
+                        participant,
+                        paused,
+                    } => match rooms.get(lesson) {
+                        Some(room) => room.video_paused(participant, paused).await,
+                        None => debug!(%lesson, %participant, "media quality for no lesson"),
+                    },
                 }
             }
         })

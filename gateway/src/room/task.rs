@@ -166,6 +166,19 @@ impl RoomTask {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.lesson.snapshot());
             }
+            Command::VideoPaused {
+                participant,
+                paused,
+            } => {
+                if self.lesson.is_admitted(participant) {
+                    self.deliver(
+                        participant,
+                        ServerMsg::MediaQuality {
+                            video_paused: paused,
+                        },
+                    );
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -366,6 +379,10 @@ impl RoomTask {
                     self.in_media.insert(p);
                 }
                 Err(e) => return Err(e),
+            }
+            // Staff's screen and camera come first in layer selection.
+            if self.lesson.role_of(p).is_some_and(|r| r.is_staff()) {
+                media.set_staff(self.id, p, true).await?;
             }
         }
         media.offer(self.id, p, sdp).await

@@ -1,0 +1,171 @@
+//! Applying layer selection to the connections: each subscriber's
+//! bandwidth estimate (str0m's send-side estimate, transport-wide congestion
+//! control) in, each of its video slots' target layer and its paused state
+//! out, and the desired bitrate str0m's estimator probes towards. The rule
+//! itself is the pure [`crate::layers`]; this file only gathers its inputs
+//! from the peers and writes its outputs back.
+//!
+//! It must never turn on a slot the forwarding rule does not allow (it only
+//! chooses among layers of slots that exist, and `forward` still checks both
+//! switches), and never read the clock.
+
+use std::time::Duration;
+
+use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::media::MediaKind;
+use tracing::{debug, info};
+
+use crate::layers::{Class, VideoTrack, desired};
+use crate::negotiation::INITIAL_ESTIMATE;
+use crate::peer::{OutState, PeerKey};
+use crate::stats::{MAX_SAMPLES, MediaSample};
+use crate::{MediaOutput, Sfu};
+
+/// How often every subscriber's selection is re-evaluated besides on each
+/// new estimate (for the upgrade hold and layers that stop arriving).
+pub(crate) const RESELECT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// An audio track's rate before it has been measured, bit/s.
+const AUDIO_GUESS: u64 = 40_000;
+
+impl Sfu {
+    /// Whether `participant` is staff (teacher): their screen share and
+    /// camera come before pupils' when a subscriber's link cannot carry
+    /// every layer. Pupils by default.
+    pub fn set_staff(&mut self, lesson: LessonId, participant: ParticipantId, staff: bool) {
+        if staff {
+            self.staff.insert((lesson, participant));
+        } else {
+            self.staff.remove(&(lesson, participant));
+        }
+    }
+
+    /// A new estimate of what can be sent to `key`.
+    pub(crate) fn handle_estimate(&mut self, key: PeerKey, kind: BweKind) {
+        let BweKind::Twcc { estimate, .. } = kind else {
+            return;
+        };
+        let bps = estimate.as_u64();
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.estimate = Some(bps);
+        }
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push_back(MediaSample::Estimate { bps });
+        }
+        self.reselect(key);
+    }
+
+    /// Re-evaluates every subscriber, at most every [`RESELECT_INTERVAL`].
+    pub(crate) fn reselect_due(&mut self) {
+        if self.next_reselect.is_some_and(|t| self.now < t) {
+            return;
+        }
+        self.next_reselect = Some(self.now + RESELECT_INTERVAL);
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.negotiated && p.rtc.is_alive())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.reselect(key);
+        }
+    }
+
+    /// Chooses the layer of every video slot of subscriber `key`.
+    pub(crate) fn reselect(&mut self, key: PeerKey) {
+        let now = self.now;
+        let Some(sub) = self.peers.get(&key) else {
+            return;
+        };
+        let slots: Vec<(usize, TrackId, MediaKind)> = sub
+            .outbound
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o.state, OutState::Open(_)))
+            .filter(|(_, o)| self.forwarding.contains(&(key.lesson, o.track)))
+            .map(|(i, o)| (i, o.track, o.kind))
+            .collect();
+        let mut audio = 0;
+        let mut tracks = Vec::new();
+        for (i, track, kind) in slots {
+            let publisher = PeerKey {
+                lesson: key.lesson,
+                participant: track.participant,
+            };
+            let (layers, simulcast) = self
+                .peers
+                .get_mut(&publisher)
+                .and_then(|p| p.inbound_of(track.source))
+                .map(|inbound| (inbound.arriving(now), inbound.simulcast()))
+                .unwrap_or_default();
+            if kind == MediaKind::Audio {
+                audio += layers.first().map_or(AUDIO_GUESS, |&(_, r)| r);
+                continue;
+            }
+            // A track without simulcast (an older client, the str0m test
+            // clients, the load generator) has nothing to choose between:
+            // it is forwarded whole, as before, and left out of the choice.
+            if layers.is_empty() || !simulcast {
+                continue;
+            }
+            let staff = self.staff.contains(&(key.lesson, track.participant));
+            let class = match (staff, track.source) {
+                (true, MediaSource::ScreenShare) => Class::StaffScreen,
+                (true, _) => Class::StaffCamera,
+                (false, MediaSource::ScreenShare) => Class::PupilScreen,
+                (false, _) => Class::PupilCamera,
+            };
+            tracks.push(VideoTrack {
+                key: i,
+                class,
+                layers,
+            });
+        }
+        let Some(sub) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let estimate = sub.estimate.unwrap_or(INITIAL_ESTIMATE);
+        let chosen = sub.selector.select(now, estimate, audio, &tracks);
+        // Probe only for video: with audio alone there is nothing to
+        // choose, and str0m's pacer would pad an audio-only connection
+        // (which has no RTX to pad with) at every turn.
+        let want = if tracks.is_empty() {
+            0
+        } else {
+            desired(audio, &tracks)
+        };
+        sub.rtc.bwe().set_desired_bitrate(Bitrate::bps(want));
+        let mut keyframes = Vec::new();
+        for (t, layer) in tracks.iter().zip(&chosen.layers) {
+            if let Some(out) = sub.outbound.get_mut(t.key) {
+                if out.target != *layer {
+                    debug!(lesson = %key.lesson, participant = %key.participant,
+                        track = %out.track, from = ?out.target, to = ?layer, estimate,
+                        "media: layer target");
+                }
+                out.target = *layer;
+                if let Some(l) = *layer
+                    && out.layer != Some(l)
+                {
+                    keyframes.push((out.track, l));
+                }
+            }
+        }
+        if sub.video_paused != chosen.paused {
+            sub.video_paused = chosen.paused;
+            info!(lesson = %key.lesson, participant = %key.participant, estimate,
+                paused = chosen.paused, "media: video for this subscriber");
+            self.outputs.push_back(MediaOutput::VideoPaused {
+                lesson: key.lesson,
+                participant: key.participant,
+                paused: chosen.paused,
+            });
+        }
+        self.dirty.insert(key);
+        for (track, layer) in keyframes {
+            self.request_layer_keyframe(key.lesson, track, layer);
+        }
+    }
+}
