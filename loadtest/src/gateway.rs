@@ -145,8 +145,9 @@ impl Gateway {
         }
     }
 
-    /// One unlabelled figure of its `/metrics` (`lessons_live`,
-    /// `tokio_alive_tasks`), or `None` if it does not expose it.
+    /// One unlabelled figure of its `/metrics` by its name without the
+    /// `chaperone_` prefix (`lessons_live`, `tokio_alive_tasks`), or `None`
+    /// if it does not expose it.
     pub async fn metric(&self, name: &str) -> Result<Option<i64>> {
         let text = reqwest::get(format!("{}/metrics", self.metrics))
             .await
@@ -156,7 +157,8 @@ impl Gateway {
             .await?;
         Ok(text.lines().find_map(|l| {
             let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().ok().map(|f| f as i64))?
+            (k.strip_prefix("chaperone_") == Some(name))
+                .then(|| v.trim().parse::<f64>().ok().map(|f| f as i64))?
         }))
     }
 
@@ -206,8 +208,11 @@ impl Session {
         let mut s = Session {
             base: base.to_owned(),
             cookies: BTreeMap::new(),
+            // No idle connections kept: what a soak counts of the
+            // gateway's descriptors is not this client's pool.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
                 .build()?,
         };
         let (_, h, _) = s.get("/login").await?;

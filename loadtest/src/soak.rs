@@ -321,7 +321,7 @@ async fn lesson(
         finish(r, &mut report).await;
     }
     // The gateway closes the lesson: bounded wait for no lesson live.
-    let bound = ended + Duration::from_secs(60);
+    let bound = ended + Duration::from_secs(30);
     loop {
         if gw.metric("lessons_live").await? == Some(0) {
             report.closed_after_secs = Some((clock::now() - ended).as_secs_f64());
@@ -341,7 +341,7 @@ async fn lesson(
         report.told_ended,
         report
             .closed_after_secs
-            .map_or("never (60 s bound)".to_owned(), |s| format!("{s:.1} s")),
+            .map_or("never (30 s bound)".to_owned(), |s| format!("{s:.1} s")),
         if report.failures.is_empty() {
             String::new()
         } else {
