@@ -38,7 +38,7 @@ fn a_minute_of_lessons_ends_where_it_began() {
     let _ = std::fs::remove_dir_all(&out);
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     let lessons = r["lessons"].as_array().unwrap();
-    assert!(lessons.len() >= 3, "lessons in turn:\n{stdout}\n{stderr}");
+    assert!(lessons.len() >= 2, "lessons in turn:\n{stdout}\n{stderr}");
     for l in lessons {
         // Teacher and five pupils, one of them back again (another leaves for good).
         assert_eq!(l["joins"], 7, "{l}");
