@@ -19,6 +19,8 @@
 
 pub use object_store::ObjectStore;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod keys;
 pub mod layout;
 pub mod manifest;

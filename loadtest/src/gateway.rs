@@ -45,6 +45,8 @@ pub const CLASS: &str = "7A";
 pub struct Gateway {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// `http://127.0.0.1:<port>` of its metrics listener.
+    pub metrics: String,
     issuer: TokenIssuer,
     child: ChildGuard,
     /// The recorder process its feeds go to, if it has its own.
@@ -74,6 +76,7 @@ impl Gateway {
         let pem = std::fs::read_to_string(&key)?;
         let port = free_port()?;
         let base = format!("http://127.0.0.1:{port}");
+        let metrics_port = free_port()?;
         let recorder = recorder
             .map(|r| crate::recorder::start(r, &base, cpu, log))
             .transpose()?;
@@ -82,7 +85,7 @@ impl Gateway {
             s("CHAPERONE_HTTP_LISTEN", format!("127.0.0.1:{port}")),
             s(
                 "CHAPERONE_METRICS_LISTEN",
-                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{metrics_port}"),
             ),
             s(
                 "CHAPERONE_RECORDER_DIR",
@@ -122,6 +125,7 @@ impl Gateway {
         };
         Ok(Self {
             base,
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
             issuer,
             child,
             recorder,
@@ -139,6 +143,23 @@ impl Gateway {
             Some(r) => Ok(Some(crate::recorder::sample(r).await?)),
             None => Ok(None),
         }
+    }
+
+    /// One unlabelled figure of its `/metrics` by its name without the
+    /// `chaperone_` prefix (`lessons_live`, `tokio_alive_tasks`), or `None`
+    /// if it does not expose it.
+    pub async fn metric(&self, name: &str) -> Result<Option<i64>> {
+        let text = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .context("scraping the gateway's metrics")?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k.strip_prefix("chaperone_") == Some(name))
+                .then(|| v.trim().parse::<f64>().ok().map(|f| f as i64))?
+        }))
     }
 
     /// Fails if the gateway (or its recorder) died.
@@ -187,8 +208,11 @@ impl Session {
         let mut s = Session {
             base: base.to_owned(),
             cookies: BTreeMap::new(),
+            // No idle connections kept: what a soak counts of the
+            // gateway's descriptors is not this client's pool.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
                 .build()?,
         };
         let (_, h, _) = s.get("/login").await?;
@@ -470,6 +494,7 @@ async fn drive(
                     report.mute_cmds_ns.push(clock::unix_ns());
                     send(&mut ws, &ClientMsg::TurnOff { target: Target::AllPupils, source: MediaSource::Microphone }).await?;
                 }
+                Some(Control::EndLesson) => send(&mut ws, &ClientMsg::EndLesson).await?,
                 None => control = None,
             },
             _ = stop.changed() => break,

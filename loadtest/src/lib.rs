@@ -8,6 +8,8 @@
 //! - [`gateway`] and [`janus`]: each server's signaling and start-up;
 //!   [`recorder`]: a recorder process of its own, to measure recording.
 //! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures.
+//! - [`soak`]: lessons that start, run and end in turn, and whether the
+//!   gateway ends where it began.
 //!
 //! It must never weaken what it measures: it joins through the gateway's
 //! real checks (room tokens, waiting room, controls) and never reads the
@@ -26,4 +28,5 @@ pub mod recorder;
 pub mod report;
 pub mod rtp;
 pub mod scenario;
+pub mod soak;
 pub mod target;

@@ -18,10 +18,12 @@ Examples:
   loadtest lesson31 --lessons 4 --server-cpu 0 --out bench-results/run-1
   loadtest all --server-cpu 0 --out bench-results/run-1   (what scripts/bench.sh runs)
   loadtest median bench-results/run-*/
+  loadtest soak --soak-secs 1800 --out bench-results/soak   (lessons in turn; memory, descriptors, tasks)
 
 Exit status:
   0  every scenario ran (or the medians were written)
-  1  a scenario failed or errored (a server did not start, a participant task failed, ...)
+  1  a scenario failed or errored (a server did not start, a participant task failed, ...),
+     or a soak did not end where it began
   2  usage: an unknown option or scenario, a missing or malformed value";
 
 /// Runs Chaperone's benchmark scenarios against the gateway (and, for
@@ -82,6 +84,12 @@ struct Args {
     /// Its bound.
     #[arg(long = "capacity-max", value_name = "N", default_value_t = 24)]
     cap_max: usize,
+    /// With `soak` only: start no new lesson after this many seconds.
+    #[arg(long = "soak-secs", value_name = "SECS", default_value_t = 60)]
+    soak_secs: u64,
+    /// With `soak` only: how long each lesson runs before the teacher ends it.
+    #[arg(long = "lesson-secs", value_name = "SECS", default_value_t = 20)]
+    lesson_secs: u64,
     /// Write <scenario>-<target>.json there [default: do not write].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -113,6 +121,11 @@ enum Scenario {
     /// then lesson31 and capacity on Janus
     #[value(name = "all")]
     All,
+    /// lesson31 lessons one after another (pupils leave and reconnect, the
+    /// teacher ends each): the gateway's memory, descriptors, tasks and
+    /// lessons live over time, and whether it ends where it began
+    #[value(name = "soak")]
+    Soak,
     /// Medians (min, max) of every figure over the runs in DIR... (--out dirs)
     #[value(name = "median")]
     Median,
@@ -126,7 +139,7 @@ impl Scenario {
             Scenario::Lesson31Cams => Some(Kind::Lesson31Cams),
             Scenario::JoinStorm => Some(Kind::JoinStorm),
             Scenario::MuteAll => Some(Kind::MuteAll),
-            Scenario::Capacity | Scenario::All | Scenario::Median => None,
+            Scenario::Capacity | Scenario::All | Scenario::Median | Scenario::Soak => None,
         }
     }
 }
@@ -302,7 +315,40 @@ async fn run_capacity(args: &Args, t: &TargetKind) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stdout)]
+async fn run_soak(args: &Args) -> Result<()> {
+    let opts = chaperone_loadtest::soak::SoakOptions {
+        gateway: binary_or_default(&args.gateway, "gateway")?,
+        duration: Duration::from_secs(args.soak_secs),
+        lesson: Duration::from_secs(args.lesson_secs.max(5)),
+        pupils: args.pupils,
+        server_cpu: args.server_cpu,
+        server_log: args.server_log,
+    };
+    let r = chaperone_loadtest::soak::run(&opts).await?;
+    println!("{}", r.summary());
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("soak-chaperone.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !r.holds {
+        bail!(
+            "the gateway did not end where it began: {}",
+            r.leaks.join("; ")
+        );
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<()> {
+    if args.scenario == Scenario::Soak {
+        if args.target == Some(Target::Janus) {
+            bail!("soak runs against the gateway only");
+        }
+        return run_soak(&args).await;
+    }
     let all = args.scenario == Scenario::All;
     let targets: Vec<Target> = match (args.target, all) {
         (Some(t), _) => vec![t],

@@ -22,6 +22,8 @@ pub enum Role {
 pub enum Control {
     /// Turn every pupil's microphone off.
     MuteAll,
+    /// End the lesson for everyone (`end_lesson`).
+    EndLesson,
 }
 
 /// One participant of a run.

@@ -35,6 +35,23 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> Result<usize> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("reading /proc/{pid}/fd"))?;
+    Ok(dir.filter(|e| e.is_ok()).count())
+}
+
+/// Threads of `pid` (`Threads` of `/proc/<pid>/status`).
+pub fn threads(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no Threads")
+}
+
 /// The process's own id.
 pub fn self_pid() -> u32 {
     std::process::id()
@@ -56,5 +73,8 @@ mod tests {
     fn own_figures_are_readable() {
         assert!(cpu_ticks(self_pid()).is_ok());
         assert!(rss_kib(self_pid()).unwrap_or(0) > 0);
+        // stdin, stdout and stderr at least; this thread at least.
+        assert!(fd_count(self_pid()).unwrap_or(0) >= 3);
+        assert!(threads(self_pid()).unwrap_or(0) >= 1);
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod event;
 pub mod feed;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ids;
 pub mod roles;
 pub mod signal;

@@ -22,6 +22,8 @@
 pub mod audit;
 pub mod command;
 pub(crate) mod export;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub(crate) mod library;
 pub mod marks;

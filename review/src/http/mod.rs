@@ -37,6 +37,14 @@ mod recordings;
 mod refusal;
 mod session;
 
+/// Parses a `Range: bytes=...` header against a file of `len` bytes, as the
+/// media route does: the first and last byte served, or `None` (416). For
+/// the fuzz target and its corpus (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn parse_range(h: &str, len: u64) -> Option<(u64, u64)> {
+    range::parse_range(h, len)
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -15,18 +15,27 @@ pub(super) fn parse_range(h: &str, len: u64) -> Option<(u64, u64)> {
     }
     let (a, b) = spec.split_once('-')?;
     let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
+        let n = digits(b)?;
         (len.saturating_sub(n), len - 1)
     } else {
-        let start: u64 = a.parse().ok()?;
+        let start = digits(a)?;
         let end = if b.is_empty() {
             len - 1
         } else {
-            b.parse::<u64>().ok()?.min(len - 1)
+            digits(b)?.min(len - 1)
         };
         (start, end)
     };
     (start <= end && start < len).then_some((start, end))
+}
+
+/// A position as the header's grammar writes it: ASCII digits only
+/// (`u64::from_str` also takes a leading `+`, which no range has).
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -69,5 +78,20 @@ mod tests {
             assert_eq!(parse_range(h, 1000), None, "{h}");
         }
         assert_eq!(parse_range("bytes=0-", 0), None);
+    }
+
+    /// Found by the `review_range` fuzz target: a sign before a position
+    /// was taken as part of the number, so `bytes=-+08` was served.
+    #[test]
+    fn a_signed_position_is_refused() {
+        for h in [
+            "bytes=-+08",
+            "bytes=+0-5",
+            "bytes=0-+5",
+            "bytes=+5-",
+            "bytes=-+0",
+        ] {
+            assert_eq!(parse_range(h, 1000), None, "{h}");
+        }
     }
 }

@@ -1,0 +1,68 @@
+//! The soak holds: `loadtest soak` for 60 s (lessons of one teacher and
+//! five pupils, 15 s each, one after another; pupils leave and reconnect,
+//! the teacher ends each lesson over signaling) of the real `loadtest`
+//! binary against the real `gateway` binary, both from this build. It
+//! asserts what issue 17 asks: every lesson closes once ended, and the
+//! gateway ends where it began (memory within 10 %, the same lessons live,
+//! descriptors and tokio tasks). The 30-minute figures are in BENCHMARKS.md.
+// Black-box tests wait on a real process in real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::process::Command;
+
+use chaperone_testkit::process::binary;
+
+#[test]
+fn a_minute_of_lessons_ends_where_it_began() {
+    let out = std::env::temp_dir().join(format!("chaperone-loadtest-soak-{}", std::process::id()));
+    let run = Command::new(binary("loadtest").unwrap())
+        .args([
+            "soak",
+            "--soak-secs",
+            "60",
+            "--lesson-secs",
+            "15",
+            "--pupils",
+            "5",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--gateway")
+        .arg(binary("gateway").unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let text = std::fs::read_to_string(out.join("soak-chaperone.json"))
+        .unwrap_or_else(|e| panic!("no result ({e}):\n{stdout}\n{stderr}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let lessons = r["lessons"].as_array().unwrap();
+    assert!(lessons.len() >= 2, "lessons in turn:\n{stdout}\n{stderr}");
+    for l in lessons {
+        // Teacher and five pupils, one of them back again (another leaves for good).
+        assert_eq!(l["joins"], 7, "{l}");
+        assert_eq!(
+            l["admitted"], 7,
+            "everyone is admitted, reconnects too: {l}\n{stderr}"
+        );
+        assert_eq!(l["reconnects_admitted"], 1, "{l}");
+        assert!(
+            l["failures"].as_array().unwrap().is_empty(),
+            "{l}\n{stderr}"
+        );
+        assert!(
+            l["closed_after_secs"].as_f64().is_some(),
+            "an ended lesson closes: {l}\n{stderr}"
+        );
+    }
+    assert!(r["samples"].as_array().unwrap().len() >= lessons.len() + 2);
+    assert_eq!(r["cold"]["lessons_live"], 0);
+    assert!(r["end"]["rss_kib"].as_u64().unwrap() > 0);
+    assert!(
+        r["holds"].as_bool().unwrap(),
+        "the gateway ends where it began: {}\n{stdout}\n{stderr}",
+        r["leaks"]
+    );
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+}
