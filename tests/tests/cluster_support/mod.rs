@@ -401,7 +401,7 @@ impl Client {
     }
 
     /// The latest message `pick` accepts among everything seen so far.
-    pub fn latest<T>(&mut self, mut pick: impl FnMut(&Seen) -> Option<T>) -> Option<T> {
+    pub fn latest<T>(&mut self, pick: impl FnMut(&Seen) -> Option<T>) -> Option<T> {
         while let Ok(s) = self.rx.try_recv() {
             self.seen.push(s);
         }
