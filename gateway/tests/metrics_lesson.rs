@@ -309,7 +309,9 @@ async fn a_lesson_fills_the_histograms_and_the_series_stay_bounded() {
         // No label carries an id: every value is from a short fixed list.
         let values = s50.label_values();
         assert!(!s50.text.contains(&lesson), "a lesson id in the metrics");
-        assert!(values.len() < 80, "{values:?}");
+        // (Fixed lists: causes, results, buckets; about 90 with the cluster and
+        // simulcast figures. An id per lesson or person would be hundreds.)
+        assert!(values.len() < 120, "{values:?}");
         for v in &values {
             assert!(
                 v.parse::<f64>().is_ok()

@@ -224,12 +224,22 @@ impl Sfu {
         {
             self.stats.recorded += 1;
             let spec = data.params.spec();
+            let raw = data.time.numer();
+            let clock_rate = data.time.denom();
+            let media_time = match self.peers.get_mut(&from).and_then(|p| p.inbound_of(source)) {
+                Some(inbound) if video && simulcast => {
+                    inbound
+                        .timeline
+                        .map(layer, raw, u64::from(clock_rate), data.network_time)
+                }
+                _ => raw,
+            };
             self.outputs.push_back(MediaOutput::Record(RecordedFrame {
                 lesson: from.lesson,
                 track,
                 at: data.network_time,
-                media_time: data.time.numer(),
-                clock_rate: data.time.denom(),
+                media_time,
+                clock_rate,
                 codec: codec_of(spec.codec),
                 discontinuity: !data.contiguous,
                 data: payload.clone(),

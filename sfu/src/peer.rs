@@ -56,6 +56,51 @@ pub(crate) struct Inbound {
     /// The layer recorded now (the highest arriving, switched at its
     /// keyframes).
     pub(crate) recorded: Option<u8>,
+    /// The recording's time line for this track: the layers of a simulcast
+    /// track have unrelated RTP clocks, so a switch would make the
+    /// recorded media time jump. Each switch re-bases the new layer to
+    /// continue from the last recorded frame by the time that has passed.
+    pub(crate) timeline: Timeline,
+}
+
+/// See [`Inbound::timeline`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Timeline {
+    /// The layer the offset was computed for.
+    layer: Option<u8>,
+    /// Added to that layer's media time.
+    offset: i128,
+    /// The last recorded media time (after the offset) and its arrival.
+    last: Option<(u64, std::time::Instant)>,
+}
+
+impl Timeline {
+    /// The recorded media time of a frame of `layer` with media time `raw`
+    /// (`clock_rate` ticks a second) that arrived at `at`.
+    pub(crate) fn map(
+        &mut self,
+        layer: u8,
+        raw: u64,
+        clock_rate: u64,
+        at: std::time::Instant,
+    ) -> u64 {
+        if self.layer != Some(layer) {
+            self.offset = match self.last {
+                Some((last, then)) => {
+                    let elapsed = at.saturating_duration_since(then).as_nanos();
+                    let ticks = elapsed.saturating_mul(u128::from(clock_rate)) / 1_000_000_000;
+                    let expected = i128::from(last) + i128::try_from(ticks.max(1)).unwrap_or(1);
+                    expected - i128::from(raw)
+                }
+                None => 0,
+            };
+            self.layer = Some(layer);
+        }
+        let mapped = (i128::from(raw) + self.offset).max(0);
+        let mapped = u64::try_from(mapped).unwrap_or(u64::MAX);
+        self.last = Some((mapped, at));
+        mapped
+    }
 }
 
 impl Inbound {
@@ -67,6 +112,7 @@ impl Inbound {
             rids: [None; LAYERS],
             limiters: Default::default(),
             recorded: None,
+            timeline: Timeline::default(),
         }
     }
 
@@ -171,5 +217,29 @@ pub(crate) fn kind_of(source: MediaSource) -> MediaKind {
     match source {
         MediaSource::Microphone => MediaKind::Audio,
         MediaSource::Camera | MediaSource::ScreenShare => MediaKind::Video,
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::Timeline;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_layer_switch_continues_the_recorded_time_line() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::default();
+        // Layer 0 from 1_000_000, 3000 ticks (33 ms at 90 kHz) a frame.
+        assert_eq!(tl.map(0, 1_000_000, 90_000, t0), 1_000_000);
+        let at = t0 + Duration::from_millis(33);
+        assert_eq!(tl.map(0, 1_003_000, 90_000, at), 1_003_000);
+        // Layer 2's clock starts elsewhere (lower): it continues 33 ms on.
+        let at2 = at + Duration::from_millis(33);
+        let switched = tl.map(2, 5_000, 90_000, at2);
+        assert_eq!(switched, 1_003_000 + 2970);
+        assert_eq!(
+            tl.map(2, 8_000, 90_000, at2 + Duration::from_millis(33)),
+            switched + 3000
+        );
     }
 }

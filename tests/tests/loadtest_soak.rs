@@ -11,11 +11,18 @@
 use std::process::Command;
 
 use chaperone_testkit::process::binary;
+use chaperone_testkit::redis::RedisServer;
 
 #[test]
 fn a_minute_of_lessons_ends_where_it_began() {
     let out = std::env::temp_dir().join(format!("chaperone-loadtest-soak-{}", std::process::id()));
+    // The gateway keeps its state in Redis, as deployed: with the embedded
+    // in-memory store every lesson's records (register, audit, its last
+    // snapshot) stay in the process by design, which is data, not a leak.
+    let redis = RedisServer::start().unwrap();
     let run = Command::new(binary("loadtest").unwrap())
+        .env("CHAPERONE_STORE_KIND", "redis")
+        .env("CHAPERONE_STORE_REDIS_URL", redis.url())
         .args([
             "soak",
             "--soak-secs",
