@@ -137,18 +137,35 @@ impl JoinAuth {
             }
         }
         self.ensure_exists(lesson).await?;
-        let visitor_until = claims.account.visitor_until.map(|secs| {
-            now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))
-        });
-        Ok(JoinRequest {
-            user: claims.user,
-            name: claims.name,
-            account: Account {
-                staff: claims.account.staff,
-                pupil_classes: claims.account.pupil_classes,
-                safeguarding_observer: claims.account.safeguarding_observer,
-                visitor_until,
-            },
-        })
+        Ok(join_request(
+            claims.user,
+            claims.name,
+            claims.account,
+            now_ms,
+        ))
+    }
+}
+
+/// The join a checked token names (a room token here, a node token at a
+/// relayed join's owner): the account as the lesson core sees it, a
+/// visitor grant's end as an instant of this node's clock.
+pub(crate) fn join_request(
+    user: chaperone_protocol::UserRef,
+    name: String,
+    account: chaperone_tokens::AccountClaims,
+    now_ms: u64,
+) -> JoinRequest {
+    let visitor_until = account.visitor_until.map(|secs| {
+        now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))
+    });
+    JoinRequest {
+        user,
+        name,
+        account: Account {
+            staff: account.staff,
+            pupil_classes: account.pupil_classes,
+            safeguarding_observer: account.safeguarding_observer,
+            visitor_until,
+        },
     }
 }

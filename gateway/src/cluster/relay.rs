@@ -27,10 +27,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chaperone_lesson::{Account, JoinRequest};
+use chaperone_lesson::JoinRequest;
 use chaperone_protocol::LessonId;
 use chaperone_protocol::signal::{ErrorCode, ServerMsg};
-use chaperone_tokens::{AccountClaims, NodeClaims, TokenIssuer};
+use chaperone_tokens::{AccountClaims, TokenIssuer};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as TMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -352,23 +352,6 @@ async fn accept_checked(
     if let Some(m) = &state.cluster.inner.metrics {
         m.relayed.with_label_values(&["in"]).inc();
     }
-    let req = join_request(claims, now_ms);
+    let req = crate::auth::join::join_request(claims.user, claims.name, claims.account, now_ms);
     crate::signal::serve(room, lesson, req, ws, &state.config).await
-}
-
-/// The join a node token carries.
-fn join_request(claims: NodeClaims, now_ms: u64) -> JoinRequest {
-    let visitor_until = claims.account.visitor_until.map(|secs| {
-        now() + Duration::from_millis(secs.saturating_mul(1000).saturating_sub(now_ms))
-    });
-    JoinRequest {
-        user: claims.user,
-        name: claims.name,
-        account: Account {
-            staff: claims.account.staff,
-            pupil_classes: claims.account.pupil_classes,
-            safeguarding_observer: claims.account.safeguarding_observer,
-            visitor_until,
-        },
-    }
 }
