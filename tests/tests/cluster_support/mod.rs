@@ -47,8 +47,24 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes (node 0's URL is the public one).
+    /// Starts `n` nodes (node 0's URL is the public one). Ports are chosen
+    /// before the processes bind them, so another process may take one in
+    /// between: then everything starts again on new ports (three tries).
     pub fn start(n: usize, prefix: &str) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(n, prefix) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    eprintln!("cluster did not start ({e:#}); again on new ports");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("cluster did not start")))
+    }
+
+    fn try_start(n: usize, prefix: &str) -> Result<Self> {
         let redis = RedisServer::start()?;
         let dir = scratch_dir("cluster")?;
         let key_file = dir.join("signing-key.pem");
