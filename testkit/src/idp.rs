@@ -116,7 +116,9 @@ impl Idp {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = ChildGuard::spawn("oidc-provider (node)", &mut cmd)?;
-        wait_for_port(&mut child, port, Duration::from_secs(20))
+        // Node loads oidc-provider and its dependencies first: on a loaded
+        // 2-core machine that has taken over 20 s (CI run of 2026-12-07).
+        wait_for_port(&mut child, port, Duration::from_secs(60))
             .context("the test identity provider did not start")?;
         Ok(child)
     }
