@@ -134,8 +134,10 @@ async fn recorder_review_runs_as_its_own_process() {
         matches!(closed, Ok(Ok(0) | Err(_))),
         "a silent connection is closed by the header timeout: {closed:?}"
     );
-    // A review token opens one session.
-    let again = http
+    // A review token opens one session. (A new client: the pooled
+    // connection has been idle past the 1 s header timeout by now, and the
+    // server closes such a connection, as it should.)
+    let again = reqwest::Client::new()
         .post(format!("{base}/session"))
         .json(&json!({"token": token}))
         .send()
