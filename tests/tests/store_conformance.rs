@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use chaperone_gateway::store::{
-    Acquired, Block, Lease, LocalStore, NodeInfo, RedisStore, RedisStoreConfig, SessionRecord,
-    StateStore, StoreError, StoreEvent, UnixMillis, VisitorGrant,
+    Acquired, Block, Lease, LocalStore, NodeInfo, Previous, RedisStore, RedisStoreConfig,
+    SessionRecord, StateStore, StoreError, StoreEvent, UnixMillis, VisitorGrant,
 };
 use chaperone_protocol::{LessonId, UserRef};
 use chaperone_testkit::redis::RedisServer;
@@ -544,8 +544,13 @@ async fn redis_outage_is_unavailable_then_recovers_without_restart() {
 }
 
 fn granted(a: Acquired) -> Lease {
+    granted_after(a).0
+}
+
+/// The lease granted and how the one before it ended.
+fn granted_after(a: Acquired) -> (Lease, Previous) {
     match a {
-        Acquired::Granted(lease) => lease,
+        Acquired::Granted { lease, previous } => (lease, previous),
         Acquired::Held { node, epoch } => panic!("held by {node} at epoch {epoch}"),
     }
 }
@@ -558,13 +563,14 @@ async fn pass(ms: u64) {
 async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
     let id = lesson(20);
     assert_eq!(store.lease_holder(id, at(0)).await.unwrap(), None);
-    let a = granted(
+    let (a, previous) = granted_after(
         store
             .acquire_lease(id, "node-a", at(0), at(400))
             .await
             .unwrap(),
     );
     assert_eq!((a.node.as_str(), a.epoch), ("node-a", 1));
+    assert_eq!(previous, Previous::None);
     // Another node is told who holds it; the holder itself extends it.
     assert_eq!(
         store
@@ -576,13 +582,14 @@ async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
             epoch: 1
         }
     );
-    let again = granted(
+    let (again, previous) = granted_after(
         store
             .acquire_lease(id, "node-a", at(10), at(410))
             .await
             .unwrap(),
     );
     assert_eq!(again, a);
+    assert_eq!(previous, Previous::Ours);
     assert_eq!(
         store.lease_holder(id, at(20)).await.unwrap(),
         Some(("node-a".into(), 1))
@@ -600,13 +607,15 @@ async fn leases_have_one_holder_and_growing_epochs<S: StateStore>(store: S) {
     // Node A stops renewing; once the lease lapses node B gets epoch 2 and
     // node A's renewal fails from then on.
     pass(500).await;
-    let b = granted(
+    let (b, previous) = granted_after(
         store
             .acquire_lease(id, "node-b", at(500), at(900))
             .await
             .unwrap(),
     );
     assert_eq!((b.node.as_str(), b.epoch), ("node-b", 2));
+    // Node A never handed it over: whatever it had not passed on is lost.
+    assert_eq!(previous, Previous::Lapsed);
     assert!(!store.renew_lease(&a, at(510), at(910)).await.unwrap());
     assert_eq!(
         store.lease_holder(id, at(510)).await.unwrap(),
@@ -684,13 +693,14 @@ async fn released_and_lapsed_leases<S: StateStore>(store: S) {
     // Released (a drain): the next node gets a new epoch at once.
     assert!(store.release_lease(&a).await.unwrap());
     assert!(!store.release_lease(&a).await.unwrap());
-    let b = granted(
+    let (b, previous) = granted_after(
         store
             .acquire_lease(id, "node-b", at(420), at(10_000))
             .await
             .unwrap(),
     );
     assert_eq!(b.epoch, 2);
+    assert_eq!(previous, Previous::Released);
     // The released holder cannot take it back by renewing.
     assert!(!store.renew_lease(&a, at(430), at(10_000)).await.unwrap());
     assert!(!store.release_lease(&a).await.unwrap());

@@ -76,6 +76,12 @@ pub(super) fn epoch(prefix: &str, id: LessonId) -> String {
     format!("{prefix}:epoch:{id}")
 }
 
+/// `{prefix}:released:{id}` — the lesson's last epoch its holder gave back
+/// (rather than let lapse): the next owner continues without a gap.
+pub(super) fn released(prefix: &str, id: LessonId) -> String {
+    format!("{prefix}:released:{id}")
+}
+
 /// `{prefix}:node:{id}` — JSON `NodeInfo`, expiring.
 pub(super) fn node(prefix: &str, id: &str) -> String {
     format!("{prefix}:node:{id}")

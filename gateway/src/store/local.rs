@@ -8,8 +8,8 @@ use chaperone_protocol::{LessonId, UserRef};
 use tokio::sync::broadcast;
 
 use super::{
-    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, SessionRecord, StateStore, StoreError,
-    StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size,
+    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, Previous, SessionRecord, StateStore,
+    StoreError, StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size,
 };
 
 #[derive(Debug, Default)]
@@ -17,6 +17,8 @@ struct Inner {
     lessons: HashMap<LessonId, Versioned>,
     /// Each lesson's lease: holder, epoch, expiry.
     leases: HashMap<LessonId, (String, u64, UnixMillis)>,
+    /// Each lesson's last epoch released by its holder (not lapsed).
+    released: HashMap<LessonId, u64>,
     /// Each lesson's latest epoch granted.
     epochs: HashMap<LessonId, u64>,
     nodes: HashMap<String, (NodeInfo, UnixMillis)>,
@@ -108,27 +110,41 @@ impl StateStore for LocalStore {
         {
             if holder == node {
                 *until = expires_at;
-                return Ok(Acquired::Granted(Lease {
-                    lesson,
-                    node: node.to_owned(),
-                    epoch: *epoch,
-                }));
+                return Ok(Acquired::Granted {
+                    lease: Lease {
+                        lesson,
+                        node: node.to_owned(),
+                        epoch: *epoch,
+                    },
+                    previous: Previous::Ours,
+                });
             }
             return Ok(Acquired::Held {
                 node: holder.clone(),
                 epoch: *epoch,
             });
         }
-        let epoch = inner.epochs.get(&lesson).copied().unwrap_or(0) + 1;
+        let last = inner.epochs.get(&lesson).copied().unwrap_or(0);
+        let previous = if last == 0 {
+            Previous::None
+        } else if inner.released.get(&lesson) == Some(&last) {
+            Previous::Released
+        } else {
+            Previous::Lapsed
+        };
+        let epoch = last + 1;
         inner.epochs.insert(lesson, epoch);
         inner
             .leases
             .insert(lesson, (node.to_owned(), epoch, expires_at));
-        Ok(Acquired::Granted(Lease {
-            lesson,
-            node: node.to_owned(),
-            epoch,
-        }))
+        Ok(Acquired::Granted {
+            lease: Lease {
+                lesson,
+                node: node.to_owned(),
+                epoch,
+            },
+            previous,
+        })
     }
 
     async fn renew_lease(
@@ -163,6 +179,7 @@ impl StateStore for LocalStore {
         match inner.leases.get(&lease.lesson) {
             Some((holder, epoch, _)) if *holder == lease.node && *epoch == lease.epoch => {
                 inner.leases.remove(&lease.lesson);
+                inner.released.insert(lease.lesson, lease.epoch);
                 Ok(true)
             }
             _ => Ok(false),

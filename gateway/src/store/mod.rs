@@ -173,11 +173,31 @@ pub struct Lease {
     pub epoch: u64,
 }
 
+/// How the lease before a new grant ended: whether the lesson's last owner
+/// handed it over or simply stopped renewing (it died, was paused, or was
+/// cut off), in which case whatever it had not passed on is lost.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Previous {
+    /// The lesson's first grant.
+    None,
+    /// This node already held the lease: extended, same epoch.
+    Ours,
+    /// The last owner released it ([`StateStore::release_lease`]).
+    Released,
+    /// The last owner's lease lapsed.
+    Lapsed,
+}
+
 /// The answer to [`StateStore::acquire_lease`].
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Acquired {
     /// The lease is this node's (new, or already held by it and extended).
-    Granted(Lease),
+    Granted {
+        /// The lease.
+        lease: Lease,
+        /// How the lease before it ended.
+        previous: Previous,
+    },
     /// Another node holds it.
     Held {
         /// That node's id.
@@ -244,7 +264,9 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Gives a current lease up (a drained node); false if it was not current.
+    /// Gives a current lease up (a drained node); false if it was not
+    /// current. The next grant is told the lesson was handed over
+    /// ([`Previous::Released`]).
     fn release_lease(&self, lease: &Lease)
     -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Who holds the lesson's lease now, and at which epoch.

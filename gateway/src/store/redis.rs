@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{
-    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, SessionRecord, StateStore, StoreError,
-    StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size, keys,
+    Acquired, Block, EVENT_BUFFER, Lease, NodeInfo, Previous, SessionRecord, StateStore,
+    StoreError, StoreEvent, UnixMillis, Versioned, VisitorGrant, check_size, keys,
 };
 
 /// How to reach Redis.
@@ -54,8 +54,9 @@ redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2])
 return {1, cur + 1}
 ";
 
-/// Takes a lesson's lease. KEYS: lease, epoch; ARGV: node, ttl ms.
-/// Returns `{1, epoch, node}` when granted (new or extended), `{0, epoch, holder}`.
+/// Takes a lesson's lease. KEYS: lease, epoch, released; ARGV: node, ttl ms.
+/// Returns `{1, epoch, node, previous}` when granted (previous: 0 first
+/// grant, 1 already ours, 2 released, 3 lapsed), `{0, epoch, holder, 0}`.
 const ACQUIRE_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -64,13 +65,18 @@ if cur then
   local holder = string.sub(cur, sep + 1)
   if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, epoch, holder}
+    return {1, epoch, holder, 1}
   end
-  return {0, epoch, holder}
+  return {0, epoch, holder, 0}
+end
+local last = redis.call('GET', KEYS[2])
+local previous = 0
+if last then
+  if redis.call('GET', KEYS[3]) == last then previous = 2 else previous = 3 end
 end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
-return {1, epoch, ARGV[1]}
+return {1, epoch, ARGV[1], previous}
 ";
 
 /// Renews a lease. KEYS: lease, epoch; ARGV: epoch, node, ttl ms. An
@@ -89,10 +95,12 @@ end
 return 0
 ";
 
-/// Releases a lease if it is current. KEYS: lease; ARGV: epoch, node.
+/// Releases a lease if it is current, noting that its epoch was handed
+/// over. KEYS: lease, released; ARGV: epoch, node.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] .. ':' .. ARGV[2] then
   redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[1])
   return 1
 end
 return 0
@@ -342,16 +350,25 @@ impl StateStore for RedisStore {
         let mut invocation = self.inner.acquire.key(keys::lease(self.prefix(), lesson));
         invocation
             .key(keys::epoch(self.prefix(), lesson))
+            .key(keys::released(self.prefix(), lesson))
             .arg(node)
             .arg(now.until(expires_at));
-        let (granted, epoch, holder): (u8, u64, String) =
+        let (granted, epoch, holder, previous): (u8, u64, String, u8) =
             self.run(invocation.invoke_async(&mut c)).await?;
         Ok(if granted == 1 {
-            Acquired::Granted(Lease {
-                lesson,
-                node: holder,
-                epoch,
-            })
+            Acquired::Granted {
+                lease: Lease {
+                    lesson,
+                    node: holder,
+                    epoch,
+                },
+                previous: match previous {
+                    0 => Previous::None,
+                    1 => Previous::Ours,
+                    2 => Previous::Released,
+                    _ => Previous::Lapsed,
+                },
+            }
         } else {
             Acquired::Held {
                 node: holder,
@@ -386,7 +403,10 @@ impl StateStore for RedisStore {
             .inner
             .release
             .key(keys::lease(self.prefix(), lease.lesson));
-        invocation.arg(lease.epoch).arg(&lease.node);
+        invocation
+            .key(keys::released(self.prefix(), lease.lesson))
+            .arg(lease.epoch)
+            .arg(&lease.node);
         let released: u8 = self.run(invocation.invoke_async(&mut c)).await?;
         Ok(released == 1)
     }
