@@ -28,12 +28,18 @@
 //! | 7 | `End` | `u64 seq`, `u64 at_micros` |
 //! | 8 | `Media` | `u64 seq`, track, `u64 arrival_micros`, `u64 media_time`, `u32 clock_rate`, `u8 codec`, `u8 flags`, bytes frame |
 //! | 9 | `Flush` | (empty) |
+//! | 10 | `Gap` | `u64 seq`, `u64 at_micros`, text reason |
 //!
 //! `Media` is one whole media frame (an Opus packet, a VP8/VP9/H.264 frame)
 //! as the SFU forwarded it, depacketized: `media_time` is its RTP timestamp
 //! extended to 64 bits in units of `clock_rate` Hz; `codec` is 0 Opus, 1 VP8,
 //! 2 VP9, 3 H.264, 255 other; `flags` bit 0 says the frames before it were
 //! lost upstream (a decoder must wait for the next keyframe).
+//!
+//! `Gap` says that what happened before `at_micros`, since the last frame the
+//! recorder holds, was never recorded and cannot be: a lesson taken over
+//! from a node that stopped without handing it over. Its `seq` stands for
+//! the lost interval (the recorder lists it as a recorded gap).
 //!
 //! `Flush` asks the recorder to write everything it holds now, rather than
 //! at the end of the current segment interval, and acknowledge it (a gateway
@@ -152,6 +158,16 @@ pub enum FeedFrame {
     },
     /// From the gateway: write everything received now and acknowledge it.
     Flush,
+    /// Nothing was recorded from the last frame the recorder holds until
+    /// `at_micros`, for `reason` (see the module docs).
+    Gap {
+        /// Feed sequence number (standing for the lost interval).
+        seq: u64,
+        /// When the recording resumed.
+        at_micros: u64,
+        /// Why, for the archive's manifest.
+        reason: String,
+    },
     /// The lesson ended; nothing follows.
     End {
         /// Feed sequence number.
@@ -208,6 +224,10 @@ const KIND_ACK: u8 = 6;
 const KIND_END: u8 = 7;
 const KIND_MEDIA: u8 = 8;
 const KIND_FLUSH: u8 = 9;
+const KIND_GAP: u8 = 10;
+
+/// Longest gap reason, in bytes (the archive manifest's limit).
+pub const MAX_GAP_REASON: usize = 256;
 
 fn source_byte(s: MediaSource) -> u8 {
     match s {
@@ -239,6 +259,7 @@ impl FeedFrame {
             | FeedFrame::Event { seq, .. }
             | FeedFrame::Chat { seq, .. }
             | FeedFrame::End { seq, .. }
+            | FeedFrame::Gap { seq, .. }
             | FeedFrame::Media { seq, .. } => Some(*seq),
             FeedFrame::Hello { .. } | FeedFrame::Ack { .. } | FeedFrame::Flush => None,
         }
@@ -378,6 +399,23 @@ impl FeedFrame {
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&at_micros.to_be_bytes());
             }
+            FeedFrame::Gap {
+                seq,
+                at_micros,
+                reason,
+            } => {
+                if reason.len() > MAX_GAP_REASON {
+                    out.truncate(start);
+                    return Err(ProtocolError::TooLarge {
+                        len: reason.len(),
+                        max: MAX_GAP_REASON,
+                    });
+                }
+                out.push(KIND_GAP);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&at_micros.to_be_bytes());
+                put_bytes(out, reason.as_bytes());
+            }
         }
         let body = out.len() - start - 4;
         // Every body above is bounded far below u32::MAX by the limits checked.
@@ -422,7 +460,7 @@ impl FeedFrame {
             return Err(ProtocolError::UnsupportedVersion(u32::from(version)));
         }
         if let Some(&kind) = buf.get(5)
-            && !(KIND_HELLO..=KIND_FLUSH).contains(&kind)
+            && !(KIND_HELLO..=KIND_GAP).contains(&kind)
         {
             return Err(malformed("unknown frame kind"));
         }
@@ -538,6 +576,17 @@ impl FeedFrame {
                 seq: r.u64()?,
                 at_micros: r.u64()?,
             },
+            KIND_GAP => {
+                let seq = r.u64()?;
+                let at_micros = r.u64()?;
+                let reason = std::str::from_utf8(r.bytes(MAX_GAP_REASON)?)
+                    .map_err(|_| malformed("gap reason is not UTF-8"))?;
+                FeedFrame::Gap {
+                    seq,
+                    at_micros,
+                    reason: reason.to_owned(),
+                }
+            }
             _ => return Err(malformed("unknown frame kind")),
         };
         if !r.buf.is_empty() {

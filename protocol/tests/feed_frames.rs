@@ -4,7 +4,8 @@
 
 use chaperone_protocol::event::{HoldReason, LessonEvent};
 use chaperone_protocol::feed::{
-    FEED_VERSION, FeedFrame, MAX_FEED_FRAME, MAX_MEDIA_FRAME, MAX_RTP_PACKET, MediaCodec,
+    FEED_VERSION, FeedFrame, MAX_FEED_FRAME, MAX_GAP_REASON, MAX_MEDIA_FRAME, MAX_RTP_PACKET,
+    MediaCodec,
 };
 use chaperone_protocol::signal::{ErrorCode, MAX_CHAT_CHARS};
 use chaperone_protocol::{
@@ -188,6 +189,34 @@ fn ack_flush_and_end_round_trip() {
         seq: 99,
         at_micros: 100,
     });
+}
+
+#[test]
+fn gaps_round_trip_and_long_reasons_are_refused() {
+    let gap = FeedFrame::Gap {
+        seq: 7,
+        at_micros: 1_000,
+        reason: "the lesson's node stopped".into(),
+    };
+    round_trip(gap.clone());
+    assert_eq!(gap.seq(), Some(7));
+    let long = FeedFrame::Gap {
+        seq: 7,
+        at_micros: 1_000,
+        reason: "x".repeat(MAX_GAP_REASON + 1),
+    };
+    assert!(matches!(
+        long.to_bytes(),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    // Not UTF-8: refused, typed.
+    let mut bytes = gap.to_bytes().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = 0xff;
+    assert!(matches!(
+        FeedFrame::parse(&bytes),
+        Err(ProtocolError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -396,6 +425,13 @@ fn arb_frame() -> impl Strategy<Value = FeedFrame> {
         any::<u64>().prop_map(|up_to| FeedFrame::Ack { up_to }),
         Just(FeedFrame::Flush),
         (any::<u64>(), any::<u64>()).prop_map(|(seq, at_micros)| FeedFrame::End { seq, at_micros }),
+        (any::<u64>(), any::<u64>(), "[a-z ]{0,40}").prop_map(|(seq, at_micros, reason)| {
+            FeedFrame::Gap {
+                seq,
+                at_micros,
+                reason,
+            }
+        }),
     ]
 }
 

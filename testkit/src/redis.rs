@@ -14,6 +14,7 @@ use crate::process::{ChildGuard, free_port, scratch_dir, wait_for_port};
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    durable: bool,
     child: ChildGuard,
 }
 
@@ -21,20 +22,38 @@ impl RedisServer {
     /// Starts `redis-server` (Debian package `redis-server`; `scripts/test.sh`
     /// installs it). Fails, never skips, when it is missing.
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
-        let dir = scratch_dir("redis")?;
-        let child = Self::spawn(port, &dir)?;
-        Ok(Self { port, dir, child })
+        Self::start_with(false)
     }
 
-    fn spawn(port: u16, dir: &PathBuf) -> Result<ChildGuard> {
+    /// Starts one that keeps everything on disk as a deployment's must
+    /// (append-only file, written before each command is answered), so a
+    /// [`Self::restart`] keeps leases, epochs, snapshots and sessions.
+    pub fn start_durable() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self> {
+        let port = free_port()?;
+        let dir = scratch_dir("redis")?;
+        let child = Self::spawn(port, &dir, durable)?;
+        Ok(Self {
+            port,
+            dir,
+            durable,
+            child,
+        })
+    }
+
+    fn spawn(port: u16, dir: &PathBuf, durable: bool) -> Result<ChildGuard> {
+        let appendonly = if durable { "yes" } else { "no" };
         let mut child = ChildGuard::spawn(
             "redis-server",
             Command::new("redis-server")
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])
-                .args(["--appendonly", "no"])
+                .args(["--appendonly", appendonly])
+                .args(["--appendfsync", "always"])
                 .args(["--protected-mode", "yes"])
                 .arg("--dir")
                 .arg(dir)
@@ -60,10 +79,11 @@ impl RedisServer {
         self.child.kill();
     }
 
-    /// Starts it again on the same port (empty: it keeps nothing on disk).
+    /// Kills it (`kill -9`) and starts it again on the same port: empty,
+    /// or, if it was started durable, with everything it had answered.
     pub fn restart(&mut self) -> Result<()> {
         self.child.kill();
-        self.child = Self::spawn(self.port, &self.dir)?;
+        self.child = Self::spawn(self.port, &self.dir, self.durable)?;
         Ok(())
     }
 }

@@ -122,9 +122,12 @@ fn the_compose_file_agrees_with_what_it_runs() {
             .map(|t| str_of(&t, "target").to_owned())
             .collect()
     };
-    let redis_port = flag(&command(&services["redis"]["command"]), "--port")
-        .unwrap()
-        .to_owned();
+    let redis_cmd = command(&services["redis"]["command"]);
+    let redis_port = flag(&redis_cmd, "--port").unwrap().to_owned();
+    // Leases, epochs and snapshots survive a Redis restart only if it keeps
+    // them on disk, every write.
+    assert_eq!(flag(&redis_cmd, "--appendonly"), Some("yes"));
+    assert_eq!(flag(&redis_cmd, "--appendfsync"), Some("always"));
     let idp_cmd = command(&services["idp"]["command"]).join(" ");
     assert!(
         idp_cmd.contains("provider.mjs /etc/idp/config.json"),

@@ -41,7 +41,13 @@ use crate::clock::{now, unix_millis};
 use crate::config::ClusterSettings;
 use crate::media::MediaHandle;
 use crate::room::{PersistFn, RoomHandle, Rooms};
-use crate::store::{Acquired, Lease, NodeInfo, StateStore, Store, StoreError, UnixMillis};
+use crate::store::{
+    Acquired, Lease, NodeInfo, Previous, StateStore, Store, StoreError, UnixMillis,
+};
+
+/// The archive's reason for the time a lesson lost when its owner's lease
+/// lapsed instead of being handed over.
+const LAPSED: &str = "the lesson's owner lost its lease without handing the lesson over (it stopped, was paused or was cut off from Redis); recording resumed at the next owner";
 
 /// This node's place in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,12 +382,12 @@ impl Cluster {
         let sent = now();
         let unix = UnixMillis(unix_millis());
         let expires = UnixMillis(unix.0 + self.inner.config.lease_ms());
-        let lease = match store
+        let (lease, previous) = match store
             .acquire_lease(lesson, self.node_id(), unix, expires)
             .await
             .map_err(|_| RouteError::Unavailable)?
         {
-            Acquired::Granted(lease) => lease,
+            Acquired::Granted { lease, previous } => (lease, previous),
             Acquired::Held { node, .. } => {
                 let nodes = store
                     .live_nodes(unix)
@@ -421,8 +427,16 @@ impl Cluster {
                 return Err(RouteError::Unavailable);
             }
         };
+        // Its last owner stopped without handing it over: the recording
+        // says so, rather than silently jumping over the time it lost.
+        let lost = (previous == Previous::Lapsed).then_some(LAPSED);
         let (room, cause) = match snapshot {
-            Some(s) => match self.inner.rooms.restore(info.setup(), config, s) {
+            Some(s) => match self
+                .inner
+                .rooms
+                .restore(info.setup(), config, s, lost)
+                .await
+            {
                 Ok(room) => (room, "takeover"),
                 Err(e) => {
                     // Never start a lesson more permissive than it was.

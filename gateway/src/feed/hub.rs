@@ -112,6 +112,10 @@ impl Hub {
                 self.route(lessons, done, lesson, Item::Record { at, record })
                     .await
             }
+            RoomRecord::Gap { lesson, at, reason } => {
+                self.route(lessons, done, lesson, Item::Gap { at, reason })
+                    .await
+            }
             RoomRecord::Opened { lesson } => {
                 if !lessons.finished.contains(&lesson) {
                     self.lesson(&mut lessons.running, done, lesson);
@@ -174,7 +178,7 @@ impl Hub {
         if lessons.finished.contains(&lesson) {
             let kind = match &item {
                 Item::Media(_) => "media",
-                Item::Record { .. } => "record",
+                Item::Record { .. } | Item::Gap { .. } => "record",
             };
             error!(%lesson, kind, "frame after the lesson's recording ended; not recorded");
             return;

@@ -77,6 +77,14 @@ pub(crate) enum Item {
     },
     /// A media frame the SFU forwarded.
     Media(RecordedFrame),
+    /// Nothing was recorded before `at` since the recorder's last frame
+    /// (the lesson was taken over from a node that stopped).
+    Gap {
+        /// When the lesson started here.
+        at: Instant,
+        /// Why, for the archive.
+        reason: String,
+    },
 }
 
 /// What the shell is to do, in order.
@@ -279,6 +287,14 @@ impl LessonFeed {
                         to,
                         text,
                     },
+                });
+            }
+            Item::Gap { at, reason } => {
+                let at_micros = micros_at(now, unix_micros, at);
+                self.push(at, move |seq| FeedFrame::Gap {
+                    seq,
+                    at_micros,
+                    reason,
                 });
             }
             Item::Media(f) => {

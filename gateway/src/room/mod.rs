@@ -82,6 +82,17 @@ pub enum RoomRecord {
         /// What to record.
         record: Record,
     },
+    /// The lesson starts here after its last owner stopped without handing
+    /// it over (its lease lapsed): nothing of it was recorded from that
+    /// node's last frame the recorder holds until `at`.
+    Gap {
+        /// The lesson.
+        lesson: LessonId,
+        /// When it started here.
+        at: Instant,
+        /// Why, for the archive.
+        reason: String,
+    },
     /// A concern or incident the safeguarding team must see.
     Alert {
         /// The lesson.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::task::start;
-use super::{RoomDeps, RoomHandle};
+use super::{RoomDeps, RoomHandle, RoomRecord};
 use crate::clock::now;
 
 /// Every lesson task on this node, by lesson id.
@@ -85,18 +85,31 @@ impl Rooms {
     }
 
     /// The lesson's task, starting it from a persisted snapshot (another
-    /// node's lesson taken over) if it is not running.
-    pub fn restore(
+    /// node's lesson taken over) if it is not running. `lost`: the last
+    /// owner stopped without handing the lesson over, for this reason; the
+    /// recording is told so before anything of the lesson here.
+    pub async fn restore(
         &self,
         setup: LessonSetup,
         config: LessonConfig,
         snapshot: Snapshot,
+        lost: Option<&str>,
     ) -> Result<RoomHandle, chaperone_lesson::SnapshotError> {
         let id = setup.id;
         if let Some(h) = self.get(id) {
             return Ok(h);
         }
         let lesson = Lesson::restore(now(), setup, config, snapshot)?;
+        if let Some(reason) = lost {
+            let gap = RoomRecord::Gap {
+                lesson: id,
+                at: now(),
+                reason: reason.to_owned(),
+            };
+            if self.deps.records.send(gap).await.is_err() {
+                tracing::error!(lesson = %id, "recorder feed is closed: the lesson's gap was not recorded");
+            }
+        }
         Ok(self.get_or_start(id, || lesson))
     }
 

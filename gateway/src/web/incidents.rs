@@ -180,7 +180,7 @@ pub(crate) fn tap(
                         }
                     });
                 }
-                RoomRecord::Record { .. } | RoomRecord::Opened { .. } => {}
+                RoomRecord::Record { .. } | RoomRecord::Opened { .. } | RoomRecord::Gap { .. } => {}
             }
             if tx.send(r).await.is_err() {
                 break;

@@ -75,6 +75,9 @@ pub struct Frame {
     pub track: String,
     /// The lesson's last frame.
     pub end: bool,
+    /// A gap frame: nothing was recorded before `at` since the last frame
+    /// held, for this reason (its seq stands for the lost interval).
+    pub gap: Option<String>,
 }
 
 enum Control {
@@ -351,6 +354,10 @@ impl Task {
             }
             return;
         }
+        if let Some(reason) = &f.gap {
+            self.take_gap(&f, expected, reason);
+            return;
+        }
         if f.seq > expected {
             let gap = Gap {
                 first_missing_seq: expected,
@@ -387,6 +394,51 @@ impl Task {
                 error!(lesson = %self.lesson, seq = f.seq, error = %e, "frame refused by the sink")
             }
         }
+    }
+
+    /// A gap the gateway reports (a lesson taken over from a node that
+    /// stopped without handing it over): listed in the manifest, from the
+    /// last frame held to the frame's time. Seqs skipped before it are a
+    /// gap of their own.
+    fn take_gap(&mut self, f: &Frame, expected: u64, reason: &str) {
+        let reason = if chaperone_archive::manifest::check_reason(reason).is_ok() {
+            reason.to_owned()
+        } else {
+            warn!(lesson = %self.lesson, seq = f.seq, "gap reason not recordable; replaced");
+            "the gateway reported a gap".to_owned()
+        };
+        let from = if self.last_at == 0 {
+            f.at
+        } else {
+            self.last_at.min(f.at)
+        };
+        let mut gaps = Vec::new();
+        if f.seq > expected {
+            gaps.push(Gap {
+                first_missing_seq: expected,
+                from,
+                last_missing_seq: f.seq - 1,
+                reason: "frames never received from the gateway".to_owned(),
+                to: f.at,
+            });
+        }
+        gaps.push(Gap {
+            first_missing_seq: f.seq,
+            from,
+            last_missing_seq: f.seq,
+            reason,
+            to: f.at,
+        });
+        for gap in gaps {
+            warn!(lesson = %self.lesson, first = gap.first_missing_seq, last = gap.last_missing_seq,
+                from = gap.from, to = gap.to, reason = %gap.reason, "recording a gap");
+            if let Err(e) = self.sink.push_gap(gap) {
+                error!(lesson = %self.lesson, error = %e, "gap refused by the sink");
+                return;
+            }
+            self.metrics.gaps.inc();
+        }
+        self.last_at = self.last_at.max(f.at);
     }
 
     /// Returns false when the task should stop.

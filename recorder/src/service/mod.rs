@@ -238,6 +238,41 @@ fn ack_message(up_to: u64) -> Message {
     )
 }
 
+/// What a frame from the gateway asks of the lesson's task.
+fn incoming(conn: u64, frame: FeedFrame, bytes: &[u8]) -> Result<Incoming, String> {
+    if let FeedFrame::Flush = frame {
+        return Ok(Incoming::Flush { conn });
+    }
+    if let FeedFrame::Gap {
+        seq,
+        at_micros,
+        reason,
+    } = frame
+    {
+        return Ok(Incoming::Frame(Frame {
+            conn,
+            seq,
+            at: at_micros,
+            bytes: Vec::new(),
+            track: "events".to_owned(),
+            end: false,
+            gap: Some(reason),
+        }));
+    }
+    match (frame.seq(), describe(&frame)) {
+        (Some(seq), Some((track, at, end))) => Ok(Incoming::Frame(Frame {
+            conn,
+            seq,
+            at,
+            bytes: bytes.to_vec(),
+            track,
+            end,
+            gap: None,
+        })),
+        _ => Err("unexpected frame kind from the gateway".into()),
+    }
+}
+
 /// The manifest track and time of a frame.
 fn describe(frame: &FeedFrame) -> Option<(String, u64, bool)> {
     Some(match frame {
@@ -324,13 +359,7 @@ async fn pump(
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(bytes))) => {
                     let frame = FeedFrame::parse(&bytes).map_err(|e| format!("bad frame: {e}"))?;
-                    let incoming = match (&frame, frame.seq(), describe(&frame)) {
-                        (FeedFrame::Flush, _, _) => Incoming::Flush { conn },
-                        (_, Some(seq), Some((track, at, end))) => {
-                            Incoming::Frame(Frame { conn, seq, at, bytes: bytes.to_vec(), track, end })
-                        }
-                        _ => return Err("unexpected frame kind from the gateway".into()),
-                    };
+                    let incoming = incoming(conn, frame, &bytes)?;
                     if !handle.frame(incoming).await {
                         return Err("lesson stopped".into());
                     }

@@ -65,7 +65,7 @@ impl Cluster {
     }
 
     fn try_start(n: usize, prefix: &str) -> Result<Self> {
-        let redis = RedisServer::start()?;
+        let redis = RedisServer::start_durable()?;
         let dir = scratch_dir("cluster")?;
         let key_file = dir.join("signing-key.pem");
         let status = std::process::Command::new("openssl")
@@ -190,6 +190,12 @@ impl Cluster {
 
     /// A metric's value on node `i` (sum over its label sets), if it answers.
     pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        self.metric_where(i, name, "")
+    }
+
+    /// A metric's value on node `i`, summed over the label sets that
+    /// contain `labels` (`result="ok"`).
+    pub fn metric_where(&self, i: usize, name: &str, labels: &str) -> Option<f64> {
         let (status, body) = http_get(self.nodes[i].metrics_port, "/metrics").ok()?;
         if status != 200 {
             return None;
@@ -203,7 +209,7 @@ impl Cluster {
                 continue;
             };
             let metric = key.split('{').next().unwrap_or(key);
-            if metric == name {
+            if metric == name && key.contains(labels) {
                 *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
             }
         }
@@ -223,6 +229,30 @@ impl Cluster {
             self.nodes[i].child.is_some()
                 && self.metric(i, "chaperone_cluster_lessons_owned") == Some(1.0)
         })
+    }
+
+    /// `recorder verify --json` of an ended lesson's archive, once its
+    /// final checkpoint is written (the recorder closes it a few seconds
+    /// after the lesson's `End`; at most 60 s).
+    pub fn verify(&self, lesson: LessonId) -> serde_json::Value {
+        let store = self.recorder.store_dir();
+        let key = store.join(format!("lessons/{lesson}/recorder.pub"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = std::process::Command::new(binary("recorder").unwrap())
+                .args(["verify", &lesson.to_string(), "--json", "--store"])
+                .arg(&store)
+                .arg("--key")
+                .arg(&key)
+                .output()
+                .unwrap();
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            if report["is_final"] == true || Instant::now() > deadline {
+                return report;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// A room token for a pupil of 7A.
