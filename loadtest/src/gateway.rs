@@ -327,11 +327,11 @@ fn location(h: &HeaderMap) -> Option<String> {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(base: &str, lesson: &str, token: &str) -> Result<Ws> {
+async fn open(base: &str, origin: &str, lesson: &str, token: &str) -> Result<Ws> {
     let ws_url = format!("{}/ws/lessons/{lesson}", base.replacen("http", "ws", 1));
     let mut req = ws_url.into_client_request()?;
     req.headers_mut()
-        .insert("origin", HeaderValue::from_str(base)?);
+        .insert("origin", HeaderValue::from_str(origin)?);
     req.headers_mut().insert(
         "sec-websocket-protocol",
         HeaderValue::from_str(&format!("chaperone.v1, chaperone.token.{token}"))?,
@@ -352,6 +352,31 @@ async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<()> {
     Ok(())
 }
 
+/// Ends a lesson as its teacher: joins through `door` with `token`, sends
+/// `end_lesson`, and waits (10 s at most) for the goodbye.
+pub async fn end_lesson_via(door: &str, origin: &str, lesson: &str, token: &str) -> Result<()> {
+    let mut ws = open(door, origin, lesson, token).await?;
+    send(&mut ws, &ClientMsg::EndLesson).await?;
+    let goodbye = async {
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                Message::Text(t) => {
+                    if let Ok(ServerMsg::Goodbye { .. }) = ServerMsg::decode(t.as_bytes()) {
+                        return Ok(());
+                    }
+                }
+                Message::Close(_) => return Ok(()),
+                _ => {}
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::time::timeout(STEP, goodbye)
+        .await
+        .context("no goodbye after end_lesson")??;
+    Ok(())
+}
+
 /// The sources a participant's m-lines carry, in the order the SFU maps them.
 const SOURCES: [MediaSource; 3] = [
     MediaSource::Microphone,
@@ -368,6 +393,22 @@ pub async fn run_participant(
     ctx: Rc<RunCtx>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
 ) -> ParticipantReport {
+    let origin = base.clone();
+    run_participant_via(base, origin, lesson_id, plan, token, ctx, control).await
+}
+
+/// [`run_participant`] through `door` (any node of a cluster) for a page
+/// served from `origin` (the school's one address).
+pub async fn run_participant_via(
+    door: Rc<String>,
+    origin: Rc<String>,
+    lesson_id: Rc<String>,
+    plan: ParticipantPlan,
+    token: String,
+    ctx: Rc<RunCtx>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+) -> ParticipantReport {
+    let base = door;
     let mut report = ParticipantReport {
         lesson: plan.lesson,
         pupil: match plan.role {
@@ -377,7 +418,18 @@ pub async fn run_participant(
         join_start_ns: clock::unix_ns(),
         ..ParticipantReport::default()
     };
-    if let Err(e) = drive(&base, &lesson_id, &plan, &token, ctx, control, &mut report).await {
+    if let Err(e) = drive(
+        &base,
+        &origin,
+        &lesson_id,
+        &plan,
+        &token,
+        ctx,
+        control,
+        &mut report,
+    )
+    .await
+    {
         report.failure.get_or_insert(format!("{e:#}"));
     }
     report
@@ -386,6 +438,7 @@ pub async fn run_participant(
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     base: &str,
+    origin: &str,
     lesson_id: &str,
     plan: &ParticipantPlan,
     token: &str,
@@ -393,7 +446,7 @@ async fn drive(
     mut control: Option<mpsc::UnboundedReceiver<Control>>,
     report: &mut ParticipantReport,
 ) -> Result<()> {
-    let mut ws = open(base, lesson_id, token).await?;
+    let mut ws = open(base, origin, lesson_id, token).await?;
     let mut stop = ctx.stop.clone();
     let mut peer = None;
     let mut admit_requested = std::collections::BTreeSet::new();

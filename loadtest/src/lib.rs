@@ -10,6 +10,9 @@
 //! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures.
 //! - [`soak`]: lessons that start, run and end in turn, and whether the
 //!   gateway ends where it began.
+//! - [`cluster`]: three gateway nodes, Redis and a recorder on one machine;
+//!   [`failover`]: a lesson's owner killed or drained mid-lesson, and how
+//!   long until media is back at every participant.
 //!
 //! It must never weaken what it measures: it joins through the gateway's
 //! real checks (room tokens, waiting room, controls) and never reads the
@@ -19,6 +22,8 @@
 #![warn(unreachable_pub)]
 
 pub mod clock;
+pub mod cluster;
+pub mod failover;
 pub mod gateway;
 pub mod janus;
 pub mod media;

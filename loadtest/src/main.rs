@@ -126,6 +126,14 @@ enum Scenario {
     /// lessons live over time, and whether it ends where it began
     #[value(name = "soak")]
     Soak,
+    /// lesson31 on three gateway nodes (private Redis, a recorder): kill -9
+    /// the lesson's owner mid-lesson; media back at every participant,
+    /// joins refused, the recording's gap
+    #[value(name = "failover")]
+    Failover,
+    /// As failover, but the owner is drained (SIGTERM), as a rolling deploy does
+    #[value(name = "drain")]
+    Drain,
     /// Medians (min, max) of every figure over the runs in DIR... (--out dirs)
     #[value(name = "median")]
     Median,
@@ -139,7 +147,12 @@ impl Scenario {
             Scenario::Lesson31Cams => Some(Kind::Lesson31Cams),
             Scenario::JoinStorm => Some(Kind::JoinStorm),
             Scenario::MuteAll => Some(Kind::MuteAll),
-            Scenario::Capacity | Scenario::All | Scenario::Median | Scenario::Soak => None,
+            Scenario::Capacity
+            | Scenario::All
+            | Scenario::Median
+            | Scenario::Soak
+            | Scenario::Failover
+            | Scenario::Drain => None,
         }
     }
 }
@@ -342,7 +355,39 @@ async fn run_soak(args: &Args) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stdout)]
+async fn run_failover(args: &Args) -> Result<()> {
+    let opts = chaperone_loadtest::failover::FailoverOptions {
+        pupils: args.pupils,
+        drain: args.scenario == Scenario::Drain,
+        settle: Duration::from_secs_f64(args.warmup.max(2.0)),
+        bound: Duration::from_secs(60),
+    };
+    let r = chaperone_loadtest::failover::run(&opts).await?;
+    println!("{}", r.summary());
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}-chaperone.json", r.scenario));
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if r.not_back > 0 || !r.recording_ok {
+        bail!(
+            "{} participants without media after the owner went; recording verifies: {}",
+            r.not_back,
+            r.recording_ok
+        );
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<()> {
+    if matches!(args.scenario, Scenario::Failover | Scenario::Drain) {
+        if args.target == Some(Target::Janus) {
+            bail!("failover and drain run against the gateway only");
+        }
+        return run_failover(&args).await;
+    }
     if args.scenario == Scenario::Soak {
         if args.target == Some(Target::Janus) {
             bail!("soak runs against the gateway only");

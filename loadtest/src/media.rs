@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
@@ -36,7 +36,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{AbsCaptureTime, Extension};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -56,6 +56,9 @@ const KEYFRAME_REQUEST_MIN: Duration = Duration::from_millis(500);
 const KEYFRAME_FACTOR: usize = 4;
 /// Datagrams read per wake-up before other tasks get a turn.
 const READ_BURST: usize = 64;
+
+/// How long a media session may take to connect before it is given up.
+const CONNECT_BOUND: Duration = Duration::from_secs(20);
 
 /// Where a receiver reads the time a frame left its publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,6 +463,9 @@ impl MediaPeer {
         answers: mpsc::UnboundedSender<String>,
     ) -> MediaReport {
         let mut stop = ctx.stop.clone();
+        // As a page does: a media session that never connects is given up
+        // (and the participant rejoins).
+        let connect_by = clock::now() + CONNECT_BOUND;
         let mut buf = vec![0u8; 2048];
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         loop {
@@ -471,7 +477,15 @@ impl MediaPeer {
                 }
             };
             let connected = self.report.connected_ns.is_some();
-            let mut wake = timeout;
+            if !connected && clock::now() >= connect_by {
+                self.report.failure = Some(format!("not connected within {CONNECT_BOUND:?}"));
+                break;
+            }
+            let mut wake = if connected {
+                timeout
+            } else {
+                timeout.min(connect_by)
+            };
             if connected {
                 for o in self.out.iter().filter(|o| o.sending) {
                     wake = wake.min(o.next);
@@ -729,6 +743,13 @@ impl MediaPeer {
                 }
                 Output::Event(Event::Connected) => {
                     self.report.connected_ns = Some(clock::unix_ns());
+                }
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => {
+                    // The server stopped answering: as a page does, give up
+                    // this session (the participant may rejoin).
+                    bail!("ICE disconnected");
                 }
                 Output::Event(Event::KeyframeRequest(req)) => {
                     let now = clock::now();

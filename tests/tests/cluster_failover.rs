@@ -296,7 +296,7 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     // the killed node took with it is listed as a gap, bounded by the
     // lease and the rejoin.
     teacher.send(ClientMsg::EndLesson);
-    let report = cluster.verify(lesson);
+    let report = cluster.verify(lesson).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(report["is_final"], true, "{report:#}");
     let gaps = gaps(&report);
@@ -501,7 +501,11 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
         let owned_here = cluster.metric(i, "chaperone_cluster_lessons_owned") == Some(1.0);
         let drained = Instant::now();
         cluster.signal(i, "TERM").unwrap();
-        let status = cluster.child(i).wait_exit(Duration::from_secs(40)).unwrap();
+        let status = cluster
+            .child(i)
+            .unwrap()
+            .wait_exit(Duration::from_secs(40))
+            .unwrap();
         assert!(status.success(), "node {i} exited with {status}");
         let doors: Vec<String> = (0..3).filter(|&j| j != i).map(|j| cluster.url(j)).collect();
         if owned_here || teacher.latest(closed).is_some() {
@@ -589,7 +593,7 @@ async fn a_rolling_restart_of_every_node_keeps_the_lesson() {
 
     // Every hand-over waited for the recorder: one recording, no gap.
     teacher.send(ClientMsg::EndLesson);
-    let report = cluster.verify(lesson);
+    let report = cluster.verify(lesson).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(report["is_final"], true, "{report:#}");
     assert_eq!(gaps(&report), [], "{report:#}");
@@ -771,7 +775,7 @@ async fn a_redis_restart_keeps_the_lesson_and_a_long_outage_resumes_it() {
     // One recording: it verifies; the quick restart cost nothing, and the
     // time the lesson was stopped by the outage is the one gap listed.
     teacher.send(ClientMsg::EndLesson);
-    let report = cluster.verify(lesson);
+    let report = cluster.verify(lesson).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(report["is_final"], true, "{report:#}");
     let gaps = gaps(&report);

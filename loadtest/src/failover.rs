@@ -1,0 +1,304 @@
+//! `failover` and `drain`: a lesson31-shaped lesson on three gateway nodes
+//! ([`Cluster`]); mid-lesson its owner is killed (`kill -9`) or drained
+//! (SIGTERM, as a rolling deploy does). Every participant rejoins as the
+//! lesson page does: through any node still up, every 250 ms, with a fresh
+//! room token, then a fresh media session.
+//!
+//! Measured at the participants: from the kill (or SIGTERM) to the first
+//! media packet of each participant's new media session (p50, p95, max),
+//! the joins refused meanwhile (503 `moving` until the lease lapses), and,
+//! once the teacher ends the lesson, what `recorder verify` says of its
+//! one recording: the gap listed after a kill, none after a drain.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chaperone_protocol::LessonId;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::clock;
+use crate::cluster::Cluster;
+use crate::gateway::{self, Session};
+use crate::media::RunCtx;
+use crate::plan::{ParticipantPlan, ParticipantReport, Role};
+use crate::report::Percentiles;
+use crate::scenario::{Kind, plan};
+
+/// How a failover run goes.
+#[derive(Debug, Clone)]
+pub struct FailoverOptions {
+    /// Pupils in the lesson (30 for lesson31).
+    pub pupils: usize,
+    /// SIGTERM (a drain) instead of `kill -9`.
+    pub drain: bool,
+    /// Steady lesson before the owner goes.
+    pub settle: Duration,
+    /// Longest wait for everyone's media to come back.
+    pub bound: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverResult {
+    /// `failover` or `drain`.
+    pub scenario: String,
+    /// Teacher and pupils.
+    pub participants: usize,
+    /// Seconds from the kill (or SIGTERM) to media back, per participant
+    /// back within the bound, sorted.
+    pub back_secs: Vec<f64>,
+    /// Median of `back_secs`.
+    pub p50_secs: f64,
+    /// 95th percentile of `back_secs`.
+    pub p95_secs: f64,
+    /// Slowest.
+    pub max_secs: f64,
+    /// Participants whose media did not come back within the bound.
+    pub not_back: usize,
+    /// Join attempts refused after the kill (503 while the lease lapses).
+    pub joins_refused: usize,
+    /// Whether the recording verifies.
+    pub recording_ok: bool,
+    /// The gaps it lists: seconds each, and why.
+    pub gaps: Vec<(f64, String)>,
+}
+
+impl FailoverResult {
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        let gaps: Vec<String> = self
+            .gaps
+            .iter()
+            .map(|(s, why)| format!("{s:.2} s ({why})"))
+            .collect();
+        format!(
+            "{} on 3 gateway nodes: 1 teacher + {} pupils\n\
+             media back after the owner {}: p50 {:.2} s, p95 {:.2} s, max {:.2} s; not back {}\n\
+             joins refused meanwhile: {}\n\
+             recording verifies: {}; gaps: {}\n",
+            self.scenario,
+            self.participants.saturating_sub(1),
+            if self.scenario == "drain" {
+                "was drained (SIGTERM)"
+            } else {
+                "was killed (kill -9)"
+            },
+            self.p50_secs,
+            self.p95_secs,
+            self.max_secs,
+            self.not_back,
+            self.joins_refused,
+            self.recording_ok,
+            if gaps.is_empty() {
+                "none".to_owned()
+            } else {
+                gaps.join("; ")
+            },
+        )
+    }
+}
+
+/// Runs one failover (or drain) and reports what the participants saw.
+pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
+    let scenario = if opts.drain { "drain" } else { "failover" };
+    let cluster = Rc::new(RefCell::new(Cluster::start(
+        3,
+        &format!("loadtest-{scenario}"),
+    )?));
+    let origin = Rc::new(cluster.borrow().public.clone());
+    let mut session = Session::login(&origin, "teacher").await?;
+    let lesson_id = session.create_lesson("Failover").await?;
+    let lesson: LessonId = lesson_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("lesson id {lesson_id}: {e:?}"))?;
+    let first = session.room_token(&lesson_id).await?;
+    let now_secs = clock::unix_ns() / 1_000_000_000;
+    let teacher = cluster
+        .borrow()
+        .issuer
+        .verify_room(now_secs, &first)
+        .map_err(|e| anyhow::anyhow!("the teacher's room token: {e}"))?;
+    let doors = Rc::new(RefCell::new(
+        (0..3).map(|i| cluster.borrow().url(i)).collect::<Vec<_>>(),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Rc::new(RunCtx {
+        window: std::cell::Cell::new((0, 0)),
+        stop: stop_rx,
+        with_media: std::cell::Cell::new(0),
+    });
+    let lesson_rc = Rc::new(lesson_id.clone());
+    let plans = plan(Kind::Lesson31, 1, opts.pupils);
+    let n = plans.len();
+    let t0 = clock::now();
+    let mut tasks = Vec::new();
+    for (k, p) in plans.into_iter().enumerate() {
+        let mint: Box<dyn Fn() -> String> = match p.role {
+            Role::Teacher => {
+                let (c, t) = (cluster.clone(), teacher.clone());
+                Box::new(move || c.borrow().like(&t))
+            }
+            Role::Pupil(i) => {
+                let c = cluster.clone();
+                Box::new(move || c.borrow().pupil(lesson, i))
+            }
+        };
+        let after = (t0 + p.start_after).saturating_duration_since(clock::now());
+        let (doors, origin, lesson_rc, ctx) = (
+            doors.clone(),
+            origin.clone(),
+            lesson_rc.clone(),
+            ctx.clone(),
+        );
+        tasks.push(tokio::task::spawn_local(async move {
+            tokio::time::sleep(after).await;
+            rejoining(k, doors, origin, lesson_rc, p, mint, ctx).await
+        }));
+    }
+
+    // Everyone in, with media; then a steady lesson.
+    wait_until(Duration::from_secs(60), || ctx.with_media.get() >= n)
+        .await
+        .with_context(|| {
+            format!(
+                "only {} of {n} participants got media",
+                ctx.with_media.get()
+            )
+        })?;
+    tokio::time::sleep(opts.settle).await;
+    let owner = (0..3)
+        .find(|&i| {
+            cluster
+                .borrow()
+                .metric(i, "chaperone_cluster_lessons_owned")
+                == Some(1.0)
+        })
+        .context("no node owns the lesson")?;
+    doors.borrow_mut().remove(owner);
+    let gone_ns = clock::unix_ns();
+    if opts.drain {
+        cluster.borrow().signal(owner, "TERM")?;
+    } else {
+        cluster.borrow_mut().kill(owner);
+    }
+    // Every participant's new media session has its first packet.
+    let back = wait_until(opts.bound, || ctx.with_media.get() >= 2 * n).await;
+    if back.is_err() {
+        eprintln!(
+            "loadtest: {} of {n} participants had media again within {:?}",
+            ctx.with_media.get().saturating_sub(n),
+            opts.bound
+        );
+    }
+    let _ = stop_tx.send(true);
+    let mut reports: Vec<Vec<ParticipantReport>> = Vec::new();
+    for t in tasks {
+        reports.push(t.await.unwrap_or_default());
+    }
+    if let Some(c) = cluster.borrow_mut().child(owner) {
+        // A drained node exits by itself; reap it.
+        let _ = c.wait_exit(Duration::from_secs(40));
+    }
+
+    let mut back_ns = Vec::new();
+    let mut joins_refused = 0;
+    for sessions in &reports {
+        let after: Vec<&ParticipantReport> = sessions
+            .iter()
+            .filter(|r| r.join_start_ns >= gone_ns)
+            .collect();
+        joins_refused += after.iter().filter(|r| r.admitted_ns.is_none()).count();
+        if let Some(t) = after.iter().find_map(|r| r.media.first_media_ns) {
+            back_ns.push(t.saturating_sub(gone_ns));
+        }
+    }
+    back_ns.sort_unstable();
+
+    // The teacher ends the lesson; its one recording is checked.
+    let door = doors.borrow()[0].clone();
+    let token = cluster.borrow().like(&teacher);
+    gateway::end_lesson_via(&door, &origin, &lesson_id, &token).await?;
+    let verified = cluster.borrow().verify(lesson)?;
+    let gaps = verified["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["kind"] == "recorded_gap")
+        .map(|f| {
+            let span = f["to"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(f["from"].as_u64().unwrap_or(0));
+            (
+                span as f64 / 1e6,
+                f["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let pct = Percentiles::of(back_ns.clone(), 1e-9);
+    Ok(FailoverResult {
+        scenario: scenario.to_owned(),
+        participants: n,
+        p50_secs: pct.p50,
+        p95_secs: pct.p95,
+        max_secs: pct.max,
+        not_back: n - back_ns.len(),
+        back_secs: back_ns.iter().map(|&ns| ns as f64 / 1e9).collect(),
+        joins_refused,
+        recording_ok: verified["ok"] == true && verified["is_final"] == true,
+        gaps,
+    })
+}
+
+/// One participant that rejoins, as the page does, until the run stops:
+/// every session it had, in order.
+async fn rejoining(
+    k: usize,
+    doors: Rc<RefCell<Vec<String>>>,
+    origin: Rc<String>,
+    lesson: Rc<String>,
+    plan: ParticipantPlan,
+    mint: Box<dyn Fn() -> String>,
+    ctx: Rc<RunCtx>,
+) -> Vec<ParticipantReport> {
+    let mut sessions = Vec::new();
+    let mut attempt = k;
+    loop {
+        let door = {
+            let d = doors.borrow();
+            Rc::new(d[attempt % d.len()].clone())
+        };
+        attempt += 1;
+        let r = gateway::run_participant_via(
+            door,
+            origin.clone(),
+            lesson.clone(),
+            plan.clone(),
+            mint(),
+            ctx.clone(),
+            None,
+        )
+        .await;
+        sessions.push(r);
+        if *ctx.stop.borrow() {
+            return sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls `done` every 50 ms until it holds, or fails after `bound`.
+async fn wait_until(bound: Duration, done: impl Fn() -> bool) -> Result<()> {
+    let until = clock::now() + bound;
+    while !done() {
+        if clock::now() >= until {
+            bail!("not within {bound:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
