@@ -8,16 +8,18 @@
 //
 //   GATEWAY_URL=http://127.0.0.1:8080 TURN_URL=turns:127.0.0.1:5349?transport=tcp \
 //   EXPECT_PATH=turn-tls [CHROMIUM_ARGS='--ignore-certificate-errors-spki-list=...'] \
+//   [SCREENSHOT_DIR=dir] \
 //   node turn-e2e.mjs
 //
 // Prints one JSON line per step; exits non-zero with the reason on the
 // first failed expectation.
-import { launch, loginViaDevIdp } from './browser.mjs';
+import { launch, loginViaDevIdp, screenshots } from './browser.mjs';
 import { decoding, expect, growing, notForwarded, step, stopped, waitFor } from './lesson-checks.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const turnUrl = process.env.TURN_URL;
 const expectPath = process.env.EXPECT_PATH;
+const shots = process.env.SCREENSHOT_DIR;
 const args = (process.env.CHROMIUM_ARGS || '').split(' ').filter(Boolean);
 
 const browser = await launch({ args });
@@ -126,6 +128,10 @@ try {
     expect(shown.visible && shown.path === expectPath, `${name}: connection details ${JSON.stringify(shown)}`);
     expect(local && local.type === 'relay' && `turn-${local.relayProtocol}` === expectPath, `${name}: selected local candidate ${JSON.stringify(local)}`);
     paths[name] = shown.text;
+  }
+  if (shots) {
+    await pupilA.click('#connection-details summary');
+    await screenshots(pupilA, shots, `pupil-connection-${expectPath}`, { full: false });
   }
   step('path_shown', paths);
 

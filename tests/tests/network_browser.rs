@@ -53,6 +53,9 @@ fn lesson_through_turn(tls: bool) {
     if tls {
         env.push(("CHROMIUM_ARGS", turn.chromium_trust_flag()));
     }
+    if let Ok(dir) = std::env::var("CHAPERONE_SCREENSHOTS") {
+        env.push(("SCREENSHOT_DIR", dir));
+    }
     let steps = match run_node_script("turn-e2e.mjs", &env, Duration::from_secs(240)) {
         Ok(steps) => steps,
         Err(e) => panic!("{e:#}\ncoturn's log:\n{}", turn.log()),
