@@ -92,15 +92,22 @@ fn a_lesson_through_turn_over_tls_only_works_and_controls_hold() {
     lesson_through_turn(true);
 }
 
-// Fails today on the SFU's side, not the harness's: while pupil A is
-// capped, the SFU asks the teacher for keyframes at the damping limit
-// (85 in 15 s against 30 uncapped) and the open pupil B, on the top layer
-// 28-30 of 30 samples before the cap, fell to the lowest layer in 3 of 5
-// runs (1, 8 and 9 of 30 samples on the top layer); A also moves back up
-// to the middle layer for a third of the capped window. Figures and runs
-// in the branch's notes (net-browser). Run it with `--run-ignored all`.
+// Not in the default run: on this loaded two-core machine (load 9-11) it
+// fails more often than not, and not only for the SFU's sake. The capped
+// pupil kept the teacher's audio in every run (0-2 packets lost of about
+// 850 in 15 s) and reached the lowest layer (0.1-18 s after the cap), but
+// what the other pupil receives swings with the teacher's own Chromium:
+// its encoder, limited by CPU and its own bandwidth estimate, drops the top
+// layer and at times starves the middle one (36-587 kbit/s over 15 s), and
+// in control runs with no cap at all the open pupil spent 40-60 % of the
+// time below the top layer. In one capped run it was on the lowest layer
+// 29 of 30 samples while the capped pupil had the middle one, with 85
+// keyframe requests to the teacher in 15 s: worth a look on a quiet
+// machine. Runs and figures: the branch's notes (net-browser). Run it with
+// `cargo nextest run -p chaperone-tests --test network_browser
+// --run-ignored all`.
 #[test]
-#[ignore = "the open pupil loses the top layer while another is capped (SFU keyframe requests at the damping limit): see notes/net-browser.md"]
+#[ignore = "needs root and a quiet machine: on a loaded one the teacher's encoder, not the cap, decides the layers (see notes/net-browser.md)"]
 fn a_pupil_behind_a_capped_link_gets_the_lowest_layer_and_keeps_audio() {
     if !is_root() {
         eprintln!(
