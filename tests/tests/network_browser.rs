@@ -103,11 +103,11 @@ fn a_lesson_through_turn_over_tls_only_works_and_controls_hold() {
 // time below the top layer. In one capped run it was on the lowest layer
 // 29 of 30 samples while the capped pupil had the middle one, with 85
 // keyframe requests to the teacher in 15 s: worth a look on a quiet
-// machine. Runs and figures: the branch's notes (net-browser). Run it with
+// machine. Figures: the README, "Schools that block UDP". Run it with
 // `cargo nextest run -p chaperone-tests --test network_browser
 // --run-ignored all`.
 #[test]
-#[ignore = "needs root and a quiet machine: on a loaded one the teacher's encoder, not the cap, decides the layers (see notes/net-browser.md)"]
+#[ignore = "needs root and a quiet machine: on a loaded one the teacher's encoder, not the cap, decides the layers (README: Schools that block UDP)"]
 fn a_pupil_behind_a_capped_link_gets_the_lowest_layer_and_keeps_audio() {
     if !is_root() {
         eprintln!(
