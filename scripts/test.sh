@@ -35,6 +35,7 @@ declare -A NEEDED=(
   [chromium]=chromium
   [promtool]=prometheus
   [openssl]=openssl
+  [turnserver]=coturn
 )
 missing=()
 for bin in "${!NEEDED[@]}"; do

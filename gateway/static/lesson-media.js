@@ -73,6 +73,18 @@ export class Media {
     pc.onconnectionstatechange = () => {
       if (this.pc === pc && pc.connectionState === 'failed') this.hooks.failed();
     };
+    // Which path the media takes (direct, or relayed by TURN over UDP, TCP
+    // or TLS), checked every 2 s: ICE may move to another pair.
+    this.currentPath = null;
+    clearInterval(this.pathTimer);
+    this.pathTimer = setInterval(async () => {
+      if (this.pc !== pc) return;
+      const path = await this.path().catch(() => null);
+      if (this.pc === pc && path !== this.currentPath) {
+        this.currentPath = path;
+        this.hooks.changed();
+      }
+    }, 2000);
     pc.ontrack = ev => {
       const stream = ev.streams[0] || new MediaStream([ev.track]);
       const t = trackKey(ev.track.id); // from the SFU's msid: never an address or a name
@@ -167,7 +179,30 @@ export class Media {
     for (const s of SOURCES) { this.local[s]?.stop(); this.local[s] = null; }
     this.pc?.close();
     this.pc = null;
+    clearInterval(this.pathTimer);
+    this.currentPath = null;
     this.remote.clear();
+  }
+
+  // The path the media connection uses now, from the selected candidate
+  // pair (getStats): 'direct-udp' (straight to the SFU), 'direct-tcp',
+  // 'turn-udp', 'turn-tcp' or 'turn-tls' (through the school's TURN
+  // relay, reached over UDP, TCP or TLS), or null while none is selected.
+  // Shown in the lesson's connection details; people debugging a school's
+  // firewall ask for it first.
+  async path() {
+    const pc = this.pc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach(r => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId) || pair;
+    });
+    if (!pair) stats.forEach(r => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+    const local = pair && stats.get(pair.localCandidateId);
+    if (!local) return null;
+    if (local.candidateType === 'relay') return `turn-${local.relayProtocol || 'udp'}`;
+    return `direct-${local.protocol || 'udp'}`;
   }
 
   // Inbound media figures per remote track, for the tests and for people debugging.
@@ -175,7 +210,7 @@ export class Media {
     if (!this.pc) return [];
     const out = [];
     (await this.pc.getStats()).forEach(r => {
-      if (r.type === 'inbound-rtp') out.push({ track: trackKey(r.trackIdentifier)?.key || r.trackIdentifier, kind: r.kind, bytes: r.bytesReceived || 0, packets: r.packetsReceived || 0, frames: r.framesDecoded || 0, lost: r.packetsLost || 0, width: r.frameWidth || 0 });
+      if (r.type === 'inbound-rtp') out.push({ track: trackKey(r.trackIdentifier)?.key || r.trackIdentifier, kind: r.kind, bytes: r.bytesReceived || 0, packets: r.packetsReceived || 0, frames: r.framesDecoded || 0, lost: r.packetsLost || 0, width: r.frameWidth || 0, height: r.frameHeight || 0 });
     });
     return out;
   }

@@ -9,7 +9,7 @@
 
 import { announce, ask, attr, el, reconcile, text } from './common.js';
 import { ClientMsg } from './lesson-signal.js';
-import { LABEL, held } from './lesson-words.js';
+import { LABEL, PATH, held } from './lesson-words.js';
 import { SidePanel } from './lesson-panel.js';
 
 export { LABEL };
@@ -75,6 +75,11 @@ export class LessonView {
     this.observer = $('span', { id: 'observer-present', class: 'badge', hidden: true }, 'Observer present');
     this.locked = $('span', { id: 'locked-badge', class: 'badge', hidden: true }, 'Waiting room closed');
     this.holds = $('span', { class: 'holds' });
+    // Connection details: the media path (direct, or which TURN transport).
+    this.pathText = $('span', { id: 'connection-path' });
+    this.pathSentence = $('p', { id: 'connection-path-detail' });
+    this.connection = $('details', { id: 'connection-details', class: 'badge connection', hidden: true },
+      $('summary', {}, 'Connection: ', this.pathText), this.pathSentence);
     this.notice = $('p', { id: 'notice', class: 'notice', hidden: true });
     this.message = $('section', { id: 'screen-message', class: 'screen-message', hidden: true });
     this.stageMain = $('div', { id: 'stage-main', class: 'stage-main' });
@@ -87,7 +92,7 @@ export class LessonView {
     this.root.replaceChildren($('div', { id: 'lesson', class: 'lesson' },
       $('header', { class: 'lesson-head' },
         $('div', { class: 'lesson-name' }, this.title, ' ', this.classBadge),
-        $('div', { id: 'status-bar', class: 'status' }, this.recording, this.observer, this.locked, this.holds)),
+        $('div', { id: 'status-bar', class: 'status' }, this.recording, this.observer, this.locked, this.holds, this.connection)),
       this.notice, this.message, this.body, this.toolbar));
     this.buildToolbar();
   }
@@ -182,6 +187,13 @@ export class LessonView {
     this.observer.hidden = !s?.observer_present;
     this.locked.hidden = !s?.locked;
     reconcile(this.holds, s?.held || [], h => h, h => el('span', { class: 'held', 'data-held': h }), (e, h) => text(e, held(h)));
+    const path = this.lesson.state === 'admitted' ? this.lesson.media.currentPath : null;
+    this.connection.hidden = !path;
+    attr(this.connection, 'data-path', path || '');
+    document.body.dataset.mediaPath = path || '';
+    const [short, sentence] = PATH[path] || [path || '', ''];
+    text(this.pathText, short);
+    text(this.pathSentence, sentence);
   }
 
   // Whatever is not the lesson itself: joining, the waiting room, the end.

@@ -6,6 +6,16 @@
 export const LABEL = { microphone: 'Microphone', camera: 'Camera', screen_share: 'Screen share', annotate: 'Drawing on the board' };
 const THING = { microphone: 'your microphone', camera: 'your camera', screen_share: 'screen sharing', annotate: 'drawing on the board' };
 
+// The media connection's path (lesson-media.js `path()`), for the
+// connection details: short, then the sentence behind it.
+export const PATH = {
+  'direct-udp': ['Direct (UDP)', 'Video and sound go straight to the lesson server over UDP: the best path.'],
+  'direct-tcp': ['Direct (TCP)', 'Video and sound go straight to the lesson server over TCP.'],
+  'turn-udp': ['Relayed (TURN over UDP)', 'Video and sound go through the relay server (TURN) over UDP.'],
+  'turn-tcp': ['Relayed (TURN over TCP)', 'This network blocks direct connections: video and sound go through the relay server (TURN) over TCP.'],
+  'turn-tls': ['Relayed (TURN over TLS)', 'This network blocks direct connections: video and sound go through the relay server (TURN) over TLS, like a secure web page.'],
+};
+
 // A refusal from the lesson, as a sentence. `action` is the refused
 // message's wire name, when the gateway gave it.
 export function refusal(code, action) {

@@ -7,7 +7,8 @@
 //!   [`process::Launch`]), free ports, readiness waits, scratch
 //!   directories, the workspace's binaries;
 //! - [`gateway`], [`recorder`]: the workspace's own servers as processes;
-//! - [`redis`], [`s3`], [`idp`]: private third-party servers;
+//! - [`redis`], [`s3`], [`idp`], [`turn`]: private third-party servers;
+//! - [`netns`]: a network namespace behind a capped link (root only);
 //! - `archive` (feature `archive`): lessons written by the real writer.
 //!
 //! It is never a dependency of a product crate (only of tests and the load
@@ -20,7 +21,9 @@ pub mod archive;
 mod clock;
 pub mod gateway;
 pub mod idp;
+pub mod netns;
 pub mod process;
 pub mod recorder;
 pub mod redis;
 pub mod s3;
+pub mod turn;

@@ -3,14 +3,17 @@
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
-export async function launch() {
+// `args`: more command-line flags; `executablePath`: another program that
+// runs Chromium (a wrapper that starts it in a network namespace).
+export async function launch({ args = [], executablePath } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     args: [
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection',
       '--no-sandbox',
+      ...args,
     ],
   });
 }

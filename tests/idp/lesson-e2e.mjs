@@ -12,71 +12,10 @@
 // Prints one JSON line per step with what it measured; exits non-zero with
 // the reason on the first failed expectation.
 import { launch, loginViaDevIdp, screenshots } from './browser.mjs';
+import { decoding, expect, growing, notForwarded, sleep, step, stopped, waitFor } from './lesson-checks.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const shots = process.env.SCREENSHOT_DIR;
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-function step(name, data = {}) { console.log(JSON.stringify({ step: name, ...data })); }
-function expect(cond, message) { if (!cond) throw new Error(`expectation failed: ${message}`); }
-
-async function waitFor(page, fn, arg, what, timeout = 20000) {
-  try {
-    return await page.waitForFunction(fn, arg, { timeout, polling: 200 });
-  } catch (e) {
-    const state = await page.evaluate(() => ({ state: document.body.dataset.lessonState, notice: document.getElementById('notice')?.textContent, error: document.body.dataset.lastError })).catch(() => ({}));
-    throw new Error(`timed out waiting for ${what}: ${JSON.stringify(state)}`);
-  }
-}
-
-// Inbound bytes at `page` from tracks whose id starts with `prefix`.
-async function inboundBytes(page, prefix) {
-  const rows = await page.evaluate(() => window.chaperone.inbound());
-  return rows.filter(r => (r.track || '').startsWith(prefix)).reduce((n, r) => n + r.bytes, 0);
-}
-// Polls (from here, not in the page) until `page` has decoded a frame of `prefix`.
-async function decoding(page, prefix, what, timeout = 60000) {
-  const until = Date.now() + timeout;
-  while (Date.now() < until) {
-    const frames = await framesFrom(page, prefix);
-    if (frames > 0) return frames;
-    await sleep(250);
-  }
-  throw new Error(`nothing decoded: ${what}`);
-}
-async function framesFrom(page, prefix) {
-  const rows = await page.evaluate(() => window.chaperone.inbound());
-  return rows.filter(r => (r.track || '').startsWith(prefix)).reduce((n, r) => n + r.frames, 0);
-}
-
-// Waits until bytes from `prefix` at `page` grow.
-async function growing(page, prefix, what) {
-  const start = await inboundBytes(page, prefix);
-  for (let i = 0; i < 60; i++) {
-    await sleep(250);
-    const now = await inboundBytes(page, prefix);
-    if (now > start) return now;
-  }
-  throw new Error(`no media arriving: ${what}`);
-}
-
-// Checks that bytes from `prefix` at `page` stop growing (after a settle time).
-async function stopped(page, prefix, what) {
-  await sleep(1500);
-  const a = await inboundBytes(page, prefix);
-  await sleep(2000);
-  const b = await inboundBytes(page, prefix);
-  expect(b === a, `${what}: still receiving (${a} -> ${b} bytes)`);
-  return b;
-}
-
-// Waits until the server reports, in the teacher's roster, that `source` of
-// every pupil in `ids` is no longer forwarded: the control took effect.
-async function notForwarded(teacher, ids, source, what) {
-  await waitFor(teacher, ([ids, source]) => ids.every(id => {
-    const p = window.chaperone.roster.find(r => r.id === id);
-    return p && !p.forwarded.includes(source);
-  }), [ids, source], what);
-}
 
 // Waits until `page` is back in the lesson under a new participant id (a
 // rejoin), then until it decodes the teacher's camera again.

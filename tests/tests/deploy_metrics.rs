@@ -63,6 +63,13 @@ fn dashboards_and_rules_use_only_metrics_a_live_gateway_exports() {
         "chaperone_media_jitter_seconds_bucket",
         "chaperone_media_rtt_seconds_bucket",
         "chaperone_control_enforcement_seconds_bucket",
+        // What each subscriber's link carries (issue 18).
+        "chaperone_media_estimate_bps_bucket",
+        "chaperone_media_layer_switches_total",
+        "chaperone_media_video_paused_subscribers",
+        "chaperone_media_video_paused_total",
+        "chaperone_media_nacks_total",
+        "chaperone_media_keyframe_requests_damped_total",
     ] {
         assert!(
             lesson_quality.contains(figure),
