@@ -4,6 +4,13 @@
 //! lesson page does: through any node still up, every 250 ms, with a fresh
 //! room token, then a fresh media session.
 //!
+//! Before the owner goes, the teacher revokes pupil 0's microphone; that
+//! pupil's client ignores it and keeps sending, before and after it
+//! rejoins. Counted at every receiver, from a second after the revoke
+//! (two seconds before the owner goes) until three seconds after everyone
+//! is back: packets of pupil 0's microphone (the server must hold: none)
+//! and of the other speaking pupils' (they must be heard).
+//!
 //! Measured at the participants: from the kill (or SIGTERM) to the first
 //! media packet of each participant's new media session (p50, p95, max),
 //! the joins refused meanwhile (503 `moving` until the lease lapses), and,
@@ -23,9 +30,9 @@ use crate::clock;
 use crate::cluster::Cluster;
 use crate::gateway::{self, Session};
 use crate::media::RunCtx;
-use crate::plan::{ParticipantPlan, ParticipantReport, Role};
+use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
 use crate::report::Percentiles;
-use crate::scenario::{Kind, plan};
+use crate::scenario::{Kind, SPEAKERS, plan};
 
 /// How a failover run goes.
 #[derive(Debug, Clone)]
@@ -60,6 +67,14 @@ pub struct FailoverResult {
     pub not_back: usize,
     /// Join attempts refused after the kill (503 while the lease lapses).
     pub joins_refused: usize,
+    /// Packets of the revoked microphone received by anyone, from a second
+    /// after the revoke to the end (the server must hold: 0).
+    pub revoked_mic_packets: u64,
+    /// RTP packets pupil 0's client sent in that time, ignoring the revoke.
+    pub revoked_mic_sent: u64,
+    /// Packets of the other speaking pupils' microphones received in the
+    /// same time (they are heard).
+    pub other_mic_packets: u64,
     /// Whether the recording verifies.
     pub recording_ok: bool,
     /// The gaps it lists: seconds each, and why.
@@ -78,6 +93,7 @@ impl FailoverResult {
             "{} on 3 gateway nodes: 1 teacher + {} pupils\n\
              media back after the owner {}: p50 {:.2} s, p95 {:.2} s, max {:.2} s; not back {}\n\
              joins refused meanwhile: {}\n\
+             revoked microphone: {} packets sent, {} received (other speakers': {} received)\n\
              recording verifies: {}; gaps: {}\n",
             self.scenario,
             self.participants.saturating_sub(1),
@@ -91,6 +107,9 @@ impl FailoverResult {
             self.max_secs,
             self.not_back,
             self.joins_refused,
+            self.revoked_mic_sent,
+            self.revoked_mic_packets,
+            self.other_mic_packets,
             self.recording_ok,
             if gaps.is_empty() {
                 "none".to_owned()
@@ -136,7 +155,13 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
     let n = plans.len();
     let t0 = clock::now();
     let mut tasks = Vec::new();
+    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut ctl_rx = Some(ctl_rx);
     for (k, p) in plans.into_iter().enumerate() {
+        let control = match p.role {
+            Role::Teacher => ctl_rx.take(),
+            Role::Pupil(_) => None,
+        };
         let mint: Box<dyn Fn() -> String> = match p.role {
             Role::Teacher => {
                 let (c, t) = (cluster.clone(), teacher.clone());
@@ -156,7 +181,7 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         );
         tasks.push(tokio::task::spawn_local(async move {
             tokio::time::sleep(after).await;
-            rejoining(k, doors, origin, lesson_rc, p, mint, ctx).await
+            rejoining(k, doors, origin, lesson_rc, p, mint, ctx, control).await
         }));
     }
 
@@ -170,6 +195,11 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
             )
         })?;
     tokio::time::sleep(opts.settle).await;
+    // Pupil 0's microphone revoked; counting starts a second later.
+    let _ = ctl_tx.send(Control::RevokeMic(0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.window.set((clock::unix_ns(), u64::MAX));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let owner = (0..3)
         .find(|&i| {
             cluster
@@ -194,6 +224,8 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
             opts.bound
         );
     }
+    // A little of the lesson on the new owner, counted too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
     let mut reports: Vec<Vec<ParticipantReport>> = Vec::new();
     for t in tasks {
@@ -204,6 +236,32 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         let _ = c.wait_exit(Duration::from_secs(40));
     }
 
+    let mic_keys = |n: usize| -> Vec<String> {
+        reports
+            .iter()
+            .flatten()
+            .filter(|r| r.pupil == Some(n))
+            .filter_map(|r| r.tx_keys.first().cloned())
+            .collect()
+    };
+    let revoked = mic_keys(0);
+    let others: Vec<String> = (1..SPEAKERS.min(opts.pupils)).flat_map(mic_keys).collect();
+    let revoked_mic_sent = reports
+        .iter()
+        .flatten()
+        .filter(|r| r.pupil == Some(0))
+        .map(|r| r.media.tx_packets_in_window)
+        .sum();
+    let (mut revoked_mic_packets, mut other_mic_packets) = (0, 0);
+    for r in reports.iter().flatten() {
+        for (ssrc, s) in &r.media.rx {
+            match r.rx_key(*ssrc) {
+                Some(k) if revoked.contains(k) => revoked_mic_packets += s.packets_in_window,
+                Some(k) if others.contains(k) => other_mic_packets += s.packets_in_window,
+                _ => {}
+            }
+        }
+    }
     let mut back_ns = Vec::new();
     let mut joins_refused = 0;
     for sessions in &reports {
@@ -249,13 +307,17 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         not_back: n - back_ns.len(),
         back_secs: back_ns.iter().map(|&ns| ns as f64 / 1e9).collect(),
         joins_refused,
+        revoked_mic_packets,
+        revoked_mic_sent,
+        other_mic_packets,
         recording_ok: verified["ok"] == true && verified["is_final"] == true,
         gaps,
     })
 }
 
 /// One participant that rejoins, as the page does, until the run stops:
-/// every session it had, in order.
+/// every session it had, in order. `control` goes to its first session.
+#[allow(clippy::too_many_arguments)]
 async fn rejoining(
     k: usize,
     doors: Rc<RefCell<Vec<String>>>,
@@ -264,6 +326,7 @@ async fn rejoining(
     plan: ParticipantPlan,
     mint: Box<dyn Fn() -> String>,
     ctx: Rc<RunCtx>,
+    mut control: Option<tokio::sync::mpsc::UnboundedReceiver<Control>>,
 ) -> Vec<ParticipantReport> {
     let mut sessions = Vec::new();
     let mut attempt = k;
@@ -280,7 +343,7 @@ async fn rejoining(
             plan.clone(),
             mint(),
             ctx.clone(),
-            None,
+            control.take(),
         )
         .await;
         sessions.push(r);

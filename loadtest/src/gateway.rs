@@ -9,14 +9,14 @@
 //! and lesson-bound as always; the pupils are simply people of the class
 //! the key's holder vouches for, which is what the key is for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
-use chaperone_protocol::{LessonId, MediaSource, TrackId, UserRef};
+use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId, UserRef};
 use chaperone_testkit::process::{ChildGuard, Launch, free_port, scratch_dir, wait_for_port};
 use chaperone_testkit::recorder::Recorder;
 use chaperone_tokens::{AccountClaims, KeySet, TokenIssuer};
@@ -450,6 +450,8 @@ async fn drive(
     let mut stop = ctx.stop.clone();
     let mut peer = None;
     let mut admit_requested = std::collections::BTreeSet::new();
+    // The teacher's view of who is in, by name (to revoke one pupil's mic).
+    let mut roster: HashMap<String, ParticipantId> = HashMap::new();
     let (reenable_tx, mut reenable_rx) = mpsc::unbounded_channel::<()>();
     let teacher = plan.role == Role::Teacher;
     loop {
@@ -524,6 +526,9 @@ async fn drive(
                             });
                         }
                     }
+                    ServerMsg::Roster { participants } if teacher => {
+                        roster = participants.into_iter().map(|p| (p.name, p.id)).collect();
+                    }
                     ServerMsg::Goodbye { reason } => bail!("told goodbye: {reason:?}"),
                     // Refusals are part of some scenarios; only note them.
                     ServerMsg::Error { code, action } if std::env::var_os("LOADTEST_DEBUG").is_some() => {
@@ -548,6 +553,18 @@ async fn drive(
                     send(&mut ws, &ClientMsg::TurnOff { target: Target::AllPupils, source: MediaSource::Microphone }).await?;
                 }
                 Some(Control::EndLesson) => send(&mut ws, &ClientMsg::EndLesson).await?,
+                Some(Control::RevokeMic(n)) => {
+                    let name = format!("Pupil {n}");
+                    let Some(&participant) = roster.get(&name) else {
+                        bail!("{name} is not in the roster to revoke");
+                    };
+                    report.mute_cmds_ns.push(clock::unix_ns());
+                    send(&mut ws, &ClientMsg::SetPermission {
+                        target: Target::One(participant),
+                        permission: chaperone_protocol::Permission::Microphone,
+                        granted: false,
+                    }).await?;
+                }
                 None => control = None,
             },
             _ = stop.changed() => break,

@@ -371,10 +371,11 @@ async fn run_failover(args: &Args) -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&r)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if r.not_back > 0 || !r.recording_ok {
+    if r.not_back > 0 || !r.recording_ok || r.revoked_mic_packets > 0 {
         bail!(
-            "{} participants without media after the owner went; recording verifies: {}",
+            "{} participants without media after the owner went; revoked microphone's packets received: {}; recording verifies: {}",
             r.not_back,
+            r.revoked_mic_packets,
             r.recording_ok
         );
     }

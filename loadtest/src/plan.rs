@@ -24,6 +24,9 @@ pub enum Control {
     MuteAll,
     /// End the lesson for everyone (`end_lesson`).
     EndLesson,
+    /// Revoke pupil `n`'s microphone (the pupil's client ignores it and
+    /// keeps sending: the server must hold).
+    RevokeMic(usize),
 }
 
 /// One participant of a run.

@@ -3,7 +3,10 @@
 //! (SIGTERM) of the real `loadtest` binary, with a teacher and six pupils
 //! sending and receiving media over str0m, against three real gateways, a
 //! private Redis and `recorder serve`. Every participant's new media
-//! session receives packets; the one recording verifies, with the gap the
+//! session receives packets; a pupil whose microphone the teacher revoked
+//! keeps sending (it ignores the control) and not one of its packets
+//! reaches anyone, before or after the takeover, while the other speakers
+//! are heard; the one recording verifies, with the gap the
 //! kill cost listed (bounded) and none after the drain. The full lesson31
 //! figures are in BENCHMARKS.md.
 // Black-box tests wait on a real process in real time.
@@ -40,6 +43,11 @@ fn media_comes_back_after_the_owner_is_killed_and_the_gap_is_recorded() {
     assert_eq!(r["not_back"], 0, "{r:#}");
     assert_eq!(r["back_secs"].as_array().unwrap().len(), 7, "{r:#}");
     assert_eq!(r["recording_ok"], true, "{r:#}");
+    // Pupil 0's revoked microphone, still sent by its client before and
+    // after the takeover, reached nobody; the other speakers were heard.
+    assert_eq!(r["revoked_mic_packets"], 0, "{r:#}");
+    assert!(r["revoked_mic_sent"].as_u64().unwrap() > 100, "{r:#}");
+    assert!(r["other_mic_packets"].as_u64().unwrap() > 100, "{r:#}");
     let gaps = r["gaps"].as_array().unwrap();
     assert_eq!(gaps.len(), 1, "{r:#}");
     // From the dead owner's last frame to the takeover: about the lease
@@ -56,6 +64,9 @@ fn media_comes_back_after_the_owner_is_killed_and_the_gap_is_recorded() {
 fn media_comes_back_after_the_owner_is_drained_with_no_gap() {
     let r = run("drain");
     assert_eq!(r["not_back"], 0, "{r:#}");
+    assert_eq!(r["revoked_mic_packets"], 0, "{r:#}");
+    assert!(r["revoked_mic_sent"].as_u64().unwrap() > 100, "{r:#}");
+    assert!(r["other_mic_packets"].as_u64().unwrap() > 100, "{r:#}");
     assert_eq!(r["recording_ok"], true, "{r:#}");
     assert_eq!(r["gaps"], serde_json::json!([]), "{r:#}");
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 pub use chaperone_loadtest::cluster::Cluster;
-use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
 use chaperone_protocol::LessonId;
+use chaperone_protocol::signal::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
