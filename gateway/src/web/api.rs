@@ -18,7 +18,7 @@ use super::lessons::{self, LessonView};
 use super::{WebState, current_session, same_origin};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::AccountClaims;
-use crate::catalog::{LessonInfo, TABLE};
+use crate::catalog::{InWindow, LessonInfo, MAX_EXTEND_MINS, TABLE};
 use crate::clock::unix_millis;
 use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 
@@ -54,6 +54,19 @@ pub(crate) enum ApiError {
     /// The state store or signing failed: nothing was changed.
     #[error("temporarily unavailable")]
     Unavailable,
+    /// The lesson is not open for joining yet: it opens at this moment
+    /// (Unix ms; the page shows it in the reader's time).
+    #[error("This lesson opens at {} UTC.", hh_mm_utc(*.0))]
+    NotOpen(u64),
+    /// The lesson's window has closed (its end and grace are past).
+    #[error("This lesson has closed.")]
+    Closed,
+}
+
+/// "10:45" of a Unix-ms moment, UTC.
+fn hh_mm_utc(ms: u64) -> String {
+    let mins = ms / 60_000 % (24 * 60);
+    format!("{:02}:{:02}", mins / 60, mins % 60)
 }
 
 impl ApiError {
@@ -65,6 +78,8 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotOpen(_) => StatusCode::FORBIDDEN,
+            ApiError::Closed => StatusCode::GONE,
         }
     }
 
@@ -77,17 +92,19 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid",
             ApiError::RateLimited => "rate_limited",
             ApiError::Unavailable => "unavailable",
+            ApiError::NotOpen(_) => "not_open",
+            ApiError::Closed => "closed",
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status(),
-            Json(json!({"error": self.code(), "message": self.to_string()})),
-        )
-            .into_response()
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        if let ApiError::NotOpen(at) = self {
+            body["opens_at_ms"] = json!(at);
+        }
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -108,6 +125,7 @@ pub(crate) fn router() -> Router<WebState> {
         .route("/api/classes", get(classes))
         .route("/api/lessons/{lesson}", get(get_lesson))
         .route("/api/lessons/{lesson}/token", post(room_token))
+        .route("/api/lessons/{lesson}/extend", post(extend_lesson))
         .route("/api/people", get(people))
         .route("/api/blocks", get(list_blocks).post(block))
         .route("/api/unblock", post(unblock))
@@ -215,7 +233,7 @@ async fn list_lessons(
             .filter(|l| l.visible_to(&who, &grants, now))
             .map(|l| {
                 let at = ended.get(&l.id).copied();
-                LessonView::new(l, at, now)
+                LessonView::new(l, at, now, &state.config.window)
             })
             .collect(),
     ))
@@ -313,6 +331,7 @@ async fn create_lesson(
         starts_at_ms: req.starts_at_ms,
         ends_at_ms: req.ends_at_ms,
         created_by: who.user.clone(),
+        extended_until_ms: None,
     };
     info.validate()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -366,6 +385,17 @@ async fn room_token(
         return Err(ApiError::Forbidden);
     }
     let now_ms = unix_millis();
+    // Outside its window a lesson issues no room token (the join checks
+    // the window again, for a token issued just before it closed).
+    let window = match state.config.window.at(&info, now_ms) {
+        InWindow::Open => Ok(()),
+        InWindow::Before(at) => Err(ApiError::NotOpen(at)),
+        InWindow::After(_) => Err(ApiError::Closed),
+    };
+    if let Err(e) = window {
+        audit::write(&state.store, refused(e.code()).lesson(info.id)).await;
+        return Err(e);
+    }
     let mut account = who.account();
     let visitor_until = if !account.staff && !account.safeguarding_observer {
         grants_of(&state, &who)
@@ -441,6 +471,72 @@ async fn room_token(
         ws_path: format!("/ws/lessons/{}", info.id),
         ice_servers,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extend {
+    /// Minutes to keep the lesson open longer.
+    minutes: u64,
+}
+
+/// Keeps a lesson open longer (its staff): from when it closes now, or
+/// from now if it has closed. Audited, as is a refusal.
+async fn extend_lesson(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+    Json(req): Json<Extend>,
+) -> ApiResult<LessonView> {
+    let (key, who) = changing(&state, &headers).await?;
+    let info = visible_lesson(&state, &key, &who, &lesson).await?;
+    let own = info.teachers.contains(&who.user) || info.assistants.contains(&who.user);
+    if !(who.is_staff() && own) {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "lesson_extended", Some(who.user.clone()))
+                .lesson(info.id)
+                .refused("forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden);
+    }
+    if req.minutes == 0 || req.minutes > MAX_EXTEND_MINS {
+        return Err(ApiError::Invalid(format!(
+            "extend by 1 to {MAX_EXTEND_MINS} minutes"
+        )));
+    }
+    let now = unix_millis();
+    if lessons::view(&state, info.clone(), now)
+        .await?
+        .ended_at_ms
+        .is_some()
+    {
+        return Err(ApiError::Invalid(
+            "This lesson was ended by its staff; it cannot be reopened.".to_owned(),
+        ));
+    }
+    let window = &state.config.window;
+    let mut extended = info;
+    let until = window.extended(&extended, req.minutes, now);
+    extended.extended_until_ms = Some(until);
+    let json = serde_json::to_string(&extended).map_err(|_| ApiError::Unavailable)?;
+    state
+        .store
+        .put_record(TABLE, &extended.id.to_string(), json)
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(now, "lesson_extended", Some(who.user.clone()))
+            .lesson(extended.id)
+            .reason(format!(
+                "{} minutes; closes at {} UTC",
+                req.minutes,
+                hh_mm_utc(until)
+            )),
+    )
+    .await;
+    Ok(Json(lessons::view(&state, extended, now).await?))
 }
 
 async fn people(

@@ -17,14 +17,9 @@ use serde::Serialize;
 use super::WebState;
 use super::api::{ApiError, PEOPLE};
 use super::register;
-use crate::catalog::LessonInfo;
+use crate::catalog::{InWindow, LessonInfo, WindowSettings};
 use crate::store::StateStore;
 
-/// How long before its start a lesson opens (the teacher gets ready, pupils
-/// wait in the waiting room).
-pub(crate) const OPENS_BEFORE_MS: u64 = 15 * 60 * 1000;
-/// How long after its planned end a lesson stays open unless ended sooner.
-pub(crate) const CLOSES_AFTER_MS: u64 = 15 * 60 * 1000;
 /// How far in the past a new lesson may start (a lesson created "now" takes
 /// a moment to fill in).
 pub(crate) const START_SLACK_MS: u64 = 5 * 60 * 1000;
@@ -58,16 +53,20 @@ pub(crate) struct LessonView {
 }
 
 impl LessonView {
-    /// `info` at `now_ms`, given when it ended (if it did).
-    pub(crate) fn new(info: LessonInfo, ended_at_ms: Option<u64>, now_ms: u64) -> Self {
-        let opens_at_ms = info.starts_at_ms.saturating_sub(OPENS_BEFORE_MS);
-        let closes_at_ms = info.ends_at_ms.saturating_add(CLOSES_AFTER_MS);
-        let state = if ended_at_ms.is_some() || now_ms >= closes_at_ms {
-            LessonState::Ended
-        } else if now_ms < opens_at_ms {
-            LessonState::Upcoming
-        } else {
-            LessonState::Live
+    /// `info` at `now_ms` in `window`, given when it ended (if it did).
+    pub(crate) fn new(
+        info: LessonInfo,
+        ended_at_ms: Option<u64>,
+        now_ms: u64,
+        window: &WindowSettings,
+    ) -> Self {
+        let opens_at_ms = window.opens_at(&info);
+        let closes_at_ms = window.closes_at(&info);
+        let state = match window.at(&info, now_ms) {
+            _ if ended_at_ms.is_some() => LessonState::Ended,
+            InWindow::After(_) => LessonState::Ended,
+            InWindow::Before(_) => LessonState::Upcoming,
+            InWindow::Open => LessonState::Live,
         };
         Self {
             info,
@@ -106,7 +105,7 @@ pub(crate) async fn view(
     let ended = register::load(&state.store, info.id)
         .await?
         .and_then(|r| r.ended_ms);
-    Ok(LessonView::new(info, ended, now_ms))
+    Ok(LessonView::new(info, ended, now_ms, &state.config.window))
 }
 
 /// The classes lessons may be created for: `lesson.classes` and every
@@ -175,31 +174,39 @@ mod tests {
             starts_at_ms: start,
             ends_at_ms: end,
             created_by: t,
+            extended_until_ms: None,
         }
     }
 
+    const OPENS_BEFORE_MS: u64 = 15 * 60 * 1000;
+    const CLOSES_AFTER_MS: u64 = 10 * 60 * 1000;
+
     #[test]
     fn state_follows_the_window_and_the_end() {
+        let w = WindowSettings::default();
         let h = 3_600_000;
         let l = || info(10 * h, 11 * h);
         assert_eq!(
-            LessonView::new(l(), None, 9 * h).state,
+            LessonView::new(l(), None, 9 * h, &w).state,
             LessonState::Upcoming
         );
         assert_eq!(
-            LessonView::new(l(), None, 10 * h - OPENS_BEFORE_MS).state,
+            LessonView::new(l(), None, 10 * h - OPENS_BEFORE_MS, &w).state,
             LessonState::Live
         );
-        assert_eq!(LessonView::new(l(), None, 11 * h).state, LessonState::Live);
         assert_eq!(
-            LessonView::new(l(), None, 11 * h + CLOSES_AFTER_MS).state,
+            LessonView::new(l(), None, 11 * h, &w).state,
+            LessonState::Live
+        );
+        assert_eq!(
+            LessonView::new(l(), None, 11 * h + CLOSES_AFTER_MS, &w).state,
             LessonState::Ended
         );
         assert_eq!(
-            LessonView::new(l(), Some(10 * h), 10 * h + 1).state,
+            LessonView::new(l(), Some(10 * h), 10 * h + 1, &w).state,
             LessonState::Ended
         );
-        let json = serde_json::to_value(LessonView::new(l(), None, 10 * h)).unwrap();
+        let json = serde_json::to_value(LessonView::new(l(), None, 10 * h, &w)).unwrap();
         assert_eq!(json["state"], "live");
         assert_eq!(json["title"], "Fractions");
         assert_eq!(json["opens_at_ms"], 10 * h - OPENS_BEFORE_MS);

@@ -553,6 +553,7 @@ mod tests {
             starts_at_ms: 0,
             ends_at_ms: 3_600_000,
             created_by: user("t"),
+            extended_until_ms: None,
         }
     }
 
