@@ -18,7 +18,7 @@ use super::lessons::{self, LessonView};
 use super::{WebState, current_session, same_origin};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::AccountClaims;
-use crate::catalog::{InWindow, LessonInfo, MAX_EXTEND_MINS, TABLE};
+use crate::catalog::{InWindow, LessonInfo, TABLE};
 use crate::clock::unix_millis;
 use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 
@@ -56,17 +56,11 @@ pub(crate) enum ApiError {
     Unavailable,
     /// The lesson is not open for joining yet: it opens at this moment
     /// (Unix ms; the page shows it in the reader's time).
-    #[error("This lesson opens at {} UTC.", hh_mm_utc(*.0))]
+    #[error("This lesson opens at {} UTC.", super::lessons::hh_mm_utc(*.0))]
     NotOpen(u64),
     /// The lesson's window has closed (its end and grace are past).
     #[error("This lesson has closed.")]
     Closed,
-}
-
-/// "10:45" of a Unix-ms moment, UTC.
-fn hh_mm_utc(ms: u64) -> String {
-    let mins = ms / 60_000 % (24 * 60);
-    format!("{:02}:{:02}", mins / 60, mins % 60)
 }
 
 impl ApiError {
@@ -125,7 +119,7 @@ pub(crate) fn router() -> Router<WebState> {
         .route("/api/classes", get(classes))
         .route("/api/lessons/{lesson}", get(get_lesson))
         .route("/api/lessons/{lesson}/token", post(room_token))
-        .route("/api/lessons/{lesson}/extend", post(extend_lesson))
+        .route("/api/lessons/{lesson}/extend", post(lessons::extend_lesson))
         .route("/api/people", get(people))
         .route("/api/blocks", get(list_blocks).post(block))
         .route("/api/unblock", post(unblock))
@@ -146,7 +140,10 @@ pub(crate) async fn signed_in(
 }
 
 /// A state-changing call: same origin and signed in.
-async fn changing(state: &WebState, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
+pub(crate) async fn changing(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<(String, Identity), ApiError> {
     if !same_origin(state, headers) {
         return Err(ApiError::CrossSite);
     }
@@ -471,72 +468,6 @@ async fn room_token(
         ws_path: format!("/ws/lessons/{}", info.id),
         ice_servers,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Extend {
-    /// Minutes to keep the lesson open longer.
-    minutes: u64,
-}
-
-/// Keeps a lesson open longer (its staff): from when it closes now, or
-/// from now if it has closed. Audited, as is a refusal.
-async fn extend_lesson(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Path(lesson): Path<String>,
-    Json(req): Json<Extend>,
-) -> ApiResult<LessonView> {
-    let (key, who) = changing(&state, &headers).await?;
-    let info = visible_lesson(&state, &key, &who, &lesson).await?;
-    let own = info.teachers.contains(&who.user) || info.assistants.contains(&who.user);
-    if !(who.is_staff() && own) {
-        audit::write(
-            &state.store,
-            AuditRecord::new(unix_millis(), "lesson_extended", Some(who.user.clone()))
-                .lesson(info.id)
-                .refused("forbidden"),
-        )
-        .await;
-        return Err(ApiError::Forbidden);
-    }
-    if req.minutes == 0 || req.minutes > MAX_EXTEND_MINS {
-        return Err(ApiError::Invalid(format!(
-            "extend by 1 to {MAX_EXTEND_MINS} minutes"
-        )));
-    }
-    let now = unix_millis();
-    if lessons::view(&state, info.clone(), now)
-        .await?
-        .ended_at_ms
-        .is_some()
-    {
-        return Err(ApiError::Invalid(
-            "This lesson was ended by its staff; it cannot be reopened.".to_owned(),
-        ));
-    }
-    let window = &state.config.window;
-    let mut extended = info;
-    let until = window.extended(&extended, req.minutes, now);
-    extended.extended_until_ms = Some(until);
-    let json = serde_json::to_string(&extended).map_err(|_| ApiError::Unavailable)?;
-    state
-        .store
-        .put_record(TABLE, &extended.id.to_string(), json)
-        .await?;
-    audit::write(
-        &state.store,
-        AuditRecord::new(now, "lesson_extended", Some(who.user.clone()))
-            .lesson(extended.id)
-            .reason(format!(
-                "{} minutes; closes at {} UTC",
-                req.minutes,
-                hh_mm_utc(until)
-            )),
-    )
-    .await;
-    Ok(Json(lessons::view(&state, extended, now).await?))
 }
 
 async fn people(

@@ -5,19 +5,29 @@
 //! provider's claims of people who signed in, and `lesson.classes`), and it
 //! cannot start in the past.
 //!
-//! The state shown here is worked out from the lesson's times and its
-//! register (which knows when it ended); it never opens or closes a lesson
-//! itself: joining is decided by the join check and the lesson core.
+//! The state shown here is worked out from the lesson's times (its window:
+//! `lesson.open_before_mins` before its start to `lesson.close_grace_mins`
+//! after its end, or as long as its staff extended it, here) and its
+//! register (which knows when it ended). The same window decides whether a
+//! room token is issued (`api.rs`) and whether a join is let through
+//! (`auth/join.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use chaperone_protocol::LessonId;
 use serde::Serialize;
 
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
 use super::WebState;
-use super::api::{ApiError, PEOPLE};
+use super::api::{ApiError, PEOPLE, changing, visible_lesson};
+use super::audit::{self, AuditRecord};
 use super::register;
-use crate::catalog::{InWindow, LessonInfo, WindowSettings};
+use crate::catalog::{InWindow, LessonInfo, MAX_EXTEND_MINS, TABLE, WindowSettings};
+use crate::clock::unix_millis;
 use crate::store::StateStore;
 
 /// How far in the past a new lesson may start (a lesson created "now" takes
@@ -155,6 +165,74 @@ pub(crate) fn check_new(
         ));
     }
     Ok(())
+}
+
+/// "10:45" of a Unix-ms moment, UTC.
+pub(crate) fn hh_mm_utc(ms: u64) -> String {
+    let mins = ms / 60_000 % (24 * 60);
+    format!("{:02}:{:02}", mins / 60, mins % 60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Extend {
+    /// Minutes to keep the lesson open longer.
+    minutes: u64,
+}
+
+/// Keeps a lesson open longer (its staff): from when it closes now, or
+/// from now if it has closed. Audited, as is a refusal.
+pub(crate) async fn extend_lesson(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+    Json(req): Json<Extend>,
+) -> Result<Json<LessonView>, ApiError> {
+    let (key, who) = changing(&state, &headers).await?;
+    let info = visible_lesson(&state, &key, &who, &lesson).await?;
+    let own = info.teachers.contains(&who.user) || info.assistants.contains(&who.user);
+    if !(who.is_staff() && own) {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "lesson_extended", Some(who.user.clone()))
+                .lesson(info.id)
+                .refused("forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden);
+    }
+    if req.minutes == 0 || req.minutes > MAX_EXTEND_MINS {
+        return Err(ApiError::Invalid(format!(
+            "extend by 1 to {MAX_EXTEND_MINS} minutes"
+        )));
+    }
+    let now = unix_millis();
+    if view(&state, info.clone(), now).await?.ended_at_ms.is_some() {
+        return Err(ApiError::Invalid(
+            "This lesson was ended by its staff; it cannot be reopened.".to_owned(),
+        ));
+    }
+    let window = &state.config.window;
+    let mut extended = info;
+    let until = window.extended(&extended, req.minutes, now);
+    extended.extended_until_ms = Some(until);
+    let json = serde_json::to_string(&extended).map_err(|_| ApiError::Unavailable)?;
+    state
+        .store
+        .put_record(TABLE, &extended.id.to_string(), json)
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(now, "lesson_extended", Some(who.user.clone()))
+            .lesson(extended.id)
+            .reason(format!(
+                "{} minutes; closes at {} UTC",
+                req.minutes,
+                hh_mm_utc(until)
+            )),
+    )
+    .await;
+    Ok(Json(view(&state, extended, now).await?))
 }
 
 #[cfg(test)]
