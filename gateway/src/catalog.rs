@@ -41,6 +41,78 @@ pub(crate) struct LessonInfo {
     pub ends_at_ms: u64,
     /// Who created it.
     pub created_by: UserRef,
+    /// Staff kept it open until this moment (Unix ms), past its end and
+    /// grace; absent unless extended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_until_ms: Option<u64>,
+}
+
+/// When lessons open for joining and close again: `lesson.open_before_mins`
+/// before their start, `lesson.close_grace_mins` after their end (or later,
+/// if staff extended it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WindowSettings {
+    /// How long before its start a lesson opens, ms.
+    pub open_before_ms: u64,
+    /// How long after its end a lesson stays open, ms.
+    pub close_grace_ms: u64,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        Self {
+            open_before_ms: 15 * 60 * 1000,
+            close_grace_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Longest one extension of a lesson's window.
+pub(crate) const MAX_EXTEND_MINS: u64 = 120;
+
+/// Where a moment falls in a lesson's window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InWindow {
+    /// Not open yet: it opens at this moment (Unix ms).
+    Before(u64),
+    /// Open for joining.
+    Open,
+    /// Closed at this moment (Unix ms).
+    After(u64),
+}
+
+impl WindowSettings {
+    /// When `info` opens for joining (Unix ms).
+    pub(crate) fn opens_at(&self, info: &LessonInfo) -> u64 {
+        info.starts_at_ms.saturating_sub(self.open_before_ms)
+    }
+
+    /// When `info` closes unless ended sooner (Unix ms): its end plus the
+    /// grace, or the end of staff's extension if that is later.
+    pub(crate) fn closes_at(&self, info: &LessonInfo) -> u64 {
+        let closes = info.ends_at_ms.saturating_add(self.close_grace_ms);
+        info.extended_until_ms.map_or(closes, |e| closes.max(e))
+    }
+
+    /// Where `now_ms` falls in `info`'s window.
+    pub(crate) fn at(&self, info: &LessonInfo, now_ms: u64) -> InWindow {
+        let (opens, closes) = (self.opens_at(info), self.closes_at(info));
+        if now_ms < opens {
+            InWindow::Before(opens)
+        } else if now_ms >= closes {
+            InWindow::After(closes)
+        } else {
+            InWindow::Open
+        }
+    }
+
+    /// `info` kept open `minutes` longer: from when it closes now, or from
+    /// `now_ms` if it has already closed.
+    pub(crate) fn extended(&self, info: &LessonInfo, minutes: u64, now_ms: u64) -> u64 {
+        self.closes_at(info)
+            .max(now_ms)
+            .saturating_add(minutes.saturating_mul(60_000))
+    }
 }
 
 /// Why a lesson description was refused.
@@ -148,7 +220,38 @@ mod tests {
             starts_at_ms: 1000,
             ends_at_ms: 2000,
             created_by: teacher,
+            extended_until_ms: None,
         }
+    }
+
+    #[test]
+    fn the_window_opens_before_the_start_and_closes_after_the_grace() {
+        let w = WindowSettings {
+            open_before_ms: 100,
+            close_grace_ms: 50,
+        };
+        let mut l = lesson();
+        assert_eq!(w.at(&l, 899), InWindow::Before(900));
+        assert_eq!(w.at(&l, 900), InWindow::Open);
+        assert_eq!(w.at(&l, 2049), InWindow::Open);
+        assert_eq!(w.at(&l, 2050), InWindow::After(2050));
+        // Extended after it closed: open again from now, for the extension.
+        l.extended_until_ms = Some(w.extended(&l, 1, 3000));
+        assert_eq!(l.extended_until_ms, Some(63_000));
+        assert_eq!(w.at(&l, 3000), InWindow::Open);
+        assert_eq!(w.at(&l, 63_000), InWindow::After(63_000));
+        // Extended before it closed: from its close.
+        let l = lesson();
+        assert_eq!(w.extended(&l, 2, 1500), 2050 + 120_000);
+        // An old extension earlier than the grace never shortens it.
+        let mut l = lesson();
+        l.extended_until_ms = Some(1);
+        assert_eq!(w.closes_at(&l), 2050);
+        // Records written before extensions existed still parse.
+        let json = serde_json::to_string(&lesson()).unwrap();
+        assert!(!json.contains("extended_until_ms"), "{json}");
+        let back: LessonInfo = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, lesson());
     }
 
     #[test]

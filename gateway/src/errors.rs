@@ -41,6 +41,10 @@ pub enum Refusal {
     Moving,
     /// The lesson (or the authenticator) refused with a typed code.
     Code(ErrorCode),
+    /// The lesson is not open for joining yet: it opens at this moment (Unix ms).
+    NotOpen(u64),
+    /// The lesson's window (its end plus the grace, or staff's extension) has passed.
+    Closed,
 }
 
 impl Refusal {
@@ -48,7 +52,8 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Refusal::Origin => StatusCode::FORBIDDEN,
+            Refusal::Origin | Refusal::NotOpen(_) => StatusCode::FORBIDDEN,
+            Refusal::Closed => StatusCode::GONE,
             Refusal::Unavailable | Refusal::Moving => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Code(code) => http_status(code),
         }
@@ -62,6 +67,10 @@ impl Refusal {
             Refusal::Unavailable => r#"{"error":{"code":"unavailable"}}"#.to_owned(),
             Refusal::Moving => r#"{"error":{"code":"moving"}}"#.to_owned(),
             Refusal::Code(code) => ServerMsg::Error { code, action: None }.encode(),
+            Refusal::NotOpen(at) => {
+                format!(r#"{{"error":{{"code":"not_open","opens_at_ms":{at}}}}}"#)
+            }
+            Refusal::Closed => r#"{"error":{"code":"closed"}}"#.to_owned(),
         }
     }
 }

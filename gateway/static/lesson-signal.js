@@ -55,7 +55,8 @@ export class Signal {
   // `hooks`:
   //   message(tag, body)  a message; may be async, and the next waits for it
   //   failed(error)       a message could not be handled
-  //   refused(text, code) no room token: the gateway's reason and its code
+  //   refused(text, code, body) no room token: the gateway's reason, its
+  //                       code and the whole answer (`opens_at_ms` for not_open)
   //   connecting()        a connection is being opened
   //   closed(code)        the connection closed (`code`) or none could be made (null)
   constructor(lessonId, hooks) {
@@ -77,7 +78,7 @@ export class Signal {
     const res = await request(`/api/lessons/${this.lessonId}/token`, {}).catch(() => null);
     if (!res) return this.lost(null);
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) return this.hooks.refused(data.message || 'This lesson is not available to you.', data.error);
+    if (!res.ok) return this.hooks.refused(data.message || 'This lesson is not available to you.', data.error, data);
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${data.ws_path}`;
     this.iceServers = data.ice_servers || [];
     const ws = new WebSocket(url, ['chaperone.v1', `chaperone.token.${data.token}`]);

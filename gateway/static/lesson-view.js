@@ -7,7 +7,7 @@
 // (media elements, which tab is open) and never sends or captures anything
 // itself; a control it hides is still enforced by the gateway.
 
-import { announce, ask, attr, el, reconcile, text } from './common.js';
+import { announce, api, ask, attr, clock, el, reconcile, text } from './common.js';
 import { ClientMsg } from './lesson-signal.js';
 import { LABEL, PATH, held } from './lesson-words.js';
 import { SidePanel } from './lesson-panel.js';
@@ -115,6 +115,17 @@ export class LessonView {
         if (note) lesson.send(ClientMsg.flagIncident(note));
       }, 'tool secondary'),
       leave: b('leave', () => lesson.leave(), 'tool secondary'),
+      // Keeps the lesson open for joining 15 minutes longer than it would
+      // close (audited by the gateway; its staff only).
+      extend: b('extend-lesson', async () => {
+        try {
+          lesson.info = await api(`/api/lessons/${lesson.lessonId}/extend`, { minutes: 15 });
+          lesson.notice = `The lesson now stays open until ${clock(lesson.info.closes_at_ms)}.`;
+        } catch (e) {
+          lesson.notice = `The lesson was not extended: ${e.message}`;
+        }
+        this.render();
+      }, 'tool secondary'),
       end: b('end-lesson', async () => {
         if (await ask({ title: 'End the lesson for everyone?', body: 'Everyone leaves, the recording is finished and the lesson cannot be joined again.', confirm: 'End lesson', danger: true })) lesson.send(ClientMsg.endLesson());
       }, 'tool danger'),
@@ -123,6 +134,7 @@ export class LessonView {
     text(this.tools.incident, 'Flag incident');
     text(this.tools.leave, 'Leave');
     text(this.tools.end, 'End lesson');
+    text(this.tools.extend, 'Keep open 15 min longer');
   }
 
   // My microphone or camera on or off: staff switch the source; a pupil's
@@ -245,6 +257,7 @@ export class LessonView {
     if (pupil && (inLesson || lesson.state === 'waiting')) show.push(this.tools.concern);
     if (inLesson && staff) show.push(this.tools.incident);
     if (inLesson || lesson.state === 'waiting') show.push(this.tools.leave);
+    if (inLesson && staff && lesson.isStaffAccount()) show.push(this.tools.extend);
     if (inLesson && staff) show.push(this.tools.end);
     reconcile(this.toolbar, show, b => b.id, b => b, () => {});
   }

@@ -51,8 +51,13 @@ export class LessonClient {
         this.notice = `Something went wrong: ${e.message}`;
         this.render();
       },
-      refused: (words, code) => {
+      refused: (words, code, body) => {
         if (code === 'ended') return this.ended();
+        // Outside the lesson's window the gateway issues no token.
+        if (code === 'closed') return this.ended('This lesson has closed.');
+        if (code === 'not_open' && body?.opens_at_ms) {
+          words = `This lesson opens at ${clock(body.opens_at_ms)}.`;
+        }
         this.setState('refused');
         this.notice = words;
         this.render();

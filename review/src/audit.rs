@@ -4,7 +4,8 @@
 //! (docs/security.md §22, §23).
 //!
 //! ```text
-//! audit/<n:012>.json    record n (JSON), written once with put-if-absent
+//! audit/<n:012>.json              record n (JSON), written once with put-if-absent
+//! audit/<n:012>-<m:012>.jsonl     records n..=m, one JSON record a line (a batch)
 //! ```
 //!
 //! Record `n` names the SHA-256 (lowercase hex) of record `n-1`'s exact
@@ -20,6 +21,15 @@
 //! loser re-reads the head and tries the next number. No clock: the caller
 //! stamps records. The log only grows: nothing here overwrites or deletes a
 //! record.
+//!
+//! Group commit: records appended while a write is under way are queued,
+//! and the next writer stores all of them as one object (at most
+//! [`MAX_BATCH`] records): a burst of requests costs a few writes (and
+//! fsyncs), not one each. Every caller still waits until the object
+//! holding its record is stored, so a request that needed a record is
+//! never answered before the record is durable. A batch of one is written
+//! as a plain `.json` record. The chain runs through the records, not the
+//! objects: each record's `prev` is the hash of the previous record's line.
 
 use futures_util::StreamExt as _;
 use object_store::path::Path;
@@ -33,10 +43,51 @@ use chaperone_archive::manifest::{GENESIS_PREV, sha256_hex};
 pub const AUDIT_PREFIX: &str = "audit";
 /// Largest record accepted when reading.
 const MAX_RECORD_LEN: usize = 64 * 1024;
+/// Most records written as one object.
+pub const MAX_BATCH: usize = 256;
 
 /// The object holding record `n`.
 fn record_path(n: u64) -> Path {
     Path::from(format!("{AUDIT_PREFIX}/{n:012}.json"))
+}
+
+/// The object holding records `first..=last` (`last > first`).
+fn batch_path(first: u64, last: u64) -> Path {
+    Path::from(format!("{AUDIT_PREFIX}/{first:012}-{last:012}.jsonl"))
+}
+
+/// One object of the log: records `first..=last` (one record for `.json`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Object {
+    first: u64,
+    last: u64,
+    path: Path,
+}
+
+/// The records `first..=last` a log object's name says it holds.
+fn object_range(name: &str) -> Option<(u64, u64)> {
+    let number = |s: &str| {
+        (s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    if let Some(n) = name.strip_suffix(".json") {
+        let n = number(n)?;
+        return Some((n, n));
+    }
+    let (a, b) = name.strip_suffix(".jsonl")?.split_once('-')?;
+    let (first, last) = (number(a)?, number(b)?);
+    (last > first && last - first < MAX_BATCH as u64).then_some((first, last))
+}
+
+/// The records of an object's bytes: the whole object for `.json`, one a
+/// line for a batch.
+fn record_lines(bytes: &[u8], batch: bool) -> Vec<&[u8]> {
+    if !batch {
+        return vec![bytes];
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    body.split(|b| *b == b'\n').collect()
 }
 
 /// One access to recordings, as stored. Field order is alphabetical so the
@@ -86,6 +137,10 @@ pub enum AuditError {
     /// Other writers kept winning the race for the next number.
     #[error("could not append after {0} attempts")]
     Contended(u32),
+    /// The batch holding the record could not be stored (the first
+    /// record's caller got the cause).
+    #[error("audit batch not stored: {0}")]
+    Unwritten(String),
     /// The record could not be encoded.
     #[error("audit record: {0}")]
     Encode(String),
@@ -98,31 +153,46 @@ struct Head {
     prev: String,
 }
 
+/// A record waiting for the next batch, and who waits for it.
+type Queued = (
+    AuditEntry,
+    tokio::sync::oneshot::Sender<Result<AuditEntry, AuditError>>,
+);
+
 /// The audit log of one object store.
 #[derive(Debug)]
 pub struct AuditLog {
     store: std::sync::Arc<dyn ObjectStore>,
+    /// The head, held by the one writer at a time.
     head: Mutex<Option<Head>>,
+    /// Records waiting for the next batch.
+    queue: std::sync::Mutex<Vec<Queued>>,
 }
 
-async fn record_numbers(store: &dyn ObjectStore) -> Result<Vec<(u64, Path)>, object_store::Error> {
-    let mut out = Vec::new();
+/// The log's objects in order, and anything else under `audit/` (`None`).
+async fn log_objects(
+    store: &dyn ObjectStore,
+) -> Result<(Vec<Object>, Vec<Path>), object_store::Error> {
+    let mut objects = Vec::new();
+    let mut unknown = Vec::new();
     let mut stream = store.list(Some(&Path::from(AUDIT_PREFIX)));
     while let Some(meta) = stream.next().await {
         let meta = meta?;
-        let n = meta
-            .location
-            .filename()
-            .and_then(|f| f.strip_suffix(".json"))
-            .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok());
-        match n {
-            Some(n) => out.push((n, meta.location)),
-            None => out.push((u64::MAX, meta.location)),
+        match meta.location.filename().and_then(object_range) {
+            Some((first, last)) => objects.push(Object {
+                first,
+                last,
+                path: meta.location,
+            }),
+            None => unknown.push(meta.location),
         }
     }
-    out.sort();
-    Ok(out)
+    objects.sort();
+    Ok((objects, unknown))
+}
+
+fn is_batch(o: &Object) -> bool {
+    o.last > o.first
 }
 
 impl AuditLog {
@@ -131,31 +201,89 @@ impl AuditLog {
         Self {
             store,
             head: Mutex::new(None),
+            queue: std::sync::Mutex::default(),
         }
     }
 
     async fn read_head(&self) -> Result<Head, AuditError> {
-        let numbers = record_numbers(self.store.as_ref()).await?;
-        match numbers.iter().rev().find(|(n, _)| *n != u64::MAX) {
+        let (objects, _) = log_objects(self.store.as_ref()).await?;
+        match objects.last() {
             None => Ok(Head {
                 next: 0,
                 prev: GENESIS_PREV.to_owned(),
             }),
-            Some((n, path)) => {
-                let bytes = self.store.get(path).await?.bytes().await?;
+            Some(o) => {
+                let bytes = self.store.get(&o.path).await?.bytes().await?;
+                let last = record_lines(&bytes, is_batch(o))
+                    .last()
+                    .map(|l| sha256_hex(l))
+                    .unwrap_or_else(|| sha256_hex(&bytes));
                 Ok(Head {
-                    next: n + 1,
-                    prev: sha256_hex(&bytes),
+                    next: o.last + 1,
+                    prev: last,
                 })
             }
         }
     }
 
     /// Appends `entry` (its `n` and `prev` are filled in); returns the
-    /// stored record. Fails, and nothing may be served, if it cannot be
-    /// stored.
-    pub(crate) async fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry, AuditError> {
-        let mut head = self.head.lock().await;
+    /// stored record once the object holding it is stored. Fails, and
+    /// nothing may be served, if it cannot be stored.
+    pub(crate) async fn append(&self, entry: AuditEntry) -> Result<AuditEntry, AuditError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((entry, tx));
+        {
+            // One writer at a time; whoever holds the head writes everything
+            // queued by then (this record, unless the writer before took it).
+            // Every queued caller waits for this lock, so what one writer
+            // leaves queued (past MAX_BATCH) the next one takes.
+            let mut head = self.head.lock().await;
+            let batch: Vec<Queued> = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let n = q.len().min(MAX_BATCH);
+                q.drain(..n).collect()
+            };
+            if !batch.is_empty() {
+                self.write_batch(&mut head, batch).await;
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(AuditError::Unwritten("the writer stopped".to_owned())))
+    }
+
+    /// Stores `batch` as one object after the head and tells each waiter.
+    async fn write_batch(&self, head: &mut Option<Head>, batch: Vec<Queued>) {
+        let (entries, waiters): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+        let result = self.store_batch(head, entries).await;
+        match result {
+            Ok(stored) => {
+                for (entry, w) in stored.into_iter().zip(waiters) {
+                    tracing::info!(target: "audit", action = %entry.action, outcome = %entry.outcome,
+                        actor = ?entry.actor, lesson = ?entry.lesson, n = entry.n, "review audit");
+                    let _ = w.send(Ok(entry));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let mut waiters = waiters.into_iter();
+                if let Some(first) = waiters.next() {
+                    let _ = first.send(Err(e));
+                }
+                for w in waiters {
+                    let _ = w.send(Err(AuditError::Unwritten(why.clone())));
+                }
+            }
+        }
+    }
+
+    async fn store_batch(
+        &self,
+        head: &mut Option<Head>,
+        mut entries: Vec<AuditEntry>,
+    ) -> Result<Vec<AuditEntry>, AuditError> {
         for _ in 0..8 {
             let h = match head.as_ref() {
                 Some(h) => h.clone(),
@@ -165,28 +293,40 @@ impl AuditLog {
                     h
                 }
             };
-            entry.n = h.next;
-            entry.prev = h.prev.clone();
-            let bytes =
-                serde_json::to_vec(&entry).map_err(|e| AuditError::Encode(e.to_string()))?;
-            let hash = sha256_hex(&bytes);
+            let mut prev = h.prev.clone();
+            let mut body = Vec::new();
+            for (i, entry) in entries.iter_mut().enumerate() {
+                entry.n = h.next + i as u64;
+                entry.prev = prev;
+                let bytes =
+                    serde_json::to_vec(&entry).map_err(|e| AuditError::Encode(e.to_string()))?;
+                prev = sha256_hex(&bytes);
+                body.extend_from_slice(&bytes);
+                body.push(b'\n');
+            }
+            let last = h.next + entries.len() as u64 - 1;
+            let path = if entries.len() == 1 {
+                // A plain record, as before batching: its bytes are the record.
+                body.pop();
+                record_path(h.next)
+            } else {
+                batch_path(h.next, last)
+            };
             match self
                 .store
                 .put_opts(
-                    &record_path(h.next),
-                    PutPayload::from(bytes),
+                    &path,
+                    PutPayload::from(body),
                     PutOptions::from(PutMode::Create),
                 )
                 .await
             {
                 Ok(_) => {
                     *head = Some(Head {
-                        next: h.next + 1,
-                        prev: hash,
+                        next: last + 1,
+                        prev,
                     });
-                    tracing::info!(target: "audit", action = %entry.action, outcome = %entry.outcome,
-                        actor = ?entry.actor, lesson = ?entry.lesson, n = entry.n, "review audit");
-                    return Ok(entry);
+                    return Ok(entries);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     // Another writer took this number: read the head again.
@@ -204,13 +344,12 @@ impl AuditLog {
     /// Every record that parses, oldest first (for "who watched what").
     pub async fn entries(&self) -> Result<Vec<AuditEntry>, AuditError> {
         let mut out = Vec::new();
-        for (n, path) in record_numbers(self.store.as_ref()).await? {
-            if n == u64::MAX {
-                continue;
-            }
-            let bytes = self.store.get(&path).await?.bytes().await?;
-            if let Ok(e) = serde_json::from_slice::<AuditEntry>(&bytes) {
-                out.push(e);
+        for o in log_objects(self.store.as_ref()).await?.0 {
+            let bytes = self.store.get(&o.path).await?.bytes().await?;
+            for line in record_lines(&bytes, is_batch(&o)) {
+                if let Ok(e) = serde_json::from_slice::<AuditEntry>(line) {
+                    out.push(e);
+                }
             }
         }
         Ok(out)
@@ -292,64 +431,91 @@ impl LogReport {
 /// record's `n`, and every `prev` against the previous record's bytes.
 pub async fn verify_log(store: &dyn ObjectStore) -> Result<LogReport, AuditError> {
     let mut findings = Vec::new();
-    let numbers = record_numbers(store).await?;
+    let (objects, unknown) = log_objects(store).await?;
+    for path in unknown {
+        findings.push(AuditFinding::UnknownObject {
+            path: path.to_string(),
+        });
+    }
     let mut expected_next = 0u64;
     // Hash of the previous record present, and its number.
     let mut prev: Option<(u64, String)> = None;
     let mut records = 0;
     let mut head = GENESIS_PREV.to_owned();
-    for (n, path) in numbers {
-        if n == u64::MAX {
+    for o in objects {
+        if o.first < expected_next {
+            // Two objects claim the same numbers.
             findings.push(AuditFinding::UnknownObject {
-                path: path.to_string(),
+                path: o.path.to_string(),
             });
             continue;
         }
-        for missing in expected_next..n {
+        for missing in expected_next..o.first {
             findings.push(AuditFinding::Deleted { n: missing });
         }
-        expected_next = n + 1;
-        records += 1;
-        let result = store.get(&path).await?;
-        if result.meta.size > MAX_RECORD_LEN as u64 {
-            findings.push(AuditFinding::Unreadable {
-                n,
-                reason: "too large".to_owned(),
-            });
+        expected_next = o.last + 1;
+        let result = store.get(&o.path).await?;
+        let limit = MAX_RECORD_LEN as u64 * (o.last - o.first + 1);
+        if result.meta.size > limit {
+            for n in o.first..=o.last {
+                findings.push(AuditFinding::Unreadable {
+                    n,
+                    reason: "too large".to_owned(),
+                });
+            }
+            records += o.last - o.first + 1;
             prev = None;
             continue;
         }
         let bytes = result.bytes().await?;
-        let hash = sha256_hex(&bytes);
-        match serde_json::from_slice::<AuditEntry>(&bytes) {
-            Err(e) => findings.push(AuditFinding::Unreadable {
-                n,
-                reason: e.to_string(),
-            }),
-            Ok(entry) => {
-                if entry.n != n {
-                    findings.push(AuditFinding::Unreadable {
-                        n,
-                        reason: format!("names itself record {}", entry.n),
-                    });
-                }
-                match &prev {
-                    // The record before it is present: it must chain to it.
-                    Some((pn, ph)) if *pn + 1 == n && entry.prev != *ph => {
-                        findings.push(AuditFinding::Edited { n: *pn });
-                    }
-                    None if n == 0 && entry.prev != GENESIS_PREV => {
+        let lines = record_lines(&bytes, is_batch(&o));
+        if lines.len() as u64 != o.last - o.first + 1 {
+            findings.push(AuditFinding::Unreadable {
+                n: o.first,
+                reason: format!(
+                    "the batch holds {} records, its name says {}",
+                    lines.len(),
+                    o.last - o.first + 1
+                ),
+            });
+        }
+        for (i, line) in lines.into_iter().enumerate() {
+            let n = o.first + i as u64;
+            if n > o.last {
+                break;
+            }
+            records += 1;
+            let hash = sha256_hex(line);
+            match serde_json::from_slice::<AuditEntry>(line) {
+                Err(e) => findings.push(AuditFinding::Unreadable {
+                    n,
+                    reason: e.to_string(),
+                }),
+                Ok(entry) => {
+                    if entry.n != n {
                         findings.push(AuditFinding::Unreadable {
                             n,
-                            reason: "first record does not start the chain".to_owned(),
+                            reason: format!("names itself record {}", entry.n),
                         });
                     }
-                    _ => {}
+                    match &prev {
+                        // The record before it is present: it must chain to it.
+                        Some((pn, ph)) if *pn + 1 == n && entry.prev != *ph => {
+                            findings.push(AuditFinding::Edited { n: *pn });
+                        }
+                        None if n == 0 && entry.prev != GENESIS_PREV => {
+                            findings.push(AuditFinding::Unreadable {
+                                n,
+                                reason: "first record does not start the chain".to_owned(),
+                            });
+                        }
+                        _ => {}
+                    }
                 }
             }
+            prev = Some((n, hash.clone()));
+            head = hash;
         }
-        prev = Some((n, hash.clone()));
-        head = hash;
     }
     Ok(LogReport {
         records,
@@ -357,4 +523,108 @@ pub async fn verify_log(store: &dyn ObjectStore) -> Result<LogReport, AuditError
         ok: findings.is_empty(),
         findings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use object_store::local::LocalFileSystem;
+
+    use super::*;
+
+    fn entry(i: usize) -> AuditEntry {
+        AuditEntry {
+            action: "view".to_owned(),
+            actor: Some(format!("https://idp#slt{i}")),
+            at: i as u64,
+            outcome: "ok".to_owned(),
+            ..AuditEntry::default()
+        }
+    }
+
+    async fn objects(store: &dyn ObjectStore) -> Vec<Object> {
+        log_objects(store).await.unwrap().0
+    }
+
+    /// A burst of appends while one is being written becomes one more
+    /// object, not one each; every caller gets its own record back, the
+    /// chain holds, and every record reads back.
+    #[tokio::test]
+    async fn a_burst_is_written_in_batches_with_the_chain_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let log = AuditLog::new(store.clone());
+        // The first on its own, as before batching.
+        log.append(entry(0)).await.unwrap();
+        const N: usize = 300;
+        let stored = futures_util::future::join_all((1..=N).map(|i| log.append(entry(i)))).await;
+        for (i, s) in stored.into_iter().enumerate() {
+            let s = s.unwrap();
+            assert_eq!(s.at, (i + 1) as u64, "each caller gets its own record");
+        }
+        let objs = objects(store.as_ref()).await;
+        // 1 + the first of the burst alone + the rest in batches of at most MAX_BATCH.
+        assert!(
+            objs.len() <= 2 + N.div_ceil(MAX_BATCH),
+            "{} objects for {} records",
+            objs.len(),
+            N + 1
+        );
+        assert!(objs.iter().any(is_batch));
+        let report = verify_log(store.as_ref()).await.unwrap();
+        assert!(report.ok, "{}", report.to_human());
+        assert_eq!(report.records, N as u64 + 1);
+        let all = log.entries().await.unwrap();
+        assert_eq!(all.len(), N + 1);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, e)| e.n == i as u64 && e.at == i as u64)
+        );
+        // A new writer (another process) continues after the batch.
+        let again = AuditLog::new(store.clone());
+        assert_eq!(again.append(entry(999)).await.unwrap().n, N as u64 + 1);
+        assert!(verify_log(store.as_ref()).await.unwrap().ok);
+
+        // An edited record inside a batch is named, as is a deleted batch.
+        let batch = objs.iter().find(|o| is_batch(o)).unwrap().clone();
+        let file = dir.path().join(batch.path.as_ref());
+        let original = std::fs::read(&file).unwrap();
+        let edited = String::from_utf8(original.clone())
+            .unwrap()
+            .replacen("slt", "xyz", 2);
+        std::fs::write(&file, edited).unwrap();
+        let report = verify_log(store.as_ref()).await.unwrap();
+        assert!(
+            report
+                .findings
+                .contains(&AuditFinding::Edited { n: batch.first + 1 }),
+            "{}",
+            report.to_human()
+        );
+        std::fs::remove_file(&file).unwrap();
+        let report = verify_log(store.as_ref()).await.unwrap();
+        assert!(
+            (batch.first..=batch.last)
+                .all(|n| report.findings.contains(&AuditFinding::Deleted { n })),
+            "{}",
+            report.to_human()
+        );
+    }
+
+    #[test]
+    fn object_names() {
+        assert_eq!(object_range("000000000007.json"), Some((7, 7)));
+        assert_eq!(
+            object_range("000000000007-000000000009.jsonl"),
+            Some((7, 9))
+        );
+        assert_eq!(object_range("000000000009-000000000007.jsonl"), None);
+        assert_eq!(object_range("000000000007-000000000007.jsonl"), None);
+        assert_eq!(object_range("7.json"), None);
+        assert_eq!(object_range("000000000000-000000100000.jsonl"), None);
+    }
 }

@@ -208,3 +208,82 @@ async fn the_audit_chain_names_a_deleted_or_edited_record() {
     let (ok, out) = recorder(&["verify", "--audit", "--store", store]);
     assert!(!ok && out.contains("audit record 1 is missing"), "{out}");
 }
+
+/// A burst (issue 17): concurrent refusals without a session and concurrent
+/// attributed views become a bounded number of audit objects (the
+/// anonymous ones summed, the attributed ones batched), the chain verifies,
+/// and every attributed record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_becomes_few_audit_objects_with_every_attributed_record() {
+    let env = env().await;
+    let objects = |env: &Env| {
+        walk(&env.dir.path().join("store/audit"))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .count()
+    };
+    let before = objects(&env);
+    const ANONYMOUS: usize = 300;
+    const VIEWERS: usize = 40;
+    let http = reqwest::Client::new();
+    let anonymous = (0..ANONYMOUS).map(|_| {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/api/recordings/{}", env.base, env.lesson),
+        );
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        viewers.push(
+            env.open(
+                &format!("slt{i}"),
+                "slt",
+                ReviewScope::Safeguarding,
+                Some(env.lesson),
+            )
+            .await,
+        );
+    }
+    let opened = objects(&env);
+    let path = format!("/api/recordings/{}", env.lesson);
+    let views = viewers.iter().map(|v| v.json(&path));
+    let (refused, viewed) = tokio::join!(
+        futures_util::future::join_all(anonymous),
+        futures_util::future::join_all(views)
+    );
+    assert!(refused.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert!(
+        viewed.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{viewed:?}"
+    );
+    let written = objects(&env) - opened;
+    // Without batching: one object per view at least, and the anonymous
+    // refusals' first-of-a-kind records.
+    assert!(
+        written < VIEWERS,
+        "{written} audit objects for {VIEWERS} concurrent views and {ANONYMOUS} refusals"
+    );
+    let audit = env.audit().await;
+    for i in 0..VIEWERS {
+        let who = format!("https://idp.test#slt{i}");
+        assert!(
+            audit
+                .iter()
+                .any(|e| e["actor"] == who.as_str() && e["action"] == "view"),
+            "no view by slt{i}"
+        );
+    }
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e["outcome"] == "unauthenticated")
+            .count()
+            <= 2,
+        "anonymous refusals are summed, not written one by one"
+    );
+    let store = env.dir.path().join("store");
+    let (ok, out) = recorder(&["verify", "--audit", "--store", store.to_str().unwrap()]);
+    assert!(ok && out.contains("AUDIT: OK"), "{out}");
+    assert!(opened >= before);
+}

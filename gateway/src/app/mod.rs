@@ -171,7 +171,8 @@ impl App {
             media: Some(media.clone()),
             persist: Some(persist),
         })
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_idle_close(Duration::from_secs(config.lesson.idle_close_secs));
         let cluster = crate::cluster::Cluster::new(
             crate::cluster::ClusterConfig::from_settings(&config.cluster, config.http.listen),
             store.clone(),
@@ -235,7 +236,9 @@ impl App {
                 tokens: tokens.clone(),
             }),
             auth: Arc::new(
-                JoinAuth::new(tokens.clone(), store.clone()).with_metrics(metrics.clone()),
+                JoinAuth::new(tokens.clone(), store.clone())
+                    .with_metrics(metrics.clone())
+                    .with_window(config.lesson.window()),
             ),
             config: signal_config.clone(),
         });
@@ -362,6 +365,7 @@ fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -
         turn: config.turn.clone(),
         classes: known_classes(config),
         dev: config.dev,
+        window: config.lesson.window(),
     }
 }
 

@@ -5,7 +5,10 @@
 //! block status is read from the state store on every join and every
 //! reconnect. If the store cannot be read, nobody joins (fail closed).
 //!
-//! The lesson must exist; where it runs (here, or on another node) is the
+//! The lesson must exist and be inside its window (open from
+//! `lesson.open_before_mins` before its start until `lesson.close_grace_mins`
+//! after its end, or staff's extension): a token issued just before the
+//! window closed joins no later. Where it runs (here, or on another node) is the
 //! cluster's business ([`crate::cluster`]).
 
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use chaperone_protocol::LessonId;
 
 use super::tokens::{JoinTokens as _, TokenError, TokenIssuer};
-use crate::catalog::{LessonInfo, TABLE};
+use crate::catalog::{InWindow, LessonInfo, TABLE, WindowSettings};
 use crate::clock::{now, unix_millis};
 use crate::signal::{AuthRefusal, Authenticator};
 use crate::store::{StateStore, Store};
@@ -26,6 +29,7 @@ pub struct JoinAuth {
     tokens: Arc<TokenIssuer>,
     store: Store,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    window: WindowSettings,
 }
 
 impl JoinAuth {
@@ -35,7 +39,15 @@ impl JoinAuth {
             tokens,
             store,
             metrics: None,
+            window: WindowSettings::default(),
         }
+    }
+
+    /// Lessons open for joining in `window` (default: 15 minutes before
+    /// their start to 10 minutes after their end).
+    pub(crate) fn with_window(mut self, window: WindowSettings) -> Self {
+        self.window = window;
+        self
     }
 
     /// Counts refusals, and starts join timing, in `metrics`.
@@ -44,18 +56,29 @@ impl JoinAuth {
         self
     }
 
-    async fn ensure_exists(&self, lesson: LessonId) -> Result<(), AuthRefusal> {
+    /// The lesson exists and is open for joining at `now_ms`.
+    async fn ensure_open(&self, lesson: LessonId, now_ms: u64) -> Result<(), AuthRefusal> {
         let json = self
             .store
             .get_record(TABLE, &lesson.to_string())
             .await
             .map_err(|_| AuthRefusal::Unavailable)?
             .ok_or(AuthRefusal::NotFound)?;
-        let _: LessonInfo = serde_json::from_str(&json).map_err(|e| {
+        let info: LessonInfo = serde_json::from_str(&json).map_err(|e| {
             tracing::error!(%lesson, error = %e, "unreadable lesson record");
             AuthRefusal::NotFound
         })?;
-        Ok(())
+        match self.window.at(&info, now_ms) {
+            InWindow::Open => Ok(()),
+            InWindow::Before(at) => {
+                tracing::info!(%lesson, opens_at_ms = at, "join before the lesson opens refused");
+                Err(AuthRefusal::NotOpen(at))
+            }
+            InWindow::After(_) => {
+                tracing::info!(%lesson, "join after the lesson closed refused");
+                Err(AuthRefusal::Closed)
+            }
+        }
     }
 }
 
@@ -77,6 +100,8 @@ impl Authenticator for JoinAuth {
                     AuthRefusal::NotFound => "not_found",
                     AuthRefusal::Blocked => "blocked",
                     AuthRefusal::Unavailable => "unavailable",
+                    AuthRefusal::NotOpen(_) => "not_open",
+                    AuthRefusal::Closed => "closed",
                 }),
             }
         }
@@ -136,7 +161,7 @@ impl JoinAuth {
                 }
             }
         }
-        self.ensure_exists(lesson).await?;
+        self.ensure_open(lesson, now_ms).await?;
         Ok(join_request(
             claims.user,
             claims.name,

@@ -69,6 +69,9 @@ impl Config {
                 "LESSON_CHAT_MAX_CHARS" => self.lesson.chat_max_chars = num(&value)? as usize,
                 "LESSON_CHAT_RATE" => self.lesson.chat_rate = num(&value)? as usize,
                 "LESSON_CHAT_WINDOW_SECS" => self.lesson.chat_window_secs = num(&value)?,
+                "LESSON_OPEN_BEFORE_MINS" => self.lesson.open_before_mins = num(&value)?,
+                "LESSON_CLOSE_GRACE_MINS" => self.lesson.close_grace_mins = num(&value)?,
+                "LESSON_IDLE_CLOSE_SECS" => self.lesson.idle_close_secs = num(&value)?,
                 "LESSON_CLASSES" => {
                     self.lesson.classes = value
                         .split(',')

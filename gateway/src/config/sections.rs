@@ -395,6 +395,13 @@ pub struct LessonSettings {
     /// Classes lessons may be created for, besides those the identity
     /// provider's claims name for people who signed in.
     pub classes: Vec<String>,
+    /// Minutes before its start a lesson opens for joining.
+    pub open_before_mins: u64,
+    /// Minutes after its end a lesson stays open (staff can extend it).
+    pub close_grace_mins: u64,
+    /// Seconds a lesson's room stays open with nobody connected before it
+    /// closes (its recording is written; a later join reopens it).
+    pub idle_close_secs: u64,
 }
 
 impl Default for LessonSettings {
@@ -409,11 +416,22 @@ impl Default for LessonSettings {
             chat_rate: d.chat_rate,
             chat_window_secs: d.chat_window.as_secs(),
             classes: Vec::new(),
+            open_before_mins: 15,
+            close_grace_mins: 10,
+            idle_close_secs: 300,
         }
     }
 }
 
 impl LessonSettings {
+    /// When lessons open for joining and close.
+    pub(crate) fn window(&self) -> crate::catalog::WindowSettings {
+        crate::catalog::WindowSettings {
+            open_before_ms: self.open_before_mins.saturating_mul(60_000),
+            close_grace_ms: self.close_grace_mins.saturating_mul(60_000),
+        }
+    }
+
     /// The lesson core's configuration.
     pub fn lesson_config(&self) -> LessonConfig {
         LessonConfig {

@@ -36,6 +36,14 @@ impl Config {
         if l.chat_rate == 0 || l.chat_window_secs == 0 {
             return invalid("lesson.chat_rate and lesson.chat_window_secs must be at least 1");
         }
+        if l.open_before_mins > 24 * 60 || l.close_grace_mins > 24 * 60 {
+            return invalid(
+                "lesson.open_before_mins and lesson.close_grace_mins must be at most 1440",
+            );
+        }
+        if l.idle_close_secs == 0 {
+            return invalid("lesson.idle_close_secs must be at least 1");
+        }
         if self.tokens.room_token_secs == 0
             || self.tokens.room_token_secs > crate::auth::MAX_LIFETIME_SECS
         {

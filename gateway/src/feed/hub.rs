@@ -1,7 +1,9 @@
 //! The hub: routes the lessons' records and the SFU's frames to each
 //! lesson's feed task, starting one when a lesson opens (or first sends
-//! something), and at shutdown routes what is already queued, tells every
-//! lesson to drain, and waits for them.
+//! something), tells it to finish when its room closes for idleness (a
+//! later opening starts a new feed, which continues the recording), and at
+//! shutdown routes what is already queued, tells every lesson to drain,
+//! and waits for them.
 //!
 //! What it must never do: start a second feed for a lesson whose feed has
 //! finished (its archive ends with `End`), or drop a frame silently: a frame
@@ -34,6 +36,21 @@ const LESSON_QUEUE: usize = 8192;
 struct LessonTx {
     tx: mpsc::Sender<Inbox>,
     task: JoinHandle<()>,
+    /// Which of the lesson's feeds this is (a lesson closed for idleness
+    /// and opened again has a new one).
+    number: u64,
+    /// The lesson's room closed and has not opened again since.
+    closing: bool,
+}
+
+/// What a lesson's feed says when it is done, or closed.
+struct Done {
+    lesson: LessonId,
+    number: u64,
+    /// Its `End` was acknowledged: nothing more is ever recorded for it.
+    ended: bool,
+    /// Not done: its room closed and everything is acknowledged.
+    closed: bool,
 }
 
 /// What every lesson's feed is started with.
@@ -58,8 +75,9 @@ impl Hub {
         let mut lessons = Lessons {
             running: HashMap::new(),
             finished: HashSet::new(),
+            started: 0,
         };
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<LessonId>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let shared = self.shared.clone();
         loop {
             tokio::select! {
@@ -71,9 +89,19 @@ impl Hub {
                     let lesson = f.lesson;
                     self.route(&mut lessons, &done_tx, lesson, Item::Media(f)).await;
                 }
-                Some(lesson) = done_rx.recv() => {
-                    if let Some(l) = lessons.running.remove(&lesson) && l.task.is_finished() {
-                        lessons.finished.insert(lesson);
+                Some(done) = done_rx.recv() => {
+                    // Only the feed that reported is forgotten (the lesson
+                    // may have a new one by now), and a closed one only if
+                    // its room has not opened again since: from here on
+                    // nothing is routed to it, so stopping it loses nothing.
+                    let current = lessons.running.get(&done.lesson).is_some_and(|l| {
+                        l.number == done.number && (!done.closed || l.closing)
+                    });
+                    if current && let Some(l) = lessons.running.remove(&done.lesson) && done.closed {
+                        let _ = l.tx.send(Inbox::Stop).await;
+                    }
+                    if done.ended {
+                        lessons.finished.insert(done.lesson);
                     }
                 }
                 () = shared.stop.notified() => break,
@@ -104,7 +132,7 @@ impl Hub {
     async fn route_record(
         &self,
         lessons: &mut Lessons,
-        done: &mpsc::UnboundedSender<LessonId>,
+        done: &mpsc::UnboundedSender<Done>,
         r: RoomRecord,
     ) {
         match r {
@@ -118,7 +146,18 @@ impl Hub {
             }
             RoomRecord::Opened { lesson } => {
                 if !lessons.finished.contains(&lesson) {
-                    self.lesson(&mut lessons.running, done, lesson);
+                    let l = self.lesson(lessons, done, lesson);
+                    if l.closing {
+                        // A feed still finishing an idle close carries on.
+                        l.closing = false;
+                        let _ = l.tx.send(Inbox::Reopen).await;
+                    }
+                }
+            }
+            RoomRecord::Closed { lesson } => {
+                if let Some(l) = lessons.running.get_mut(&lesson) {
+                    l.closing = true;
+                    let _ = l.tx.send(Inbox::Close).await;
                 }
             }
             RoomRecord::Alert { lesson, event, .. } => {
@@ -136,14 +175,24 @@ impl Hub {
         }
     }
 
-    /// The lesson's running feed, started if it has none.
+    /// The lesson's running feed, started if it has none (or if the one it
+    /// had has finished and not been reaped yet).
     fn lesson<'a>(
         &self,
-        running: &'a mut HashMap<LessonId, LessonTx>,
-        done: &mpsc::UnboundedSender<LessonId>,
+        lessons: &'a mut Lessons,
+        done: &mpsc::UnboundedSender<Done>,
         lesson: LessonId,
-    ) -> &'a LessonTx {
-        running.entry(lesson).or_insert_with(|| {
+    ) -> &'a mut LessonTx {
+        if lessons
+            .running
+            .get(&lesson)
+            .is_some_and(|l| l.tx.is_closed())
+        {
+            lessons.running.remove(&lesson);
+        }
+        lessons.started += 1;
+        let number = lessons.started;
+        lessons.running.entry(lesson).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(LESSON_QUEUE);
             // Unique per process and lesson feed, so a restarted or second
             // node never shares a spool file.
@@ -161,17 +210,36 @@ impl Hub {
             let share = LessonShare::new(self.shared.clone(), lesson);
             let (tokens, rooms, done) = (self.tokens.clone(), self.rooms.clone(), done.clone());
             let task = tokio::spawn(async move {
-                task::run(feed, rx, tokens, rooms, share).await;
-                let _ = done.send(lesson);
+                let on_closed = done.clone();
+                let closed = move || {
+                    let _ = on_closed.send(Done {
+                        lesson,
+                        number,
+                        ended: false,
+                        closed: true,
+                    });
+                };
+                let ended = task::run(feed, rx, tokens, rooms, share, closed).await;
+                let _ = done.send(Done {
+                    lesson,
+                    number,
+                    ended,
+                    closed: false,
+                });
             });
-            LessonTx { tx, task }
+            LessonTx {
+                tx,
+                task,
+                number,
+                closing: false,
+            }
         })
     }
 
     async fn route(
         &self,
         lessons: &mut Lessons,
-        done: &mpsc::UnboundedSender<LessonId>,
+        done: &mpsc::UnboundedSender<Done>,
         lesson: LessonId,
         item: Item,
     ) {
@@ -183,7 +251,7 @@ impl Hub {
             error!(%lesson, kind, "frame after the lesson's recording ended; not recorded");
             return;
         }
-        let tx = self.lesson(&mut lessons.running, done, lesson).tx.clone();
+        let tx = self.lesson(lessons, done, lesson).tx.clone();
         if tx.send(Inbox::Item(item)).await.is_err() {
             error!(%lesson, "lesson feed stopped; frame not recorded");
         }
@@ -194,6 +262,8 @@ impl Hub {
 struct Lessons {
     /// Feeds running (or finished and not yet reaped).
     running: HashMap<LessonId, LessonTx>,
-    /// Lessons whose feed finished: nothing more is recorded for them.
+    /// Lessons whose feed finished with `End`: nothing more is recorded for them.
     finished: HashSet<LessonId>,
+    /// Feeds started so far (numbers them).
+    started: u64,
 }

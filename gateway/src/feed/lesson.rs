@@ -109,6 +109,10 @@ pub(crate) enum Output {
     /// The feed is finished: everything up to `End` is acknowledged, or the
     /// shutdown's drain ended.
     Done,
+    /// The lesson's room closed for idleness ([`LessonFeed::close`]) and
+    /// everything is acknowledged: the hub may stop this feed. It keeps
+    /// working until told to (a frame that still comes is recorded).
+    Closed,
 }
 
 /// One lesson's share of the node's figures.
@@ -180,6 +184,11 @@ pub(crate) struct LessonFeed {
     end_seq: Option<u64>,
     /// Shutdown: the deadline for everything to be acknowledged.
     stopping: Option<Instant>,
+    /// The lesson's room closed for idleness: send everything, `Flush`,
+    /// and say [`Output::Closed`] once all of it is acknowledged.
+    closing: bool,
+    /// [`Output::Closed`] was said (since the last close).
+    closed_told: bool,
     /// The highest local seq ever sent (what is sent again is a replay).
     max_sent: u64,
     /// When the figures are next refreshed: an absolute deadline, so a busy
@@ -214,6 +223,8 @@ impl LessonFeed {
             ended_at: None,
             end_seq: None,
             stopping: None,
+            closing: false,
+            closed_told: false,
             max_sent: 0,
             figures_at: now,
             done: false,
@@ -226,6 +237,40 @@ impl LessonFeed {
     /// The lesson.
     pub(crate) fn lesson(&self) -> LessonId {
         self.lesson
+    }
+
+    /// Whether the lesson's `End` is appended and acknowledged: nothing
+    /// more is ever recorded for it.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end_seq.is_some_and(|e| self.log.acked() >= e)
+    }
+
+    /// The lesson's room closed for idleness: send everything held, then
+    /// `Flush` (the recorder writes it now); [`Output::Closed`] follows
+    /// once all of it is acknowledged. No deadline: nothing recorded is
+    /// dropped, however long the recorder takes.
+    pub(crate) fn close(&mut self, now: Instant) {
+        if self.done {
+            return;
+        }
+        self.closing = true;
+        self.closed_told = false;
+        self.unflush();
+        self.settle(now);
+    }
+
+    /// The lesson's room opened again before this feed was stopped: it
+    /// carries on as before.
+    pub(crate) fn reopen(&mut self) {
+        self.closing = false;
+        self.closed_told = false;
+    }
+
+    /// Another `Flush` is due after what is appended next.
+    fn unflush(&mut self) {
+        if let Conn::Up { flushed, .. } = &mut self.conn {
+            *flushed = false;
+        }
     }
 
     /// Frames appended so far.
@@ -267,6 +312,9 @@ impl LessonFeed {
         if self.end_seq.is_some() {
             error!(lesson = %self.lesson, "frame after the lesson's end; not recorded");
             return;
+        }
+        if self.closing {
+            self.unflush();
         }
         match item {
             Item::Record { at, record } => {
@@ -415,7 +463,8 @@ impl LessonFeed {
     pub(crate) fn wants_send(&self) -> bool {
         match &self.conn {
             Conn::Up { sent, flushed, .. } => {
-                sent + 1 < self.log.next_seq() || (self.stopping.is_some() && !flushed)
+                sent + 1 < self.log.next_seq()
+                    || ((self.stopping.is_some() || self.closing) && !flushed)
             }
             _ => false,
         }
@@ -432,7 +481,7 @@ impl LessonFeed {
             };
             let seq = *sent + 1;
             if seq >= self.log.next_seq() {
-                if self.stopping.is_some() && !*flushed {
+                if (self.stopping.is_some() || self.closing) && !*flushed {
                     *flushed = true;
                     return Some(Transmit::Flush);
                 }
@@ -537,6 +586,10 @@ impl LessonFeed {
             self.done = true;
             self.out.push_back(Output::Done);
             return;
+        }
+        if self.closing && !self.closed_told && self.log.all_acked() {
+            self.closed_told = true;
+            self.out.push_back(Output::Closed);
         }
         self.publish(now);
     }

@@ -30,8 +30,12 @@ use crate::room::Rooms;
 pub(super) enum Inbox {
     /// A record or media frame.
     Item(Item),
-    /// Shutdown: drain and stop.
+    /// Shutdown (or the hub is done with a closed lesson's feed): drain and stop.
     Stop,
+    /// The lesson's room closed for idleness: write everything and say so.
+    Close,
+    /// The lesson's room opened again.
+    Reopen,
 }
 
 /// The shell's side of the connection the machine asked for.
@@ -53,14 +57,17 @@ enum LinkEvent {
 }
 
 /// Runs `feed` until it is done: on `inbox`, connecting with service tokens
-/// from `tokens`, telling the room through `rooms`, its figures in `share`.
+/// from `tokens`, telling the room through `rooms`, its figures in `share`,
+/// calling `closed` when a closed lesson's feed has everything acknowledged.
+/// Returns whether the lesson's `End` was acknowledged.
 pub(super) async fn run(
     mut feed: LessonFeed,
     mut inbox: mpsc::Receiver<Inbox>,
     tokens: Arc<TokenIssuer>,
     rooms: Rooms,
     mut share: LessonShare,
-) {
+    closed: impl Fn() + Send,
+) -> bool {
     let lesson = feed.lesson();
     info!(%lesson, "lesson feed started");
     let gate = gate(lesson, rooms);
@@ -79,6 +86,7 @@ pub(super) async fn run(
                 }
                 Output::Figures(f) => share.figures(f.buffer_bytes, f.spool_bytes, f.lag_micros),
                 Output::Done => break 'run,
+                Output::Closed => closed(),
             }
         }
         let timer = feed.next_timeout();
@@ -93,6 +101,8 @@ pub(super) async fn run(
                     inbox_open = false;
                     feed.stop(now());
                 }
+                Some(Inbox::Close) => feed.close(now()),
+                Some(Inbox::Reopen) => feed.reopen(),
             },
             permit = reserve(writer) => match permit {
                 Some(permit) => match feed.poll_transmit(now()) {
@@ -136,6 +146,7 @@ pub(super) async fn run(
     info!(%lesson, frames = feed.frames(), "lesson feed done");
     // The spool file goes with the machine's log; the lesson's share of the
     // node's figures with `share`.
+    feed.is_ended()
 }
 
 /// The wall clock, µs since the Unix epoch (at the clock module's

@@ -93,6 +93,14 @@ pub enum RoomRecord {
         /// Why, for the archive.
         reason: String,
     },
+    /// The lesson's task stopped with nobody connected, the lesson not
+    /// ended (`lesson.idle_close_secs`): its feed sends everything it holds,
+    /// has the recorder write it, and finishes. A later `Opened` starts a
+    /// new feed that continues the recording.
+    Closed {
+        /// The lesson.
+        lesson: LessonId,
+    },
     /// A concern or incident the safeguarding team must see.
     Alert {
         /// The lesson.

@@ -1,6 +1,7 @@
 //! [`Rooms`]: every lesson task on this node, by lesson id, started on
 //! demand (a new lesson, or one restored from a snapshot) and forgotten when
-//! its task stops.
+//! its task stops (the lesson ended, or nobody was connected for the idle
+//! timeout).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub struct Rooms {
     /// Lessons whose task stopped because they ended (16 bytes each).
     ended: Arc<Mutex<std::collections::HashSet<LessonId>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// How long a lesson's task runs with nobody connected before it
+    /// closes (None: until it ends).
+    idle_close: Option<std::time::Duration>,
 }
 
 impl Rooms {
@@ -32,7 +36,17 @@ impl Rooms {
             rooms: Arc::default(),
             ended: Arc::default(),
             metrics: None,
+            idle_close: None,
         }
+    }
+
+    /// The same registry, whose lessons close after `idle` with nobody
+    /// connected (`lesson.idle_close_secs`): the task stops and its
+    /// recording is written; the next join starts it again from its last
+    /// snapshot, and its recording continues.
+    pub fn with_idle_close(mut self, idle: std::time::Duration) -> Self {
+        self.idle_close = Some(idle);
+        self
     }
 
     /// The same registry, whose lessons report to `metrics`.
@@ -118,7 +132,12 @@ impl Rooms {
         if let Some(h) = rooms.get(&id).filter(|h| !h.is_closed()) {
             return h.clone();
         }
-        let handle = start(make(), self.deps.clone(), self.metrics.clone());
+        let handle = start(
+            make(),
+            self.deps.clone(),
+            self.metrics.clone(),
+            self.idle_close,
+        );
         rooms.insert(id, handle.clone());
         handle
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chaperone_lesson::{Lesson, Output, Record};
 use chaperone_protocol::event::{Compliance, HoldReason, LessonEvent};
@@ -22,13 +22,14 @@ use crate::media::MediaError;
 
 /// Starts a task for `lesson`.
 pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
-    start(lesson, deps, None)
+    start(lesson, deps, None, None)
 }
 
 pub(super) fn start(
     lesson: Lesson,
     deps: RoomDeps,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    idle_close: Option<Duration>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let id = lesson.id();
@@ -45,6 +46,8 @@ pub(super) fn start(
         control: None,
         waiting_since: HashMap::new(),
         held: Vec::new(),
+        idle_close,
+        empty_since: Some(now()),
     };
     // Every event of the lesson task carries the lesson id (its span).
     let span = tracing::info_span!("lesson", lesson = %id);
@@ -76,6 +79,10 @@ struct RoomTask {
     waiting_since: HashMap<ParticipantId, Instant>,
     /// Why the lesson's pupils are held now, as counted in the metrics.
     held: Vec<HoldReason>,
+    /// How long the task runs with nobody connected (None: until the lesson ends).
+    idle_close: Option<Duration>,
+    /// Since when nobody has been connected (None: someone is).
+    empty_since: Option<Instant>,
 }
 
 impl RoomTask {
@@ -91,6 +98,22 @@ impl RoomTask {
                 self.ended.store(true, std::sync::atomic::Ordering::Release);
                 break;
             }
+            // Nobody connected for the idle timeout: the room closes (the
+            // same stop, without ending the lesson). Its control state is
+            // already persisted (every change is); its feed is told to
+            // write everything and finish, so the recording is complete up
+            // to here; a later join starts the task again from the snapshot
+            // and the recording continues.
+            let idle_at = self.idle_deadline();
+            if idle_at.is_some_and(|at| now() >= at) {
+                info!(lesson = %self.id, "nobody connected for the idle timeout: closing the room");
+                self.record(RoomRecord::Closed { lesson: self.id }).await;
+                break;
+            }
+            let deadline = match (deadline, idle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -115,6 +138,16 @@ impl RoomTask {
         self.set_held(Vec::new());
         // Dropping the senders (above) closes every connection.
         info!(lesson = %self.id, "lesson task stopped");
+    }
+
+    /// When the room closes if nobody connects before then.
+    fn idle_deadline(&mut self) -> Option<Instant> {
+        if !self.conns.is_empty() {
+            self.empty_since = None;
+            return None;
+        }
+        let since = *self.empty_since.get_or_insert_with(now);
+        self.idle_close.map(|idle| since + idle)
     }
 
     async fn handle(&mut self, cmd: Command) {

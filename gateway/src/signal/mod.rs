@@ -74,6 +74,12 @@ pub enum AuthRefusal {
     /// The identity layer could not be consulted: fail closed.
     #[error("identity layer unavailable")]
     Unavailable,
+    /// The lesson is not open for joining yet; it opens at this moment (Unix ms).
+    #[error("the lesson is not open yet")]
+    NotOpen(u64),
+    /// The lesson's window has closed.
+    #[error("the lesson has closed")]
+    Closed,
 }
 
 impl AuthRefusal {
@@ -83,6 +89,8 @@ impl AuthRefusal {
             AuthRefusal::NotFound => Refusal::Code(ErrorCode::NotFound),
             AuthRefusal::Blocked => Refusal::Code(ErrorCode::Blocked),
             AuthRefusal::Unavailable => Refusal::Unavailable,
+            AuthRefusal::NotOpen(at) => Refusal::NotOpen(at),
+            AuthRefusal::Closed => Refusal::Closed,
         }
     }
 }

@@ -18,7 +18,7 @@ use super::lessons::{self, LessonView};
 use super::{WebState, current_session, same_origin};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::AccountClaims;
-use crate::catalog::{LessonInfo, TABLE};
+use crate::catalog::{InWindow, LessonInfo, TABLE};
 use crate::clock::unix_millis;
 use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 
@@ -54,6 +54,13 @@ pub(crate) enum ApiError {
     /// The state store or signing failed: nothing was changed.
     #[error("temporarily unavailable")]
     Unavailable,
+    /// The lesson is not open for joining yet: it opens at this moment
+    /// (Unix ms; the page shows it in the reader's time).
+    #[error("This lesson opens at {} UTC.", super::lessons::hh_mm_utc(*.0))]
+    NotOpen(u64),
+    /// The lesson's window has closed (its end and grace are past).
+    #[error("This lesson has closed.")]
+    Closed,
 }
 
 impl ApiError {
@@ -65,6 +72,8 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotOpen(_) => StatusCode::FORBIDDEN,
+            ApiError::Closed => StatusCode::GONE,
         }
     }
 
@@ -77,17 +86,19 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid",
             ApiError::RateLimited => "rate_limited",
             ApiError::Unavailable => "unavailable",
+            ApiError::NotOpen(_) => "not_open",
+            ApiError::Closed => "closed",
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status(),
-            Json(json!({"error": self.code(), "message": self.to_string()})),
-        )
-            .into_response()
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        if let ApiError::NotOpen(at) = self {
+            body["opens_at_ms"] = json!(at);
+        }
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -108,6 +119,7 @@ pub(crate) fn router() -> Router<WebState> {
         .route("/api/classes", get(classes))
         .route("/api/lessons/{lesson}", get(get_lesson))
         .route("/api/lessons/{lesson}/token", post(room_token))
+        .route("/api/lessons/{lesson}/extend", post(lessons::extend_lesson))
         .route("/api/people", get(people))
         .route("/api/blocks", get(list_blocks).post(block))
         .route("/api/unblock", post(unblock))
@@ -128,7 +140,10 @@ pub(crate) async fn signed_in(
 }
 
 /// A state-changing call: same origin and signed in.
-async fn changing(state: &WebState, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
+pub(crate) async fn changing(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<(String, Identity), ApiError> {
     if !same_origin(state, headers) {
         return Err(ApiError::CrossSite);
     }
@@ -215,7 +230,7 @@ async fn list_lessons(
             .filter(|l| l.visible_to(&who, &grants, now))
             .map(|l| {
                 let at = ended.get(&l.id).copied();
-                LessonView::new(l, at, now)
+                LessonView::new(l, at, now, &state.config.window)
             })
             .collect(),
     ))
@@ -313,6 +328,7 @@ async fn create_lesson(
         starts_at_ms: req.starts_at_ms,
         ends_at_ms: req.ends_at_ms,
         created_by: who.user.clone(),
+        extended_until_ms: None,
     };
     info.validate()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -366,6 +382,17 @@ async fn room_token(
         return Err(ApiError::Forbidden);
     }
     let now_ms = unix_millis();
+    // Outside its window a lesson issues no room token (the join checks
+    // the window again, for a token issued just before it closed).
+    let window = match state.config.window.at(&info, now_ms) {
+        InWindow::Open => Ok(()),
+        InWindow::Before(at) => Err(ApiError::NotOpen(at)),
+        InWindow::After(_) => Err(ApiError::Closed),
+    };
+    if let Err(e) = window {
+        audit::write(&state.store, refused(e.code()).lesson(info.id)).await;
+        return Err(e);
+    }
     let mut account = who.account();
     let visitor_until = if !account.staff && !account.safeguarding_observer {
         grants_of(&state, &who)

@@ -26,8 +26,8 @@ pub(crate) struct AuditRecord {
     /// When, Unix milliseconds.
     pub at_ms: u64,
     /// What happened (`login`, `login_refused`, `logout`, `room_token`,
-    /// `room_token_refused`, `lesson_created`, `block`, `unblock`,
-    /// `visitor_grant`, `visitor_revoke`).
+    /// `room_token_refused`, `lesson_created`, `lesson_extended`, `block`,
+    /// `unblock`, `visitor_grant`, `visitor_revoke`).
     pub action: String,
     /// Who did it (absent when nobody could be identified).
     pub actor: Option<UserRef>,

@@ -163,7 +163,8 @@ pub(crate) fn tap(
                     lesson,
                     record: Record::Event(LessonEvent::Ended { .. }),
                     ..
-                } => names.retain(|(l, _), _| l != lesson),
+                }
+                | RoomRecord::Closed { lesson } => names.retain(|(l, _), _| l != lesson),
                 RoomRecord::Alert { lesson, at, event } => {
                     let at_ms = crate::clock::unix_millis_at(*at);
                     let raiser = match event {

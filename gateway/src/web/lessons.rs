@@ -5,26 +5,31 @@
 //! provider's claims of people who signed in, and `lesson.classes`), and it
 //! cannot start in the past.
 //!
-//! The state shown here is worked out from the lesson's times and its
-//! register (which knows when it ended); it never opens or closes a lesson
-//! itself: joining is decided by the join check and the lesson core.
+//! The state shown here is worked out from the lesson's times (its window:
+//! `lesson.open_before_mins` before its start to `lesson.close_grace_mins`
+//! after its end, or as long as its staff extended it, here) and its
+//! register (which knows when it ended). The same window decides whether a
+//! room token is issued (`api.rs`) and whether a join is let through
+//! (`auth/join.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use chaperone_protocol::LessonId;
 use serde::Serialize;
 
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
 use super::WebState;
-use super::api::{ApiError, PEOPLE};
+use super::api::{ApiError, PEOPLE, changing, visible_lesson};
+use super::audit::{self, AuditRecord};
 use super::register;
-use crate::catalog::LessonInfo;
+use crate::catalog::{InWindow, LessonInfo, MAX_EXTEND_MINS, TABLE, WindowSettings};
+use crate::clock::unix_millis;
 use crate::store::StateStore;
 
-/// How long before its start a lesson opens (the teacher gets ready, pupils
-/// wait in the waiting room).
-pub(crate) const OPENS_BEFORE_MS: u64 = 15 * 60 * 1000;
-/// How long after its planned end a lesson stays open unless ended sooner.
-pub(crate) const CLOSES_AFTER_MS: u64 = 15 * 60 * 1000;
 /// How far in the past a new lesson may start (a lesson created "now" takes
 /// a moment to fill in).
 pub(crate) const START_SLACK_MS: u64 = 5 * 60 * 1000;
@@ -58,16 +63,20 @@ pub(crate) struct LessonView {
 }
 
 impl LessonView {
-    /// `info` at `now_ms`, given when it ended (if it did).
-    pub(crate) fn new(info: LessonInfo, ended_at_ms: Option<u64>, now_ms: u64) -> Self {
-        let opens_at_ms = info.starts_at_ms.saturating_sub(OPENS_BEFORE_MS);
-        let closes_at_ms = info.ends_at_ms.saturating_add(CLOSES_AFTER_MS);
-        let state = if ended_at_ms.is_some() || now_ms >= closes_at_ms {
-            LessonState::Ended
-        } else if now_ms < opens_at_ms {
-            LessonState::Upcoming
-        } else {
-            LessonState::Live
+    /// `info` at `now_ms` in `window`, given when it ended (if it did).
+    pub(crate) fn new(
+        info: LessonInfo,
+        ended_at_ms: Option<u64>,
+        now_ms: u64,
+        window: &WindowSettings,
+    ) -> Self {
+        let opens_at_ms = window.opens_at(&info);
+        let closes_at_ms = window.closes_at(&info);
+        let state = match window.at(&info, now_ms) {
+            _ if ended_at_ms.is_some() => LessonState::Ended,
+            InWindow::After(_) => LessonState::Ended,
+            InWindow::Before(_) => LessonState::Upcoming,
+            InWindow::Open => LessonState::Live,
         };
         Self {
             info,
@@ -106,7 +115,7 @@ pub(crate) async fn view(
     let ended = register::load(&state.store, info.id)
         .await?
         .and_then(|r| r.ended_ms);
-    Ok(LessonView::new(info, ended, now_ms))
+    Ok(LessonView::new(info, ended, now_ms, &state.config.window))
 }
 
 /// The classes lessons may be created for: `lesson.classes` and every
@@ -158,6 +167,74 @@ pub(crate) fn check_new(
     Ok(())
 }
 
+/// "10:45" of a Unix-ms moment, UTC.
+pub(crate) fn hh_mm_utc(ms: u64) -> String {
+    let mins = ms / 60_000 % (24 * 60);
+    format!("{:02}:{:02}", mins / 60, mins % 60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Extend {
+    /// Minutes to keep the lesson open longer.
+    minutes: u64,
+}
+
+/// Keeps a lesson open longer (its staff): from when it closes now, or
+/// from now if it has closed. Audited, as is a refusal.
+pub(crate) async fn extend_lesson(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(lesson): Path<String>,
+    Json(req): Json<Extend>,
+) -> Result<Json<LessonView>, ApiError> {
+    let (key, who) = changing(&state, &headers).await?;
+    let info = visible_lesson(&state, &key, &who, &lesson).await?;
+    let own = info.teachers.contains(&who.user) || info.assistants.contains(&who.user);
+    if !(who.is_staff() && own) {
+        audit::write(
+            &state.store,
+            AuditRecord::new(unix_millis(), "lesson_extended", Some(who.user.clone()))
+                .lesson(info.id)
+                .refused("forbidden"),
+        )
+        .await;
+        return Err(ApiError::Forbidden);
+    }
+    if req.minutes == 0 || req.minutes > MAX_EXTEND_MINS {
+        return Err(ApiError::Invalid(format!(
+            "extend by 1 to {MAX_EXTEND_MINS} minutes"
+        )));
+    }
+    let now = unix_millis();
+    if view(&state, info.clone(), now).await?.ended_at_ms.is_some() {
+        return Err(ApiError::Invalid(
+            "This lesson was ended by its staff; it cannot be reopened.".to_owned(),
+        ));
+    }
+    let window = &state.config.window;
+    let mut extended = info;
+    let until = window.extended(&extended, req.minutes, now);
+    extended.extended_until_ms = Some(until);
+    let json = serde_json::to_string(&extended).map_err(|_| ApiError::Unavailable)?;
+    state
+        .store
+        .put_record(TABLE, &extended.id.to_string(), json)
+        .await?;
+    audit::write(
+        &state.store,
+        AuditRecord::new(now, "lesson_extended", Some(who.user.clone()))
+            .lesson(extended.id)
+            .reason(format!(
+                "{} minutes; closes at {} UTC",
+                req.minutes,
+                hh_mm_utc(until)
+            )),
+    )
+    .await;
+    Ok(Json(view(&state, extended, now).await?))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -175,31 +252,39 @@ mod tests {
             starts_at_ms: start,
             ends_at_ms: end,
             created_by: t,
+            extended_until_ms: None,
         }
     }
 
+    const OPENS_BEFORE_MS: u64 = 15 * 60 * 1000;
+    const CLOSES_AFTER_MS: u64 = 10 * 60 * 1000;
+
     #[test]
     fn state_follows_the_window_and_the_end() {
+        let w = WindowSettings::default();
         let h = 3_600_000;
         let l = || info(10 * h, 11 * h);
         assert_eq!(
-            LessonView::new(l(), None, 9 * h).state,
+            LessonView::new(l(), None, 9 * h, &w).state,
             LessonState::Upcoming
         );
         assert_eq!(
-            LessonView::new(l(), None, 10 * h - OPENS_BEFORE_MS).state,
+            LessonView::new(l(), None, 10 * h - OPENS_BEFORE_MS, &w).state,
             LessonState::Live
         );
-        assert_eq!(LessonView::new(l(), None, 11 * h).state, LessonState::Live);
         assert_eq!(
-            LessonView::new(l(), None, 11 * h + CLOSES_AFTER_MS).state,
+            LessonView::new(l(), None, 11 * h, &w).state,
+            LessonState::Live
+        );
+        assert_eq!(
+            LessonView::new(l(), None, 11 * h + CLOSES_AFTER_MS, &w).state,
             LessonState::Ended
         );
         assert_eq!(
-            LessonView::new(l(), Some(10 * h), 10 * h + 1).state,
+            LessonView::new(l(), Some(10 * h), 10 * h + 1, &w).state,
             LessonState::Ended
         );
-        let json = serde_json::to_value(LessonView::new(l(), None, 10 * h)).unwrap();
+        let json = serde_json::to_value(LessonView::new(l(), None, 10 * h, &w)).unwrap();
         assert_eq!(json["state"], "live");
         assert_eq!(json["title"], "Fractions");
         assert_eq!(json["opens_at_ms"], 10 * h - OPENS_BEFORE_MS);

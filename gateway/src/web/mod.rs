@@ -68,6 +68,8 @@ pub(crate) struct WebConfig {
     pub classes: Vec<String>,
     /// Development mode (shown on pages).
     pub dev: bool,
+    /// When lessons open for joining and close.
+    pub window: crate::catalog::WindowSettings,
 }
 
 impl WebConfig {

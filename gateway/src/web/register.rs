@@ -212,7 +212,10 @@ pub(crate) fn tap(
     mut records: mpsc::Receiver<RoomRecord>,
 ) -> mpsc::Receiver<RoomRecord> {
     let (tx, rx) = mpsc::channel(records.max_capacity());
-    let (events_tx, events_rx) = mpsc::unbounded_channel::<(LessonId, Instant, LessonEvent)>();
+    // `None`: the lesson's room closed for idleness (its register is in the
+    // store; the next event loads it again).
+    let (events_tx, events_rx) =
+        mpsc::unbounded_channel::<(LessonId, Option<(Instant, LessonEvent)>)>();
     tokio::spawn(keep(store, events_rx));
     tokio::spawn(async move {
         while let Some(r) = records.recv().await {
@@ -224,7 +227,10 @@ pub(crate) fn tap(
                 && relevant(event)
             {
                 // The register task ends only with this one.
-                let _ = events_tx.send((*lesson, *at, event.clone()));
+                let _ = events_tx.send((*lesson, Some((*at, event.clone()))));
+            }
+            if let RoomRecord::Closed { lesson } = &r {
+                let _ = events_tx.send((*lesson, None));
             }
             if tx.send(r).await.is_err() {
                 break;
@@ -236,9 +242,16 @@ pub(crate) fn tap(
 
 /// The register task: applies events in order and writes each changed
 /// register.
-async fn keep(store: Store, mut events: mpsc::UnboundedReceiver<(LessonId, Instant, LessonEvent)>) {
+async fn keep(
+    store: Store,
+    mut events: mpsc::UnboundedReceiver<(LessonId, Option<(Instant, LessonEvent)>)>,
+) {
     let mut open: HashMap<LessonId, (Register, HashMap<ParticipantId, UserRef>)> = HashMap::new();
-    while let Some((lesson, at, event)) = events.recv().await {
+    while let Some((lesson, event)) = events.recv().await {
+        let Some((at, event)) = event else {
+            open.remove(&lesson);
+            continue;
+        };
         if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(lesson) {
             let loaded = match load(&store, lesson).await {
                 Ok(r) => r.unwrap_or_default(),
@@ -553,6 +566,7 @@ mod tests {
             starts_at_ms: 0,
             ends_at_ms: 3_600_000,
             created_by: user("t"),
+            extended_until_ms: None,
         }
     }
 

@@ -553,3 +553,63 @@ fn stopping_with_everything_acknowledged_is_done_at_once() {
     h.feed.stop(h.now);
     assert_eq!(h.drain(), [Output::Done]);
 }
+
+#[test]
+fn a_closed_room_flushes_everything_and_says_so_once_acknowledged() {
+    let mut h = Harness::new(&["ws://a"]);
+    h.connect(10);
+    h.chat("before the close");
+    h.feed.close(h.now);
+    h.drain();
+    let sent = h.transmit();
+    assert_eq!(Harness::seqs(&sent), [11]);
+    assert_eq!(
+        sent.last().map(|s| &s.1),
+        Some(&FeedFrame::Flush),
+        "{sent:?}"
+    );
+    assert!(!h.outputs.contains(&Output::Closed), "not before the ack");
+    // A frame that still comes is sent, and flushed again.
+    h.chat("straggler");
+    let sent = h.transmit();
+    assert_eq!(Harness::seqs(&sent), [12]);
+    assert_eq!(sent.last().map(|s| &s.1), Some(&FeedFrame::Flush));
+    h.ack(11);
+    assert!(
+        !h.outputs.contains(&Output::Closed),
+        "one frame unacknowledged"
+    );
+    let out = h.ack(12);
+    assert_eq!(out.iter().filter(|o| **o == Output::Closed).count(), 1);
+    assert!(!h.done(), "the hub stops it, not the machine");
+    // Opened again: it carries on, numbering after what it sent.
+    h.feed.reopen();
+    h.chat("after the reopen");
+    let sent = h.transmit();
+    assert_eq!(Harness::seqs(&sent), [13]);
+    assert_eq!(chat_text(&sent[0].1), "after the reopen");
+    assert!(!h.feed.is_ended());
+}
+
+#[test]
+fn a_closed_room_waits_for_a_recorder_however_long_it_takes() {
+    let mut h = Harness::new(&["ws://a"]);
+    h.chat("held");
+    h.feed.close(h.now);
+    h.drain();
+    // The recorder is unreachable for ten minutes.
+    let later = h.now + Duration::from_secs(600);
+    loop {
+        h.until_connect();
+        if h.now >= later {
+            break;
+        }
+        h.refused("down");
+    }
+    assert!(!h.outputs.contains(&Output::Closed) && !h.done());
+    h.connected(0);
+    let sent = h.transmit();
+    assert_eq!(Harness::seqs(&sent), [1]);
+    h.ack(1);
+    assert!(h.outputs.contains(&Output::Closed));
+}

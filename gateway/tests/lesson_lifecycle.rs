@@ -1,0 +1,323 @@
+//! A lesson's life cycle on the server (issue 17), through a whole node over
+//! real HTTP and WebSockets: the window it may be joined in (no room token
+//! and no join before it opens or after it closes, staff can keep it open
+//! longer, nobody else can), and a room nobody is in closing after the idle
+//! timeout with its recording written to a real `recorder serve` process,
+//! then opening again on the next join with the recording continuing.
+#![allow(clippy::unwrap_used)]
+
+mod feed_support;
+mod media_support;
+mod peer_support;
+mod recorder_support;
+mod web_support;
+
+use std::time::Duration;
+
+use chaperone_gateway::store::StateStore as _;
+use chaperone_protocol::LessonId;
+use chaperone_protocol::feed::FeedFrame;
+use chaperone_protocol::signal::{ClientMsg, ServerMsg};
+use media_support::wait_for;
+use peer_support::join;
+use recorder_support::RecorderSetup;
+use reqwest::StatusCode;
+use serde_json::json;
+use web_support::{Browser, Node, open_ws};
+
+const MIN: u64 = 60_000;
+
+async fn lesson_at(b: &mut Browser, starts_at_ms: u64, ends_at_ms: u64) -> String {
+    let a = b
+        .post(
+            "/api/lessons",
+            json!({"title": "Fractions", "class": "7A",
+                "starts_at_ms": starts_at_ms, "ends_at_ms": ends_at_ms}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    a.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Every audit record of `action` about `lesson`: (actor's subject, outcome).
+async fn audited(slt: &mut Browser, action: &str, lesson: &str) -> Vec<(String, String)> {
+    let log = slt.get("/api/audit?from=0").await.unwrap().json();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == action && r["lesson"] == lesson)
+        .map(|r| {
+            (
+                r["actor"]["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn outside_its_window_a_lesson_issues_no_token_and_refuses_joins() {
+    let node = Node::start(|c| {
+        c.lesson.open_before_mins = 15;
+        c.lesson.close_grace_mins = 0;
+    })
+    .await
+    .unwrap();
+    let now = chaperone_gateway::clock::unix_millis();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let mut pupil = node.browser();
+    pupil.login_ok("pupil-a").await.unwrap();
+
+    // Two hours ahead: not open yet, for staff or pupils.
+    let later = lesson_at(&mut teacher, now + 120 * MIN, now + 180 * MIN).await;
+    for b in [&mut teacher, &mut pupil] {
+        let a = b.room_token(&later).await.unwrap();
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        let j = a.json();
+        assert_eq!(j["error"], "not_open");
+        assert_eq!(j["opens_at_ms"], now + 105 * MIN);
+        assert!(
+            j["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("This lesson opens at "),
+            "{j}"
+        );
+    }
+    let view = teacher
+        .get(&format!("/api/lessons/{later}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(view["state"], "upcoming");
+
+    // A token issued while a lesson was open does not join once it is not:
+    // the join checks the window itself (here the lesson was moved later).
+    let moved = lesson_at(&mut teacher, now, now + 60 * MIN).await;
+    let token = pupil.room_token(&moved).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = moved.clone();
+    let mut record: serde_json::Value = serde_json::from_str(
+        &node
+            .store
+            .get_record("lessons", &key)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    record["starts_at_ms"] = json!(now + 120 * MIN);
+    record["ends_at_ms"] = json!(now + 180 * MIN);
+    node.store
+        .put_record("lessons", &key, record.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        open_ws(&node, &moved, &token).await.unwrap().err(),
+        Some(403),
+        "a join before the window opens"
+    );
+
+    // A lesson that has ended and whose grace (none here) has passed.
+    let short = lesson_at(&mut teacher, now, now + 1500).await;
+    let token = pupil.room_token(&short).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let closes = now + 1500;
+    while chaperone_gateway::clock::unix_millis() <= closes {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        open_ws(&node, &short, &token).await.unwrap().err(),
+        Some(410),
+        "a join after the window closed, with a token issued inside it"
+    );
+    for b in [&mut teacher, &mut pupil] {
+        let a = b.room_token(&short).await.unwrap();
+        assert_eq!(a.status, StatusCode::GONE, "{}", a.body);
+        assert_eq!(a.json()["error"], "closed");
+        assert_eq!(a.json()["message"], "This lesson has closed.");
+    }
+    let view = pupil
+        .get(&format!("/api/lessons/{short}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(view["state"], "ended");
+
+    // Nobody but the lesson's staff keeps it open longer: not a pupil, not
+    // SLT (who may see every lesson); each refusal is audited.
+    let mut slt = node.browser();
+    slt.login_ok("slt").await.unwrap();
+    for b in [&mut pupil, &mut slt] {
+        let a = b
+            .post(
+                &format!("/api/lessons/{short}/extend"),
+                json!({"minutes": 5}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    }
+    assert_eq!(
+        pupil.room_token(&short).await.unwrap().status,
+        StatusCode::GONE,
+        "a refused extension changes nothing"
+    );
+    for bad in [json!({"minutes": 0}), json!({"minutes": 121}), json!({})] {
+        let a = teacher
+            .post(&format!("/api/lessons/{short}/extend"), bad)
+            .await
+            .unwrap();
+        assert!(a.status.is_client_error(), "{}", a.body);
+    }
+    // Its teacher does: open again from now, for the minutes asked.
+    let before = chaperone_gateway::clock::unix_millis();
+    let a = teacher
+        .post(
+            &format!("/api/lessons/{short}/extend"),
+            json!({"minutes": 5}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let view = a.json();
+    assert_eq!(view["state"], "live");
+    let closes_at = view["closes_at_ms"].as_u64().unwrap();
+    assert!(
+        closes_at >= before + 5 * MIN
+            && closes_at <= chaperone_gateway::clock::unix_millis() + 5 * MIN,
+        "{view}"
+    );
+    let t = pupil.room_token(&short).await.unwrap();
+    assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+    let mut ws = open_ws(&node, &short, t.json()["token"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("the extended lesson is joined");
+    assert!(matches!(
+        web_support::recv(&mut ws).await.unwrap(),
+        ServerMsg::Welcome { .. }
+    ));
+
+    let extended = audited(&mut slt, "lesson_extended", &short).await;
+    assert!(
+        extended.contains(&("teacher".to_owned(), "ok".to_owned())),
+        "{extended:?}"
+    );
+    assert!(
+        extended.contains(&("pupil-a".to_owned(), "forbidden".to_owned()))
+            && extended.contains(&("slt".to_owned(), "forbidden".to_owned())),
+        "{extended:?}"
+    );
+    let refused = audited(&mut slt, "room_token_refused", &later).await;
+    assert!(
+        refused.contains(&("pupil-a".to_owned(), "not_open".to_owned())),
+        "{refused:?}"
+    );
+}
+
+/// The chat texts in the lesson's archive, in order.
+fn chat_texts(setup: &RecorderSetup, lesson: LessonId) -> Vec<String> {
+    setup
+        .frames(lesson)
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            FeedFrame::Chat { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn lessons_live(node: &Node) -> f64 {
+    let text = node.scrape().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("chaperone_lessons_live "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_lesson_closes_after_the_idle_timeout_and_its_recording_verifies() {
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let mut setup = RecorderSetup::new("http://placeholder");
+        let url = setup.url();
+        let node = Node::start(move |c| {
+            c.recorder.urls = vec![url];
+            c.lesson.idle_close_secs = 2;
+            c.feed.ack_timeout_ms = 2000;
+        })
+        .await
+        .unwrap();
+        setup.settings.gateway_url = node.base();
+        let _recorder = setup.start().await;
+        let mut b = node.browser();
+        b.login_ok("teacher").await.unwrap();
+        let id = b.create_lesson("7A").await.unwrap();
+        let lesson: LessonId = id.parse().unwrap();
+
+        for (visit, words) in ["first visit", "second visit"].into_iter().enumerate() {
+            let teacher = join(&node, "teacher", &id).await;
+            teacher
+                .wait("teacher admitted", |m| matches!(m, ServerMsg::Admitted))
+                .await;
+            teacher.send(ClientMsg::Chat {
+                to: None,
+                text: words.into(),
+            });
+            wait_for(Duration::from_secs(15), || node.app.recorder.attached())
+                .await
+                .unwrap();
+            assert_eq!(lessons_live(&node).await, 1.0);
+            // Everyone leaves; the room stays for the idle timeout, then closes.
+            drop(teacher);
+            wait_for(Duration::from_secs(30), || node.app.rooms.all().is_empty())
+                .await
+                .unwrap_or_else(|_| panic!("visit {visit}: the empty lesson did not close"));
+            assert_eq!(lessons_live(&node).await, 0.0);
+            // Its feed had the recorder write everything, and finished.
+            wait_for(Duration::from_secs(30), || {
+                chat_texts(&setup, lesson).iter().any(|t| t == words)
+            })
+            .await
+            .unwrap_or_else(|_| panic!("visit {visit}: {words:?} not written"));
+            wait_for(Duration::from_secs(15), || {
+                let f = node.app.recorder.figures();
+                f.buffer_bytes == 0 && f.spool_bytes == 0
+            })
+            .await
+            .unwrap();
+            // Signed and complete up to here; not final, since the lesson
+            // has not ended and may be joined again.
+            let report = setup.verify(lesson).await;
+            assert!(
+                report
+                    .problems()
+                    .all(|f| matches!(f, chaperone_archive::verify::Finding::NotFinal { .. })),
+                "{}",
+                report.to_human()
+            );
+            assert!(report.segments_ok >= 1, "{}", report.to_human());
+        }
+        // The second visit continued the first's recording, in order.
+        let texts = chat_texts(&setup, lesson);
+        assert_eq!(texts, ["first visit", "second visit"], "{texts:?}");
+        let seqs: Vec<u64> = setup.frames(lesson).iter().map(|(s, _)| *s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "one numbering without holes or repeats: {seqs:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
