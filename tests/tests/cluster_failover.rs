@@ -413,6 +413,14 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
     assert_eq!(cluster.owner(), Some(new_owner));
     // The unlock sent to the fenced node never took effect.
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher2).await;
+
+    // The resumed node's recorder feed finished instead of competing with
+    // the new owner's: one recording, final, the pause listed as its gap.
+    teacher2.send(ClientMsg::EndLesson);
+    let report = cluster.verify(lesson).unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["is_final"], true, "{report:#}");
+    assert_eq!(gaps(&report).len(), 1, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -141,19 +141,13 @@ impl Hub {
                     .await
             }
             RoomRecord::Gap { lesson, at, reason } => {
+                // Sent just before the lesson's task starts here again: the
+                // lesson is open from now on.
+                self.open(lessons, done, lesson).await;
                 self.route(lessons, done, lesson, Item::Gap { at, reason })
                     .await
             }
-            RoomRecord::Opened { lesson } => {
-                if !lessons.finished.contains(&lesson) {
-                    let l = self.lesson(lessons, done, lesson);
-                    if l.closing {
-                        // A feed still finishing an idle close carries on.
-                        l.closing = false;
-                        let _ = l.tx.send(Inbox::Reopen).await;
-                    }
-                }
-            }
+            RoomRecord::Opened { lesson } => self.open(lessons, done, lesson).await,
             RoomRecord::Closed { lesson } => {
                 if let Some(l) = lessons.running.get_mut(&lesson) {
                     l.closing = true;
@@ -171,6 +165,23 @@ impl Hub {
                     _ => "alert".to_owned(),
                 };
                 warn!(target: "safeguarding", %lesson, %kind, "concern or incident raised");
+            }
+        }
+    }
+
+    /// A lesson's room (re)opened on this node: its feed runs, and one still
+    /// finishing a close carries on.
+    async fn open(
+        &self,
+        lessons: &mut Lessons,
+        done: &mpsc::UnboundedSender<Done>,
+        lesson: LessonId,
+    ) {
+        if !lessons.finished.contains(&lesson) {
+            let l = self.lesson(lessons, done, lesson);
+            if l.closing {
+                l.closing = false;
+                let _ = l.tx.send(Inbox::Reopen).await;
             }
         }
     }

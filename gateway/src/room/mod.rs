@@ -93,8 +93,9 @@ pub enum RoomRecord {
         /// Why, for the archive.
         reason: String,
     },
-    /// The lesson's task stopped with nobody connected, the lesson not
-    /// ended (`lesson.idle_close_secs`): its feed sends everything it holds,
+    /// The lesson's task stopped with the lesson not ended: nobody was
+    /// connected for `lesson.idle_close_secs`, or this node let the lesson
+    /// go (shut down, drained, or lost its lease): its feed sends everything it holds,
     /// has the recorder write it, and finishes. A later `Opened` starts a
     /// new feed that continues the recording.
     Closed {

@@ -122,7 +122,14 @@ impl RoomTask {
             };
             tokio::select! {
                 cmd = inbox.recv() => match cmd {
-                    Some(Command::Shutdown) | None => break,
+                    Some(Command::Shutdown) | None => {
+                        // Let go here (another node has it now, or this one
+                        // is draining): the feed sends what it holds and
+                        // finishes, rather than stay connected beside the
+                        // next owner's.
+                        self.record(RoomRecord::Closed { lesson: self.id }).await;
+                        break;
+                    }
                     Some(cmd) => self.handle(cmd).await,
                 },
                 () = sleep => self.lesson.handle_timeout(now()),
