@@ -105,9 +105,10 @@ impl Default for LessonConfig {
             chat_rate: 5,
             chat_window: Duration::from_secs(10),
             pupil_defaults: Permissions::PUPIL_DEFAULT,
-            // A pen stroke is sent in pieces about every 50 ms: 20 a second,
-            // with room for a laser pointer.
-            annotation_rate: 50,
+            // The lesson page sends a pen stroke in pieces every 150 ms and
+            // a laser flash at most every 200 ms: 12 a second at most, well
+            // inside the signaling connection's own 20 a second.
+            annotation_rate: 15,
             annotation_window: Duration::from_secs(1),
         }
     }

@@ -535,8 +535,9 @@ fn malformed_marks_and_a_full_layer_are_refused() {
         ErrorCode::InvalidState,
     );
     // Fill the layer (pausing so the rate limit does not bite).
+    c.skip(Duration::from_secs(1));
     while c.lesson.marks_kept() < MAX_MARKS_PER_LAYER {
-        c.skip(Duration::from_millis(25));
+        c.skip(Duration::from_millis(70));
         c.accept(t, draw(t, pen(vec![[1, 1]])));
     }
     c.skip(Duration::from_secs(1));
