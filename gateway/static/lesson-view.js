@@ -85,7 +85,7 @@ export class LessonView {
     this.stageMain = $('div', { id: 'stage-main', class: 'stage-main' });
     this.strip = $('div', { id: 'stage-strip', class: 'stage-strip' });
     this.audio = $('div', { id: 'audio', hidden: true });
-    this.stage = $('section', { id: 'stage', class: 'stage', 'aria-label': 'Video' }, this.stageMain, this.strip, this.audio);
+    this.stage = $('section', { id: 'stage', class: 'stage', 'aria-label': 'Video' }, this.lesson.annotations.tools.bar, this.stageMain, this.strip, this.audio);
     this.panel = new SidePanel(this.lesson, this);
     this.toolbar = $('div', { id: 'toolbar', class: 'toolbar', role: 'toolbar', 'aria-label': 'Lesson controls' });
     this.body = $('div', { id: 'lesson-body', class: 'lesson-body', hidden: true }, this.stage, this.panel.element);
@@ -299,6 +299,7 @@ export class LessonView {
       t => (t.kind === 'empty' ? el('p', { class: 'muted stage-empty' }, 'Your teacher’s video appears here.') : this.tile(t)),
       (e, t) => { if (t.kind !== 'empty') this.updateTile(e, t); });
     tiles(this.stageMain, main.length || role !== 'pupil' ? main : [empty]);
+    lesson.annotations.renderTools(screens.length > 0);
     tiles(this.strip, strip);
     const voices = roster.filter(p => p.id !== lesson.you && live(p, 'microphone'));
     reconcile(this.audio, voices, p => `p${p.id}/microphone`, p => {
@@ -356,6 +357,8 @@ export class LessonView {
       }
       text(placeholder.querySelector('.initials'), initials(t.kind === 'self' ? lesson.myName : t.p.name));
     }
+    // Marks on a shared screen, over its picture.
+    if (t.kind === 'screen' && stream) lesson.annotations.overlay(tile, t.p.id);
     const hand = t.kind === 'camera' && lesson.hands.includes(t.p.id);
     const mic = t.kind === 'camera' && t.p.forwarded.includes('microphone');
     text(tile.caption, `${name}${t.kind === 'camera' && !mic ? ' (muted)' : ''}${hand ? ' · hand up' : ''}`);
