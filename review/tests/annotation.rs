@@ -153,3 +153,73 @@ async fn each_scope_is_served_the_marks_it_may_see_at_their_times() {
     let (_, detail) = dsl.json(&path).await;
     assert_eq!(summary(&detail["marks"]), all);
 }
+
+/// An export bundle carries the mark events: opened with `age` and the
+/// review identity alone, its segments hold every recorded annotation
+/// event of the lesson.
+#[tokio::test]
+async fn an_export_carries_the_marks() {
+    use chaperone_protocol::feed::FeedFrame;
+    use std::process::Command;
+    let env = env().await;
+    let dsl = env
+        .open("dsl", "dsl", ReviewScope::DslRestricted, Some(env.lesson))
+        .await;
+    let (s, tar) = dsl
+        .get(&format!("/api/recordings/{}/export", env.lesson))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("bundle.tar"), &tar).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("xf")
+            .arg("bundle.tar")
+            .current_dir(out.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let lesson = env.lesson.to_string();
+    let segments = out.path().join(format!(
+        "chaperone-export-{lesson}/store/lessons/{lesson}/segments"
+    ));
+    let mut paths: Vec<_> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let mut events = Vec::new();
+    for path in paths {
+        let age = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&env.identity_file)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(age.status.success());
+        let segment = chaperone_archive::segment::Segment::decode(&age.stdout).unwrap();
+        for r in segment.records() {
+            if let Ok(FeedFrame::Event {
+                at_micros, event, ..
+            }) = FeedFrame::parse(&r.frame)
+            {
+                events.push((at_micros - T0, event));
+            }
+        }
+    }
+    let marks: Vec<(u64, LessonEvent)> = events
+        .into_iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                LessonEvent::Annotated { .. }
+                    | LessonEvent::MarkExtended { .. }
+                    | LessonEvent::MarkUndone { .. }
+                    | LessonEvent::MarksCleared { .. }
+            )
+        })
+        .collect();
+    assert_eq!(marks, annotation_events());
+}
