@@ -1,7 +1,8 @@
 // Annotation over a screen share in headless Chromium against
 // `gateway --dev`: pupil A shares their screen; the teacher draws on it
 // with the mouse and pupil B's page shows the mark (the overlay's pixels at
-// the stroke's position, and not beside it); undo and clear take it away
+// the stroke's position, and not beside it), and so does pupil A on their
+// own shared screen; undo and clear take it away
 // at B; pupil B, allowed to draw, is revoked in the middle of a stroke and
 // the rest of it reaches nobody, nor does a modified page's extension
 // after the revocation; pupils are never told another pupil's name on a
@@ -136,6 +137,8 @@ try {
   expect(red[0] > 150 && red[1] < 100 && red[2] < 100, `the mark at pupil B is red: ${red}`);
   expect((await pixel(pupilB, idA, 5000, 2000))[3] === 0, 'pupil B shows a mark where none was drawn');
   expect((await pixel(pupilB, idA, 1000, 5000))[3] === 0, 'pupil B shows a mark before the line starts');
+  // Pupil A, whose screen it is, sees the mark on their own shared screen.
+  await drawnAt(pupilA, idA, 5000, 5000);
   if (shots) {
     // For the README: a few more marks (an arrow, a box, a label) from the
     // teacher's page, with the tools, then back to the one line.
