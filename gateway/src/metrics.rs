@@ -121,6 +121,18 @@ pub(crate) fn code_label(code: ErrorCode) -> String {
         .unwrap_or_else(|| "other".to_owned())
 }
 
+/// The wire names of the annotation messages (whose refusals are counted
+/// in `annotation_refused_total`).
+pub(crate) const ANNOTATION_ACTIONS: [&str; 7] = [
+    "draw",
+    "extend_mark",
+    "undo_mark",
+    "redo_mark",
+    "erase_mark",
+    "clear_marks",
+    "isolate_marks",
+];
+
 /// The label value of a hold reason.
 pub(crate) fn hold_label(reason: HoldReason) -> &'static str {
     match reason {
@@ -266,6 +278,11 @@ pub struct Metrics {
     pub incidents: IntCounter,
     /// Joins refused because the person is blocked.
     pub blocked_refusals: IntCounter,
+    /// Annotation marks accepted (laser flashes included).
+    pub marks: IntCounter,
+    /// Annotation messages refused (a mark without permission, on a screen
+    /// not shared, malformed, too many), by code.
+    pub marks_refused: IntCounterVec,
     /// Refusals of requests nobody could be named for (counted, and summed
     /// into one audit record per source and window), by action.
     pub anonymous_refusals: IntCounterVec,
@@ -488,6 +505,28 @@ impl Metrics {
         reg(Box::new(concerns.clone()))?;
         reg(Box::new(incidents.clone()))?;
         reg(Box::new(blocked_refusals.clone()))?;
+        let marks = IntCounter::new(
+            "annotation_marks_total",
+            "Annotation marks accepted on shared screens (laser flashes included)",
+        )?;
+        let marks_refused = counter_vec(
+            "annotation_refused_total",
+            "Annotation messages refused by the lesson, by code",
+            "code",
+            &[
+                "not_permitted",
+                "not_admitted",
+                "forbidden",
+                "held",
+                "no_share",
+                "bad_mark",
+                "layer_full",
+                "rate_limited",
+                "invalid_state",
+            ],
+        )?;
+        reg(Box::new(marks.clone()))?;
+        reg(Box::new(marks_refused.clone()))?;
         let anonymous_refusals = counter_vec(
             "anonymous_refusals_total",
             "Refused requests nobody could be named for (summed in the audit log per source and window), by action",
@@ -533,6 +572,8 @@ impl Metrics {
             concerns,
             incidents,
             blocked_refusals,
+            marks,
+            marks_refused,
             anonymous_refusals,
             joins,
             media,

@@ -39,6 +39,14 @@ export const ClientMsg = {
   raiseHand: raised => ({ raise_hand: { raised } }),
   lowerHand: target => ({ lower_hand: { target } }),
   showHands: visible => ({ show_hands: { visible } }),
+  // Annotation: `stroke` is { tool, colour: '#rrggbb', width, points: [[x, y]], text? }.
+  draw: (layer, stroke) => ({ draw: { layer, stroke } }),
+  extendMark: points => ({ extend_mark: { points } }),
+  undoMark: () => 'undo_mark',
+  redoMark: () => 'redo_mark',
+  eraseMark: mark => ({ erase_mark: { mark } }),
+  clearMarks: author => (author === undefined ? { clear_marks: {} } : { clear_marks: { author } }),
+  isolateMarks: isolated => ({ isolate_marks: { isolated } }),
   offer: sdp => ({ offer: { sdp } }),
   answer: sdp => ({ answer: { sdp } }),
 };

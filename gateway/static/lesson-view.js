@@ -85,7 +85,7 @@ export class LessonView {
     this.stageMain = $('div', { id: 'stage-main', class: 'stage-main' });
     this.strip = $('div', { id: 'stage-strip', class: 'stage-strip' });
     this.audio = $('div', { id: 'audio', hidden: true });
-    this.stage = $('section', { id: 'stage', class: 'stage', 'aria-label': 'Video' }, this.stageMain, this.strip, this.audio);
+    this.stage = $('section', { id: 'stage', class: 'stage', 'aria-label': 'Video' }, this.lesson.annotations.tools.bar, this.stageMain, this.strip, this.audio);
     this.panel = new SidePanel(this.lesson, this);
     this.toolbar = $('div', { id: 'toolbar', class: 'toolbar', role: 'toolbar', 'aria-label': 'Lesson controls' });
     this.body = $('div', { id: 'lesson-body', class: 'lesson-body', hidden: true }, this.stage, this.panel.element);
@@ -275,6 +275,9 @@ export class LessonView {
     const staffIds = new Set(roster.filter(p => p.role === 'teacher' || p.role === 'assistant').map(p => p.id));
     const publishers = roster.filter(p => p.id !== lesson.you && p.role !== 'observer');
     const screens = publishers.filter(p => live(p, 'screen_share')).map(p => ({ kind: 'screen', p }));
+    // One's own shared screen, while the server forwards it: the sharer sees
+    // the marks others draw on it.
+    if (media.local.screen_share && lesson.me.forwarded?.includes('screen_share')) screens.push({ kind: 'myscreen' });
     let cameras;
     if (role === 'pupil') {
       // Pupils: their teachers always (a placeholder when the camera is
@@ -293,12 +296,13 @@ export class LessonView {
     }
     this.stage.classList.toggle('has-main', main.length > 0);
     this.stage.classList.toggle('grid-only', main.length === 0);
-    const key = t => (t.kind === 'self' ? 'self' : `${t.p.id}-${t.kind}`);
+    const key = t => (t.kind === 'self' || t.kind === 'myscreen' ? t.kind : `${t.p.id}-${t.kind}`);
     const empty = { kind: 'empty' };
     const tiles = (area, items) => reconcile(area, items, t => (t.kind === 'empty' ? 'empty' : key(t)),
       t => (t.kind === 'empty' ? el('p', { class: 'muted stage-empty' }, 'Your teacher’s video appears here.') : this.tile(t)),
       (e, t) => { if (t.kind !== 'empty') this.updateTile(e, t); });
     tiles(this.stageMain, main.length || role !== 'pupil' ? main : [empty]);
+    lesson.annotations.renderTools(screens.length > 0);
     tiles(this.strip, strip);
     const voices = roster.filter(p => p.id !== lesson.you && live(p, 'microphone'));
     reconcile(this.audio, voices, p => `p${p.id}/microphone`, p => {
@@ -312,7 +316,8 @@ export class LessonView {
 
   tile(t) {
     const caption = el('figcaption', {});
-    const tile = el('figure', { class: `tile ${t.kind}`, 'data-tile': t.kind === 'self' ? 'self' : (t.kind === 'screen' ? `${t.p.id}-screen` : String(t.p.id)) }, caption);
+    const dataTile = t.kind === 'self' || t.kind === 'myscreen' ? t.kind : (t.kind === 'screen' ? `${t.p.id}-screen` : String(t.p.id));
+    const tile = el('figure', { class: t.kind === 'myscreen' ? 'tile screen mine' : `tile ${t.kind}`, 'data-tile': dataTile }, caption);
     tile.caption = caption;
     return tile;
   }
@@ -331,6 +336,14 @@ export class LessonView {
       }
       name = 'You';
       videoId = 'self-view';
+    } else if (t.kind === 'myscreen') {
+      const screen = lesson.media.local.screen_share;
+      if (screen) {
+        if (!this.myScreen || this.myScreen.getVideoTracks()[0] !== screen) this.myScreen = new MediaStream([screen]);
+        stream = this.myScreen;
+      }
+      name = 'Your shared screen';
+      videoId = 'my-screen';
     } else {
       const source = t.kind === 'screen' ? 'screen_share' : 'camera';
       trackId = `p${t.p.id}/${source}`;
@@ -354,8 +367,11 @@ export class LessonView {
         placeholder = el('div', { class: 'placeholder' }, el('span', { class: 'initials', 'aria-hidden': 'true' }), el('span', { class: 'off' }, 'Camera off'));
         tile.prepend(placeholder);
       }
-      text(placeholder.querySelector('.initials'), initials(t.kind === 'self' ? lesson.myName : t.p.name));
+      text(placeholder.querySelector('.initials'), initials(t.kind === 'self' || t.kind === 'myscreen' ? lesson.myName : t.p.name));
     }
+    // Marks on a shared screen, over its picture.
+    if (t.kind === 'screen' && stream) lesson.annotations.overlay(tile, t.p.id);
+    if (t.kind === 'myscreen' && stream) lesson.annotations.overlay(tile, lesson.you);
     const hand = t.kind === 'camera' && lesson.hands.includes(t.p.id);
     const mic = t.kind === 'camera' && t.p.forwarded.includes('microphone');
     text(tile.caption, `${name}${t.kind === 'camera' && !mic ? ' (muted)' : ''}${hand ? ' · hand up' : ''}`);

@@ -39,6 +39,9 @@ export function refusal(code, action) {
     case 'ended': return 'The lesson has ended.';
     case 'not_recording': return 'Pupils can be let in once the recording has started: it will start in a moment.';
     case 'not_found': return 'This lesson is not available to you.';
+    case 'no_share': return 'Drawing needs a shared screen, and that screen is no longer shared.';
+    case 'bad_mark': return 'That drawing is too large or off the shared screen.';
+    case 'layer_full': return 'The shared screen is full of drawings: ask your teacher to clear them.';
     default: return 'That did not work. Please try again.';
   }
 }

@@ -17,6 +17,7 @@
 
 import { api, clock, el } from './common.js';
 import { DeviceCheck } from './lesson-devices.js';
+import { Annotations } from './lesson-annotate.js';
 import { Media, trackKey } from './lesson-media.js';
 import { Signal } from './lesson-signal.js';
 import { LABEL, LessonView } from './lesson-view.js';
@@ -76,6 +77,7 @@ export class LessonClient {
         this.signal.close(4100, 'media failed');
       },
     });
+    this.annotations = new Annotations(this);
     window.chaperone = this; // for people debugging, and the browser tests
   }
 
@@ -219,10 +221,12 @@ export class LessonClient {
 
   // One message from the gateway, in order (the next waits for this one).
   async handle(tag, body) {
+    if (this.annotations.handle(tag, body)) return this.render();
     switch (tag) {
       case 'welcome':
         this.you = body.you; this.role = body.role;
         this.mine.add(body.you); // every id this page has had (rejoining gives a new one)
+        this.annotations.reset();
         document.body.dataset.lessonRole = body.role;
         break;
       case 'waiting': this.setState('waiting'); break;
@@ -241,8 +245,9 @@ export class LessonClient {
       case 'status': this.status = body; break;
       case 'control_changed':
         this.notice = controlChanged(body.permission, body.granted, body.revoked);
+        if (body.permission === 'annotate' && !body.granted) this.annotations.revoked();
         // The server already stopped forwarding it; stop capturing it here too.
-        if (!body.granted) await this.media.stopLocal(body.permission);
+        if (!body.granted && body.permission !== 'annotate') await this.media.stopLocal(body.permission);
         break;
       case 'chat': this.chat.push({ ...body, at: Date.now() }); break;
       case 'banner':

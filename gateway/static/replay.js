@@ -8,6 +8,7 @@
 // window.review: { detail, videos, seek(seconds), time() } for the tests.
 
 import { api, el, request, showError, when } from './common.js';
+import { LASER_MS, paint, pixelAt } from './annotate.js';
 
 const root = document.getElementById('review');
 const me = document.getElementById('me');
@@ -169,9 +170,60 @@ function describe(e, names) {
     case 'refused': return `${n(body.participant)} tried something that was refused (${(body.action || '').replaceAll('_', ' ')}: ${(body.code || '').replaceAll('_', ' ')}).`;
     case 'join_refused': return `Someone was refused entry (${(body.code || '').replaceAll('_', ' ')}).`;
     case 'ended': return `${n(body.by)} ended the lesson.`;
+    case 'annotated': return body.stroke?.tool === 'laser' ? `${n(body.participant)} pointed at ${n(body.layer)}’s screen.` : `${n(body.participant)} drew on ${n(body.layer)}’s screen (${body.stroke?.tool || 'a mark'}).`;
+    case 'mark_extended': return 'A drawing went on.';
+    case 'mark_undone': return `${n(body.participant)} took back a drawing.`;
+    case 'mark_redone': return `${n(body.participant)} put back a drawing.`;
+    case 'mark_erased': return `${n(body.participant)} erased a drawing.`;
+    case 'marks_cleared': return body.by != null ? `${n(body.by)} cleared ${body.marks.length} drawing${body.marks.length === 1 ? '' : 's'}.` : 'Drawings went with the shared screen.';
+    case 'marks_isolated': return `${n(body.by)} ${body.isolated ? 'let pupils see only staff drawings and their own' : 'let pupils see every drawing'}.`;
     default: return kind.replaceAll('_', ' ');
   }
 }
+// The recorded marks over each screen-share video, as they were at the
+// player's time: the served operations (draw, extend, hide, laser) applied
+// in order up to that moment. Redrawn on every time update and seek, and
+// every frame while a laser flash fades. Returns the redraw function (with
+// `pixel(layer, x, y)` for the browser tests).
+function annotationOverlays(d, videos, time) {
+  const ops = d.marks || [];
+  const layers = videos.filter(x => x.f.screen).map(x => {
+    const layer = Number((/^p(\d+)-screen/.exec(x.f.name) || [])[1]);
+    const canvas = el('canvas', { class: 'annotation-layer', 'data-layer': String(layer), 'aria-hidden': 'true' });
+    x.box.append(canvas);
+    return { layer, canvas, v: x.v };
+  });
+  const at = ms => {
+    const shown = new Map();
+    const lasers = [];
+    for (const o of ops) {
+      if (o.t_ms > ms) break;
+      if (o.op === 'draw') shown.set(o.id, { layer: o.layer, stroke: { ...o.stroke, points: [...o.stroke.points] } });
+      else if (o.op === 'extend') shown.get(o.id)?.stroke.points.push(...o.points);
+      else if (o.op === 'hide') for (const id of o.ids) shown.delete(id);
+      else if (o.op === 'laser' && ms - o.t_ms < LASER_MS) lasers.push({ layer: o.layer, stroke: o.stroke, at: o.t_ms });
+    }
+    return { shown: [...shown.values()], lasers };
+  };
+  let fading = false;
+  const redraw = () => {
+    const ms = time() * 1000;
+    const { shown, lasers } = at(ms);
+    for (const l of layers) {
+      paint(l.canvas, l.v, shown.filter(m => m.layer === l.layer).map(m => m.stroke), lasers.filter(x => x.layer === l.layer), ms);
+    }
+    if (lasers.length && !fading) {
+      fading = true;
+      requestAnimationFrame(() => { fading = false; redraw(); });
+    }
+  };
+  redraw.pixel = (layer, x, y) => {
+    const l = layers.find(o => o.layer === layer);
+    return l ? pixelAt(l.canvas, l.v, x, y) : null;
+  };
+  return redraw;
+}
+
 async function replay() {
   root.replaceChildren();
   if (isPupil && !isLeader) return start('pupil_copy', null);
@@ -214,9 +266,10 @@ async function start(scope, reason, status) {
 function render(d) {
   const videos = d.files.map(f => {
     const v = el('video', { src: f.url, preload: 'auto', playsinline: '', 'data-file': f.name, title: f.label });
-    return { f, v, box: el('figure', { class: 'tile' }, v, el('figcaption', {}, `${f.label}${f.screen ? ' — screen' : ''}${f.role ? ` (${f.role})` : ''}`)) };
+    return { f, v, box: el('figure', { class: f.screen ? 'tile screen' : 'tile' }, v, el('figcaption', {}, `${f.label}${f.screen ? ' — screen' : ''}${f.role ? ` (${f.role})` : ''}`)) };
   });
   const master = videos.find(x => x.f.video)?.v || videos[0]?.v;
+  const drawMarks = annotationOverlays(d, videos, () => master?.currentTime ?? 0);
   const clock = el('span', { id: 'clock' }, '0:00');
   const slider = el('input', { type: 'range', id: 'timeline', 'aria-label': 'Position in the lesson', min: '0', max: String(Math.max(1, Math.floor(d.duration_ms / 1000))), value: '0', step: '0.1' });
   const seek = secs => {
@@ -233,6 +286,7 @@ function render(d) {
   if (master) master.addEventListener('timeupdate', () => {
     const t = master.currentTime;
     clock.textContent = fmt(t * 1000);
+    drawMarks();
     slider.value = String(t);
     // Keep every other element on the master's timeline.
     for (const { v } of videos) if (v !== master && !v.seeking && Math.abs(v.currentTime - t) > 0.5) { try { v.currentTime = t; } catch (_) { /* ignore */ } }
@@ -265,7 +319,8 @@ function render(d) {
   if (d.scope !== 'pupil_copy') parts.push(auditBox(d));
   if (d.scope === 'dsl_restricted') parts.push(dslTools(d));
   root.replaceChildren(...parts.filter(Boolean));
-  window.review = { detail: d, videos: videos.map(x => x.v), seek, time: () => master?.currentTime ?? 0 };
+  if (master) master.addEventListener('seeked', drawMarks);
+  window.review = { detail: d, videos: videos.map(x => x.v), seek, time: () => master?.currentTime ?? 0, drawMarks, markPixel: drawMarks.pixel };
   // Opened from an incident: go to that moment.
   const q = new URLSearchParams(location.search);
   const at = q.get('at') ? (Number(q.get('at')) - d.start_ms) / 1000 : q.get('t') ? Number(q.get('t')) : null;

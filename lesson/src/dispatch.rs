@@ -78,6 +78,8 @@ impl Lesson {
                 | ClientMsg::EndLesson
                 | ClientMsg::LowerHand { .. }
                 | ClientMsg::ShowHands { .. }
+                | ClientMsg::ClearMarks { .. }
+                | ClientMsg::IsolateMarks { .. }
         );
         if staff_only && !role.is_staff() {
             return Err(ErrorCode::Forbidden);
@@ -120,6 +122,16 @@ impl Lesson {
             ClientMsg::LowerHand { target } => self.lower_hand(from, target),
             ClientMsg::ShowHands { visible } => {
                 self.show_hands(from, visible);
+                Ok(())
+            }
+            ClientMsg::Draw { layer, stroke } => self.draw(now, from, layer, stroke),
+            ClientMsg::ExtendMark { points } => self.extend_mark(now, from, points),
+            ClientMsg::UndoMark => self.undo_mark(now, from),
+            ClientMsg::RedoMark => self.redo_mark(now, from),
+            ClientMsg::EraseMark { mark } => self.erase_mark(now, from, mark),
+            ClientMsg::ClearMarks { author } => self.clear_marks(from, author),
+            ClientMsg::IsolateMarks { isolated } => {
+                self.isolate_marks(from, isolated);
                 Ok(())
             }
             ClientMsg::Offer { sdp } => {

@@ -30,6 +30,8 @@
 //! - `chat`: public and private chat, its policy and rate limit, concerns
 //!   and incidents;
 //! - `hands`: raised hands, their order, and who sees them;
+//! - `annotation`: marks on a shared screen, who may draw them and who
+//!   sees them;
 //! - `supervision`: holds, the recorder gate, the teacher-camera rule,
 //!   expiries and deadlines;
 //! - `dispatch`: client messages, through the gates, to their verbs;
@@ -40,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod annotation;
 mod chat;
 mod controls;
 mod dispatch;
@@ -84,6 +87,11 @@ pub struct LessonConfig {
     pub chat_window: Duration,
     /// Permissions given to pupils admitted later, until a teacher changes them.
     pub pupil_defaults: Permissions,
+    /// Annotation messages (marks, extensions, undo, redo, erase) anyone
+    /// may send per `annotation_window`.
+    pub annotation_rate: usize,
+    /// The window for `annotation_rate`.
+    pub annotation_window: Duration,
 }
 
 impl Default for LessonConfig {
@@ -97,6 +105,11 @@ impl Default for LessonConfig {
             chat_rate: 5,
             chat_window: Duration::from_secs(10),
             pupil_defaults: Permissions::PUPIL_DEFAULT,
+            // The lesson page sends a pen stroke in pieces every 150 ms and
+            // a laser flash at most every 200 ms: 12 a second at most, well
+            // inside the signaling connection's own 20 a second.
+            annotation_rate: 15,
+            annotation_window: Duration::from_secs(1),
         }
     }
 }
@@ -256,6 +269,8 @@ pub struct Lesson {
     hands: Vec<ParticipantId>,
     /// Whether pupils see whose hands are up.
     hands_visible: bool,
+    /// Marks on shared screens (see `annotation.rs`).
+    annotation: annotation::Annotation,
     ended: bool,
     recorder_attached: bool,
     /// Since when no recorder has been attached (set at creation).
@@ -294,6 +309,7 @@ impl Lesson {
             private_chat: true,
             hands: Vec::new(),
             hands_visible: false,
+            annotation: annotation::Annotation::default(),
             ended: false,
             recorder_attached: false,
             recorder_lost_since: Some(now),

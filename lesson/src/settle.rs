@@ -26,6 +26,9 @@ impl Lesson {
         self.settle_media();
         self.settle_hands();
         self.settle_views();
+        // After the views, so a pupil learns marks are isolated before
+        // other pupils' marks go.
+        self.settle_marks();
         self.settle_snapshot();
     }
 
@@ -133,6 +136,7 @@ impl Lesson {
             public_chat: self.public_chat,
             private_chat: self.private_chat,
             hands_visible: self.hands_visible,
+            marks_isolated: self.annotation.isolated,
         }
     }
 

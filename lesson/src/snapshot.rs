@@ -1,5 +1,6 @@
 //! The part of a lesson that must survive its node: who was admitted, every
-//! permission, removal and block, the chat policy and the lock; taking it
+//! permission, removal and block, the chat policy, the lock and whether
+//! marks are isolated; taking it
 //! from a [`Lesson`] and rebuilding a lesson from it. Media and connections
 //! are not in it: they are rebuilt when clients reconnect. A restored lesson
 //! must never be more permissive than the one that was saved: every mute,
@@ -40,6 +41,11 @@ pub struct Snapshot {
     /// kept: after a failover every hand is down).
     #[serde(default)]
     pub hands_visible: bool,
+    /// Pupils see only staff marks and their own (the marks themselves are
+    /// not kept: they belong to a screen share, which a failover ends).
+    /// Absent from snapshots taken before annotation existed.
+    #[serde(default)]
+    pub marks_isolated: bool,
     /// The lesson has ended.
     pub ended: bool,
     /// Permissions for pupils admitted later.
@@ -144,6 +150,7 @@ impl Lesson {
             public_chat: self.public_chat,
             private_chat: self.private_chat,
             hands_visible: self.hands_visible,
+            marks_isolated: self.annotation.isolated,
             ended: self.ended,
             defaults: self.defaults,
             permissions,
@@ -178,6 +185,12 @@ impl Lesson {
         lesson.public_chat = snapshot.public_chat;
         lesson.private_chat = snapshot.private_chat;
         lesson.hands_visible = snapshot.hands_visible;
+        lesson.annotation.isolated = snapshot.marks_isolated;
+        // Mark ids are never reused in a lesson's recording, yet the count
+        // is not persisted (it would change with every stroke): each
+        // restored incarnation numbers its marks from a base above the last
+        // one's (participant ids only grow, and nobody draws without joining).
+        lesson.annotation.set_mark_base(snapshot.next_participant);
         lesson.ended = snapshot.ended;
         lesson.defaults = snapshot.defaults;
         lesson.permissions = snapshot.permissions.into_iter().collect();

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use chaperone_protocol::signal::{ClientMsg, Target};
+use chaperone_protocol::annotation::{AuthorHandle, COORD_SCALE, Colour, MarkId, Stroke, Tool};
+use chaperone_protocol::signal::{ClientMsg, ServerMsg, Target};
 use chaperone_protocol::{Engagement, MediaSource, ParticipantId, Permission};
 use common::{Class, Who};
 use proptest::prelude::*;
@@ -73,6 +74,16 @@ enum M {
     ShowHands(bool),
     Offer,
     Answer,
+    /// A mark on someone's screen (by reference), of a tool, well formed or not.
+    Draw(Ref, usize, bool),
+    Extend(bool),
+    Undo,
+    Redo,
+    /// Erase a mark: one of the recorded ones (by index), or an unknown id.
+    Erase(u8),
+    /// Clear all marks, or one author's (by handle number).
+    ClearMarks(Option<u32>),
+    Isolate(bool),
 }
 
 fn person() -> impl Strategy<Value = usize> {
@@ -137,6 +148,15 @@ fn msg() -> impl Strategy<Value = M> {
         1 => any::<bool>().prop_map(M::ShowHands),
         1 => Just(M::Offer),
         1 => Just(M::Answer),
+        // Half the marks go on the teacher's screen (shared in a running lesson).
+        10 => (prop_oneof![Just(Ref::Person(0)), reference()], 0..Tool::ALL.len(), proptest::bool::weighted(0.9))
+            .prop_map(|(r, t, ok)| M::Draw(r, t, ok)),
+        3 => proptest::bool::weighted(0.9).prop_map(M::Extend),
+        1 => Just(M::Undo),
+        1 => Just(M::Redo),
+        1 => any::<u8>().prop_map(M::Erase),
+        1 => proptest::option::of(0u32..5).prop_map(M::ClearMarks),
+        1 => any::<bool>().prop_map(M::Isolate),
     ]
 }
 
@@ -234,6 +254,38 @@ fn to_client(c: &Class, m: &M) -> ClientMsg {
         M::Answer => ClientMsg::Answer {
             sdp: "v=0".to_owned(),
         },
+        M::Draw(r, t, ok) => {
+            let tool = Tool::ALL[t];
+            let (least, _) = tool.points();
+            let at = if ok { COORD_SCALE / 2 } else { COORD_SCALE + 1 };
+            ClientMsg::Draw {
+                layer: resolve(c, r),
+                stroke: Stroke {
+                    tool,
+                    colour: Colour(0x33_66_99),
+                    width: 10,
+                    points: vec![[at, 10]; least.max(1)],
+                    text: (tool == Tool::Text).then(|| "label".to_owned()),
+                },
+            }
+        }
+        M::Extend(ok) => ClientMsg::ExtendMark {
+            points: vec![[if ok { 5 } else { COORD_SCALE + 1 }, 5]],
+        },
+        M::Undo => ClientMsg::UndoMark,
+        M::Redo => ClientMsg::RedoMark,
+        M::Erase(k) => ClientMsg::EraseMark {
+            mark: c
+                .marks
+                .keys()
+                .nth(usize::from(k) % (c.marks.len() + 1))
+                .copied()
+                .unwrap_or(MarkId(99_999)),
+        },
+        M::ClearMarks(h) => ClientMsg::ClearMarks {
+            author: h.map(AuthorHandle),
+        },
+        M::Isolate(isolated) => ClientMsg::IsolateMarks { isolated },
     }
 }
 
@@ -286,13 +338,33 @@ fn run(ops: &[Op]) -> bool {
 }
 
 /// A lesson that starts with the recorder and teacher in and most pupils
-/// admitted and publishing, so that sequences spend their time where the
+/// admitted and publishing, the teacher sharing their screen and pupils
+/// allowed to draw on it, so that sequences spend their time where the
 /// rules bite.
 fn run_from_started(ops: &[Op]) -> bool {
+    started_class(ops).0
+}
+
+fn started_class(ops: &[Op]) -> (bool, Class) {
     let (mut c, t) = Class::started(4);
+    c.say(
+        t,
+        ClientMsg::SetSource {
+            source: MediaSource::ScreenShare,
+            on: true,
+        },
+    );
     for n in 0..3 {
         c.admitted_pupil(n, t);
     }
+    c.say(
+        t,
+        ClientMsg::SetPermission {
+            target: Target::AllPupils,
+            permission: Permission::Annotate,
+            granted: true,
+        },
+    );
     for n in 0..3 {
         let p = c.pid(Who::Pupil(n)).expect("admitted above");
         c.say(
@@ -302,7 +374,8 @@ fn run_from_started(ops: &[Op]) -> bool {
             },
         );
     }
-    apply(&mut c, ops)
+    let reached = apply(&mut c, ops);
+    (reached, c)
 }
 
 fn config(cases: u32) -> Config {
@@ -349,5 +422,31 @@ fn sequences_reach_forwarded_pupil_media() {
     assert!(
         reached * 5 >= runs,
         "only {reached}/{runs} sequences kept any pupil media flowing"
+    );
+}
+
+/// The random sequences reach delivered marks: a mark drawn by a pupil
+/// shown to another pupil, in a fair share of sequences from a running
+/// lesson (the invariants on marks would otherwise test refusals only).
+#[test]
+fn sequences_reach_pupil_marks_shown_to_other_pupils() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = proptest::collection::vec(op(), 11..60);
+    let runs = 300;
+    let reached = (0..runs)
+        .filter(|_| {
+            let (_, c) =
+                started_class(&strategy.new_tree(&mut runner).expect("strategy").current());
+            c.inbox
+                .values()
+                .flatten()
+                .any(|m| matches!(m, ServerMsg::Mark(m) if !m.staff && !m.mine))
+        })
+        .count();
+    assert!(
+        reached * 10 >= runs,
+        "only {reached}/{runs} sequences showed a pupil's mark to someone else"
     );
 }

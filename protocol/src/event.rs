@@ -184,6 +184,61 @@ pub enum LessonEvent {
         /// Who changed it.
         by: ParticipantId,
     },
+    /// A mark was drawn on a shared screen (a laser mark too: it faded by
+    /// itself and is never undone or cleared).
+    Annotated {
+        /// The mark's id.
+        mark: crate::annotation::MarkId,
+        /// Whose shared screen.
+        layer: ParticipantId,
+        /// Who drew it.
+        participant: ParticipantId,
+        /// What was drawn.
+        stroke: crate::annotation::Stroke,
+    },
+    /// Points were added to a freehand mark while it was drawn.
+    MarkExtended {
+        /// The mark.
+        mark: crate::annotation::MarkId,
+        /// The new points.
+        points: Vec<crate::annotation::Point>,
+    },
+    /// Its author took a mark back (it may be put back).
+    MarkUndone {
+        /// The mark.
+        mark: crate::annotation::MarkId,
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// Its author put an undone mark back.
+    MarkRedone {
+        /// The mark.
+        mark: crate::annotation::MarkId,
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// Its author erased a mark.
+    MarkErased {
+        /// The mark.
+        mark: crate::annotation::MarkId,
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// Marks were cleared: by staff (all, or one person's), or because the
+    /// screen they were drawn on stopped being shared (`by` absent).
+    MarksCleared {
+        /// The marks removed.
+        marks: Vec<crate::annotation::MarkId>,
+        /// The staff member who cleared them, if it was not the share ending.
+        by: Option<ParticipantId>,
+    },
+    /// Staff set whether pupils see only staff marks and their own.
+    MarksIsolated {
+        /// Isolated (true) or shared.
+        isolated: bool,
+        /// Who changed it.
+        by: ParticipantId,
+    },
     /// A teacher flagged an incident.
     Incident {
         /// The staff member.

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+pub mod annotation;
 pub mod event;
 pub mod feed;
 #[cfg(any(test, feature = "fuzzing"))]

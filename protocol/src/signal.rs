@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::annotation::{AuthorHandle, Mark, MarkId, Point, Stroke};
 use crate::event::HoldReason;
 use crate::{Engagement, MediaSource, ParticipantId, Permission, Permissions, ProtocolError, Role};
 
@@ -146,6 +147,40 @@ pub enum ClientMsg {
         visible: bool,
     },
 
+    // --- annotation (see `annotation.rs`) ---
+    /// Draw a mark on a live screen share (needs `annotate`; staff always).
+    Draw {
+        /// Whose shared screen.
+        layer: ParticipantId,
+        /// The mark.
+        stroke: Stroke,
+    },
+    /// Add points to one's own latest freehand mark, while drawing it.
+    ExtendMark {
+        /// The new points.
+        points: Vec<Point>,
+    },
+    /// Take back one's own latest mark.
+    UndoMark,
+    /// Put back one's own latest undone mark.
+    RedoMark,
+    /// Remove one of one's own marks.
+    EraseMark {
+        /// The mark.
+        mark: MarkId,
+    },
+    /// Staff: remove every mark, or one person's.
+    ClearMarks {
+        /// Whose marks (all if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<AuthorHandle>,
+    },
+    /// Staff: pupils see only staff marks and their own (true), or every mark.
+    IsolateMarks {
+        /// Isolated (true) or shared.
+        isolated: bool,
+    },
+
     // --- media negotiation ---
     /// An SDP offer for the client's peer connection.
     Offer {
@@ -200,6 +235,13 @@ impl ClientMsg {
             ClientMsg::RaiseHand { .. } => "raise_hand",
             ClientMsg::LowerHand { .. } => "lower_hand",
             ClientMsg::ShowHands { .. } => "show_hands",
+            ClientMsg::Draw { .. } => "draw",
+            ClientMsg::ExtendMark { .. } => "extend_mark",
+            ClientMsg::UndoMark => "undo_mark",
+            ClientMsg::RedoMark => "redo_mark",
+            ClientMsg::EraseMark { .. } => "erase_mark",
+            ClientMsg::ClearMarks { .. } => "clear_marks",
+            ClientMsg::IsolateMarks { .. } => "isolate_marks",
             ClientMsg::Offer { .. } => "offer",
             ClientMsg::Answer { .. } => "answer",
         }
@@ -253,6 +295,12 @@ pub enum ErrorCode {
     NotRecording,
     /// Something failed on the server; nothing was changed.
     Internal,
+    /// That screen is not being shared (annotation needs a live share).
+    NoShare,
+    /// The mark is malformed: points, coordinates, width or label out of bounds.
+    BadMark,
+    /// The shared screen holds as many marks as it may.
+    LayerFull,
 }
 
 impl ErrorCode {
@@ -313,6 +361,9 @@ pub struct LessonStatus {
     /// Pupils see whose hands are up (staff and observers always do).
     #[serde(default)]
     pub hands_visible: bool,
+    /// Pupils see only staff marks and their own on a shared screen.
+    #[serde(default)]
+    pub marks_isolated: bool,
 }
 
 /// Why a participant's connection is being closed.
@@ -409,6 +460,21 @@ pub enum ServerMsg {
     Hands {
         /// Participants whose hands are up, in the order they were raised.
         raised: Vec<ParticipantId>,
+    },
+    /// A mark you may see, new or put back (a laser mark fades by itself).
+    Mark(Mark),
+    /// Points added to a freehand mark you were sent.
+    MarkExtended {
+        /// The mark.
+        id: MarkId,
+        /// The new points.
+        points: Vec<Point>,
+    },
+    /// Marks you were sent are gone (undone, erased, cleared, the share ended,
+    /// or no longer yours to see).
+    Unmark {
+        /// The marks.
+        ids: Vec<MarkId>,
     },
     /// A request was refused.
     Error {

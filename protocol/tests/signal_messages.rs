@@ -3,6 +3,7 @@
 //! right typed error. Every lesson event round-trips through JSON too.
 #![allow(clippy::unwrap_used)]
 
+use chaperone_protocol::annotation::{AuthorHandle, Colour, Mark, MarkId, Stroke, Tool};
 use chaperone_protocol::event::{Compliance, HoldReason, LessonEvent};
 use chaperone_protocol::signal::{
     ClientMsg, ErrorCode, Farewell, LessonStatus, MAX_CLIENT_MSG, PROTOCOL_VERSION,
@@ -29,6 +30,26 @@ fn client_round_trip(msg: ClientMsg) {
 fn server_round_trip(msg: ServerMsg) {
     let text = msg.encode();
     assert_eq!(ServerMsg::decode(text.as_bytes()).unwrap(), msg, "{text}");
+}
+
+fn pen_stroke() -> Stroke {
+    Stroke {
+        tool: Tool::Pen,
+        colour: Colour(0xe0_1b_24),
+        width: 30,
+        points: vec![[0, 0], [5000, 5000], [10_000, 10_000]],
+        text: None,
+    }
+}
+
+fn text_stroke() -> Stroke {
+    Stroke {
+        tool: Tool::Text,
+        colour: Colour(0x00_00_ff),
+        width: 200,
+        points: vec![[100, 200]],
+        text: Some("x = 2".into()),
+    }
 }
 
 #[test]
@@ -88,6 +109,21 @@ fn every_client_message_round_trips() {
             target: Target::One(P),
         },
         ClientMsg::ShowHands { visible: true },
+        ClientMsg::Draw {
+            layer: P,
+            stroke: text_stroke(),
+        },
+        ClientMsg::ExtendMark {
+            points: vec![[1, 2], [3, 4]],
+        },
+        ClientMsg::UndoMark,
+        ClientMsg::RedoMark,
+        ClientMsg::EraseMark { mark: MarkId(9) },
+        ClientMsg::ClearMarks { author: None },
+        ClientMsg::ClearMarks {
+            author: Some(AuthorHandle(2)),
+        },
+        ClientMsg::IsolateMarks { isolated: true },
         ClientMsg::Offer {
             sdp: "v=0\r\n".into(),
         },
@@ -96,7 +132,7 @@ fn every_client_message_round_trips() {
         },
     ];
     let names: std::collections::BTreeSet<_> = all.iter().map(ClientMsg::name).collect();
-    assert_eq!(names.len(), 21, "one of each message type");
+    assert_eq!(names.len(), 28, "one of each message type");
     for msg in all {
         client_round_trip(msg);
     }
@@ -142,6 +178,7 @@ fn every_server_message_round_trips() {
             public_chat: true,
             private_chat: false,
             hands_visible: true,
+            marks_isolated: true,
         }),
         ServerMsg::ControlChanged {
             permission: Permission::Microphone,
@@ -164,6 +201,31 @@ fn every_server_message_round_trips() {
         ServerMsg::Error {
             code: ErrorCode::PupilToPupil,
             action: Some("chat".into()),
+        },
+        ServerMsg::Mark(Mark {
+            id: MarkId(4),
+            layer: P,
+            author: AuthorHandle(1),
+            staff: false,
+            mine: true,
+            name: None,
+            stroke: pen_stroke(),
+        }),
+        ServerMsg::Mark(Mark {
+            id: MarkId(5),
+            layer: P,
+            author: AuthorHandle(2),
+            staff: true,
+            mine: false,
+            name: Some("Ms Khan".into()),
+            stroke: text_stroke(),
+        }),
+        ServerMsg::MarkExtended {
+            id: MarkId(4),
+            points: vec![[10, 10]],
+        },
+        ServerMsg::Unmark {
+            ids: vec![MarkId(4), MarkId(5)],
         },
         ServerMsg::Offer { sdp: "v=0".into() },
         ServerMsg::Answer { sdp: "v=0".into() },
@@ -195,6 +257,49 @@ fn messages_are_externally_tagged_in_snake_case() {
         .encode(),
         r#"{"error":{"code":"not_admitted"}}"#
     );
+}
+
+#[test]
+fn a_mark_has_its_wire_shape_and_refuses_unknown_fields() {
+    assert_eq!(
+        serde_json::to_string(&ClientMsg::Draw {
+            layer: P,
+            stroke: Stroke {
+                tool: Tool::Arrow,
+                colour: Colour(0x12_ab_0f),
+                width: 8,
+                points: vec![[1, 2], [3, 4]],
+                text: None,
+            },
+        })
+        .unwrap(),
+        r##"{"draw":{"layer":3,"stroke":{"tool":"arrow","colour":"#12ab0f","width":8,"points":[[1,2],[3,4]]}}}"##
+    );
+    assert_eq!(
+        serde_json::to_string(&ClientMsg::UndoMark).unwrap(),
+        r#""undo_mark""#
+    );
+    for bad in [
+        // An unknown field in the stroke (a client claiming to be staff).
+        r##"{"draw":{"layer":3,"stroke":{"tool":"pen","colour":"#000000","width":8,"points":[[1,2]],"staff":true}}}"##,
+        // An unknown tool.
+        r##"{"draw":{"layer":3,"stroke":{"tool":"flood_fill","colour":"#000000","width":8,"points":[[1,2]]}}}"##,
+        // A colour that is not #rrggbb.
+        r##"{"draw":{"layer":3,"stroke":{"tool":"pen","colour":"red","width":8,"points":[[1,2]]}}}"##,
+        // A coordinate that is not a 16-bit unsigned integer.
+        r##"{"draw":{"layer":3,"stroke":{"tool":"pen","colour":"#000000","width":8,"points":[[-1,2]]}}}"##,
+        r##"{"extend_mark":{"points":[[1.5,2]]}}"##,
+        // An unknown field on clear.
+        r##"{"clear_marks":{"author":1,"everyone":true}}"##,
+    ] {
+        assert!(
+            matches!(
+                ClientMsg::decode(bad.as_bytes()),
+                Err(ProtocolError::Malformed(_))
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
@@ -326,6 +431,40 @@ fn every_lesson_event_round_trips_through_json() {
         LessonEvent::JoinRefused {
             user: UserRef::new("https://idp", "blocked").unwrap(),
             code: ErrorCode::Blocked,
+        },
+        LessonEvent::Annotated {
+            mark: MarkId(1),
+            layer: P,
+            participant: ParticipantId(1),
+            stroke: pen_stroke(),
+        },
+        LessonEvent::MarkExtended {
+            mark: MarkId(1),
+            points: vec![[0, 0]],
+        },
+        LessonEvent::MarkUndone {
+            mark: MarkId(1),
+            participant: P,
+        },
+        LessonEvent::MarkRedone {
+            mark: MarkId(1),
+            participant: P,
+        },
+        LessonEvent::MarkErased {
+            mark: MarkId(1),
+            participant: P,
+        },
+        LessonEvent::MarksCleared {
+            marks: vec![MarkId(1), MarkId(2)],
+            by: Some(P),
+        },
+        LessonEvent::MarksCleared {
+            marks: vec![],
+            by: None,
+        },
+        LessonEvent::MarksIsolated {
+            isolated: true,
+            by: P,
         },
         LessonEvent::Ended { by: P },
     ];

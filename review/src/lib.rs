@@ -4,7 +4,8 @@
 //! - [`open`]: opening sealed segments with the review (or escrow) identity;
 //! - `library`: a recording opened for review, on one timeline;
 //! - [`webm`]: remuxing recorded frames into WebM (libwebm);
-//! - `policy`: what each review scope may see;
+//! - `policy`: what each review scope may see (`annotation`: the marks
+//!   drawn on shared screens, for the replay);
 //! - [`marks`]: DSL-only ranges and legal holds;
 //! - [`audit`]: the review audit log, hash-chained in the object store;
 //! - [`retention`]: the retention sweep;
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+pub(crate) mod annotation;
 pub mod audit;
 pub mod command;
 pub(crate) mod export;

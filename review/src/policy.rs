@@ -8,7 +8,8 @@
 //!   public and private chat, every event, except inside DSL-only ranges,
 //!   where media frames are not served and chat and events are withheld;
 //! - [`Access::Pupil`] (`pupil_copy`): only staff cameras, microphones and
-//!   screen shares, public chat only, no events, never DSL-only ranges.
+//!   screen shares, public chat only, no events, staff annotation marks
+//!   only (`crate::annotation`), never DSL-only ranges.
 //!
 //! Pure: no I/O, no clock. A route must never serve media, chat or events
 //! that did not come through here.

@@ -62,6 +62,21 @@ try {
   const open = async person => {
     const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: SIZES[0][1] });
     const page = await context.newPage();
+    // Headless has no screen to capture: a worksheet drawn on a canvas stands in for one.
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getDisplayMedia = async () => {
+        const c = document.createElement('canvas'); c.width = 1280; c.height = 720;
+        const g = c.getContext('2d');
+        const draw = () => {
+          g.fillStyle = '#fdfdf8'; g.fillRect(0, 0, 1280, 720);
+          g.fillStyle = '#222'; g.font = '48px sans-serif'; g.fillText('Worksheet 3: fractions', 80, 110);
+          g.font = '40px sans-serif';
+          ['1.  3/4 + 1/8 = ?', '2.  2/3 of 27 = ?', '3.  Which is larger: 5/8 or 3/5?'].forEach((t, i) => g.fillText(t, 100, 240 + i * 120));
+        };
+        draw(); setInterval(draw, 100);
+        return c.captureStream(10);
+      };
+    });
     await loginViaDevIdp(page, gateway, person);
     return page;
   };
@@ -100,6 +115,20 @@ try {
     await p.click('#camera-toggle');
   }
   await sleep(5000);
+  // The teacher shares a worksheet and marks it up; pupil A, allowed to
+  // draw, adds a label; the teacher clears the marks a few seconds later.
+  await teacher.click('#share-screen');
+  await waitFor(teacher, id => window.chaperone.roster.find(p => p.id === id)?.forwarded.includes('screen_share'), teacherId, "the teacher's screen shared");
+  await sleep(2000);
+  await teacher.evaluate(id => window.chaperone.send({ draw: { layer: id, stroke: { tool: 'pen', colour: '#e01b24', width: 80, points: [[2000, 5000], [8000, 5000]] } } }), teacherId);
+  await teacher.check(`input[data-permission="annotate"][data-participant="${idA}"]`);
+  await waitFor(pupilA, () => window.chaperone.me.permissions.annotate === true, null, 'pupil A may draw');
+  await pupilA.evaluate(id => window.chaperone.send({ draw: { layer: id, stroke: { tool: 'text', colour: '#1c71d8', width: 200, points: [[1000, 2000]], text: 'PUPIL-A-LABEL' } } }), teacherId);
+  await waitFor(teacher, () => window.chaperone.annotations.marks.size === 2, null, 'both marks at the teacher');
+  await sleep(3000);
+  await teacher.evaluate(() => window.chaperone.send({ clear_marks: {} }));
+  await waitFor(teacher, () => window.chaperone.annotations.marks.size === 0, null, 'marks cleared');
+  await sleep(2000);
   await pupilA.fill('#chat-input', 'hello from Ali');
   await pupilA.click('#chat-send');
   // The private message goes straight through the page's socket (the
@@ -195,6 +224,29 @@ try {
   expect(watched.includes('view') && watched.includes('play') && watched.includes('seek'), `audit shows view, play, seek: ${watched}`);
   step('slt_replay', { played, concern_at: target, after_seek: afterSeek, files: names.length });
 
+  // The teacher's marks over the replayed screen share: there between the
+  // pen stroke and the clear, gone after it.
+  await slt.evaluate(() => window.review.videos.forEach(v => v.pause()));
+  const drawn = detail.marks.find(m => m.op === 'draw' && m.stroke.tool === 'pen');
+  const cleared = detail.marks.find(m => m.op === 'hide' && m.ids.includes(drawn.id));
+  expect(drawn && cleared && detail.marks.some(m => m.op === 'draw' && m.stroke.text === 'PUPIL-A-LABEL' && m.by.startsWith('Ali')), `marks served to SLT: ${JSON.stringify(detail.marks)}`);
+  const screenFile = `p${teacherId}-screen.webm`;
+  expect(names.includes(screenFile), `the teacher's screen share is replayed: ${names}`);
+  // The page redraws the marks itself when a seek lands.
+  const markAt = async (secs, shown) => {
+    await slt.evaluate(t => window.review.seek(t), secs);
+    await waitFor(slt, ([t, id, shown]) => window.review.videos.every(v => !v.seeking) && Math.abs(window.review.time() - t) < 0.3
+      && ((window.review.markPixel(id, 5000, 5000) || [0, 0, 0, 0])[3] > 0) === shown, [secs, teacherId, shown], `the mark ${shown ? 'shown' : 'gone'} at ${secs} s`);
+    return slt.evaluate(id => window.review.markPixel(id, 5000, 5000), teacherId);
+  };
+  const between = (drawn.t_ms + cleared.t_ms) / 2000;
+  const before = await markAt(between, true);
+  expect(before && before[3] > 0 && before[0] > 150 && before[1] < 100, `the pen stroke at ${between}s: ${before}`);
+  await shot(slt, 'annotation-replay');
+  const after = await markAt(cleared.t_ms / 1000 + 1, false);
+  expect(after && after[3] === 0, `the stroke after the clear: ${after}`);
+  step('replay_marks', { drawn_ms: drawn.t_ms, cleared_ms: cleared.t_ms, before, after });
+
   // ---- a pupil's review copy
   const pupil = await open('pupil-b');
   await pupil.goto(`${gateway}/replay`);
@@ -209,6 +261,9 @@ try {
   expect(copyNames.length > 0 && copyNames.every(n => n.startsWith(`p${teacherId}-`)), `pupil copy has the teacher only: ${copyNames}`);
   expect(copy.chat.every(c => !c.private) && copy.chat.some(c => c.text === 'hello from Ali'), `pupil copy chat: ${JSON.stringify(copy.chat)}`);
   expect(!copy.events || copy.events.length === 0, 'pupil copy has no events');
+  // Staff marks only: the teacher's stroke, never pupil A's label or name.
+  expect(copy.marks.some(m => m.op === 'draw' && m.stroke.tool === 'pen'), `the teacher's marks in the pupil copy: ${JSON.stringify(copy.marks)}`);
+  expect(copy.marks.every(m => !m.by || m.by === 'Ms Rivera') && !JSON.stringify(copy.marks).includes('PUPIL-A-LABEL') && !JSON.stringify(copy.marks).includes('Ali'), `a pupil's mark in the pupil copy: ${JSON.stringify(copy.marks)}`);
   expect(!JSON.stringify(copy).includes('a private worry') && !JSON.stringify(copy).includes('test note'), 'private text in the pupil copy');
   const [otherFile] = await call(pupil, `/review/api/recordings/${lesson}/media/p${idA}-av.webm`);
   const [ownFile] = await call(pupil, `/review/api/recordings/${lesson}/media/p${idB}-av.webm`);

@@ -28,10 +28,19 @@ fn review_in_chromium_is_gated_scoped_and_audited() {
     let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
     assert_eq!(
         names,
-        ["recorded", "refused", "slt_replay", "pupil_copy", "dsl"]
+        [
+            "recorded",
+            "refused",
+            "slt_replay",
+            "replay_marks",
+            "pupil_copy",
+            "dsl"
+        ]
     );
     let lesson = steps[0]["lesson"].as_str().unwrap().to_owned();
     let slt = &steps[2];
+    let marks = &steps[3];
+    assert!(marks["before"][3].as_u64().unwrap() > 0 && marks["after"][3] == 0);
     assert!(slt["played"]["w"].as_u64().unwrap() > 0);
     assert!(slt["played"]["t"].as_f64().unwrap() > 1.5);
 

@@ -345,6 +345,14 @@ impl RoomTask {
             } => m.teacher_camera_off.inc(),
             LessonEvent::Concern { .. } => m.concerns.inc(),
             LessonEvent::Incident { .. } => m.incidents.inc(),
+            LessonEvent::Annotated { .. } => m.marks.inc(),
+            LessonEvent::Refused { action, code, .. }
+                if crate::metrics::ANNOTATION_ACTIONS.contains(&action.as_str()) =>
+            {
+                m.marks_refused
+                    .with_label_values(&[&crate::metrics::code_label(*code)])
+                    .inc();
+            }
             LessonEvent::JoinRefused { code, .. } => {
                 m.join_refused(&crate::metrics::code_label(*code));
             }

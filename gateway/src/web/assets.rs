@@ -23,9 +23,11 @@ macro_rules! asset {
 /// Every static file: name under `/static/`, content type, contents.
 const ASSETS: &[(&str, &str, &str)] = &[
     asset!("app.css", CSS),
+    asset!("annotate.js", JS),
     asset!("app.js", JS),
     asset!("common.js", JS),
     asset!("lesson.js", JS),
+    asset!("lesson-annotate.js", JS),
     asset!("lesson-devices.js", JS),
     asset!("lesson-media.js", JS),
     asset!("lesson-panel.js", JS),

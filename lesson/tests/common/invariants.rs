@@ -18,7 +18,7 @@ use chaperone_protocol::event::{HoldReason, LessonEvent};
 use chaperone_protocol::signal::ServerMsg;
 use chaperone_protocol::{MediaSource, ParticipantId, Permissions, Role, TrackId};
 
-use super::{Class, Who, user};
+use super::{Class, MarkRec, Who, user};
 
 /// What the harness believes about a present participant, from outputs alone.
 #[derive(Clone, Debug)]
@@ -151,6 +151,10 @@ impl Class {
                                 out,
                             );
                         }
+                    }
+                    ServerMsg::Mark(m) => self.check_mark_sent(out, &seen, *to, m),
+                    ServerMsg::MarkExtended { id, .. } if !self.marks.contains_key(id) => {
+                        self.fail("an extension of a mark never recorded was sent", out);
                     }
                     ServerMsg::You {
                         permissions,
@@ -291,6 +295,48 @@ impl Class {
                     LessonEvent::Reallowed { user: u, .. } => {
                         self.removed.retain(|w| user(*w) != *u);
                     }
+                    LessonEvent::Annotated {
+                        mark,
+                        layer,
+                        participant,
+                        ..
+                    } => {
+                        let seen = self.check_annotator(out, *participant);
+                        let share = TrackId::new(*layer, MediaSource::ScreenShare);
+                        if !self.forwarded.contains(&share) {
+                            self.fail("a mark accepted on a screen that is not shared", out);
+                        }
+                        if self.marks.contains_key(mark) {
+                            self.fail("a mark id was reused", out);
+                        }
+                        self.marks.insert(
+                            *mark,
+                            MarkRec {
+                                author: *participant,
+                                who: seen.who,
+                                staff: seen.role.is_staff(),
+                                layer: *layer,
+                            },
+                        );
+                    }
+                    LessonEvent::MarkExtended { mark, .. } => {
+                        let Some(rec) = self.marks.get(mark).copied() else {
+                            self.fail("an extension of a mark never recorded", out);
+                        };
+                        // The extension comes from the author's present connection.
+                        let Some(p) = self.pid(rec.who) else {
+                            self.fail("a mark extended by an author who is not present", out);
+                        };
+                        self.check_annotator(out, p);
+                    }
+                    LessonEvent::MarkUndone { participant, mark }
+                    | LessonEvent::MarkRedone { participant, mark }
+                    | LessonEvent::MarkErased { participant, mark } => {
+                        let seen = self.check_annotator(out, *participant);
+                        if self.marks.get(mark).map(|r| r.who) != Some(seen.who) {
+                            self.fail("someone took back or put back a mark not their own", out);
+                        }
+                    }
                     _ => {}
                 }
                 self.events.push(e.clone());
@@ -322,6 +368,76 @@ impl Class {
         let staff_present = self.present.values().any(|s| s.role.is_staff());
         if staff_present {
             self.unsupervised_since = None;
+        }
+    }
+
+    /// The author of an accepted annotation: present, admitted, holding
+    /// `annotate` (staff always, observers never), not a held pupil, the
+    /// lesson not ended. Returns what the harness knows of them.
+    fn check_annotator(&self, out: &Output, p: ParticipantId) -> Seen {
+        let Some(seen) = self.present.get(&p).cloned() else {
+            self.fail("an annotation accepted from someone not present", out);
+        };
+        if !seen.admitted {
+            self.fail("an annotation accepted from a waiting pupil", out);
+        }
+        match seen.role {
+            Role::Observer => self.fail("an annotation accepted from an observer", out),
+            Role::Pupil => {
+                if !seen.permissions.annotate {
+                    self.fail("an annotation accepted from a pupil without annotate", out);
+                }
+                if !self.expected_holds().is_empty() {
+                    self.fail("a pupil's annotation accepted while pupils are held", out);
+                }
+            }
+            Role::Teacher | Role::Assistant => {}
+        }
+        if self.ended {
+            self.fail("an annotation accepted after the end", out);
+        }
+        seen
+    }
+
+    /// A mark sent to `to`: recorded first, on a screen being shared, with
+    /// the right author flags, no pupil's name to another pupil, and, while
+    /// marks are isolated, only staff marks and their own to a pupil.
+    fn check_mark_sent(
+        &self,
+        out: &Output,
+        seen: &Seen,
+        to: ParticipantId,
+        m: &chaperone_protocol::annotation::Mark,
+    ) {
+        let Some(rec) = self.marks.get(&m.id).copied() else {
+            self.fail("a mark was sent that was never recorded as accepted", out);
+        };
+        if rec.layer != m.layer
+            || !self
+                .forwarded
+                .contains(&TrackId::new(m.layer, MediaSource::ScreenShare))
+        {
+            self.fail("a mark was sent for a screen that is not shared", out);
+        }
+        if m.staff != rec.staff {
+            self.fail("a mark's staff flag is wrong", out);
+        }
+        if m.mine != (rec.who == seen.who) {
+            self.fail("a mark's `mine` flag is wrong", out);
+        }
+        if seen.role == Role::Pupil {
+            if m.name.is_some() && !rec.staff {
+                self.fail("a pupil was sent a pupil's name on a mark", out);
+            }
+            let isolated = self.last_status(to).is_some_and(|s| s.marks_isolated);
+            if isolated && !rec.staff && rec.who != seen.who {
+                self.fail("a pupil was shown another pupil's mark while isolated", out);
+            }
+        } else if m.name.is_none() {
+            self.fail(
+                "staff or an observer was sent a mark without its author",
+                out,
+            );
         }
     }
 

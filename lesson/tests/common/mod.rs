@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chaperone_lesson::{Lesson, LessonConfig, LessonSetup, Snapshot};
+use chaperone_protocol::annotation::MarkId;
 use chaperone_protocol::event::LessonEvent;
 use chaperone_protocol::signal::{ClientMsg, ErrorCode, Farewell, ServerMsg};
 use chaperone_protocol::{MediaSource, ParticipantId, TrackId};
@@ -83,6 +84,18 @@ pub struct Class {
     pub blocked: BTreeSet<Who>,
     /// Pupils removed and not re-allowed, from the recorded events.
     pub removed: BTreeSet<Who>,
+    /// Every mark recorded as accepted: who drew it (by their id then), and
+    /// on whose shared screen.
+    pub marks: BTreeMap<MarkId, MarkRec>,
+}
+
+/// A mark as the recording shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkRec {
+    pub author: ParticipantId,
+    pub who: Who,
+    pub staff: bool,
+    pub layer: ParticipantId,
 }
 
 impl Class {
@@ -125,6 +138,7 @@ impl Class {
             leaving: None,
             blocked: BTreeSet::new(),
             removed: BTreeSet::new(),
+            marks: BTreeMap::new(),
         };
         class.drain();
         class

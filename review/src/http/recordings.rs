@@ -151,6 +151,7 @@ pub(super) async fn detail(
         })).collect::<Vec<_>>(),
         "chat": policy::chat(&rec, access, &withheld),
         "events": policy::events(&rec, access, &withheld),
+        "marks": crate::annotation::marks(&rec, access, &withheld),
         "restricted": match access {
             Access::Pupil => json!([]),
             Access::Blanked => json!(withheld.iter().map(|w| json!({"from_ms": w.from_micros / 1000, "to_ms": w.to_micros / 1000})).collect::<Vec<_>>()),

@@ -17,6 +17,7 @@ pub use std::time::Duration;
 pub use chaperone_archive::keys::RecorderSigningKey;
 pub use chaperone_archive::segment::{RecipientSet, Record};
 pub use chaperone_archive::writer::{LessonWriter, local_store};
+use chaperone_protocol::annotation::{Colour, MarkId, Stroke, Tool};
 pub use chaperone_protocol::event::LessonEvent;
 pub use chaperone_protocol::feed::{FeedFrame, MediaCodec};
 pub use chaperone_protocol::{LessonId, MediaSource, ParticipantId, Role, TrackId, UserRef};
@@ -162,6 +163,12 @@ pub async fn write_lesson(
                 text: "CONCERN words".to_owned(),
             },
         ));
+    }
+    // Marks on the teacher's shared screen: the teacher's label and pen
+    // stroke (extended, later undone), pupil A's label at 2.5 s, pupil B's
+    // at 6 s, a laser flash from each, and a clear at 8 s.
+    for (at, e) in annotation_events() {
+        frames.push(event(T0 + at, e));
     }
     frames.push(event(T0 + 9_900_000, LessonEvent::Ended { by: TEACHER }));
     frames.sort_by_key(|f| f.0);
@@ -450,4 +457,68 @@ pub fn recorder(args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A text mark saying `label`.
+pub fn label(label: &str) -> Stroke {
+    Stroke {
+        tool: Tool::Text,
+        colour: Colour(0xe0_1b_24),
+        width: 200,
+        points: vec![[1000, 1000]],
+        text: Some(label.to_owned()),
+    }
+}
+
+/// The annotation events of the test lesson, at microseconds from its start.
+pub fn annotation_events() -> Vec<(u64, LessonEvent)> {
+    let mark = |n: u64, by: ParticipantId, stroke: Stroke| LessonEvent::Annotated {
+        mark: MarkId(n),
+        layer: TEACHER,
+        participant: by,
+        stroke,
+    };
+    let pen = Stroke {
+        tool: Tool::Pen,
+        colour: Colour(0x1c_71_d8),
+        width: 40,
+        points: vec![[2000, 5000], [5000, 5000]],
+        text: None,
+    };
+    let laser = Stroke {
+        tool: Tool::Laser,
+        colour: Colour(0xff_00_00),
+        width: 40,
+        points: vec![[7000, 7000]],
+        text: None,
+    };
+    vec![
+        (1_500_000, mark(1, TEACHER, label("TEACHER-MARK"))),
+        (1_700_000, mark(2, TEACHER, pen)),
+        (
+            1_800_000,
+            LessonEvent::MarkExtended {
+                mark: MarkId(2),
+                points: vec![[8000, 5000]],
+            },
+        ),
+        (2_500_000, mark(3, PUPIL_A, label("PUPILA-MARK"))),
+        (6_000_000, mark(4, PUPIL_B, label("PUPILB-MARK"))),
+        (6_500_000, mark(5, PUPIL_B, laser.clone())),
+        (6_600_000, mark(6, TEACHER, laser)),
+        (
+            7_000_000,
+            LessonEvent::MarkUndone {
+                mark: MarkId(2),
+                participant: TEACHER,
+            },
+        ),
+        (
+            8_000_000,
+            LessonEvent::MarksCleared {
+                marks: vec![MarkId(1), MarkId(3), MarkId(4)],
+                by: Some(TEACHER),
+            },
+        ),
+    ]
 }
