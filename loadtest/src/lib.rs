@@ -24,8 +24,8 @@
 
 pub mod clock;
 pub mod cluster;
-pub mod failover;
 pub mod constrained;
+pub mod failover;
 pub mod gateway;
 pub mod janus;
 pub mod media;
