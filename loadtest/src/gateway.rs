@@ -148,13 +148,18 @@ impl Gateway {
     /// One unlabelled figure of its `/metrics` by its name without the
     /// `chaperone_` prefix (`lessons_live`, `tokio_alive_tasks`), or `None`
     /// if it does not expose it.
-    pub async fn metric(&self, name: &str) -> Result<Option<i64>> {
-        let text = reqwest::get(format!("{}/metrics", self.metrics))
+    /// One scrape of `/metrics`.
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.metrics))
             .await
             .context("scraping the gateway's metrics")?
             .error_for_status()?
             .text()
-            .await?;
+            .await?)
+    }
+
+    pub async fn metric(&self, name: &str) -> Result<Option<i64>> {
+        let text = self.metrics_text().await?;
         Ok(text.lines().find_map(|l| {
             let (k, v) = l.split_once(' ')?;
             (k.strip_prefix("chaperone_") == Some(name))
@@ -503,6 +508,8 @@ async fn drive(
                             publish: plan.publish.clone(),
                             origin: Origin::CaptureTime,
                             bind: std::net::Ipv4Addr::LOCALHOST.into(),
+                            full: plan.full,
+                            via: plan.link.clone(),
                         })
                         .await?;
                         let offer = offer.context("a participant always offers")?;
@@ -525,6 +532,9 @@ async fn drive(
                                 let _ = tx.send(());
                             });
                         }
+                    }
+                    ServerMsg::MediaQuality { video_paused } => {
+                        report.video_paused.push((clock::unix_ns(), video_paused));
                     }
                     ServerMsg::Roster { participants } if teacher => {
                         roster = participants.into_iter().map(|p| (p.name, p.id)).collect();

@@ -363,6 +363,8 @@ async fn drive(
             publish,
             origin: Origin::Payload,
             bind: self_ip(),
+            full: false,
+            via: None,
         })
         .await?;
         let offer = offer.context("a publisher offers")?;
@@ -449,6 +451,8 @@ async fn drive(
             publish: Vec::new(),
             origin: Origin::Payload,
             bind: self_ip(),
+            full: false,
+            via: None,
         })
         .await?;
         let mut io = media.spawn(ctx.clone());

@@ -7,7 +7,8 @@
 //!   what arrives without decrypting it); [`rtp`]: the clear header bytes.
 //! - [`gateway`] and [`janus`]: each server's signaling and start-up;
 //!   [`recorder`]: a recorder process of its own, to measure recording.
-//! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures.
+//! - [`scenario`]: the named scenarios and their runner; [`report`]: the figures;
+//!   [`constrained`]: pupils behind capped links (impairment relays).
 //! - [`soak`]: lessons that start, run and end in turn, and whether the
 //!   gateway ends where it began.
 //! - [`cluster`]: three gateway nodes, Redis and a recorder on one machine;
@@ -23,6 +24,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod constrained;
 pub mod failover;
 pub mod gateway;
 pub mod janus;

@@ -114,6 +114,11 @@ enum Scenario {
     /// The teacher mutes 30 talking pupils (who keep sending), in rounds
     #[value(name = "mute-all")]
     MuteAll,
+    /// One lesson31 (teacher: mic and a three-layer simulcast camera), a
+    /// third of the pupils behind relays capped at 2000/500/150 kbit/s for
+    /// 25 s; then the same lesson with nobody capped
+    #[value(name = "constrained")]
+    Constrained,
     /// lesson31 with more lessons until loss > 0.1 % or p99 latency > 2 ms
     #[value(name = "capacity")]
     Capacity,
@@ -152,7 +157,8 @@ impl Scenario {
             | Scenario::Median
             | Scenario::Soak
             | Scenario::Failover
-            | Scenario::Drain => None,
+            | Scenario::Drain
+            | Scenario::Constrained => None,
         }
     }
 }
@@ -382,6 +388,24 @@ async fn run_failover(args: &Args) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stdout)]
+async fn run_constrained(args: &Args, t: &TargetKind) -> Result<()> {
+    if matches!(t, TargetKind::Janus { .. }) {
+        bail!(
+            "constrained runs against the gateway only (it reads the gateway's simulcast layers)"
+        );
+    }
+    let r = chaperone_loadtest::constrained::run(t, &options(args, None)).await?;
+    println!("{}", r.summary());
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("constrained-chaperone.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<()> {
     if matches!(args.scenario, Scenario::Failover | Scenario::Drain) {
         if args.target == Some(Target::Janus) {
@@ -421,6 +445,10 @@ async fn run(args: Args) -> Result<()> {
         for s in scenarios {
             if s == Scenario::Capacity {
                 run_capacity(&args, &t).await?;
+                continue;
+            }
+            if s == Scenario::Constrained {
+                run_constrained(&args, &t).await?;
                 continue;
             }
             let kind = s

@@ -17,6 +17,14 @@
 //! and carries abs-capture-time through; Janus relays packets with their
 //! extensions and does not know abs-capture-time, so there abs-send-time
 //! (set by the publisher's str0m when the packet left) is the origin.
+//!
+//! A peer can also behave as a browser on a real network
+//! ([`PeerConfig::full`]: NACK, RTX, every packet decrypted, frames recorded
+//! by simulcast layer), publish a simulcast camera ([`Source::Simulcast`]),
+//! and reach the server through an impairment relay ([`PeerConfig::via`]).
+//! This file is long because publishing, receiving and measuring all work
+//! on one peer's state (its `Rtc`, socket and report) in one task;
+//! splitting them would pass that state between files.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -28,12 +36,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chaperone_testkit::impair::Relay;
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{AbsCaptureTime, Extension};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -89,7 +100,21 @@ pub enum Source {
         /// Frames per second.
         fps: u32,
     },
+    /// A camera as the lesson page publishes it: the three simulcast layers
+    /// of [`SIMULCAST_LAYERS`] on one m-line, each `fps` frames per second.
+    Simulcast {
+        /// Frames per second of every layer.
+        fps: u32,
+    },
 }
+
+/// The simulcast layers a [`Source::Simulcast`] camera sends, lowest first:
+/// rid and average bit/s, as the lesson page's `CAMERA_LAYERS`.
+pub const SIMULCAST_LAYERS: [(&str, u32); 3] = [("l", 150_000), ("m", 450_000), ("h", 1_200_000)];
+
+/// The byte after the origin stamp names the layer a frame belongs to
+/// (its index in [`SIMULCAST_LAYERS`]); this for a frame without simulcast.
+pub const NO_LAYER: u8 = 0xff;
 
 /// One m-line of the peer's own offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +137,16 @@ pub struct PeerConfig {
     /// The address the peer's socket binds (a loopback address, or for Janus,
     /// which never gathers on loopback, the machine's own address).
     pub bind: std::net::IpAddr,
+    /// Behave as a browser on a real network: NACK and RTX negotiated, every
+    /// received packet decrypted (so str0m sends transport-wide congestion
+    /// feedback, NACKs and receiver reports, which the SFU's bandwidth
+    /// estimate and retransmissions need), and every frame received
+    /// recorded in [`MediaReport::frames`]. Off, the peer is the light
+    /// load generator (headers only, no retransmission).
+    pub full: bool,
+    /// Reach the server through this relay: its address replaces the
+    /// server's ICE candidate in every SDP from the server.
+    pub via: Option<Arc<Relay>>,
 }
 
 /// The measurement window and stop signal every peer of a run shares.
@@ -172,6 +207,23 @@ pub struct RxStream {
     last_ts: Option<u32>,
 }
 
+/// A frame a [`PeerConfig::full`] peer received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFrame {
+    /// When str0m handed it over (Unix ns).
+    pub rx_ns: u64,
+    /// When it left its publisher (Unix ns, the payload's stamp).
+    pub origin_ns: u64,
+    /// Audio or video.
+    pub audio: bool,
+    /// The simulcast layer (index in [`SIMULCAST_LAYERS`]), or [`NO_LAYER`].
+    pub layer: u8,
+    /// Payload bytes.
+    pub len: usize,
+    /// The mid it arrived on.
+    pub mid: Mid,
+}
+
 /// One published m-line's record.
 #[derive(Debug, Clone, Default)]
 pub struct TxStream {
@@ -183,6 +235,9 @@ pub struct TxStream {
     pub frames: u64,
     /// Frames whose origin time is in the window.
     pub frames_in_window: u64,
+    /// Every frame written (with [`PeerConfig::full`]): origin time (Unix
+    /// ns), layer ([`NO_LAYER`] without simulcast) and bytes.
+    pub sent: Vec<(u64, u8, usize)>,
 }
 
 /// What a peer saw and did, returned when it stops.
@@ -209,6 +264,11 @@ pub struct MediaReport {
     pub rtx_packets: u64,
     /// RTP packets this peer sent whose send time is in the window.
     pub tx_packets_in_window: u64,
+    /// With [`PeerConfig::full`]: every frame received, in order.
+    pub frames: Vec<RxFrame>,
+    /// Own RTP streams: SSRC, mid and rid (what a relay's per-SSRC counts
+    /// belong to).
+    pub tx_ssrcs: Vec<(u32, String, Option<String>)>,
 }
 
 /// The signaling side's handle on a running peer.
@@ -222,8 +282,14 @@ pub struct PeerIo {
     pub done: tokio::task::JoinHandle<MediaReport>,
 }
 
+/// One stream a published m-line writes: its rid and index (simulcast),
+/// frame period and delta-frame bytes.
+type OutLayer = (Option<(Rid, u8)>, Duration, usize);
+
 struct Outgoing {
     mid: Mid,
+    /// The simulcast layer this writes: its rid and index.
+    rid: Option<(Rid, u8)>,
     source: Source,
     sending: bool,
     next: Instant,
@@ -251,6 +317,8 @@ pub struct MediaPeer {
     first_packets: HashMap<(u32, u32), u64>,
     /// The server's address (the source of its datagrams).
     remote: Option<SocketAddr>,
+    full: bool,
+    via: Option<Arc<Relay>>,
 }
 
 impl std::fmt::Debug for MediaPeer {
@@ -264,18 +332,56 @@ impl std::fmt::Debug for MediaPeer {
 /// A frame's bytes: the codec header (a VP8 frame tag, with the keyframe
 /// start code for keyframes; nothing for Opus), then room for the origin
 /// stamp, then filler: the servers forward frames without decoding them.
-fn frame_template(len: usize, source: Source, key: bool) -> Vec<u8> {
+fn frame_template(len: usize, source: Source, key: bool, layer: u8) -> Vec<u8> {
     let mut f = match (source, key) {
         (Source::Audio, _) => Vec::new(),
-        (Source::Video { .. }, true) => {
+        (Source::Video { .. } | Source::Simulcast { .. }, true) => {
             vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
         }
-        (Source::Video { .. }, false) => vec![0x11, 0x02, 0x00],
+        (Source::Video { .. } | Source::Simulcast { .. }, false) => vec![0x11, 0x02, 0x00],
     };
     f.extend_from_slice(&ORIGIN_MARK);
     f.extend_from_slice(&[0; 8]);
+    f.push(layer);
     f.resize(len.max(f.len()), 0x55);
     f
+}
+
+/// The layer byte after the origin stamp (see [`NO_LAYER`]).
+pub fn find_layer(payload: &[u8]) -> Option<u8> {
+    let head = payload.get(..payload.len().min(48))?;
+    let at = head.windows(4).position(|w| w == ORIGIN_MARK)? + 12;
+    payload.get(at).copied()
+}
+
+/// `sdp` with every candidate's address replaced by `to` (the relay's):
+/// the gateway is ICE-lite with one host candidate, so the client's only
+/// path to it is then the relay. Returns the replaced address too.
+pub fn via_candidate(sdp: &str, to: SocketAddr) -> (String, Option<SocketAddr>) {
+    let mut server = None;
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let mut parts: Vec<&str> = body.split(' ').collect();
+        if body.starts_with("a=candidate:") && parts.len() > 5 {
+            if let (Ok(ip), Ok(port)) = (
+                parts[4].parse::<std::net::IpAddr>(),
+                parts[5].parse::<u16>(),
+            ) {
+                server.get_or_insert(SocketAddr::new(ip, port));
+            }
+            let ip = to.ip().to_string();
+            let port = to.port().to_string();
+            parts[4] = &ip;
+            parts[5] = &port;
+            out.push_str(&parts.join(" "));
+            out.push_str(ending);
+        } else {
+            out.push_str(line);
+        }
+    }
+    (out, server)
 }
 
 /// The origin stamp in the first bytes of a packet's payload, if any.
@@ -306,20 +412,23 @@ impl MediaPeer {
         // with no retransmissions a server forwards exactly what was sent
         // (so packets can be counted 1:1, and a loss is a loss).
         // (str0m NACKs whenever RTX is negotiated, so RTX goes too.)
-        let params: Vec<_> = builder
-            .codec_config()
-            .params()
-            .iter()
-            .map(|p| {
-                let mut q = str0m::format::PayloadParams::new(p.pt(), None, p.spec());
-                q.set_fb_nack(false);
-                q.set_fb_pli(p.fb_pli());
-                q.set_fb_fir(p.fb_fir());
-                q.set_fb_transport_cc(p.fb_transport_cc());
-                q
-            })
-            .collect();
-        *builder.codec_config() = str0m::format::CodecConfig::new_from_payload_params(params);
+        // A `full` peer keeps str0m's defaults: NACK and RTX, as a browser.
+        if !config.full {
+            let params: Vec<_> = builder
+                .codec_config()
+                .params()
+                .iter()
+                .map(|p| {
+                    let mut q = str0m::format::PayloadParams::new(p.pt(), None, p.spec());
+                    q.set_fb_nack(false);
+                    q.set_fb_pli(p.fb_pli());
+                    q.set_fb_fir(p.fb_fir());
+                    q.set_fb_transport_cc(p.fb_transport_cc());
+                    q
+                })
+                .collect();
+            *builder.codec_config() = str0m::format::CodecConfig::new_from_payload_params(params);
+        }
         if config.origin == Origin::Payload && config.publish.is_empty() {
             // A receiver that decrypts only first packets: RTP mode (no depacketizing).
             builder = builder.set_rtp_mode(true);
@@ -333,11 +442,18 @@ impl MediaPeer {
             let mut api = rtc.sdp_api();
             let mut mids = Vec::new();
             for p in &config.publish {
-                let kind = match p.source {
-                    Source::Audio => MediaKind::Audio,
-                    Source::Video { .. } => MediaKind::Video,
+                let (kind, simulcast) = match p.source {
+                    Source::Audio => (MediaKind::Audio, None),
+                    Source::Video { .. } => (MediaKind::Video, None),
+                    Source::Simulcast { .. } => {
+                        let mut s = Simulcast::new();
+                        for (rid, _) in SIMULCAST_LAYERS {
+                            s.add_send_layer(SimulcastLayer::new(rid));
+                        }
+                        (MediaKind::Video, Some(s))
+                    }
                 };
-                mids.push(api.add_media(kind, Direction::SendOnly, None, None, None));
+                mids.push(api.add_media(kind, Direction::SendOnly, None, None, simulcast));
             }
             let (o, p) = api.apply().context("an offer with the peer's m-lines")?;
             offer = Some(o.to_sdp_string());
@@ -345,37 +461,55 @@ impl MediaPeer {
             // Start each source at a random phase, as real clients do.
             let jitter = Duration::from_micros(rand::random_range(0..20_000));
             for (i, (p, mid)) in config.publish.iter().zip(mids).enumerate() {
-                let (period, delta_len) = match p.source {
-                    Source::Audio => (Duration::from_millis(20), OPUS_BYTES),
-                    Source::Video { bitrate_bps, fps } => {
-                        let fps = fps.max(1);
-                        let frames_per_key =
-                            (KEYFRAME_EVERY.as_millis() as usize * fps as usize / 1000).max(1);
-                        let per_frame = bitrate_bps as usize / 8 / fps as usize;
-                        // Average over a keyframe interval equals the bitrate.
-                        let delta = per_frame * frames_per_key
-                            / (frames_per_key - 1 + KEYFRAME_FACTOR).max(1);
-                        (Duration::from_secs(1) / fps, delta)
-                    }
+                let video = |bitrate_bps: u32, fps: u32| {
+                    let fps = fps.max(1);
+                    let frames_per_key =
+                        (KEYFRAME_EVERY.as_millis() as usize * fps as usize / 1000).max(1);
+                    let per_frame = bitrate_bps as usize / 8 / fps as usize;
+                    // Average over a keyframe interval equals the bitrate.
+                    let delta =
+                        per_frame * frames_per_key / (frames_per_key - 1 + KEYFRAME_FACTOR).max(1);
+                    (Duration::from_secs(1) / fps, delta)
                 };
-                out.push(Outgoing {
-                    mid,
-                    source: p.source,
-                    sending: p.sending,
-                    next: now + jitter,
-                    period,
-                    ticks: 0,
-                    last_key: None,
-                    want_key: true,
-                    key: frame_template(delta_len * KEYFRAME_FACTOR, p.source, true),
-                    delta: frame_template(delta_len, p.source, false),
-                    stats: i,
-                });
+                let layers: Vec<OutLayer> = match p.source {
+                    Source::Audio => vec![(None, Duration::from_millis(20), OPUS_BYTES)],
+                    Source::Video { bitrate_bps, fps } => {
+                        let (period, delta) = video(bitrate_bps, fps);
+                        vec![(None, period, delta)]
+                    }
+                    Source::Simulcast { fps } => SIMULCAST_LAYERS
+                        .iter()
+                        .zip(0u8..)
+                        .map(|(&(rid, bps), n)| {
+                            let (period, delta) = video(bps, fps);
+                            (Some((Rid::from(rid), n)), period, delta)
+                        })
+                        .collect(),
+                };
+                for (rid, period, delta_len) in layers {
+                    let tag = rid.map_or(NO_LAYER, |(_, n)| n);
+                    out.push(Outgoing {
+                        mid,
+                        rid,
+                        source: p.source,
+                        sending: p.sending,
+                        next: now + jitter,
+                        period,
+                        ticks: 0,
+                        last_key: None,
+                        want_key: true,
+                        key: frame_template(delta_len * KEYFRAME_FACTOR, p.source, true, tag),
+                        delta: frame_template(delta_len, p.source, false, tag),
+                        stats: i,
+                    });
+                }
             }
         }
         let report = MediaReport {
+            // One record per m-line (a simulcast camera's layers share one).
             tx: out
                 .iter()
+                .filter(|o| o.rid.is_none_or(|(_, n)| n == 0))
                 .map(|o| TxStream {
                     mid: o.mid.to_string(),
                     audio: o.source == Source::Audio,
@@ -396,6 +530,8 @@ impl MediaPeer {
                 report,
                 first_packets: HashMap::new(),
                 remote: None,
+                full: config.full,
+                via: config.via.clone(),
             },
             offer,
         ))
@@ -403,7 +539,9 @@ impl MediaPeer {
 
     /// The mids of the peer's own m-lines, in the order of its config.
     pub fn own_mids(&self) -> Vec<String> {
-        self.out.iter().map(|o| o.mid.to_string()).collect()
+        let mut mids: Vec<String> = self.out.iter().map(|o| o.mid.to_string()).collect();
+        mids.dedup();
+        mids
     }
 
     /// Starts the peer on the current `LocalSet`.
@@ -434,7 +572,21 @@ impl MediaPeer {
         self.report.sections.extend(sections);
     }
 
+    /// The server's SDP as this peer sees it: through its relay, if any.
+    fn route(&self, sdp: String) -> String {
+        let Some(relay) = &self.via else { return sdp };
+        let (sdp, server) = via_candidate(&sdp, relay.addr());
+        if let Some(server) = server {
+            relay.set_server(server);
+        }
+        sdp
+    }
+
     fn handle_sdp(&mut self, msg: SigIn, answers: &mpsc::UnboundedSender<String>) -> Result<()> {
+        let msg = match msg {
+            SigIn::Answer(sdp) => SigIn::Answer(self.route(sdp)),
+            SigIn::Offer(sdp) => SigIn::Offer(self.route(sdp)),
+        };
         match msg {
             SigIn::Answer(sdp) => {
                 self.learn_sdp(&sdp);
@@ -559,6 +711,10 @@ impl MediaPeer {
         let Some(data) = buf.get(..n) else { return };
         self.remote = Some(from);
         match rtp::classify(data) {
+            Datagram::Rtp if self.full => {
+                self.measure(ctx, data, rx_ns);
+                self.feed_rtc(data);
+            }
             Datagram::Rtp => self.measure(ctx, data, rx_ns),
             Datagram::Other => {}
             _ => self.feed_rtc(data),
@@ -665,7 +821,7 @@ impl MediaPeer {
             }
             let (codec, freq, step) = match o.source {
                 Source::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, 960),
-                Source::Video { fps, .. } => (
+                Source::Video { fps, .. } | Source::Simulcast { fps } => (
                     Codec::Vp8,
                     Frequency::NINETY_KHZ,
                     90_000 / u64::from(fps.max(1)),
@@ -673,7 +829,7 @@ impl MediaPeer {
             };
             let key = match o.source {
                 Source::Audio => false,
-                Source::Video { .. } => {
+                Source::Video { .. } | Source::Simulcast { .. } => {
                     let due = o.want_key || o.last_key.is_none_or(|t| now - t >= KEYFRAME_EVERY);
                     if due {
                         o.want_key = false;
@@ -687,6 +843,7 @@ impl MediaPeer {
             let ticks = o.ticks;
             o.ticks += step;
             let (mid, stats) = (o.mid, o.stats);
+            let rid = o.rid;
             let Some(writer) = self.rtc.writer(mid) else {
                 continue;
             };
@@ -697,7 +854,12 @@ impl MediaPeer {
             else {
                 continue;
             };
+            let writer = match rid {
+                Some((rid, _)) => writer.rid(rid),
+                None => writer,
+            };
             let capture_ns = clock::unix_ns();
+            let len = data.len();
             if let Some(at) = data.windows(4).position(|w| w == ORIGIN_MARK)
                 && let Some(slot) = data.get_mut(at + 4..at + 12)
             {
@@ -714,6 +876,10 @@ impl MediaPeer {
             {
                 wrote = true;
                 if let Some(t) = self.report.tx.get_mut(stats) {
+                    if self.full {
+                        t.sent
+                            .push((capture_ns, rid.map_or(NO_LAYER, |(_, n)| n), len));
+                    }
                     t.frames += 1;
                     if ctx.in_window(capture_ns) {
                         t.frames_in_window += 1;
@@ -743,6 +909,7 @@ impl MediaPeer {
                 }
                 Output::Event(Event::Connected) => {
                     self.report.connected_ns = Some(clock::unix_ns());
+                    self.note_tx_ssrcs();
                 }
                 Output::Event(Event::IceConnectionStateChange(
                     IceConnectionState::Disconnected,
@@ -753,10 +920,28 @@ impl MediaPeer {
                 }
                 Output::Event(Event::KeyframeRequest(req)) => {
                     let now = clock::now();
-                    if let Some(o) = self.out.iter_mut().find(|o| o.mid == req.mid)
-                        && o.last_key.is_none_or(|t| now - t >= KEYFRAME_REQUEST_MIN)
-                    {
-                        o.want_key = true;
+                    for o in self.out.iter_mut().filter(|o| {
+                        o.mid == req.mid && (req.rid.is_none() || o.rid.map(|(r, _)| r) == req.rid)
+                    }) {
+                        if o.last_key.is_none_or(|t| now - t >= KEYFRAME_REQUEST_MIN) {
+                            o.want_key = true;
+                        }
+                    }
+                }
+                Output::Event(Event::MediaData(d)) if self.full => {
+                    let audio = self
+                        .rtc
+                        .media(d.mid)
+                        .is_some_and(|m| m.kind() == MediaKind::Audio);
+                    if let Some(origin_ns) = find_origin(&d.data) {
+                        self.report.frames.push(RxFrame {
+                            rx_ns: clock::unix_ns(),
+                            origin_ns,
+                            audio,
+                            layer: find_layer(&d.data).unwrap_or(NO_LAYER),
+                            len: d.data.len(),
+                            mid: d.mid,
+                        });
                     }
                 }
                 Output::Event(Event::RtpPacket(p)) => {
@@ -777,6 +962,25 @@ impl MediaPeer {
                     }
                 }
                 Output::Event(_) => {}
+            }
+        }
+    }
+}
+
+impl MediaPeer {
+    /// Records the SSRC of each of this peer's own streams (once connected,
+    /// str0m has made them all).
+    fn note_tx_ssrcs(&mut self) {
+        let streams: Vec<(Mid, Option<(Rid, u8)>)> =
+            self.out.iter().map(|o| (o.mid, o.rid)).collect();
+        let mut api = self.rtc.direct_api();
+        for (mid, rid) in streams {
+            if let Some(tx) = api.stream_tx_by_mid(mid, rid.map(|(r, _)| r)) {
+                self.report.tx_ssrcs.push((
+                    *tx.ssrc(),
+                    mid.to_string(),
+                    rid.map(|(r, _)| r.to_string()),
+                ));
             }
         }
     }

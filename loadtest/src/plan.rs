@@ -2,7 +2,10 @@
 //! reports back: shared by the Chaperone and the Janus adapters.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use chaperone_testkit::impair::{Relay, Way};
 
 use chaperone_protocol::Engagement;
 
@@ -46,6 +49,25 @@ pub struct ParticipantPlan {
     pub reenable_mic_after: Option<Duration>,
     /// When it starts joining, after the run starts.
     pub start_after: Duration,
+    /// Behave as a browser on a real network ([`crate::media::PeerConfig::full`]).
+    pub full: bool,
+    /// Reach the server through this impairment relay.
+    pub link: Option<Arc<Relay>>,
+}
+
+/// A change to a participant's link during a run's measurement window.
+#[derive(Debug, Clone)]
+pub struct LinkChange {
+    /// After the window starts.
+    pub at: Duration,
+    /// The relay.
+    pub link: Arc<Relay>,
+    /// Which direction.
+    pub way: Way,
+    /// The new rate cap (`None`: none).
+    pub rate_bps: Option<u64>,
+    /// The new random loss, 0.0 to 1.0.
+    pub loss: f64,
 }
 
 /// What one participant saw and did.
@@ -69,6 +91,8 @@ pub struct ParticipantReport {
     pub rx_key_by_mid: HashMap<String, String>,
     /// When it sent each `MuteAll` (Unix ns), if it is a teacher.
     pub mute_cmds_ns: Vec<u64>,
+    /// `media_quality` notices received (Unix ns, video paused).
+    pub video_paused: Vec<(u64, bool)>,
 }
 
 impl ParticipantReport {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::media::{Publish, RunCtx, Source};
-use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
+use crate::plan::{Control, LinkChange, ParticipantPlan, ParticipantReport, Role};
 use crate::procfs;
 use crate::report::{Resources, ScenarioResult, summarise};
 
@@ -57,6 +57,9 @@ pub enum Kind {
     JoinStorm,
     /// The teacher mutes all 30 talking pupils, in rounds.
     MuteAll,
+    /// `lesson31` with a third of the pupils behind capped links
+    /// ([`crate::constrained`]).
+    Constrained,
 }
 
 impl Kind {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Lesson31Cams => "lesson31-cams",
             Kind::JoinStorm => "join-storm",
             Kind::MuteAll => "mute-all",
+            Kind::Constrained => "constrained",
         }
     }
 }
@@ -152,6 +156,8 @@ pub fn plan(kind: Kind, lessons: usize, pupils: usize) -> Vec<ParticipantPlan> {
             engagement: None,
             reenable_mic_after: None,
             start_after: Duration::from_millis(50 * lesson as u64),
+            full: false,
+            link: None,
         });
     }
     for n in 0..pupils {
@@ -187,6 +193,8 @@ pub fn plan(kind: Kind, lessons: usize, pupils: usize) -> Vec<ParticipantPlan> {
                 engagement: Some(engagement),
                 reenable_mic_after: (kind == Kind::MuteAll).then_some(MUTE_REENABLE),
                 start_after: first_pupil + spread * order,
+                full: false,
+                link: None,
             });
         }
     }
@@ -196,10 +204,78 @@ pub fn plan(kind: Kind, lessons: usize, pupils: usize) -> Vec<ParticipantPlan> {
 /// Runs one scenario on a fresh server and returns its figures.
 pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<ScenarioResult> {
     let plans = plan(kind, opts.lessons, opts.pupils);
+    let r = run_plans(kind, plans, Vec::new(), target, opts).await?;
+    if std::env::var_os("LOADTEST_DEBUG").is_some() {
+        for r in &r.reports {
+            let tx: Vec<(u64, u64)> = r
+                .media
+                .tx
+                .iter()
+                .map(|t| (t.frames, t.frames_in_window))
+                .collect();
+            let rx: u64 = r.media.rx.values().map(|s| s.packets).sum();
+            let per: Vec<(u8, u64, u64, u64)> = r
+                .media
+                .rx
+                .values()
+                .map(|s| (s.pt, s.packets, s.seq_lost, s.padding_only))
+                .collect();
+            eprintln!("loadtest: rx streams (pt, packets, gaps, padded) {per:?}");
+            eprintln!(
+                "loadtest: lesson {} pupil {:?}: tx {tx:?} rx packets {rx} samples {} decrypt {:?} keys {:?}",
+                r.lesson,
+                r.pupil,
+                r.media.samples.len(),
+                r.media.decrypt,
+                r.tx_keys
+            );
+        }
+    }
+    Ok(summarise(
+        kind.name(),
+        target.name(),
+        opts.lessons,
+        &r.lesson_sizes,
+        &r.reports,
+        r.window,
+        r.resources,
+        MUTE_LOOK.as_nanos() as u64,
+    ))
+}
+
+/// What a run of given plans produced, before it is summarised.
+#[derive(Debug)]
+pub struct PlansRun {
+    /// Every participant's report, in the order of the plans.
+    pub reports: Vec<ParticipantReport>,
+    /// The measurement window (Unix ns).
+    pub window: (u64, u64),
+    /// Resources over the window.
+    pub resources: Resources,
+    /// Participants per lesson.
+    pub lesson_sizes: HashMap<usize, usize>,
+    /// When each link change was applied (Unix ns), in the order given.
+    pub changes_ns: Vec<u64>,
+    /// The gateway's `/metrics` text at the window's start, after each link
+    /// change, and at the window's end (Chaperone only; empty for Janus).
+    pub scrapes: Vec<String>,
+}
+
+/// Runs `plans` on a fresh server: everyone joins, the window opens once
+/// everyone has media and the warm-up has passed, `changes` are applied to
+/// their links at their times in the window, everyone stops at its end.
+pub async fn run_plans(
+    kind: Kind,
+    plans: Vec<ParticipantPlan>,
+    mut changes: Vec<LinkChange>,
+    target: &TargetKind,
+    opts: &RunOptions,
+) -> Result<PlansRun> {
     let mut lesson_sizes: HashMap<usize, usize> = HashMap::new();
     for p in &plans {
         *lesson_sizes.entry(p.lesson).or_default() += 1;
     }
+    let lessons = lesson_sizes.len();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Rc::new(RunCtx {
         window: std::cell::Cell::new((0, 0)),
@@ -210,7 +286,7 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
     let pid = server.pid()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = procfs::rss_kib(pid)?;
-    let joiners = server.prepare(opts.lessons, &plans).await?;
+    let joiners = server.prepare(lessons, &plans).await?;
     let t0 = clock::now();
     let mut tasks = Vec::new();
     let mut controls = Vec::new();
@@ -246,6 +322,8 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
     let cpu0 = procfs::cpu_ticks(pid)?;
     let rec0 = server.recorder_sample().await?;
     let gen0 = procfs::cpu_ticks(procfs::self_pid())?;
+    let mut scrapes = Vec::new();
+    scrapes.extend(server.metrics_text().await?);
     if kind == Kind::MuteAll {
         // Rounds inside the window: mute, the pupils switch back on, repeat.
         let mut at = w0 + 1_000_000_000;
@@ -257,11 +335,23 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
             at += MUTE_ROUND.as_nanos() as u64;
         }
     }
+    changes.sort_by_key(|c| c.at);
+    let mut changes_ns = Vec::new();
+    for c in &changes {
+        sleep_until_unix(w0 + c.at.as_nanos() as u64).await;
+        let mut shape = c.link.shape(c.way);
+        shape.rate_bps = c.rate_bps;
+        shape.loss = c.loss;
+        c.link.set(c.way, shape);
+        changes_ns.push(clock::unix_ns());
+        scrapes.extend(server.metrics_text().await?);
+    }
     sleep_until_unix(w1).await;
     let cpu1 = procfs::cpu_ticks(pid)?;
     let rec1 = server.recorder_sample().await?;
     let gen1 = procfs::cpu_ticks(procfs::self_pid())?;
     let rss = procfs::rss_kib(pid)?;
+    scrapes.extend(server.metrics_text().await?);
     server
         .check_running()
         .context("the server died during the run")?;
@@ -277,48 +367,20 @@ pub async fn run(kind: Kind, target: &TargetKind, opts: &RunOptions) -> Result<S
         }
     }
     drop(server);
-    if std::env::var_os("LOADTEST_DEBUG").is_some() {
-        for r in &reports {
-            let tx: Vec<(u64, u64)> = r
-                .media
-                .tx
-                .iter()
-                .map(|t| (t.frames, t.frames_in_window))
-                .collect();
-            let rx: u64 = r.media.rx.values().map(|s| s.packets).sum();
-            let per: Vec<(u8, u64, u64, u64)> = r
-                .media
-                .rx
-                .values()
-                .map(|s| (s.pt, s.packets, s.seq_lost, s.padding_only))
-                .collect();
-            eprintln!("loadtest: rx streams (pt, packets, gaps, padded) {per:?}");
-            eprintln!(
-                "loadtest: lesson {} pupil {:?}: tx {tx:?} rx packets {rx} samples {} decrypt {:?} keys {:?}",
-                r.lesson,
-                r.pupil,
-                r.media.samples.len(),
-                r.media.decrypt,
-                r.tx_keys
-            );
-        }
-    }
-    Ok(summarise(
-        kind.name(),
-        target.name(),
-        opts.lessons,
-        &lesson_sizes,
-        &reports,
-        (w0, w1),
-        Resources {
+    Ok(PlansRun {
+        reports,
+        window: (w0, w1),
+        resources: Resources {
             server_cpu_ticks: cpu1 - cpu0,
             generator_cpu_ticks: gen1 - gen0,
             server_rss_idle_kib: rss_idle,
             server_rss_kib: rss,
             recorder: rec0.zip(rec1).map(|(a, b)| b.since(&a)),
         },
-        MUTE_LOOK.as_nanos() as u64,
-    ))
+        lesson_sizes,
+        changes_ns,
+        scrapes,
+    })
 }
 
 async fn sleep_until_unix(t: u64) {

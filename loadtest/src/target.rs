@@ -87,6 +87,14 @@ impl Server {
         }
     }
 
+    /// The gateway's `/metrics` text (`None` for Janus).
+    pub async fn metrics_text(&self) -> Result<Option<String>> {
+        match self {
+            Server::Chaperone(g) => Ok(Some(g.metrics_text().await?)),
+            Server::Janus(_) => Ok(None),
+        }
+    }
+
     /// Creates `lessons` lessons (rooms) and a joiner for each plan.
     pub async fn prepare(
         &mut self,

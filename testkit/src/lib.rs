@@ -9,6 +9,7 @@
 //! - [`gateway`], [`recorder`]: the workspace's own servers as processes;
 //! - [`redis`], [`s3`], [`idp`], [`turn`]: private third-party servers;
 //! - [`netns`]: a network namespace behind a capped link (root only);
+//! - [`impair`]: a UDP relay that caps, loses and delays a client's datagrams;
 //! - `archive` (feature `archive`): lessons written by the real writer.
 //!
 //! It is never a dependency of a product crate (only of tests and the load
@@ -21,6 +22,7 @@ pub mod archive;
 mod clock;
 pub mod gateway;
 pub mod idp;
+pub mod impair;
 pub mod netns;
 pub mod process;
 pub mod recorder;
