@@ -61,15 +61,19 @@ fn review_in_chromium_is_gated_scoped_and_audited() {
     // Every access is in it: views and seeks with the stated reason, and the
     // refusals (no session, another pupil's file).
     let mut actions = Vec::new();
+    // (A record on its own is `<n>.json`; records written together are one
+    // `<n>-<m>.jsonl`, a record a line.)
     for entry in std::fs::read_dir(store.join("audit")).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        let r: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        actions.push((
-            r["action"].as_str().unwrap().to_owned(),
-            r["outcome"].as_str().unwrap().to_owned(),
-            r["reason"].as_str().unwrap_or("").to_owned(),
-            r["role"].as_str().unwrap_or("").to_owned(),
-        ));
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            actions.push((
+                r["action"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+                r["role"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
     }
     let has = |a: &str, o: &str, role: &str| {
         actions
