@@ -501,9 +501,15 @@ impl Cluster {
         let store = &self.inner.store;
         for (lesson, lease) in leases {
             if self.inner.rooms.get(lesson).is_none() {
-                // The lesson's task stopped (it ended or closed): give the lease back.
-                self.let_go(lesson, "closed").await;
-                let _ = store.release_lease(&lease).await;
+                // The lesson's task stopped (it ended or closed): give the
+                // lease back, unless a join has just started it here again
+                // (taking is serialised, so look again under that lock).
+                let _one_at_a_time = self.inner.taking.lock().await;
+                let same = self.held().get(&lesson).is_some_and(|h| h.lease == lease);
+                if same && self.inner.rooms.get(lesson).is_none() {
+                    self.let_go(lesson, "closed").await;
+                    let _ = store.release_lease(&lease).await;
+                }
                 continue;
             }
             let sent = now();
