@@ -73,6 +73,54 @@ struct Class {
     removed_pid: ParticipantId,
 }
 
+/// Pupil `n` of 7A joins through node `node` and is welcomed: its id.
+async fn join_pupil(
+    cluster: &Cluster,
+    name: &str,
+    node: usize,
+    lesson: LessonId,
+    n: usize,
+) -> (Client, ParticipantId) {
+    let mut c = Client::connect(
+        name,
+        &cluster.url(node),
+        &cluster.public,
+        lesson,
+        &cluster.pupil(lesson, n),
+    )
+    .await
+    .unwrap();
+    let id = c.wait_for(STEP, welcome).await.unwrap();
+    (c, id)
+}
+
+/// The class's two admitted pupils rejoin through `doors`, as their pages
+/// do: the muted one (pupil 1), then the free one (pupil 2).
+async fn rejoin_pupils(
+    cluster: &Cluster,
+    doors: &[String],
+    lesson: LessonId,
+    within: Duration,
+) -> (Client, Client) {
+    let mut back = Vec::new();
+    for (name, n) in [("muted", 1), ("free", 2)] {
+        back.push(
+            rejoin(
+                name,
+                doors,
+                &cluster.public,
+                lesson,
+                || cluster.pupil(lesson, n),
+                within,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let free = back.pop().unwrap();
+    (back.pop().unwrap(), free)
+}
+
 /// A lesson whose teacher joins through node 1 and pupils through nodes 2
 /// and 0: one pupil's microphone revoked, one removed, chat off, locked.
 async fn class(cluster: &Cluster) -> Class {
@@ -87,36 +135,9 @@ async fn class(cluster: &Cluster) -> Class {
         .await
         .unwrap();
     teacher.wait_for(STEP, welcome).await.unwrap();
-    let mut muted = Client::connect(
-        "muted",
-        &cluster.url(2),
-        &public,
-        lesson,
-        &cluster.pupil(lesson, 1),
-    )
-    .await
-    .unwrap();
-    let muted_pid = muted.wait_for(STEP, welcome).await.unwrap();
-    let mut free = Client::connect(
-        "free",
-        &cluster.url(0),
-        &public,
-        lesson,
-        &cluster.pupil(lesson, 2),
-    )
-    .await
-    .unwrap();
-    free.wait_for(STEP, welcome).await.unwrap();
-    let mut removed = Client::connect(
-        "removed",
-        &cluster.url(2),
-        &public,
-        lesson,
-        &cluster.pupil(lesson, 3),
-    )
-    .await
-    .unwrap();
-    let removed_pid = removed.wait_for(STEP, welcome).await.unwrap();
+    let (mut muted, muted_pid) = join_pupil(cluster, "muted", 2, lesson, 1).await;
+    let (mut free, _) = join_pupil(cluster, "free", 0, lesson, 2).await;
+    let (mut removed, removed_pid) = join_pupil(cluster, "removed", 2, lesson, 3).await;
     for c in [&mut muted, &mut free, &mut removed] {
         c.wait_for(STEP, waiting).await.unwrap();
     }
@@ -261,26 +282,7 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     .unwrap();
     teacher.wait_for(STEP, welcome).await.unwrap();
     let back = killed.elapsed();
-    let muted = rejoin(
-        "muted",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 1),
-        within,
-    )
-    .await
-    .unwrap();
-    let free = rejoin(
-        "free",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 2),
-        within,
-    )
-    .await
-    .unwrap();
+    let (muted, free) = rejoin_pupils(&cluster, &doors, lesson, within).await;
     eprintln!("teacher back {back:?} after the kill");
     let new_owner = cluster.owner().expect("nobody took the lesson over");
     assert_ne!(new_owner, owner);
@@ -390,26 +392,7 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
         cluster.metric(owner, "chaperone_cluster_lessons_owned"),
         Some(0.0)
     );
-    let muted = rejoin(
-        "muted",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 1),
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
-    let free = rejoin(
-        "free",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 2),
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let (muted, free) = rejoin_pupils(&cluster, &doors, lesson, Duration::from_secs(20)).await;
     assert_eq!(cluster.owner(), Some(new_owner));
     // The unlock sent to the fenced node never took effect.
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher2).await;
@@ -741,26 +724,7 @@ async fn a_redis_restart_keeps_the_lesson_and_a_long_outage_resumes_it() {
     .await
     .unwrap();
     teacher.wait_for(STEP, welcome).await.unwrap();
-    let mut muted = rejoin(
-        "muted",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 1),
-        within,
-    )
-    .await
-    .unwrap();
-    let mut free = rejoin(
-        "free",
-        &doors,
-        &public,
-        lesson,
-        || cluster.pupil(lesson, 2),
-        within,
-    )
-    .await
-    .unwrap();
+    let (mut muted, mut free) = rejoin_pupils(&cluster, &doors, lesson, within).await;
     muted.wait_for(STEP, admitted).await.unwrap();
     assert!(
         !muted.wait_for(STEP, mic).await.unwrap(),
