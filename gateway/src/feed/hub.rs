@@ -1,7 +1,8 @@
 //! The hub: routes the lessons' records and the SFU's frames to each
 //! lesson's feed task, starting one when a lesson opens (or first sends
-//! something), tells it to finish when its room closes for idleness (a
-//! later opening starts a new feed, which continues the recording), and at
+//! something), tells it to finish when its room closes (for idleness, or
+//! because this node let the lesson go; a later opening here continues the
+//! recording, reopening the feed if it is still finishing), and at
 //! shutdown routes what is already queued, tells every lesson to drain,
 //! and waits for them.
 //!
