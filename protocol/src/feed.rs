@@ -29,6 +29,7 @@
 //! | 8 | `Media` | `u64 seq`, track, `u64 arrival_micros`, `u64 media_time`, `u32 clock_rate`, `u8 codec`, `u8 flags`, bytes frame |
 //! | 9 | `Flush` | (empty) |
 //! | 10 | `Gap` | `u64 seq`, `u64 at_micros`, text reason |
+//! | 11 | `Hello` (owned) | 16-byte lesson id, `u64 resume_from`, `u64 owner_epoch` |
 //!
 //! `Media` is one whole media frame (an Opus packet, a VP8/VP9/H.264 frame)
 //! as the SFU forwarded it, depacketized: `media_time` is its RTP timestamp
@@ -40,6 +41,15 @@
 //! recorder holds, was never recorded and cannot be: a lesson taken over
 //! from a node that stopped without handing it over. Its `seq` stands for
 //! the lost interval (the recorder lists it as a recorded gap).
+//!
+//! `Hello` carries the fencing epoch of the gateway's lease on the lesson
+//! (kind 11; kind 1 is a `Hello` with epoch 0, what a single node without a
+//! cluster sends). The recorder takes a lesson's frames only from a feed
+//! whose epoch is at least the highest it has seen for that lesson, so a
+//! node that lost its lease (it was paused, or cut off from Redis) can
+//! never write into the recording beside the node that took the lesson
+//! over: its `Hello` is refused and its open feed closed with
+//! [`SUPERSEDED_CLOSE_CODE`].
 //!
 //! `Flush` asks the recorder to write everything it holds now, rather than
 //! at the end of the current segment interval, and acknowledge it (a gateway
@@ -74,6 +84,11 @@ pub const MAX_RTP_PACKET: usize = 1500;
 /// Largest event JSON.
 pub const MAX_EVENT_JSON: usize = 64 * 1024;
 
+/// The WebSocket close code a recorder uses to refuse or close a feed
+/// because a feed with a newer owner epoch holds the lesson: the lesson
+/// has a newer owner, and this gateway must stop sending it.
+pub const SUPERSEDED_CLOSE_CODE: u16 = 4409;
+
 /// One frame of the feed.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -85,6 +100,9 @@ pub enum FeedFrame {
         lesson: LessonId,
         /// The sequence number the stream resumes from.
         resume_from: u64,
+        /// The fencing epoch of the sender's lease on the lesson (0 for a
+        /// gateway without a cluster).
+        owner_epoch: u64,
     },
     /// A forwarded RTP packet, as received.
     Rtp {
@@ -225,6 +243,7 @@ const KIND_END: u8 = 7;
 const KIND_MEDIA: u8 = 8;
 const KIND_FLUSH: u8 = 9;
 const KIND_GAP: u8 = 10;
+const KIND_OWNED_HELLO: u8 = 11;
 
 /// Longest gap reason, in bytes (the archive manifest's limit).
 pub const MAX_GAP_REASON: usize = 256;
@@ -275,10 +294,19 @@ impl FeedFrame {
             FeedFrame::Hello {
                 lesson,
                 resume_from,
+                owner_epoch,
             } => {
-                out.push(KIND_HELLO);
+                // Epoch 0 keeps the original layout (kind 1).
+                out.push(if *owner_epoch == 0 {
+                    KIND_HELLO
+                } else {
+                    KIND_OWNED_HELLO
+                });
                 out.extend_from_slice(lesson.as_bytes());
                 out.extend_from_slice(&resume_from.to_be_bytes());
+                if *owner_epoch != 0 {
+                    out.extend_from_slice(&owner_epoch.to_be_bytes());
+                }
             }
             FeedFrame::Rtp {
                 seq,
@@ -460,7 +488,7 @@ impl FeedFrame {
             return Err(ProtocolError::UnsupportedVersion(u32::from(version)));
         }
         if let Some(&kind) = buf.get(5)
-            && !(KIND_HELLO..=KIND_GAP).contains(&kind)
+            && !(KIND_HELLO..=KIND_OWNED_HELLO).contains(&kind)
         {
             return Err(malformed("unknown frame kind"));
         }
@@ -480,12 +508,22 @@ impl FeedFrame {
         let mut r = Reader { buf: &frame[6..] };
         let kind = frame[5];
         let parsed = match kind {
-            KIND_HELLO => {
+            KIND_HELLO | KIND_OWNED_HELLO => {
                 let mut id = [0u8; 16];
                 id.copy_from_slice(r.take(16)?);
+                let resume_from = r.u64()?;
+                let owner_epoch = if kind == KIND_OWNED_HELLO {
+                    match r.u64()? {
+                        0 => return Err(malformed("an owned hello with epoch 0")),
+                        e => e,
+                    }
+                } else {
+                    0
+                };
                 FeedFrame::Hello {
                     lesson: LessonId::from_bytes(id),
-                    resume_from: r.u64()?,
+                    resume_from,
+                    owner_epoch,
                 }
             }
             KIND_RTP => {

@@ -32,7 +32,52 @@ fn hello_round_trips() {
     round_trip(FeedFrame::Hello {
         lesson: LessonId::from_bytes([3; 16]),
         resume_from: 42,
+        owner_epoch: 0,
     });
+    round_trip(FeedFrame::Hello {
+        lesson: LessonId::from_bytes([3; 16]),
+        resume_from: 42,
+        owner_epoch: 7,
+    });
+}
+
+#[test]
+fn a_hello_without_an_epoch_keeps_the_original_layout() {
+    let lesson = LessonId::from_bytes([3; 16]);
+    let plain = FeedFrame::Hello {
+        lesson,
+        resume_from: 42,
+        owner_epoch: 0,
+    }
+    .to_bytes()
+    .unwrap();
+    // length, version, kind 1, lesson, resume_from: what recorders before
+    // epochs read.
+    assert_eq!(plain.len(), 4 + 2 + 16 + 8);
+    assert_eq!(plain[5], 1);
+    let owned = FeedFrame::Hello {
+        lesson,
+        resume_from: 42,
+        owner_epoch: 9,
+    }
+    .to_bytes()
+    .unwrap();
+    assert_eq!((owned.len(), owned[5]), (4 + 2 + 16 + 8 + 8, 11));
+    assert_eq!(&owned[owned.len() - 8..], &9u64.to_be_bytes());
+}
+
+#[test]
+fn an_owned_hello_with_epoch_zero_is_refused() {
+    let mut bytes = FeedFrame::Hello {
+        lesson: LessonId::from_bytes([3; 16]),
+        resume_from: 1,
+        owner_epoch: 5,
+    }
+    .to_bytes()
+    .unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(&0u64.to_be_bytes());
+    assert!(FeedFrame::parse(&bytes).is_err());
 }
 
 #[test]
@@ -238,6 +283,7 @@ fn a_stream_decodes_byte_by_byte() {
         FeedFrame::Hello {
             lesson: LessonId::from_bytes([1; 16]),
             resume_from: 1,
+            owner_epoch: 3,
         },
         FeedFrame::Rtp {
             seq: 1,
@@ -360,9 +406,12 @@ fn arb_track() -> impl Strategy<Value = TrackId> {
 
 fn arb_frame() -> impl Strategy<Value = FeedFrame> {
     prop_oneof![
-        (any::<[u8; 16]>(), any::<u64>()).prop_map(|(b, r)| FeedFrame::Hello {
-            lesson: LessonId::from_bytes(b),
-            resume_from: r
+        (any::<[u8; 16]>(), any::<u64>(), any::<u64>()).prop_map(|(b, r, e)| {
+            FeedFrame::Hello {
+                lesson: LessonId::from_bytes(b),
+                resume_from: r,
+                owner_epoch: e,
+            }
         }),
         (
             any::<u64>(),

@@ -10,7 +10,12 @@
 //! - the lesson outlives its connection: a gateway that reconnects (to this
 //!   or, after a crash, to another recorder) continues where the archive
 //!   stands. After `idle_close` without a connection its frames are
-//!   written and the task ends.
+//!   written and the task ends;
+//! - a feed whose owner epoch is below the highest this lesson has seen is
+//!   refused, and the current feed is closed as superseded when one with a
+//!   higher epoch attaches: a gateway node that lost the lesson's lease
+//!   never writes beside the node that took it over (their seqs would
+//!   collide, and whichever came first would win).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,26 @@ pub struct AckState {
     pub current: u64,
     /// The lesson's final checkpoint is written.
     pub finished: bool,
+    /// The owner epoch of the current connection's gateway: a connection
+    /// with a lower one was superseded by a newer owner.
+    pub epoch: u64,
+}
+
+/// Why a connection was not attached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// A feed with a newer owner epoch holds (or held) the lesson.
+    #[error("the lesson has a newer owner (epoch {newest}, this feed {offered})")]
+    Superseded {
+        /// The highest epoch seen for the lesson.
+        newest: u64,
+        /// The epoch this feed offered.
+        offered: u64,
+    },
+    /// The lesson's archive could not be opened.
+    #[error("lesson not recordable: {0}")]
+    Archive(String),
 }
 
 /// What a connection hands its lesson, in order.
@@ -84,7 +109,8 @@ enum Control {
     Attach {
         conn: u64,
         fresh: bool,
-        reply: oneshot::Sender<Result<Attached, String>>,
+        epoch: u64,
+        reply: oneshot::Sender<Result<Attached, AttachError>>,
     },
     Detach {
         conn: u64,
@@ -111,11 +137,23 @@ pub struct LessonHandle {
 }
 
 impl LessonHandle {
-    /// Makes `conn` the lesson's connection; the previous one is told to close.
-    pub async fn attach(&self, conn: u64, fresh: bool) -> Option<Result<Attached, String>> {
+    /// Makes `conn`, from a gateway holding the lesson's lease at owner
+    /// `epoch`, the lesson's connection; the previous one is told to close.
+    /// Refused if a newer owner's feed has attached.
+    pub async fn attach(
+        &self,
+        conn: u64,
+        fresh: bool,
+        epoch: u64,
+    ) -> Option<Result<Attached, AttachError>> {
         let (reply, rx) = oneshot::channel();
         self.control
-            .send(Control::Attach { conn, fresh, reply })
+            .send(Control::Attach {
+                conn,
+                fresh,
+                epoch,
+                reply,
+            })
             .ok()?;
         rx.await.ok()
     }
@@ -256,7 +294,7 @@ async fn run(
             control.close();
             while let Some(c) = control.recv().await {
                 if let Control::Attach { reply, .. } = c {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(AttachError::Archive(e.to_string())));
                 }
             }
             return;
@@ -268,6 +306,7 @@ async fn run(
         durable: sink.durable_up_to().unwrap_or(0),
         current: 0,
         finished,
+        epoch: 0,
     });
     let mut task = Task {
         lesson,
@@ -291,8 +330,21 @@ async fn run(
         let room = task.pending_bytes < MAX_PENDING_BYTES;
         tokio::select! {
             c = control.recv() => match c {
-                Some(Control::Attach { conn, fresh, reply }) => {
-                    task.ack.send_modify(|a| a.current = conn);
+                Some(Control::Attach { conn, fresh, epoch, reply }) => {
+                    let newest = task.ack.borrow().epoch;
+                    if epoch < newest {
+                        warn!(%lesson, conn, epoch, newest, "feed from a superseded owner refused");
+                        task.metrics.feeds_refused.inc();
+                        let _ = reply.send(Err(AttachError::Superseded { newest, offered: epoch }));
+                        continue;
+                    }
+                    if epoch > newest && newest != 0 {
+                        info!(%lesson, conn, epoch, previous = newest, "a newer owner's feed attached");
+                    }
+                    task.ack.send_modify(|a| {
+                        a.current = conn;
+                        a.epoch = epoch;
+                    });
                     task.idle_since = None;
                     let initial = if fresh {
                         task.sink.last_taken().unwrap_or(0)

@@ -18,7 +18,12 @@
 //! 4. After `End` is durable the service sends its `Ack` and closes.
 //!
 //! A second feed for the same lesson replaces the first (a gateway that
-//! reconnected). The lesson outlives its feed (see [`lesson`]).
+//! reconnected, or a node that took the lesson over). `Hello` carries the
+//! owner epoch of the gateway's lease: a feed with an epoch below the
+//! highest the lesson has seen is refused, and a feed replaced by one with
+//! a higher epoch is closed, both with close code
+//! [`SUPERSEDED_CLOSE_CODE`] (that gateway no longer owns the lesson). The
+//! lesson outlives its feed (see [`lesson`]).
 //!
 //! It must never acknowledge what is not durable, never hold an age
 //! identity, and never lose a frame it has acknowledged.
@@ -38,14 +43,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME};
+use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME, SUPERSEDED_CLOSE_CODE};
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tracing::{debug, info, warn};
 
 use auth::ServiceAuth;
 use chaperone_archive::keys::RecorderSigningKey;
 use chaperone_archive::segment::RecipientSet;
-use lesson::{AckState, Frame, Incoming, Lessons};
+use lesson::{AckState, AttachError, Frame, Incoming, Lessons};
 use metrics::IngestMetrics;
 
 /// How long a feed has to send its `Hello`.
@@ -310,13 +315,14 @@ async fn serve_feed(
     let Some(Ok(Message::Binary(bytes))) = hello else {
         return Err("first message is not a hello".into());
     };
-    let fresh = match FeedFrame::parse(&bytes) {
+    let (fresh, epoch) = match FeedFrame::parse(&bytes) {
         Ok(FeedFrame::Hello {
             lesson: l,
             resume_from,
+            owner_epoch,
         }) if l == lesson => {
-            debug!(%lesson, conn, resume_from, "feed hello");
-            resume_from == 0
+            debug!(%lesson, conn, resume_from, owner_epoch, "feed hello");
+            (resume_from == 0, owner_epoch)
         }
         Ok(_) => {
             s.archive.metrics.feeds_refused.inc();
@@ -325,17 +331,28 @@ async fn serve_feed(
         Err(e) => return Err(format!("bad hello: {e}")),
     };
     let handle = s.lessons.get_or_start(lesson, &s.archive);
-    let attached = match handle.attach(conn, fresh).await {
+    let attached = match handle.attach(conn, fresh, epoch).await {
         Some(Ok(a)) => a,
+        Some(Err(e @ AttachError::Superseded { .. })) => {
+            let _ = socket.send(superseded(&e.to_string())).await;
+            return Err(e.to_string());
+        }
         Some(Err(e)) => {
             let _ = socket.send(Message::Close(None)).await;
-            return Err(format!("lesson not recordable: {e}"));
+            return Err(e.to_string());
         }
         None => return Err("lesson stopped while attaching".into()),
     };
     let mut acks = attached.acks;
     info!(%lesson, conn, durable = acks.borrow().durable, initial = attached.initial, "feed attached");
-    let result = pump(&handle, &mut socket, &mut acks, conn, attached.initial).await;
+    let result = pump(
+        &handle,
+        &mut socket,
+        &mut acks,
+        (conn, epoch),
+        attached.initial,
+    )
+    .await;
     handle.detach(conn);
     result
 }
@@ -344,7 +361,7 @@ async fn pump(
     handle: &lesson::LessonHandle,
     socket: &mut WebSocket,
     acks: &mut tokio::sync::watch::Receiver<AckState>,
-    conn: u64,
+    (conn, epoch): (u64, u64),
     initial: u64,
 ) -> Result<(), String> {
     let mut sent = acks.borrow().durable;
@@ -374,6 +391,11 @@ async fn pump(
                 }
                 let state = *acks.borrow_and_update();
                 if state.current != conn {
+                    if state.epoch > epoch {
+                        let why = format!("the lesson has a newer owner (epoch {}, this feed {epoch})", state.epoch);
+                        let _ = socket.send(superseded(&why)).await;
+                        return Err(why);
+                    }
                     let _ = socket.send(Message::Close(None)).await;
                     return Err("replaced by a newer feed".into());
                 }
@@ -391,6 +413,16 @@ async fn pump(
             }
         }
     }
+}
+
+/// The close message telling a gateway that a newer owner records the lesson.
+fn superseded(why: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let reason: String = why.chars().take(100).collect();
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: SUPERSEDED_CLOSE_CODE,
+        reason: reason.into(),
+    }))
 }
 
 /// Why the service could not start.
