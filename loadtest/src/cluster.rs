@@ -166,6 +166,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.nodes[i].port)
     }
 
+    /// The prefix of the nodes' Redis keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             c.kill();

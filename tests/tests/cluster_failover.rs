@@ -260,6 +260,15 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
         .filter(|&i| i != owner)
         .map(|i| cluster.url(i))
         .collect();
+    // Killed once the teacher's last change is in the snapshot (see the
+    // paused test).
+    snapshot_reaches(&cluster, lesson, |s| s.locked && !s.public_chat).await;
+    let (sum, count) = (
+        cluster.metric(owner, "chaperone_cluster_snapshot_lag_seconds_sum"),
+        cluster.metric(owner, "chaperone_cluster_snapshot_lag_seconds_count"),
+    );
+    eprintln!("snapshot lag on the owner: sum {sum:?} s over {count:?} writes");
+    assert!(count.unwrap_or(0.0) >= 1.0, "no snapshot lag measured");
     let killed = Instant::now();
     cluster.kill(owner);
 
@@ -316,6 +325,31 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     );
 }
 
+/// Waits (at most 10 s) until the lesson's snapshot in Redis satisfies `holds`.
+async fn snapshot_reaches(
+    cluster: &Cluster,
+    lesson: LessonId,
+    holds: impl Fn(&chaperone_lesson::Snapshot) -> bool,
+) {
+    use chaperone_gateway::store::{RedisStore, RedisStoreConfig, StateStore as _};
+    let mut config = RedisStoreConfig::new(cluster.redis.url());
+    config.prefix = cluster.prefix().to_owned();
+    let store = RedisStore::open(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(v)) = store.load_lesson(lesson).await
+            && chaperone_lesson::Snapshot::decode(&v.bytes).is_ok_and(|s| holds(&s))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lesson's snapshot never reached the state the teacher saw"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The recorded gaps a verify report lists: from, to (unix micros), why.
 fn gaps(report: &serde_json::Value) -> Vec<(u64, u64, String)> {
     report["findings"]
@@ -353,8 +387,12 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
         .map(|i| cluster.url(i))
         .collect();
 
-    // Paused past its lease (4 s): another node takes the lesson when
-    // someone joins through it.
+    // Paused past its lease (4 s) once the teacher's last change is in the
+    // lesson's snapshot (the teacher is told first and the write follows:
+    // milliseconds, more on a machine whose disk is busy, as Redis syncs
+    // every write), then another node takes the lesson when someone joins
+    // through it.
+    snapshot_reaches(&cluster, lesson, |s| s.locked && !s.public_chat).await;
     cluster.signal(owner, "STOP").unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut teacher2 = rejoin(
@@ -397,17 +435,20 @@ async fn a_paused_owner_is_fenced_and_its_late_writes_refused() {
     // The unlock sent to the fenced node never took effect.
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher2).await;
 
-    // One recording, final, that verifies. (Not asserted: that the pause is
-    // listed as its one gap. A known defect, README "Many nodes": the
-    // resumed node's feed numbers its last frames from its own base, and
-    // when it reaches the recorder before the new owner's, the recorder
-    // keeps the old frames and drops the new owner's `Gap` and first frames
-    // under the same seqs as duplicates: about one run in five here. The
-    // fix is for the recorder to refuse a stale owner's feed.)
+    // One recording, final, that verifies, with the pause listed as its one
+    // gap: the resumed node's feed, presenting its old lease epoch, was
+    // refused by the recorder (it never writes beside the new owner's).
     teacher2.send(ClientMsg::EndLesson);
     let report = cluster.verify(lesson).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(report["is_final"], true, "{report:#}");
+    let gaps = gaps(&report);
+    assert_eq!(gaps.len(), 1, "{report:#}");
+    assert!(
+        gaps[0].2.contains("without handing the lesson over"),
+        "{:?}",
+        gaps[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

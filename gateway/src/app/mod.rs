@@ -209,6 +209,7 @@ impl App {
             frames_rx,
             rooms.clone(),
         );
+        cluster.set_feed(recorder_status.clone());
         let relay = tokio::spawn(crate::room::relay_cluster_events(
             store.clone(),
             rooms.clone(),

@@ -149,6 +149,9 @@ pub struct ClusterMetrics {
     pub relayed: prometheus::IntCounterVec,
     /// Snapshot writes, by result (`ok`, `fenced`, `failed`).
     pub snapshot_writes: prometheus::IntCounterVec,
+    /// From the lesson core reporting a change (the teacher is told at the
+    /// same moment) to its snapshot being written, seconds.
+    pub snapshot_lag: prometheus::Histogram,
     /// 1 while draining.
     pub draining: prometheus::IntGauge,
 }
@@ -198,6 +201,19 @@ impl ClusterMetrics {
                 "Lesson snapshot writes by result (ok, fenced, failed)",
                 "result",
             )?,
+            snapshot_lag: {
+                let h = prometheus::Histogram::with_opts(
+                    prometheus::HistogramOpts::new(
+                        "cluster_snapshot_lag_seconds",
+                        "From a control change to its snapshot being written under the lease",
+                    )
+                    .buckets(vec![
+                        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             draining: gauge("cluster_node_draining", "1 while this node is draining")?,
         };
         // Every series exists from the start (at 0), so rates and alerts
@@ -241,6 +257,9 @@ struct Inner {
     taking: tokio::sync::Mutex<()>,
     draining: AtomicBool,
     metrics: Option<ClusterMetrics>,
+    /// The recorder feed: a stopped lesson's lease is kept until the feed
+    /// has everything this node holds of it acknowledged.
+    feed: std::sync::OnceLock<crate::feed::FeedStatus>,
 }
 
 /// This node's view of the cluster. Cheap to clone.
@@ -287,8 +306,17 @@ impl Cluster {
                 taking: tokio::sync::Mutex::new(()),
                 draining: AtomicBool::new(false),
                 metrics,
+                feed: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Tells the cluster about the node's recorder feed (once): from then
+    /// on the lease of a lesson whose room stopped is given back only once
+    /// the recorder has acknowledged everything this node holds of it, so
+    /// that the next owner's recording continues after it, never beside it.
+    pub fn set_feed(&self, feed: crate::feed::FeedStatus) {
+        let _ = self.inner.feed.set(feed);
     }
 
     /// This node's id.
@@ -434,7 +462,7 @@ impl Cluster {
             Some(s) => match self
                 .inner
                 .rooms
-                .restore(info.setup(), config, s, lost)
+                .restore(info.setup(), config, s, (lease.epoch, lost))
                 .await
             {
                 Ok(room) => (room, "takeover"),
@@ -445,7 +473,12 @@ impl Cluster {
                     return Err(RouteError::Unavailable);
                 }
             },
-            None => (self.inner.rooms.open(info.setup(), config), "new"),
+            None => (
+                self.inner
+                    .rooms
+                    .open_owned(info.setup(), config, lease.epoch),
+                "new",
+            ),
         };
         info!(%lesson, epoch = lease.epoch, cause, "took the lesson's lease");
         self.metric(|m| m.takes.with_label_values(&[cause]).inc());
@@ -491,7 +524,8 @@ impl Cluster {
     }
 
     /// Renews every lease once; lets go of lessons whose lease is lost or
-    /// can no longer be proven, and of lessons whose task has stopped.
+    /// can no longer be proven, and of lessons whose task has stopped and
+    /// whose recorder feed has everything acknowledged.
     pub async fn renew_once(&self) {
         let leases: Vec<(LessonId, Lease)> = self
             .held()
@@ -506,11 +540,17 @@ impl Cluster {
                 // (taking is serialised, so look again under that lock).
                 let _one_at_a_time = self.inner.taking.lock().await;
                 let same = self.held().get(&lesson).is_some_and(|h| h.lease == lease);
-                if same && self.inner.rooms.get(lesson).is_none() {
+                let feeding = self.inner.feed.get().is_some_and(|f| f.is_feeding(lesson));
+                if !same {
+                    continue;
+                }
+                if self.inner.rooms.get(lesson).is_none() && !feeding {
                     self.let_go(lesson, "closed").await;
                     let _ = store.release_lease(&lease).await;
+                    continue;
                 }
-                continue;
+                // Started here again, or the recorder does not yet have
+                // everything of it: the lease is kept (renewed below).
             }
             let sent = now();
             let unix = UnixMillis(unix_millis());
@@ -578,23 +618,30 @@ impl Cluster {
     ) -> tokio::task::JoinHandle<()> {
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut pending: HashMap<LessonId, Snapshot> = HashMap::new();
+            // The latest snapshot of each lesson, and since when it has
+            // waited (the oldest change it carries).
+            let mut pending: HashMap<LessonId, (Snapshot, Instant)> = HashMap::new();
+            let take = |pending: &mut HashMap<LessonId, (Snapshot, Instant)>, s: Snapshot| {
+                let since = pending.get(&s.lesson).map_or_else(now, |(_, t)| *t);
+                pending.insert(s.lesson, (s, since));
+            };
             loop {
                 if pending.is_empty() {
                     match snapshots.recv().await {
-                        Some(s) => {
-                            pending.insert(s.lesson, s);
-                        }
+                        Some(s) => take(&mut pending, s),
                         None => return,
                     }
                 }
                 while let Ok(s) = snapshots.try_recv() {
-                    pending.insert(s.lesson, s);
+                    take(&mut pending, s);
                 }
                 let mut retry = false;
-                for (lesson, snapshot) in std::mem::take(&mut pending) {
-                    if !cluster.write(lesson, &snapshot).await {
-                        pending.insert(lesson, snapshot);
+                for (lesson, (snapshot, since)) in std::mem::take(&mut pending) {
+                    if cluster.write(lesson, &snapshot).await {
+                        let lag = now().saturating_duration_since(since);
+                        cluster.metric(|m| m.snapshot_lag.observe(lag.as_secs_f64()));
+                    } else {
+                        pending.insert(lesson, (snapshot, since));
                         retry = true;
                     }
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaperone_protocol::LessonId;
-use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME};
+use chaperone_protocol::feed::{FeedFrame, MAX_FEED_FRAME, SUPERSEDED_CLOSE_CODE};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,14 +28,40 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lifetime of the service token presented when connecting.
 const SERVICE_TOKEN_SECS: u64 = 60;
 
+/// What the recorder says on an open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Every wire seq up to this is durable.
+    Ack(u64),
+    /// The recorder closed the feed because a newer owner's feed holds the
+    /// lesson.
+    Superseded,
+}
+
+/// Why a connection was not opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DialError {
+    /// The recorder was not reached, or did not answer as it should.
+    #[error("{0}")]
+    Failed(String),
+    /// The recorder refused the feed: a newer owner's feed holds the lesson.
+    #[error("superseded: {0}")]
+    Superseded(String),
+}
+
+impl From<String> for DialError {
+    fn from(why: String) -> Self {
+        DialError::Failed(why)
+    }
+}
+
 /// An open, answered feed connection.
 #[derive(Debug)]
 pub(super) struct Connection {
     /// Frames to write (the writer task's queue).
     pub(super) writer: mpsc::Sender<Message>,
-    /// The recorder's acknowledgements, in order; closed when the
-    /// connection is.
-    pub(super) acks: mpsc::Receiver<u64>,
+    /// The recorder's answers, in order; closed when the connection is.
+    pub(super) acks: mpsc::Receiver<Answer>,
     /// What the recorder said it holds, answering `Hello`.
     pub(super) first_ack: u64,
     tasks: [JoinHandle<()>; 2],
@@ -49,14 +75,16 @@ impl Drop for Connection {
     }
 }
 
-/// Connects `lesson`'s feed to the recorder at `url`, in a task of its own
-/// (bounded by [`CONNECT_TIMEOUT`] per step).
+/// Connects `lesson`'s feed to the recorder at `url`, as the lesson's owner
+/// at `owner_epoch`, in a task of its own (bounded by [`CONNECT_TIMEOUT`]
+/// per step).
 pub(super) fn spawn(
     tokens: Arc<TokenIssuer>,
     url: String,
     lesson: LessonId,
     resume_from: u64,
-) -> JoinHandle<Result<Connection, String>> {
+    owner_epoch: u64,
+) -> JoinHandle<Result<Connection, DialError>> {
     tokio::spawn(async move {
         let token = tokens
             .issue_service(
@@ -66,7 +94,7 @@ pub(super) fn spawn(
                 lesson,
             )
             .map_err(|e| format!("cannot issue a service token: {e}"))?;
-        open(url, token, lesson, resume_from).await
+        open(url, token, lesson, resume_from, owner_epoch).await
     })
 }
 
@@ -77,7 +105,8 @@ async fn open(
     token: String,
     lesson: LessonId,
     resume_from: u64,
-) -> Result<Connection, String> {
+    owner_epoch: u64,
+) -> Result<Connection, DialError> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut request = format!("{}/feed", url.trim_end_matches('/'))
         .into_client_request()
@@ -102,6 +131,7 @@ async fn open(
     let hello = FeedFrame::Hello {
         lesson,
         resume_from,
+        owner_epoch,
     }
     .to_bytes()
     .map_err(|e| e.to_string())?;
@@ -112,11 +142,14 @@ async fn open(
         loop {
             match stream.next().await {
                 Some(Ok(Message::Binary(b))) => return Ok(b),
+                Some(Ok(Message::Close(Some(c)))) if is_superseded(&c) => {
+                    return Err(DialError::Superseded(format!("{url}: {}", c.reason)));
+                }
                 Some(Ok(Message::Close(_))) | None => {
-                    return Err("closed before answering".to_owned());
+                    return Err("closed before answering".to_owned().into());
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(e.to_string().into()),
             }
         }
     })
@@ -124,7 +157,7 @@ async fn open(
     .map_err(|_| format!("{url}: no answer to hello"))??;
     let first_ack = match FeedFrame::parse(&first) {
         Ok(FeedFrame::Ack { up_to }) => up_to,
-        other => return Err(format!("{url}: unexpected answer to hello: {other:?}")),
+        other => return Err(format!("{url}: unexpected answer to hello: {other:?}").into()),
     };
     let (writer, mut rx) = mpsc::channel::<Message>(WRITER_QUEUE);
     let write_task = tokio::spawn(async move {
@@ -149,7 +182,7 @@ async fn open(
             match msg {
                 Message::Binary(b) => match FeedFrame::parse(&b) {
                     Ok(FeedFrame::Ack { up_to }) => {
-                        if ack_tx.send(up_to).await.is_err() {
+                        if ack_tx.send(Answer::Ack(up_to)).await.is_err() {
                             return;
                         }
                     }
@@ -158,6 +191,11 @@ async fn open(
                         return;
                     }
                 },
+                Message::Close(Some(c)) if is_superseded(&c) => {
+                    warn!(reason = %c.reason, "recorder: the lesson has a newer owner");
+                    let _ = ack_tx.send(Answer::Superseded).await;
+                    return;
+                }
                 Message::Close(_) => return,
                 _ => {}
             }
@@ -169,4 +207,9 @@ async fn open(
         first_ack,
         tasks: [write_task, read_task],
     })
+}
+
+/// Whether a close frame says a newer owner's feed holds the lesson.
+fn is_superseded(c: &tokio_tungstenite::tungstenite::protocol::CloseFrame) -> bool {
+    u16::from(c.code) == SUPERSEDED_CLOSE_CODE
 }

@@ -6,6 +6,12 @@
 //! shutdown routes what is already queued, tells every lesson to drain,
 //! and waits for them.
 //!
+//! Each feed connects with the owner epoch of this node's lease on the
+//! lesson (from the room's `Opened` or `Gap` record). A feed the recorder
+//! calls superseded (a newer owner's feed holds the lesson) is not
+//! restarted: what the lesson still sends here is dropped, counted and
+//! logged, until the lesson opens here again under a newer lease.
+//!
 //! What it must never do: start a second feed for a lesson whose feed has
 //! finished (its archive ends with `End`), or drop a frame silently: a frame
 //! it cannot deliver is logged as not recorded.
@@ -24,7 +30,7 @@ use super::FeedSettings;
 use super::lesson::{DRAIN_LIMIT, Item, LessonFeed};
 use super::log::FeedLog;
 use super::status::{LessonShare, Shared};
-use super::task::{self, Inbox};
+use super::task::{self, Finish, Inbox};
 use crate::auth::tokens::TokenIssuer;
 use crate::clock::now;
 use crate::media::RecordedFrame;
@@ -42,16 +48,17 @@ struct LessonTx {
     number: u64,
     /// The lesson's room closed and has not opened again since.
     closing: bool,
+    /// The owner epoch it connects with.
+    epoch: u64,
 }
 
 /// What a lesson's feed says when it is done, or closed.
 struct Done {
     lesson: LessonId,
     number: u64,
-    /// Its `End` was acknowledged: nothing more is ever recorded for it.
-    ended: bool,
-    /// Not done: its room closed and everything is acknowledged.
-    closed: bool,
+    /// How it finished (None: not done; its room closed and everything
+    /// is acknowledged).
+    finish: Option<Finish>,
 }
 
 /// What every lesson's feed is started with.
@@ -76,6 +83,8 @@ impl Hub {
         let mut lessons = Lessons {
             running: HashMap::new(),
             finished: HashSet::new(),
+            epochs: HashMap::new(),
+            superseded: HashMap::new(),
             started: 0,
         };
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
@@ -95,14 +104,23 @@ impl Hub {
                     // may have a new one by now), and a closed one only if
                     // its room has not opened again since: from here on
                     // nothing is routed to it, so stopping it loses nothing.
+                    let closed = done.finish.is_none();
                     let current = lessons.running.get(&done.lesson).is_some_and(|l| {
-                        l.number == done.number && (!done.closed || l.closing)
+                        l.number == done.number && (!closed || l.closing)
                     });
-                    if current && let Some(l) = lessons.running.remove(&done.lesson) && done.closed {
+                    if current && let Some(l) = lessons.running.remove(&done.lesson) && closed {
                         let _ = l.tx.send(Inbox::Stop).await;
                     }
-                    if done.ended {
-                        lessons.finished.insert(done.lesson);
+                    match done.finish {
+                        Some(Finish::Ended) => {
+                            lessons.finished.insert(done.lesson);
+                            lessons.epochs.remove(&done.lesson);
+                        }
+                        Some(Finish::Superseded) if current => {
+                            let epoch = lessons.epochs.get(&done.lesson).copied().unwrap_or(0);
+                            lessons.superseded.insert(done.lesson, Dropped { epoch, frames: 0 });
+                        }
+                        _ => {}
                     }
                 }
                 () = shared.stop.notified() => break,
@@ -141,14 +159,19 @@ impl Hub {
                 self.route(lessons, done, lesson, Item::Record { at, record })
                     .await
             }
-            RoomRecord::Gap { lesson, at, reason } => {
+            RoomRecord::Gap {
+                lesson,
+                at,
+                reason,
+                epoch,
+            } => {
                 // Sent just before the lesson's task starts here again: the
                 // lesson is open from now on.
-                self.open(lessons, done, lesson).await;
+                self.open(lessons, done, lesson, epoch).await;
                 self.route(lessons, done, lesson, Item::Gap { at, reason })
                     .await
             }
-            RoomRecord::Opened { lesson } => self.open(lessons, done, lesson).await,
+            RoomRecord::Opened { lesson, epoch } => self.open(lessons, done, lesson, epoch).await,
             RoomRecord::Closed { lesson } => {
                 if let Some(l) = lessons.running.get_mut(&lesson) {
                     l.closing = true;
@@ -170,19 +193,32 @@ impl Hub {
         }
     }
 
-    /// A lesson's room (re)opened on this node: its feed runs, and one still
-    /// finishing a close carries on.
+    /// A lesson's room (re)opened on this node, which holds its lease at
+    /// owner `epoch`: its feed runs, and one still finishing a close
+    /// carries on (with that epoch).
     async fn open(
         &self,
         lessons: &mut Lessons,
         done: &mpsc::UnboundedSender<Done>,
         lesson: LessonId,
+        epoch: u64,
     ) {
+        lessons.epochs.insert(lesson, epoch);
+        if let Some(d) = lessons.superseded.get(&lesson) {
+            if d.epoch >= epoch {
+                return;
+            }
+            if d.frames > 0 {
+                warn!(%lesson, frames = d.frames, "frames of a superseded feed were not recorded");
+            }
+            lessons.superseded.remove(&lesson);
+        }
         if !lessons.finished.contains(&lesson) {
             let l = self.lesson(lessons, done, lesson);
-            if l.closing {
+            if l.closing || l.epoch != epoch {
                 l.closing = false;
-                let _ = l.tx.send(Inbox::Reopen).await;
+                l.epoch = epoch;
+                let _ = l.tx.send(Inbox::Reopen(epoch)).await;
             }
         }
     }
@@ -204,6 +240,7 @@ impl Hub {
         }
         lessons.started += 1;
         let number = lessons.started;
+        let epoch = lessons.epochs.get(&lesson).copied().unwrap_or(0);
         lessons.running.entry(lesson).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(LESSON_QUEUE);
             // Unique per process and lesson feed, so a restarted or second
@@ -216,6 +253,7 @@ impl Hub {
             let feed = LessonFeed::new(
                 now(),
                 lesson,
+                epoch,
                 FeedLog::new(self.settings.buffer_bytes, spool),
                 &self.settings,
             );
@@ -227,16 +265,14 @@ impl Hub {
                     let _ = on_closed.send(Done {
                         lesson,
                         number,
-                        ended: false,
-                        closed: true,
+                        finish: None,
                     });
                 };
-                let ended = task::run(feed, rx, tokens, rooms, share, closed).await;
+                let finish = task::run(feed, rx, tokens, rooms, share, closed).await;
                 let _ = done.send(Done {
                     lesson,
                     number,
-                    ended,
-                    closed: false,
+                    finish: Some(finish),
                 });
             });
             LessonTx {
@@ -244,6 +280,7 @@ impl Hub {
                 task,
                 number,
                 closing: false,
+                epoch,
             }
         })
     }
@@ -263,11 +300,25 @@ impl Hub {
             error!(%lesson, kind, "frame after the lesson's recording ended; not recorded");
             return;
         }
+        if let Some(d) = lessons.superseded.get_mut(&lesson) {
+            // This node lost the lesson; what it still sends is not its to record.
+            d.frames += 1;
+            if d.frames == 1 {
+                error!(%lesson, epoch = d.epoch, "frame of a lesson a newer owner records; not recorded here");
+            }
+            return;
+        }
         let tx = self.lesson(lessons, done, lesson).tx.clone();
         if tx.send(Inbox::Item(item)).await.is_err() {
             error!(%lesson, "lesson feed stopped; frame not recorded");
         }
     }
+}
+
+/// A superseded lesson's feed: the epoch refused, frames dropped since.
+struct Dropped {
+    epoch: u64,
+    frames: u64,
 }
 
 /// The lessons the hub knows.
@@ -276,6 +327,11 @@ struct Lessons {
     running: HashMap<LessonId, LessonTx>,
     /// Lessons whose feed finished with `End`: nothing more is recorded for them.
     finished: HashSet<LessonId>,
+    /// The owner epoch each lesson last opened with here.
+    epochs: HashMap<LessonId, u64>,
+    /// Lessons whose feed a newer owner superseded, until they open here
+    /// under a newer lease.
+    superseded: HashMap<LessonId, Dropped>,
     /// Feeds started so far (numbers them).
     started: u64,
 }

@@ -18,6 +18,8 @@
 //!    [`LessonFeed::handle_connected`] (the outcome of an
 //!    [`Output::Connect`]), [`LessonFeed::handle_ack`],
 //!    [`LessonFeed::handle_lost`] (the connection broke),
+//!    [`LessonFeed::handle_superseded`] (the recorder says a newer owner's
+//!    feed holds the lesson),
 //!    [`LessonFeed::stop`] (shutdown), and [`LessonFeed::handle_timeout`]
 //!    at [`LessonFeed::next_timeout`];
 //! 3. after every input, drain [`LessonFeed::poll_output`] and carry out
@@ -99,6 +101,9 @@ pub(crate) enum Output {
         /// What `Hello` says: 0 the first time, else the first seq not
         /// acknowledged.
         resume_from: u64,
+        /// The fencing epoch of this node's lease on the lesson (0 without
+        /// a cluster), for `Hello`.
+        epoch: u64,
     },
     /// Drop the current connection (it counts as lost).
     Disconnect,
@@ -106,8 +111,8 @@ pub(crate) enum Output {
     Gate(bool),
     /// This lesson's share of the node's figures.
     Figures(Figures),
-    /// The feed is finished: everything up to `End` is acknowledged, or the
-    /// shutdown's drain ended.
+    /// The feed is finished: everything up to `End` is acknowledged, the
+    /// shutdown's drain ended, or a newer owner records the lesson.
     Done,
     /// The lesson's room closed for idleness ([`LessonFeed::close`]) and
     /// everything is acknowledged: the hub may stop this feed. It keeps
@@ -165,6 +170,12 @@ enum Conn {
 #[derive(Debug)]
 pub(crate) struct LessonFeed {
     lesson: LessonId,
+    /// The fencing epoch of this node's lease on the lesson (0 without a
+    /// cluster): a recorder refuses it once a newer owner's feed attached.
+    epoch: u64,
+    /// A newer owner's feed holds the lesson at the recorder: this feed is
+    /// done and nothing more of it is recorded.
+    superseded: bool,
     log: FeedLog,
     recorders: Vec<String>,
     ack_timeout: Duration,
@@ -200,17 +211,20 @@ pub(crate) struct LessonFeed {
 }
 
 impl LessonFeed {
-    /// A lesson's feed keeping its frames in `log`, not yet connected: the
-    /// first attempt is due at `now`, and the room is first told its
-    /// recording is not attached.
+    /// A lesson's feed keeping its frames in `log`, sent as the lesson's
+    /// owner at `epoch`, not yet connected: the first attempt is due at
+    /// `now`, and the room is first told its recording is not attached.
     pub(crate) fn new(
         now: Instant,
         lesson: LessonId,
+        epoch: u64,
         log: FeedLog,
         settings: &FeedSettings,
     ) -> Self {
         let mut feed = Self {
             lesson,
+            epoch,
+            superseded: false,
             log,
             recorders: settings.recorders.clone(),
             ack_timeout: settings.ack_timeout,
@@ -259,11 +273,36 @@ impl LessonFeed {
         self.settle(now);
     }
 
-    /// The lesson's room opened again before this feed was stopped: it
-    /// carries on as before.
-    pub(crate) fn reopen(&mut self) {
+    /// The lesson's room opened again before this feed was stopped, under
+    /// a lease of owner `epoch`: it carries on as before, connecting with
+    /// that epoch from now on.
+    pub(crate) fn reopen(&mut self, epoch: u64) {
         self.closing = false;
         self.closed_told = false;
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// Whether the feed stopped because a newer owner records the lesson.
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.superseded
+    }
+
+    /// The recorder refused this feed, or closed it, because a feed with a
+    /// newer owner epoch holds the lesson: this node lost the lesson's
+    /// lease. The feed is done; what it holds unacknowledged is not
+    /// recorded (it falls in the gap the new owner's recording lists).
+    pub(crate) fn handle_superseded(&mut self, now: Instant, why: &str) {
+        if self.done {
+            return;
+        }
+        let unacknowledged = self.log.next_seq() - 1 - self.log.acked();
+        error!(lesson = %self.lesson, epoch = self.epoch, unacknowledged, why,
+            "a newer owner records this lesson: this node's feed stops");
+        self.superseded = true;
+        self.done = true;
+        self.conn = Conn::Idle { retry_at: now };
+        self.out.push_back(Output::Disconnect);
+        self.out.push_back(Output::Done);
     }
 
     /// Another `Flush` is due after what is appended next.
@@ -544,9 +583,13 @@ impl LessonFeed {
         let first = usize::from(self.lesson.as_bytes()[0]) % self.recorders.len();
         let url = self.recorders[(first + self.attempt) % self.recorders.len()].clone();
         let resume_from = self.base.map_or(0, |b| b + self.log.acked() + 1);
-        debug!(lesson = %self.lesson, %url, resume_from, "connecting to a recorder");
+        debug!(lesson = %self.lesson, %url, resume_from, epoch = self.epoch, "connecting to a recorder");
         self.conn = Conn::Connecting { url: url.clone() };
-        self.out.push_back(Output::Connect { url, resume_from });
+        self.out.push_back(Output::Connect {
+            url,
+            resume_from,
+            epoch: self.epoch,
+        });
     }
 
     fn failed(&mut self, now: Instant, why: &str) {

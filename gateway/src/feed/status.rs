@@ -24,6 +24,9 @@ pub(super) struct Shared {
     buffer_bytes: AtomicU64,
     spool_bytes: AtomicU64,
     lags: std::sync::Mutex<HashMap<LessonId, u64>>,
+    /// Feeds running per lesson (a closed lesson's feed runs until the
+    /// recorder has acknowledged everything it holds).
+    feeding: std::sync::Mutex<HashMap<LessonId, u32>>,
     replayed: AtomicU64,
     stopped: AtomicBool,
     /// Wakes the hub when [`FeedStatus::stop`] is called.
@@ -77,6 +80,17 @@ impl FeedStatus {
         }
     }
 
+    /// Whether a feed of `lesson` still runs here: for a lesson whose room
+    /// has stopped, whether the recorder has yet to acknowledge what this
+    /// node holds of it (its lease must not go to another node before).
+    pub fn is_feeding(&self, lesson: LessonId) -> bool {
+        self.0
+            .feeding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&lesson)
+    }
+
     /// Asks the feed to send everything held, wait (bounded) for it to be
     /// acknowledged, and stop. Await the feed's task to know it is done.
     pub fn stop(&self) {
@@ -102,6 +116,12 @@ impl LessonShare {
     pub(super) fn new(shared: Arc<Shared>, lesson: LessonId) -> Self {
         shared.lessons.fetch_add(1, Ordering::AcqRel);
         shared.detached.fetch_add(1, Ordering::AcqRel);
+        *shared
+            .feeding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(lesson)
+            .or_default() += 1;
         Self {
             shared,
             lesson,
@@ -159,6 +179,13 @@ impl Drop for LessonShare {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.lesson);
+        let mut feeding = s.feeding.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = feeding.get_mut(&self.lesson) {
+            *n -= 1;
+            if *n == 0 {
+                feeding.remove(&self.lesson);
+            }
+        }
     }
 }
 

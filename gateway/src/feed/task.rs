@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::info;
 
-use super::dial::{self, Connection};
+use super::dial::{self, Answer, Connection, DialError};
 use super::lesson::{Item, LessonFeed, Output, Transmit};
 use super::status::LessonShare;
 use crate::auth::tokens::TokenIssuer;
@@ -34,8 +34,20 @@ pub(super) enum Inbox {
     Stop,
     /// The lesson's room closed for idleness: write everything and say so.
     Close,
-    /// The lesson's room opened again.
-    Reopen,
+    /// The lesson's room opened again, this node holding its lease at
+    /// this owner epoch.
+    Reopen(u64),
+}
+
+/// How a lesson's feed finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    /// Its `End` was acknowledged: nothing more is ever recorded for it.
+    Ended,
+    /// A newer owner's feed holds the lesson at the recorder.
+    Superseded,
+    /// Stopped (shutdown, or a closed lesson's feed reaped).
+    Stopped,
 }
 
 /// The shell's side of the connection the machine asked for.
@@ -43,23 +55,23 @@ enum Link {
     /// None (the machine is waiting to retry).
     Idle,
     /// Being opened.
-    Connecting(JoinHandle<Result<Connection, String>>),
+    Connecting(JoinHandle<Result<Connection, DialError>>),
     /// Open and answered.
     Up(Connection),
 }
 
 /// What the connection said.
 enum LinkEvent {
-    /// An acknowledgement (None: the connection closed).
-    Ack(Option<u64>),
+    /// What the recorder said (None: the connection closed).
+    Answer(Option<Answer>),
     /// Connecting finished.
-    Connected(Result<Result<Connection, String>, tokio::task::JoinError>),
+    Connected(Result<Result<Connection, DialError>, tokio::task::JoinError>),
 }
 
 /// Runs `feed` until it is done: on `inbox`, connecting with service tokens
 /// from `tokens`, telling the room through `rooms`, its figures in `share`,
 /// calling `closed` when a closed lesson's feed has everything acknowledged.
-/// Returns whether the lesson's `End` was acknowledged.
+/// Returns how it finished.
 pub(super) async fn run(
     mut feed: LessonFeed,
     mut inbox: mpsc::Receiver<Inbox>,
@@ -67,7 +79,7 @@ pub(super) async fn run(
     rooms: Rooms,
     mut share: LessonShare,
     closed: impl Fn() + Send,
-) -> bool {
+) -> Finish {
     let lesson = feed.lesson();
     info!(%lesson, "lesson feed started");
     let gate = gate(lesson, rooms);
@@ -76,8 +88,18 @@ pub(super) async fn run(
     'run: loop {
         while let Some(output) = feed.poll_output() {
             match output {
-                Output::Connect { url, resume_from } => {
-                    link = Link::Connecting(dial::spawn(tokens.clone(), url, lesson, resume_from));
+                Output::Connect {
+                    url,
+                    resume_from,
+                    epoch,
+                } => {
+                    link = Link::Connecting(dial::spawn(
+                        tokens.clone(),
+                        url,
+                        lesson,
+                        resume_from,
+                        epoch,
+                    ));
                 }
                 Output::Disconnect => link = Link::Idle,
                 Output::Gate(attached) => {
@@ -102,7 +124,7 @@ pub(super) async fn run(
                     feed.stop(now());
                 }
                 Some(Inbox::Close) => feed.close(now()),
-                Some(Inbox::Reopen) => feed.reopen(),
+                Some(Inbox::Reopen(epoch)) => feed.reopen(epoch),
             },
             permit = reserve(writer) => match permit {
                 Some(permit) => match feed.poll_transmit(now()) {
@@ -122,8 +144,11 @@ pub(super) async fn run(
                 None => feed.handle_lost(now(), "the connection's writer stopped"),
             },
             event = link_event(&mut link) => match event {
-                LinkEvent::Ack(Some(up_to)) => feed.handle_ack(now(), up_to),
-                LinkEvent::Ack(None) => feed.handle_lost(now(), "the recorder closed the connection"),
+                LinkEvent::Answer(Some(Answer::Ack(up_to))) => feed.handle_ack(now(), up_to),
+                LinkEvent::Answer(Some(Answer::Superseded)) => {
+                    feed.handle_superseded(now(), "the recorder closed the feed");
+                }
+                LinkEvent::Answer(None) => feed.handle_lost(now(), "the recorder closed the connection"),
                 LinkEvent::Connected(joined) => {
                     let outcome = match joined {
                         Ok(Ok(c)) => {
@@ -131,7 +156,12 @@ pub(super) async fn run(
                             link = Link::Up(c);
                             Ok(first_ack)
                         }
-                        Ok(Err(why)) => Err(why),
+                        Ok(Err(DialError::Superseded(why))) => {
+                            link = Link::Idle;
+                            feed.handle_superseded(now(), &why);
+                            continue 'run;
+                        }
+                        Ok(Err(DialError::Failed(why))) => Err(why),
                         Err(e) => Err(e.to_string()),
                     };
                     if outcome.is_err() {
@@ -146,7 +176,13 @@ pub(super) async fn run(
     info!(%lesson, frames = feed.frames(), "lesson feed done");
     // The spool file goes with the machine's log; the lesson's share of the
     // node's figures with `share`.
-    feed.is_ended()
+    if feed.is_ended() {
+        Finish::Ended
+    } else if feed.is_superseded() {
+        Finish::Superseded
+    } else {
+        Finish::Stopped
+    }
 }
 
 /// The wall clock, µs since the Unix epoch (at the clock module's
@@ -184,7 +220,7 @@ async fn reserve(writer: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPer
 /// The next thing the connection says; never ready without one.
 async fn link_event(link: &mut Link) -> LinkEvent {
     match link {
-        Link::Up(c) => LinkEvent::Ack(c.acks.recv().await),
+        Link::Up(c) => LinkEvent::Answer(c.acks.recv().await),
         Link::Connecting(task) => LinkEvent::Connected(task.await),
         Link::Idle => std::future::pending().await,
     }

@@ -72,6 +72,9 @@ pub enum RoomRecord {
     Opened {
         /// The lesson.
         lesson: LessonId,
+        /// The fencing epoch of this node's lease on the lesson (0 without
+        /// a cluster): the feed presents it to the recorder.
+        epoch: u64,
     },
     /// An event or a chat message to append to the lesson's recording.
     Record {
@@ -92,6 +95,8 @@ pub enum RoomRecord {
         at: Instant,
         /// Why, for the archive.
         reason: String,
+        /// The fencing epoch of this node's new lease on the lesson.
+        epoch: u64,
     },
     /// The lesson's task stopped with the lesson not ended: nobody was
     /// connected for `lesson.idle_close_secs`, or this node let the lesson

@@ -92,22 +92,30 @@ impl Rooms {
             .contains(&lesson)
     }
 
-    /// The lesson's task, starting it (a new, empty lesson) if it is not running.
+    /// The lesson's task, starting it (a new, empty lesson) if it is not
+    /// running, on a node without a cluster.
     pub fn open(&self, setup: LessonSetup, config: LessonConfig) -> RoomHandle {
+        self.open_owned(setup, config, 0)
+    }
+
+    /// [`Rooms::open`] under this node's lease of owner `epoch` (the
+    /// recorder takes the lesson's feed only from its newest owner).
+    pub fn open_owned(&self, setup: LessonSetup, config: LessonConfig, epoch: u64) -> RoomHandle {
         let id = setup.id;
-        self.get_or_start(id, || Lesson::new(now(), setup, config))
+        self.get_or_start(id, epoch, || Lesson::new(now(), setup, config))
     }
 
     /// The lesson's task, starting it from a persisted snapshot (another
-    /// node's lesson taken over) if it is not running. `lost`: the last
-    /// owner stopped without handing the lesson over, for this reason; the
-    /// recording is told so before anything of the lesson here.
+    /// node's lesson taken over) if it is not running, under this node's
+    /// lease of owner `epoch`. `lost`: the last owner stopped without
+    /// handing the lesson over, for this reason; the recording is told so
+    /// before anything of the lesson here.
     pub async fn restore(
         &self,
         setup: LessonSetup,
         config: LessonConfig,
         snapshot: Snapshot,
-        lost: Option<&str>,
+        (epoch, lost): (u64, Option<&str>),
     ) -> Result<RoomHandle, chaperone_lesson::SnapshotError> {
         let id = setup.id;
         if let Some(h) = self.get(id) {
@@ -119,15 +127,16 @@ impl Rooms {
                 lesson: id,
                 at: now(),
                 reason: reason.to_owned(),
+                epoch,
             };
             if self.deps.records.send(gap).await.is_err() {
                 tracing::error!(lesson = %id, "recorder feed is closed: the lesson's gap was not recorded");
             }
         }
-        Ok(self.get_or_start(id, || lesson))
+        Ok(self.get_or_start(id, epoch, || lesson))
     }
 
-    fn get_or_start(&self, id: LessonId, make: impl FnOnce() -> Lesson) -> RoomHandle {
+    fn get_or_start(&self, id: LessonId, epoch: u64, make: impl FnOnce() -> Lesson) -> RoomHandle {
         let mut rooms = self.lock();
         if let Some(h) = rooms.get(&id).filter(|h| !h.is_closed()) {
             return h.clone();
@@ -137,6 +146,7 @@ impl Rooms {
             self.deps.clone(),
             self.metrics.clone(),
             self.idle_close,
+            epoch,
         );
         rooms.insert(id, handle.clone());
         handle

@@ -22,7 +22,7 @@ use crate::media::MediaError;
 
 /// Starts a task for `lesson`.
 pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
-    start(lesson, deps, None, None)
+    start(lesson, deps, None, None, 0)
 }
 
 pub(super) fn start(
@@ -30,6 +30,7 @@ pub(super) fn start(
     deps: RoomDeps,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     idle_close: Option<Duration>,
+    epoch: u64,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let id = lesson.id();
@@ -48,6 +49,7 @@ pub(super) fn start(
         held: Vec::new(),
         idle_close,
         empty_since: Some(now()),
+        epoch,
     };
     // Every event of the lesson task carries the lesson id (its span).
     let span = tracing::info_span!("lesson", lesson = %id);
@@ -83,12 +85,19 @@ struct RoomTask {
     idle_close: Option<Duration>,
     /// Since when nobody has been connected (None: someone is).
     empty_since: Option<Instant>,
+    /// The fencing epoch of this node's lease on the lesson (0 without a
+    /// cluster).
+    epoch: u64,
 }
 
 impl RoomTask {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         info!(lesson = %self.id, "lesson task started");
-        self.record(RoomRecord::Opened { lesson: self.id }).await;
+        self.record(RoomRecord::Opened {
+            lesson: self.id,
+            epoch: self.epoch,
+        })
+        .await;
         loop {
             let deadline = self.drain().await;
             // An ended lesson with nobody connected is finished: its task

@@ -13,6 +13,8 @@ use super::*;
 /// The wall clock at the base instant, µs.
 const WALL_AT_BASE: u64 = 1_800_000_000_000_000;
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// The owner epoch the harness's feed starts with.
+const EPOCH: u64 = 3;
 
 /// A lesson whose own recorder (by its id's first byte) is the second of
 /// three.
@@ -48,7 +50,7 @@ impl Harness {
         let base = crate::clock::now();
         let log = FeedLog::new(buffer_bytes, dir.path().join("lesson.spool"));
         let mut h = Self {
-            feed: LessonFeed::new(base, lesson(), log, &settings),
+            feed: LessonFeed::new(base, lesson(), EPOCH, log, &settings),
             base,
             now: base,
             outputs: Vec::new(),
@@ -107,10 +109,21 @@ impl Harness {
 
     /// Ticks until the machine asks to connect; returns where, from what.
     fn until_connect(&mut self) -> (String, u64) {
+        let (url, resume_from, _) = self.until_connect_owned();
+        (url, resume_from)
+    }
+
+    /// [`Harness::until_connect`], with the owner epoch `Hello` carries.
+    fn until_connect_owned(&mut self) -> (String, u64, u64) {
         for _ in 0..1000 {
             for o in self.tick() {
-                if let Output::Connect { url, resume_from } = o {
-                    return (url, resume_from);
+                if let Output::Connect {
+                    url,
+                    resume_from,
+                    epoch,
+                } = o
+                {
+                    return (url, resume_from, epoch);
                 }
             }
         }
@@ -583,7 +596,7 @@ fn a_closed_room_flushes_everything_and_says_so_once_acknowledged() {
     assert_eq!(out.iter().filter(|o| **o == Output::Closed).count(), 1);
     assert!(!h.done(), "the hub stops it, not the machine");
     // Opened again: it carries on, numbering after what it sent.
-    h.feed.reopen();
+    h.feed.reopen(EPOCH);
     h.chat("after the reopen");
     let sent = h.transmit();
     assert_eq!(Harness::seqs(&sent), [13]);
@@ -612,4 +625,60 @@ fn a_closed_room_waits_for_a_recorder_however_long_it_takes() {
     assert_eq!(Harness::seqs(&sent), [1]);
     h.ack(1);
     assert!(h.outputs.contains(&Output::Closed));
+}
+
+#[test]
+fn a_feed_connects_as_its_owner_epoch_and_a_reopen_under_a_newer_lease_raises_it() {
+    let mut h = Harness::new(&["ws://r1"]);
+    let (_, _, epoch) = h.until_connect_owned();
+    assert_eq!(epoch, EPOCH);
+    h.connected(0);
+    h.feed.close(h.now);
+    h.drain();
+    // This node took the lesson again under a newer lease (the old one lapsed).
+    h.feed.reopen(EPOCH + 4);
+    // An older epoch never lowers it.
+    h.feed.reopen(EPOCH + 1);
+    h.lost();
+    let (_, _, epoch) = h.until_connect_owned();
+    assert_eq!(epoch, EPOCH + 4);
+}
+
+#[test]
+fn a_feed_refused_as_superseded_stops_and_never_reconnects() {
+    let mut h = Harness::new(&["ws://r1", "ws://r2"]);
+    h.chat("before the pause");
+    h.until_connect();
+    h.feed.handle_superseded(h.now, "a newer owner");
+    let out = h.drain();
+    assert!(out.contains(&Output::Done), "{out:?}");
+    assert!(h.feed.is_superseded());
+    assert!(!h.feed.is_ended());
+    // Nothing more: no retry, no frame sent, inputs ignored (the shell
+    // drops a done machine; time passing changes nothing either).
+    h.chat("after");
+    h.now += Duration::from_secs(60);
+    h.feed.handle_timeout(h.now, h.wall());
+    let later = h.drain();
+    assert!(
+        !later.iter().any(|o| matches!(o, Output::Connect { .. })),
+        "{later:?}"
+    );
+    assert!(!h.feed.wants_send());
+}
+
+#[test]
+fn a_feed_closed_as_superseded_while_up_stops() {
+    let mut h = Harness::new(&["ws://r1"]);
+    h.until_connect();
+    h.connected(0);
+    h.chat("one");
+    assert_eq!(h.transmit().len(), 1);
+    h.feed
+        .handle_superseded(h.now, "the recorder closed the feed");
+    let out = h.drain();
+    assert!(
+        out.contains(&Output::Disconnect) && out.contains(&Output::Done),
+        "{out:?}"
+    );
 }
