@@ -34,13 +34,36 @@ use crate::plan::{Control, ParticipantPlan, ParticipantReport, Role};
 use crate::report::Percentiles;
 use crate::scenario::{Kind, SPEAKERS, plan};
 
+/// How the lesson's owner goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Going {
+    /// `kill -9`.
+    Kill,
+    /// SIGTERM: a drain, as a rolling deploy does.
+    Drain,
+    /// SIGSTOP past its lease; a join through another node takes the
+    /// lesson over; then SIGCONT (the node must find its lease lost and
+    /// never send the lesson another packet).
+    Pause,
+}
+
+impl Going {
+    fn scenario(self) -> &'static str {
+        match self {
+            Going::Kill => "failover",
+            Going::Drain => "drain",
+            Going::Pause => "pause",
+        }
+    }
+}
+
 /// How a failover run goes.
 #[derive(Debug, Clone)]
 pub struct FailoverOptions {
     /// Pupils in the lesson (30 for lesson31).
     pub pupils: usize,
-    /// SIGTERM (a drain) instead of `kill -9`.
-    pub drain: bool,
+    /// How the owner goes.
+    pub going: Going,
     /// Steady lesson before the owner goes.
     pub settle: Duration,
     /// Longest wait for everyone's media to come back.
@@ -75,6 +98,9 @@ pub struct FailoverResult {
     /// Packets of the other speaking pupils' microphones received in the
     /// same time (they are heard).
     pub other_mic_packets: u64,
+    /// Packets participants received from the old owner once another node
+    /// had taken the lesson over (pause only; the fencing must hold: 0).
+    pub old_owner_packets_after_takeover: u64,
     /// Whether the recording verifies.
     pub recording_ok: bool,
     /// The gaps it lists: seconds each, and why.
@@ -94,13 +120,14 @@ impl FailoverResult {
              media back after the owner {}: p50 {:.2} s, p95 {:.2} s, max {:.2} s; not back {}\n\
              joins refused meanwhile: {}\n\
              revoked microphone: {} packets sent, {} received (other speakers': {} received)\n\
+             {}\n\
              recording verifies: {}; gaps: {}\n",
             self.scenario,
             self.participants.saturating_sub(1),
-            if self.scenario == "drain" {
-                "was drained (SIGTERM)"
-            } else {
-                "was killed (kill -9)"
+            match self.scenario.as_str() {
+                "drain" => "was drained (SIGTERM)",
+                "pause" => "was paused (SIGSTOP) past its lease",
+                _ => "was killed (kill -9)",
             },
             self.p50_secs,
             self.p95_secs,
@@ -110,6 +137,14 @@ impl FailoverResult {
             self.revoked_mic_sent,
             self.revoked_mic_packets,
             self.other_mic_packets,
+            if self.scenario == "pause" {
+                format!(
+                    "packets from the old owner after the takeover: {}",
+                    self.old_owner_packets_after_takeover
+                )
+            } else {
+                "(packets from the old owner after the takeover: counted after a pause)".to_owned()
+            },
             self.recording_ok,
             if gaps.is_empty() {
                 "none".to_owned()
@@ -122,7 +157,7 @@ impl FailoverResult {
 
 /// Runs one failover (or drain) and reports what the participants saw.
 pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
-    let scenario = if opts.drain { "drain" } else { "failover" };
+    let scenario = opts.going.scenario();
     let cluster = Rc::new(RefCell::new(Cluster::start(
         3,
         &format!("loadtest-{scenario}"),
@@ -149,6 +184,7 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         window: std::cell::Cell::new((0, 0)),
         stop: stop_rx,
         with_media: std::cell::Cell::new(0),
+        fence: std::cell::Cell::new(0),
     });
     let lesson_rc = Rc::new(lesson_id.clone());
     let plans = plan(Kind::Lesson31, 1, opts.pupils);
@@ -210,10 +246,31 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         .context("no node owns the lesson")?;
     doors.borrow_mut().remove(owner);
     let gone_ns = clock::unix_ns();
-    if opts.drain {
-        cluster.borrow().signal(owner, "TERM")?;
-    } else {
-        cluster.borrow_mut().kill(owner);
+    match opts.going {
+        Going::Drain => cluster.borrow().signal(owner, "TERM")?,
+        Going::Kill => cluster.borrow_mut().kill(owner),
+        Going::Pause => {
+            cluster.borrow().signal(owner, "STOP")?;
+            // Past its lease (4 s), a join through another node takes the
+            // lesson over (refused with 503 until the lease lapses).
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let token = cluster.borrow().like(&teacher);
+            let until = clock::now() + Duration::from_secs(20);
+            loop {
+                let door = doors.borrow()[0].clone();
+                match gateway::touch_via(&door, &origin, &lesson_id, &token).await {
+                    Ok(()) => break,
+                    Err(e) if clock::now() >= until => {
+                        let _ = cluster.borrow().signal(owner, "CONT");
+                        return Err(e.context("no node took the paused owner's lesson"));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+            // Taken over: from now on nothing may come from the old owner.
+            ctx.fence.set(clock::unix_ns());
+            cluster.borrow().signal(owner, "CONT")?;
+        }
     }
     // Every participant's new media session has its first packet.
     let back = wait_until(opts.bound, || ctx.with_media.get() >= 2 * n).await;
@@ -231,7 +288,9 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
     for t in tasks {
         reports.push(t.await.unwrap_or_default());
     }
-    if let Some(c) = cluster.borrow_mut().child(owner) {
+    if opts.going == Going::Drain
+        && let Some(c) = cluster.borrow_mut().child(owner)
+    {
         // A drained node exits by itself; reap it.
         let _ = c.wait_exit(Duration::from_secs(40));
     }
@@ -262,6 +321,13 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
             }
         }
     }
+    // Every session that started before the owner went had its media from it.
+    let old_owner_packets_after_takeover = reports
+        .iter()
+        .flatten()
+        .filter(|r| r.join_start_ns < gone_ns)
+        .map(|r| r.media.packets_after_fence)
+        .sum();
     let mut back_ns = Vec::new();
     let mut joins_refused = 0;
     for sessions in &reports {
@@ -310,6 +376,7 @@ pub async fn run(opts: &FailoverOptions) -> Result<FailoverResult> {
         revoked_mic_packets,
         revoked_mic_sent,
         other_mic_packets,
+        old_owner_packets_after_takeover,
         recording_ok: verified["ok"] == true && verified["is_final"] == true,
         gaps,
     })

@@ -382,6 +382,32 @@ pub async fn end_lesson_via(door: &str, origin: &str, lesson: &str, token: &str)
     Ok(())
 }
 
+/// Joins `lesson` through `door` with `token` until the server welcomes
+/// the participant (which starts the lesson on that node's cluster), then
+/// leaves. Fails on a refusal (a 503 while a lease lapses) or after 10 s.
+pub async fn touch_via(door: &str, origin: &str, lesson: &str, token: &str) -> Result<()> {
+    let mut ws = open(door, origin, lesson, token).await?;
+    let welcome = async {
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                Message::Text(t) => match ServerMsg::decode(t.as_bytes()) {
+                    Ok(ServerMsg::Welcome { .. }) => return Ok(()),
+                    Ok(ServerMsg::Goodbye { .. }) => bail!("sent away"),
+                    _ => {}
+                },
+                Message::Close(_) => bail!("closed before the welcome"),
+                _ => {}
+            }
+        }
+        bail!("closed before the welcome")
+    };
+    tokio::time::timeout(STEP, welcome)
+        .await
+        .context("no welcome")??;
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
 /// The sources a participant's m-lines carry, in the order the SFU maps them.
 const SOURCES: [MediaSource; 3] = [
     MediaSource::Microphone,

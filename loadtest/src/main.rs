@@ -139,6 +139,11 @@ enum Scenario {
     /// As failover, but the owner is drained (SIGTERM), as a rolling deploy does
     #[value(name = "drain")]
     Drain,
+    /// As failover, but the owner is paused (SIGSTOP) past its lease, the
+    /// lesson taken over through another node, then resumed (SIGCONT):
+    /// packets from the old owner after the takeover (must be none)
+    #[value(name = "pause")]
+    Pause,
     /// Medians (min, max) of every figure over the runs in DIR... (--out dirs)
     #[value(name = "median")]
     Median,
@@ -158,6 +163,7 @@ impl Scenario {
             | Scenario::Soak
             | Scenario::Failover
             | Scenario::Drain
+            | Scenario::Pause
             | Scenario::Constrained => None,
         }
     }
@@ -365,7 +371,11 @@ async fn run_soak(args: &Args) -> Result<()> {
 async fn run_failover(args: &Args) -> Result<()> {
     let opts = chaperone_loadtest::failover::FailoverOptions {
         pupils: args.pupils,
-        drain: args.scenario == Scenario::Drain,
+        going: match args.scenario {
+            Scenario::Drain => chaperone_loadtest::failover::Going::Drain,
+            Scenario::Pause => chaperone_loadtest::failover::Going::Pause,
+            _ => chaperone_loadtest::failover::Going::Kill,
+        },
         settle: Duration::from_secs_f64(args.warmup.max(2.0)),
         bound: Duration::from_secs(60),
     };
@@ -377,11 +387,16 @@ async fn run_failover(args: &Args) -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&r)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if r.not_back > 0 || !r.recording_ok || r.revoked_mic_packets > 0 {
+    if r.not_back > 0
+        || !r.recording_ok
+        || r.revoked_mic_packets > 0
+        || r.old_owner_packets_after_takeover > 0
+    {
         bail!(
-            "{} participants without media after the owner went; revoked microphone's packets received: {}; recording verifies: {}",
+            "{} participants without media after the owner went; revoked microphone's packets received: {}; packets from the old owner after the takeover: {}; recording verifies: {}",
             r.not_back,
             r.revoked_mic_packets,
+            r.old_owner_packets_after_takeover,
             r.recording_ok
         );
     }
@@ -407,9 +422,12 @@ async fn run_constrained(args: &Args, t: &TargetKind) -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    if matches!(args.scenario, Scenario::Failover | Scenario::Drain) {
+    if matches!(
+        args.scenario,
+        Scenario::Failover | Scenario::Drain | Scenario::Pause
+    ) {
         if args.target == Some(Target::Janus) {
-            bail!("failover and drain run against the gateway only");
+            bail!("failover, drain and pause run against the gateway only");
         }
         return run_failover(&args).await;
     }

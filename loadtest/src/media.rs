@@ -159,6 +159,9 @@ pub struct RunCtx {
     pub stop: watch::Receiver<bool>,
     /// Peers that have received their first media packet.
     pub with_media: Cell<usize>,
+    /// Packets received at or after this instant (Unix ns; 0: none set)
+    /// are counted apart ([`MediaReport::packets_after_fence`]).
+    pub fence: Cell<u64>,
 }
 
 impl RunCtx {
@@ -262,6 +265,9 @@ pub struct MediaReport {
     pub decrypt: (u64, u64, u64),
     /// Retransmission packets received (not counted as media).
     pub rtx_packets: u64,
+    /// RTP packets (media or retransmission) received at or after the
+    /// run's fence ([`RunCtx::fence`]).
+    pub packets_after_fence: u64,
     /// RTP packets this peer sent whose send time is in the window.
     pub tx_packets_in_window: u64,
     /// With [`PeerConfig::full`]: every frame received, in order.
@@ -725,6 +731,10 @@ impl MediaPeer {
         let Some(info) = rtp::parse_rtp(data, self.ids) else {
             return;
         };
+        let fence = ctx.fence.get();
+        if fence != 0 && rx_ns >= fence {
+            self.report.packets_after_fence += 1;
+        }
         if self.ids.is_rtx(info.pt) {
             // Retransmissions (Janus sends some unasked) are not media.
             self.report.rtx_packets += 1;

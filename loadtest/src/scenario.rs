@@ -281,6 +281,7 @@ pub async fn run_plans(
         window: std::cell::Cell::new((0, 0)),
         stop: stop_rx,
         with_media: std::cell::Cell::new(0),
+        fence: std::cell::Cell::new(0),
     });
     let mut server = crate::target::Server::start(target, opts, kind.name())?;
     let pid = server.pid()?;

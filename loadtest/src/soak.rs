@@ -181,6 +181,7 @@ fn ctx() -> (watch::Sender<bool>, Rc<RunCtx>) {
             window: std::cell::Cell::new((0, 0)),
             stop: rx,
             with_media: std::cell::Cell::new(0),
+            fence: std::cell::Cell::new(0),
         }),
     )
 }

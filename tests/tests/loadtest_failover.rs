@@ -1,13 +1,16 @@
 //! Media comes back at every participant after a lesson's owner node goes:
-//! `loadtest failover` (kill -9 of the owner) and `loadtest drain`
-//! (SIGTERM) of the real `loadtest` binary, with a teacher and six pupils
+//! `loadtest failover` (kill -9 of the owner), `loadtest drain`
+//! (SIGTERM) and `loadtest pause` (SIGSTOP past the lease, a takeover
+//! through another node, SIGCONT) of the real `loadtest` binary, with a teacher and six pupils
 //! sending and receiving media over str0m, against three real gateways, a
 //! private Redis and `recorder serve`. Every participant's new media
 //! session receives packets; a pupil whose microphone the teacher revoked
 //! keeps sending (it ignores the control) and not one of its packets
 //! reaches anyone, before or after the takeover, while the other speakers
 //! are heard; the one recording verifies, with the gap the
-//! kill cost listed (bounded) and none after the drain. The full lesson31
+//! kill or pause cost listed (bounded) and none after the drain; after a
+//! pause, not one packet reaches anyone from the old owner once another
+//! node has taken the lesson over. The full lesson31
 //! figures are in BENCHMARKS.md.
 // Black-box tests wait on a real process in real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -69,4 +72,26 @@ fn media_comes_back_after_the_owner_is_drained_with_no_gap() {
     assert!(r["other_mic_packets"].as_u64().unwrap() > 100, "{r:#}");
     assert_eq!(r["recording_ok"], true, "{r:#}");
     assert_eq!(r["gaps"], serde_json::json!([]), "{r:#}");
+}
+
+#[test]
+fn a_paused_owner_sends_nothing_after_the_takeover_and_the_gap_is_recorded() {
+    let r = run("pause");
+    assert_eq!(r["participants"], 7, "{r:#}");
+    assert_eq!(r["not_back"], 0, "{r:#}");
+    // Counted at every participant's first (old owner's) session.
+    assert_eq!(r["old_owner_packets_after_takeover"], 0, "{r:#}");
+    assert_eq!(r["revoked_mic_packets"], 0, "{r:#}");
+    assert!(r["revoked_mic_sent"].as_u64().unwrap() > 100, "{r:#}");
+    assert!(r["other_mic_packets"].as_u64().unwrap() > 100, "{r:#}");
+    assert_eq!(r["recording_ok"], true, "{r:#}");
+    let gaps = r["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{r:#}");
+    assert!(
+        gaps[0][1]
+            .as_str()
+            .unwrap()
+            .contains("without handing the lesson over"),
+        "{r:#}"
+    );
 }
