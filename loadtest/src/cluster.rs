@@ -272,6 +272,22 @@ impl Cluster {
         )
     }
 
+    /// A room token for the school's safeguarding lead (an observer).
+    pub fn observer(&self, lesson: LessonId) -> String {
+        let user =
+            UserRef::new("urn:cluster-test", "dsl").unwrap_or_else(|e| panic!("observer: {e}"));
+        self.mint(
+            lesson,
+            user,
+            "Safeguarding lead",
+            AccountClaims {
+                staff: true,
+                safeguarding_observer: true,
+                ..AccountClaims::default()
+            },
+        )
+    }
+
     /// A room token with the same person and account as `like` (e.g. the
     /// teacher's, once the node that issued it is gone).
     pub fn like(&self, like: &RoomClaims) -> String {

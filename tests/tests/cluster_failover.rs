@@ -1,6 +1,8 @@
 //! Three gateway nodes, one lesson: joins through any node reach its one
 //! owner; killing the owner (`kill -9`) hands the lesson to another node
-//! with every control as it was; a paused owner is fenced; a forged or
+//! with every control as it was (admitted pupils, a revoked microphone, a
+//! removed pupil, a waiting pupil still waiting, the safeguarding lead
+//! observing, chat off, the lock); a paused owner is fenced; a forged or
 //! replayed relay is refused; a Redis restart moves nothing and a long
 //! Redis outage stops lessons until it ends. Real processes: three `gateway --dev`, a
 //! private `redis-server`, `recorder serve`.
@@ -71,6 +73,10 @@ struct Class {
     free: Client,
     /// Removed by the teacher.
     removed_pid: ParticipantId,
+    /// In the waiting room, never admitted (pupil 4).
+    waiting: Client,
+    /// The safeguarding lead, observing.
+    observer: Client,
 }
 
 /// Pupil `n` of 7A joins through node `node` and is welcomed: its id.
@@ -159,6 +165,19 @@ async fn class(cluster: &Cluster) -> Class {
         participant: removed_pid,
     });
     removed.wait_for(STEP, closed).await.unwrap();
+    // Pupil 4 arrives late and waits; the safeguarding lead observes.
+    let (mut waiter, _) = join_pupil(cluster, "waiting", 1, lesson, 4).await;
+    waiter.wait_for(STEP, waiting).await.unwrap();
+    let mut observer = Client::connect(
+        "observer",
+        &cluster.url(0),
+        &public,
+        lesson,
+        &cluster.observer(lesson),
+    )
+    .await
+    .unwrap();
+    observer.wait_for(STEP, welcome).await.unwrap();
     teacher.send(ClientMsg::SetChatPolicy {
         public_chat: false,
         private_chat: false,
@@ -177,6 +196,8 @@ async fn class(cluster: &Cluster) -> Class {
         muted,
         free,
         removed_pid,
+        waiting: waiter,
+        observer,
     }
 }
 
@@ -250,6 +271,8 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
         muted,
         free,
         removed_pid,
+        waiting: mut waiter,
+        mut observer,
     } = class(&cluster).await;
     let _ = removed_pid;
 
@@ -275,7 +298,13 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     // Every connection ends (those relayed by a surviving door with 1001);
     // the pages rejoin through whichever node answers.
     let (mut muted, mut free) = (muted, free);
-    for c in [&mut teacher, &mut muted, &mut free] {
+    for c in [
+        &mut teacher,
+        &mut muted,
+        &mut free,
+        &mut waiter,
+        &mut observer,
+    ] {
         c.wait_for(STEP, closed).await.unwrap();
     }
     let within = Duration::from_secs(30);
@@ -296,6 +325,42 @@ async fn a_lesson_survives_its_owner_being_killed_with_every_control_as_it_was()
     let new_owner = cluster.owner().expect("nobody took the lesson over");
     assert_ne!(new_owner, owner);
     controls_hold(&cluster, lesson, &doors, muted, free, &mut teacher).await;
+    // The waiting pupil is back in the waiting room (the lock does not
+    // turn away someone already waiting), and not admitted; the observer
+    // is back, observing.
+    let mut waiter = rejoin(
+        "waiting",
+        &doors,
+        &public,
+        lesson,
+        || cluster.pupil(lesson, 4),
+        within,
+    )
+    .await
+    .unwrap();
+    waiter.wait_for(STEP, waiting).await.unwrap();
+    assert!(
+        waiter
+            .wait_for(Duration::from_secs(1), admitted)
+            .await
+            .is_err(),
+        "a waiting pupil was admitted by the takeover"
+    );
+    let mut observer = rejoin(
+        "observer",
+        &doors,
+        &public,
+        lesson,
+        || cluster.observer(lesson),
+        within,
+    )
+    .await
+    .unwrap();
+    observer.wait_for(STEP, welcome).await.unwrap();
+    teacher
+        .wait_for(STEP, |s| status(s).filter(|st| st.observer_present))
+        .await
+        .unwrap();
     assert!(
         cluster
             .metric(new_owner, "chaperone_cluster_lessons_taken_total")
