@@ -111,6 +111,12 @@ impl Cluster {
     pub fn start_node(&mut self, i: usize) -> Result<()> {
         let public = self.public.clone();
         let recorder_url = self.recorder.url();
+        // Pages may be served by any node (behind no load balancer here).
+        let origins: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.port))
+            .collect();
         let slot = &mut self.nodes[i];
         slot.starts += 1;
         std::fs::create_dir_all(&slot.dir)?;
@@ -121,6 +127,7 @@ impl Cluster {
                 "CHAPERONE_METRICS_LISTEN",
                 format!("127.0.0.1:{}", slot.metrics_port),
             ),
+            ("CHAPERONE_HTTP_ALLOWED_ORIGINS", origins.join(",")),
             ("CHAPERONE_STORE_KIND", "redis".to_owned()),
             ("CHAPERONE_STORE_REDIS_URL", self.redis.url()),
             ("CHAPERONE_STORE_KEY_PREFIX", self.prefix.clone()),
@@ -164,6 +171,16 @@ impl Cluster {
 
     pub fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Node `i`'s metrics address.
+    pub fn metrics_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].metrics_port)
+    }
+
+    /// Node `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().and_then(|c| c.id())
     }
 
     /// The prefix of the nodes' Redis keys.
