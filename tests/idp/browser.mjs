@@ -42,6 +42,17 @@ export async function loginViaDevIdp(page, gatewayUrl, person) {
   ]);
 }
 
+// Creates a lesson of 7A starting now (an hour long) as the teacher signed
+// in on `page`; returns its id.
+export async function createLesson(page, title = 'Fractions') {
+  return page.evaluate(async title => {
+    const now = Date.now();
+    const r = await fetch('/api/lessons', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title, class: '7A', starts_at_ms: now, ends_at_ms: now + 3600000 }) });
+    if (!r.ok) throw new Error(`creating a lesson: ${r.status}`);
+    return (await r.json()).id;
+  }, title);
+}
+
 // axe-core (npm, vendored in node_modules), injected through the DevTools
 // protocol so that the pages' Content-Security-Policy stays as it is.
 const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');

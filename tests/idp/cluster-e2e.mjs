@@ -11,7 +11,7 @@
 //   node cluster-e2e.mjs
 //
 // Prints one JSON line per step; exits non-zero on the first failed check.
-import { launch, loginViaDevIdp } from './browser.mjs';
+import { createLesson, launch, loginViaDevIdp } from './browser.mjs';
 import { decoding, expect, sleep, step, waitFor } from './lesson-checks.mjs';
 
 const urls = process.env.GATEWAY_URLS.split(',');
@@ -46,11 +46,7 @@ try {
   };
 
   const teacher = await open('teacher');
-  const lesson = await teacher.evaluate(async () => {
-    const now = Date.now();
-    const r = await fetch('/api/lessons', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Fractions', class: '7A', starts_at_ms: now, ends_at_ms: now + 3600000 }) });
-    return (await r.json()).id;
-  });
+  const lesson = await createLesson(teacher);
   // The first join places the lesson on a node (the least loaded).
   await enter(teacher, urls[0], lesson);
   await waitFor(teacher, () => document.body.dataset.lessonState === 'admitted', null, 'teacher admitted');
