@@ -30,7 +30,7 @@ export function refusal(code, action) {
     case 'private_chat_off': return 'Your teacher has paused private messages.';
     case 'held': return 'The lesson is paused for a moment, so that cannot be sent now.';
     case 'rate_limited': return 'That was a lot of messages at once: wait a few seconds and try again.';
-    case 'bad_text': return 'That message is empty or too long.';
+    case 'bad_text': return 'That message is empty, too long, or holds characters that change how text reads.';
     case 'locked': return 'The waiting room is closed: your teacher is not letting anyone new in.';
     case 'removed': return 'You were removed from this lesson.';
     case 'blocked': return 'Your access has been blocked. Speak to the school.';

@@ -24,6 +24,24 @@ impl Lesson {
         Ok(trimmed.to_owned())
     }
 
+    /// A chat message, shown to others as it comes: as [`Self::check_text`],
+    /// and refused if it holds a bidirectional control or another control
+    /// character (a line break and a tab aside), which would make it read
+    /// on their screens differently from what it holds. (Concerns and
+    /// incidents are not refused for it: they go only to the safeguarding
+    /// team, and a pupil's concern is never turned away for its characters.)
+    fn check_chat(&self, text: &str) -> Result<String, ErrorCode> {
+        let text = self.check_text(text)?;
+        let shown = text.chars().all(|c| {
+            !chaperone_protocol::text::is_bidi_control(c)
+                && (!c.is_control() || c == '\n' || c == '\t')
+        });
+        if !shown {
+            return Err(ErrorCode::BadText);
+        }
+        Ok(text)
+    }
+
     /// Pupils may send `chat_rate` messages per window; the window is per
     /// person, so reconnecting does not reset it.
     fn rate_limit(&mut self, now: Instant, p: ParticipantId) -> Result<(), ErrorCode> {
@@ -89,7 +107,7 @@ impl Lesson {
         if pupil && !self.held.is_empty() {
             return Err(ErrorCode::Held);
         }
-        let text = self.check_text(&text)?;
+        let text = self.check_chat(&text)?;
         self.rate_limit(now, from)?;
 
         // Recorded before it is delivered: nothing is said that is not kept.

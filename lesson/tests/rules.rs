@@ -610,8 +610,17 @@ fn chat_length_cap_and_rate_limit() {
     let p = c.admitted_pupil(0, t);
     c.refuse(p, chat(None, &"x".repeat(2001)), ErrorCode::BadText);
     c.refuse(p, chat(None, "   "), ErrorCode::BadText);
+    // Text that would read differently on other screens (Trojan Source).
+    c.refuse(p, chat(None, "meet at 7\u{202E}A7"), ErrorCode::BadText);
+    c.refuse(
+        p,
+        chat(None, "isolate \u{2067}x\u{2069}"),
+        ErrorCode::BadText,
+    );
+    c.refuse(p, chat(None, "bell \u{7}"), ErrorCode::BadText);
+    c.accept(p, chat(None, "two\nlines"));
     c.accept(p, chat(None, &"x".repeat(2000)));
-    for i in 0..4 {
+    for i in 0..3 {
         c.accept(p, chat(None, &format!("m{i}")));
     }
     c.refuse(p, chat(None, "too many"), ErrorCode::RateLimited);
