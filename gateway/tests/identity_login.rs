@@ -740,3 +740,73 @@ async fn lessons_have_a_state_a_known_class_and_a_register_for_staff() {
     dsl.login_ok("dsl").await.unwrap();
     assert_eq!(dsl.get(&path).await.unwrap().status, StatusCode::OK);
 }
+
+/// Issue 19, "ended lessons": a lesson its teacher ended (well inside its
+/// window) issues no more room tokens, to anyone; its register lists the
+/// rostered pupil who signed in but never came. A pupil of the class who
+/// has never signed in is not listed: the gateway learns who is in a class
+/// only from sign-ins (README, "The register").
+#[tokio::test]
+async fn an_ended_lesson_issues_no_token_and_its_register_lists_who_never_came() {
+    use futures_util::SinkExt;
+    let node = Node::start(|_| {}).await.unwrap();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let lesson = teacher.create_lesson("7A").await.unwrap();
+    let mut stayed_away = node.browser();
+    stayed_away.login_ok("pupil-b").await.unwrap();
+    let token = teacher.room_token(&lesson).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = open_ws(&node, &lesson, &token).await.unwrap().unwrap();
+    assert!(matches!(
+        recv(&mut ws).await.unwrap(),
+        ServerMsg::Welcome { .. }
+    ));
+    let end = serde_json::to_string(&chaperone_protocol::signal::ClientMsg::EndLesson).unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(end))
+        .await
+        .unwrap();
+    ended_within(&mut ws, Duration::from_secs(5)).await.unwrap();
+    // The register (written by its own task) marks the end.
+    let view = format!("/api/lessons/{lesson}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while teacher.get(&view).await.unwrap().json()["state"] != "ended" {
+        assert!(tokio::time::Instant::now() < deadline, "never marked ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in [&mut teacher, &mut stayed_away] {
+        let a = b.room_token(&lesson).await.unwrap();
+        assert_eq!(a.status, StatusCode::GONE, "{}", a.body);
+        assert_eq!(a.json()["message"], "This lesson has closed.");
+    }
+    let rows = teacher
+        .get(&format!("/api/lessons/{lesson}/register"))
+        .await
+        .unwrap()
+        .json();
+    let status = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| (r["status"].clone(), r["rostered"].clone()))
+    };
+    assert_eq!(status("Ms Rivera"), Some((json!("attended"), json!(true))));
+    assert_eq!(
+        status("Bea (7A)"),
+        Some((json!("absent"), json!(true))),
+        "{rows}"
+    );
+    assert_eq!(status("Cal (7A)"), None, "never signed in: {rows}");
+    let csv = teacher
+        .get(&format!("/api/lessons/{lesson}/register.csv"))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        csv.contains(",Bea (7A),pupil,yes,absent,,,,0.0\r\n"),
+        "{csv}"
+    );
+}

@@ -383,8 +383,13 @@ async fn room_token(
     }
     let now_ms = unix_millis();
     // Outside its window a lesson issues no room token (the join checks
-    // the window again, for a token issued just before it closed).
+    // the window again, for a token issued just before it closed); nor
+    // does one its staff ended (its register says when, on every node).
+    let ended = lessons::view(&state, info.clone(), now_ms)
+        .await?
+        .ended_at_ms;
     let window = match state.config.window.at(&info, now_ms) {
+        _ if ended.is_some() => Err(ApiError::Closed),
         InWindow::Open => Ok(()),
         InWindow::Before(at) => Err(ApiError::NotOpen(at)),
         InWindow::After(_) => Err(ApiError::Closed),
