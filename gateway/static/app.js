@@ -122,11 +122,14 @@ async function leaderTools(info, lessons) {
     const visitors = people.filter(p => (p.roles || []).includes('visitor'));
     const form = el('form', { id: 'grant-form', class: 'grid-form' },
       el('label', { for: 'grant-visitor' }, 'Visitor who has signed in before'),
-      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (give their subject below)'),
+      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (give their e-mail address below)'),
         ...visitors.map(p => el('option', { value: JSON.stringify(p.user) }, p.name))),
+      el('label', { for: 'grant-email' }, 'Or their e-mail address'),
+      el('input', { id: 'grant-email', name: 'email', type: 'email', maxlength: '254', autocomplete: 'off', 'aria-describedby': 'grant-email-help' }),
+      el('span'), el('p', { id: 'grant-email-help', class: 'muted' }, 'For someone who has not signed in yet. The access becomes theirs when they first sign in with this address, if your identity provider has verified it.'),
       el('label', { for: 'grant-subject' }, 'Or their identity provider subject'),
       el('input', { id: 'grant-subject', name: 'subject', maxlength: '255', 'aria-describedby': 'grant-subject-help' }),
-      el('span'), el('p', { id: 'grant-subject-help', class: 'muted' }, 'For someone who has not signed in yet: the subject (user id) your identity provider gives them.'),
+      el('span'), el('p', { id: 'grant-subject-help', class: 'muted' }, 'If you know it instead: the subject (user id) your identity provider gives them.'),
       el('label', { for: 'grant-lesson' }, 'Lesson'),
       el('select', { id: 'grant-lesson', name: 'lesson' }, ...lessons.filter(l => l.state !== 'ended').map(l => el('option', { value: l.id }, `${l.title} (${l.class}, ${clock(l.starts_at_ms)})`))),
       el('label', { for: 'grant-hours' }, 'Hours from now'), el('input', { id: 'grant-hours', name: 'hours', type: 'number', min: '1', max: '744', value: '2' }),
@@ -135,10 +138,11 @@ async function leaderTools(info, lessons) {
     form.addEventListener('submit', async ev => {
       ev.preventDefault();
       const now = Date.now();
-      const who = form.visitor.value ? { visitor: JSON.parse(form.visitor.value) } : { visitor_subject: form.subject.value };
+      const who = form.visitor.value ? { visitor: JSON.parse(form.visitor.value) }
+        : form.email.value.trim() ? { visitor_email: form.email.value } : { visitor_subject: form.subject.value };
       try {
         await api('/api/visitors', { ...who, lessons: [form.lesson.value], not_before_ms: now, not_after_ms: now + Number(form.hours.value) * 3600000, reason: form.reason.value });
-        text(status, 'Access granted.');
+        text(status, who.visitor_email ? `Access granted to ${who.visitor_email.trim()}, from their first sign-in with that address.` : 'Access granted.');
         status.className = 'muted';
       } catch (e) { showError(status, e); }
     });

@@ -3,7 +3,10 @@
 //! and a real browser (Debian Chromium through playwright-core): people
 //! sign in and land on their pages (and on `gateway --dev`, through its
 //! built-in provider); the provider's key rotation is
-//! followed; a provider whose discovery names another issuer is refused.
+//! followed; a provider whose discovery names another issuer is refused;
+//! an inspector granted by e-mail on the leaders' page gets in once the
+//! provider vouches for the address (`email_verified`), and an account
+//! giving the same address unverified does not.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -27,7 +30,7 @@ fn config_file(issuer: &str, port: u16) -> PathBuf {
 issuer = "{issuer}"
 client_id = "chaperone"
 client_secret = "{SECRET}"
-scopes = ["openid", "profile", "school"]
+scopes = ["openid", "profile", "email", "school"]
 
 [oidc.claims]
 mfa_acr = ["urn:mfa"]
@@ -135,6 +138,29 @@ fn provider_key_rotation_is_followed() {
         land(&s.gateway, "pupil2"),
         vec![("pupil2".into(), "pupil".into())]
     );
+}
+
+#[test]
+fn an_inspector_granted_by_email_gets_in_only_with_the_address_verified() {
+    let s = setup(None);
+    let steps = run_node_script(
+        "visitor-e2e.mjs",
+        &[("GATEWAY_URL", s.gateway.base_url())],
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let names: Vec<&str> = steps.iter().filter_map(|v| v["step"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "lesson",
+            "granted",
+            "unverified_refused",
+            "verified_claimed",
+            "audited"
+        ]
+    );
+    let _ = &s.idp;
 }
 
 #[test]
