@@ -5,7 +5,7 @@
 // everything; this only displays. Sections are updated in place, so a
 // message such as "Lesson created." survives the list's refresh.
 
-import { api, clock, el, reconcile, showError, text, when } from './common.js';
+import { announce, api, clock, el, reconcile, showError, text, when } from './common.js';
 
 const app = document.getElementById('app');
 const me = document.getElementById('me');
@@ -67,7 +67,7 @@ const local = d => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate(
 
 async function createForm(onCreated) {
   const classes = await api('/api/classes').catch(() => []);
-  const status = el('p', { class: 'muted', id: 'create-status', role: 'status' });
+  const status = el('p', { class: 'muted', id: 'create-status' });
   const now = new Date(Date.now() + 5 * 60000);
   const form = el('form', { id: 'create-lesson', class: 'grid-form' },
     el('label', { for: 'new-title' }, 'Title'), el('input', { id: 'new-title', name: 'title', required: true, maxlength: '120' }),
@@ -85,7 +85,7 @@ async function createForm(onCreated) {
     status.className = 'muted';
     try {
       const l = await api('/api/lessons', { title: form.title.value, class: form.class.value, starts_at_ms: starts, ends_at_ms: starts + Number(form.minutes.value) * 60000 });
-      text(status, `Lesson “${l.title}” created for class ${l.class}, ${when(l.starts_at_ms)}.`);
+      announce(text(status, `Lesson “${l.title}” created for class ${l.class}, ${when(l.starts_at_ms)}.`).textContent);
       form.title.value = '';
       await onCreated();
     } catch (e) { showError(status, e); }
@@ -102,7 +102,7 @@ async function leaderTools(info, lessons) {
   const people = await api('/api/people').catch(() => []);
   const out = [];
   if (info.may_block) {
-    const status = el('p', { class: 'muted', id: 'block-status', role: 'status' });
+    const status = el('p', { class: 'muted', id: 'block-status' });
     const form = el('form', { id: 'block-form', class: 'grid-form' },
       el('label', { for: 'block-user' }, 'Person'), personPicker('block-user', 'user', people),
       el('label', { for: 'block-reason' }, 'Reason'), el('input', { id: 'block-reason', name: 'reason', required: true, maxlength: '500' }),
@@ -111,14 +111,14 @@ async function leaderTools(info, lessons) {
       ev.preventDefault();
       try {
         const r = await api('/api/blocks', { user: JSON.parse(form.user.value), reason: form.reason.value });
-        text(status, `Blocked; ${r.sessions_ended} session(s) ended.`);
+        announce(text(status, `Blocked; ${r.sessions_ended} session(s) ended.`).textContent);
         status.className = 'muted';
       } catch (e) { showError(status, e); }
     });
     out.push(el('section', { 'aria-labelledby': 'block-heading' }, el('h2', { id: 'block-heading' }, 'Block a person'), form, status));
   }
   if (info.may_grant_visitors) {
-    const status = el('p', { class: 'muted', id: 'grant-status', role: 'status' });
+    const status = el('p', { class: 'muted', id: 'grant-status' });
     const visitors = people.filter(p => (p.roles || []).includes('visitor'));
     const form = el('form', { id: 'grant-form', class: 'grid-form' },
       el('label', { for: 'grant-visitor' }, 'Visitor who has signed in before'),
@@ -142,7 +142,7 @@ async function leaderTools(info, lessons) {
         : form.email.value.trim() ? { visitor_email: form.email.value } : { visitor_subject: form.subject.value };
       try {
         await api('/api/visitors', { ...who, lessons: [form.lesson.value], not_before_ms: now, not_after_ms: now + Number(form.hours.value) * 3600000, reason: form.reason.value });
-        text(status, who.visitor_email ? `Access granted to ${who.visitor_email.trim()}, from their first sign-in with that address.` : 'Access granted.');
+        announce(text(status, who.visitor_email ? `Access granted to ${who.visitor_email.trim()}, from their first sign-in with that address.` : 'Access granted.').textContent);
         status.className = 'muted';
       } catch (e) { showError(status, e); }
     });

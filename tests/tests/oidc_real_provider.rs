@@ -2,7 +2,8 @@
 //! `oidc-provider`, started on a free loopback port with the demo school)
 //! and a real browser (Debian Chromium through playwright-core): people
 //! sign in and land on their pages (and on `gateway --dev`, through its
-//! built-in provider); the provider's key rotation is
+//! built-in provider), each page with a skip link, one live region and no
+//! refused API call of its own; the provider's key rotation is
 //! followed; a provider whose discovery names another issuer is refused;
 //! an inspector granted by e-mail on the leaders' page gets in once the
 //! provider vouches for the address (`email_verified`), and an account
@@ -93,14 +94,19 @@ fn land(gateway: &Gateway, logins: &str) -> Vec<(String, String)> {
     }
     run_node_script("login-lands.mjs", &env, Duration::from_secs(120))
         .unwrap()
-        .into_iter()
-        .map(|v| {
-            (
-                v["login"].as_str().unwrap().to_owned(),
-                v["page"].as_str().unwrap_or("").to_owned(),
-            )
-        })
+        .iter()
+        .map(landed)
         .collect()
+}
+
+/// (login, page) of one landing, after checking what issue 19 found broken
+/// on every page: a skip link and one polite live region, and no API call
+/// of the page's own refused (pupils' pages asked for `/api/people`).
+fn landed(v: &serde_json::Value) -> (String, String) {
+    let login = v["login"].as_str().unwrap().to_owned();
+    assert_eq!(v["structure"], serde_json::json!([]), "{login}: {v}");
+    assert_eq!(v["api_failures"], serde_json::json!([]), "{login}: {v}");
+    (login, v["page"].as_str().unwrap_or("").to_owned())
 }
 
 #[test]
@@ -191,18 +197,13 @@ fn gateway_dev_lets_a_newcomer_sign_in_as_each_demo_person() {
     if let Ok(dir) = std::env::var("CHAPERONE_SCREENSHOTS") {
         env.push(("SCREENSHOT_DIR", dir));
     }
-    let landed: Vec<(String, String)> =
+    let landings: Vec<(String, String)> =
         run_node_script("login-lands.mjs", &env, Duration::from_secs(120))
             .unwrap()
-            .into_iter()
-            .map(|v| {
-                (
-                    v["login"].as_str().unwrap().to_owned(),
-                    v["page"].as_str().unwrap_or("").to_owned(),
-                )
-            })
+            .iter()
+            .map(landed)
             .collect();
-    let pages: Vec<&str> = landed.iter().map(|(_, p)| p.as_str()).collect();
+    let pages: Vec<&str> = landings.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(
         pages,
         [
