@@ -86,7 +86,9 @@ export async function screenshots(page, dir, name, { full = true } = {}) {
 // What issue 19 found broken on every page and axe-core alone would not
 // catch: a skip link to the main content, first in the page; exactly one
 // live region, the polite `#announcer` (a second one, or the whole page
-// as one, is re-read on every change). Returns the problems found.
+// as one, is re-read on every change); no developer wording (a wire name
+// such as `pupil_copy` or `not_permitted` in what the page says, outside
+// a `<code>` reference shown on purpose). Returns the problems found.
 export async function pageStructure(page) {
   return page.evaluate(() => {
     const problems = [];
@@ -98,6 +100,12 @@ export async function pageStructure(page) {
       .filter(e => e.getAttribute('aria-live') !== 'off');
     const ids = live.map(e => e.id || e.tagName.toLowerCase());
     if (ids.length !== 1 || ids[0] !== 'announcer' || live[0].getAttribute('aria-live') !== 'polite') problems.push(`live regions: ${ids.join(', ') || 'none'}`);
+    const said = document.body.cloneNode(true);
+    said.querySelectorAll('code, script, style, template').forEach(e => e.remove());
+    const texts = [];
+    for (const walk = document.createTreeWalker(said, NodeFilter.SHOW_TEXT); walk.nextNode();) texts.push(walk.currentNode.nodeValue);
+    const wire = texts.join(' ').match(/\b[a-z]+(?:_[a-z]+)+\b/g);
+    if (wire) problems.push(`developer wording: ${[...new Set(wire)].join(', ')}`);
     return problems;
   });
 }
