@@ -6,6 +6,10 @@
 //! [`StoreError::Unavailable`] quickly instead of a hung request. Cluster
 //! events use one dedicated pub/sub connection owned by a background task
 //! that resubscribes after every disconnect. Key names live in [`super::keys`].
+//!
+//! The file is long because it implements the whole [`StateStore`] trait,
+//! whose methods Rust keeps in one `impl` block, with each Lua script
+//! beside the operations that run it; the key names are already apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
