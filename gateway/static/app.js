@@ -122,7 +122,7 @@ async function leaderTools(info, lessons) {
     const visitors = people.filter(p => (p.roles || []).includes('visitor'));
     const form = el('form', { id: 'grant-form', class: 'grid-form' },
       el('label', { for: 'grant-visitor' }, 'Visitor who has signed in before'),
-      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (give their e-mail address below)'),
+      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (fill in below)'),
         ...visitors.map(p => el('option', { value: JSON.stringify(p.user) }, p.name))),
       el('label', { for: 'grant-email' }, 'Or their e-mail address'),
       el('input', { id: 'grant-email', name: 'email', type: 'email', maxlength: '254', autocomplete: 'off', 'aria-describedby': 'grant-email-help' }),
