@@ -1,4 +1,4 @@
-//! Login, roles, MFA, sessions, lessons, room tokens, blocks, visitors and
+//! Login, roles, MFA, sessions, lessons, room tokens, blocks and
 //! audit, end to end through a whole node (`App::build`) and its
 //! development identity provider over real HTTP. The provider misbehaves
 //! on request ([`Faults`]) so that each bad ID token is shown to stop the
@@ -9,7 +9,6 @@ mod web_support;
 
 use std::time::Duration;
 
-use chaperone_gateway::auth::SchoolRole;
 use chaperone_gateway::dev::idp::Faults;
 use chaperone_protocol::signal::ServerMsg;
 use reqwest::StatusCode;
@@ -473,90 +472,6 @@ async fn room_tokens_are_single_use_and_for_one_lesson() {
 }
 
 #[tokio::test]
-async fn visitors_observe_only_inside_their_window() {
-    let node = Node::start(|_| {}).await.unwrap();
-    let mut teacher = node.browser();
-    teacher.login_ok("teacher").await.unwrap();
-    let lesson = teacher.create_lesson("7A").await.unwrap();
-    let mut visitor = node.browser();
-    assert_eq!(
-        visitor.login_ok("visitor").await.unwrap().page().as_deref(),
-        Some("visitor")
-    );
-    assert_eq!(visitor.get("/api/lessons").await.unwrap().json(), json!([]));
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::NOT_FOUND
-    );
-
-    let now = chaperone_gateway::clock::unix_millis();
-    let grant = json!({"visitor": user(&node, "visitor"), "lessons": [lesson],
-        "not_before_ms": now - 1000, "not_after_ms": now + 3_600_000, "reason": "Ofsted inspection"});
-    // Teachers and admins cannot grant; SLT can.
-    assert_eq!(
-        teacher
-            .post("/api/visitors", grant.clone())
-            .await
-            .unwrap()
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    let mut slt = node.browser();
-    slt.login_ok("slt").await.unwrap();
-    let a = slt.post("/api/visitors", grant).await.unwrap();
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    let grant_id = a.json()["id"].as_str().unwrap().to_owned();
-
-    assert_eq!(
-        visitor
-            .get("/api/lessons")
-            .await
-            .unwrap()
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    let token = visitor.room_token(&lesson).await.unwrap().json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut ws = open_ws(&node, &lesson, &token).await.unwrap().unwrap();
-    match recv(&mut ws).await.unwrap() {
-        ServerMsg::Welcome { role, .. } => assert_eq!(role, chaperone_protocol::Role::Observer),
-        other => panic!("expected welcome, got {other:?}"),
-    }
-
-    // A window in the past gives nothing.
-    let revoke = slt
-        .post(
-            "/api/visitors/revoke",
-            json!({"id": grant_id, "reason": "done"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(revoke.status, StatusCode::OK);
-    let past = json!({"visitor": user(&node, "visitor"), "lessons": [lesson],
-        "not_before_ms": now - 7_200_000, "not_after_ms": now - 3_600_000, "reason": "last week"});
-    assert_eq!(
-        slt.post("/api/visitors", past).await.unwrap().status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::NOT_FOUND
-    );
-    let me = slt.get("/api/me").await.unwrap().json();
-    assert!(
-        me["roles"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(SchoolRole::Slt.name()))
-    );
-}
-
-#[tokio::test]
 async fn logout_ends_the_session_and_step_up_is_exposed() {
     let node = Node::start(|_| {}).await.unwrap();
     let mut dsl = node.browser();
@@ -628,53 +543,6 @@ async fn room_tokens_come_with_turn_credentials_when_configured() {
     assert_eq!(
         t2.room_token(&l2).await.unwrap().json()["ice_servers"],
         json!([])
-    );
-}
-
-#[tokio::test]
-async fn a_visitor_is_granted_by_subject_before_their_first_sign_in() {
-    let node = Node::start(|_| {}).await.unwrap();
-    let mut teacher = node.browser();
-    teacher.login_ok("teacher").await.unwrap();
-    let lesson = teacher.create_lesson("7A").await.unwrap();
-    let mut slt = node.browser();
-    slt.login_ok("slt").await.unwrap();
-    let now = chaperone_gateway::clock::unix_millis();
-    let window = |who: serde_json::Value| {
-        let mut g = json!({"lessons": [lesson], "not_before_ms": now - 1000,
-            "not_after_ms": now + 3_600_000, "reason": "Ofsted inspection"});
-        g.as_object_mut()
-            .unwrap()
-            .extend(who.as_object().unwrap().clone());
-        g
-    };
-    // Naming nobody, or somebody twice over, is a clear refusal.
-    for who in [
-        json!({}),
-        json!({"visitor_subject": "  "}),
-        json!({"visitor": user(&node, "visitor"), "visitor_subject": "visitor"}),
-    ] {
-        let a = slt.post("/api/visitors", window(who)).await.unwrap();
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
-        assert_eq!(a.json()["error"], "invalid");
-    }
-    // The inspector has never signed in: the grant names their subject.
-    let a = slt
-        .post(
-            "/api/visitors",
-            window(json!({"visitor_subject": "visitor"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    assert_eq!(a.json()["visitor"], user(&node, "visitor"));
-    let mut visitor = node.browser();
-    visitor.login_ok("visitor").await.unwrap();
-    let lessons = visitor.get("/api/lessons").await.unwrap().json();
-    assert_eq!(lessons.as_array().unwrap().len(), 1, "{lessons}");
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::OK
     );
 }
 
