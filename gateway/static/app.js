@@ -5,7 +5,7 @@
 // everything; this only displays. Sections are updated in place, so a
 // message such as "Lesson created." survives the list's refresh.
 
-import { api, clock, el, reconcile, showError, text, when } from './common.js';
+import { announce, api, clock, el, reconcile, showError, text, when } from './common.js';
 
 const app = document.getElementById('app');
 const me = document.getElementById('me');
@@ -67,7 +67,7 @@ const local = d => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate(
 
 async function createForm(onCreated) {
   const classes = await api('/api/classes').catch(() => []);
-  const status = el('p', { class: 'muted', id: 'create-status', role: 'status' });
+  const status = el('p', { class: 'muted', id: 'create-status' });
   const now = new Date(Date.now() + 5 * 60000);
   const form = el('form', { id: 'create-lesson', class: 'grid-form' },
     el('label', { for: 'new-title' }, 'Title'), el('input', { id: 'new-title', name: 'title', required: true, maxlength: '120' }),
@@ -85,7 +85,7 @@ async function createForm(onCreated) {
     status.className = 'muted';
     try {
       const l = await api('/api/lessons', { title: form.title.value, class: form.class.value, starts_at_ms: starts, ends_at_ms: starts + Number(form.minutes.value) * 60000 });
-      text(status, `Lesson “${l.title}” created for class ${l.class}, ${when(l.starts_at_ms)}.`);
+      announce(text(status, `Lesson “${l.title}” created for class ${l.class}, ${when(l.starts_at_ms)}.`).textContent);
       form.title.value = '';
       await onCreated();
     } catch (e) { showError(status, e); }
@@ -102,7 +102,7 @@ async function leaderTools(info, lessons) {
   const people = await api('/api/people').catch(() => []);
   const out = [];
   if (info.may_block) {
-    const status = el('p', { class: 'muted', id: 'block-status', role: 'status' });
+    const status = el('p', { class: 'muted', id: 'block-status' });
     const form = el('form', { id: 'block-form', class: 'grid-form' },
       el('label', { for: 'block-user' }, 'Person'), personPicker('block-user', 'user', people),
       el('label', { for: 'block-reason' }, 'Reason'), el('input', { id: 'block-reason', name: 'reason', required: true, maxlength: '500' }),
@@ -111,22 +111,25 @@ async function leaderTools(info, lessons) {
       ev.preventDefault();
       try {
         const r = await api('/api/blocks', { user: JSON.parse(form.user.value), reason: form.reason.value });
-        text(status, `Blocked; ${r.sessions_ended} session(s) ended.`);
+        announce(text(status, `Blocked; ${r.sessions_ended} session(s) ended.`).textContent);
         status.className = 'muted';
       } catch (e) { showError(status, e); }
     });
     out.push(el('section', { 'aria-labelledby': 'block-heading' }, el('h2', { id: 'block-heading' }, 'Block a person'), form, status));
   }
   if (info.may_grant_visitors) {
-    const status = el('p', { class: 'muted', id: 'grant-status', role: 'status' });
+    const status = el('p', { class: 'muted', id: 'grant-status' });
     const visitors = people.filter(p => (p.roles || []).includes('visitor'));
     const form = el('form', { id: 'grant-form', class: 'grid-form' },
       el('label', { for: 'grant-visitor' }, 'Visitor who has signed in before'),
-      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (give their subject below)'),
+      el('select', { id: 'grant-visitor', name: 'visitor' }, el('option', { value: '' }, 'Someone new (fill in below)'),
         ...visitors.map(p => el('option', { value: JSON.stringify(p.user) }, p.name))),
+      el('label', { for: 'grant-email' }, 'Or their e-mail address'),
+      el('input', { id: 'grant-email', name: 'email', type: 'email', maxlength: '254', autocomplete: 'off', 'aria-describedby': 'grant-email-help' }),
+      el('span'), el('p', { id: 'grant-email-help', class: 'muted' }, 'For someone who has not signed in yet. The access becomes theirs when they first sign in with this address, if your identity provider has verified it.'),
       el('label', { for: 'grant-subject' }, 'Or their identity provider subject'),
       el('input', { id: 'grant-subject', name: 'subject', maxlength: '255', 'aria-describedby': 'grant-subject-help' }),
-      el('span'), el('p', { id: 'grant-subject-help', class: 'muted' }, 'For someone who has not signed in yet: the subject (user id) your identity provider gives them.'),
+      el('span'), el('p', { id: 'grant-subject-help', class: 'muted' }, 'If you know it instead: the subject (user id) your identity provider gives them.'),
       el('label', { for: 'grant-lesson' }, 'Lesson'),
       el('select', { id: 'grant-lesson', name: 'lesson' }, ...lessons.filter(l => l.state !== 'ended').map(l => el('option', { value: l.id }, `${l.title} (${l.class}, ${clock(l.starts_at_ms)})`))),
       el('label', { for: 'grant-hours' }, 'Hours from now'), el('input', { id: 'grant-hours', name: 'hours', type: 'number', min: '1', max: '744', value: '2' }),
@@ -135,10 +138,11 @@ async function leaderTools(info, lessons) {
     form.addEventListener('submit', async ev => {
       ev.preventDefault();
       const now = Date.now();
-      const who = form.visitor.value ? { visitor: JSON.parse(form.visitor.value) } : { visitor_subject: form.subject.value };
+      const who = form.visitor.value ? { visitor: JSON.parse(form.visitor.value) }
+        : form.email.value.trim() ? { visitor_email: form.email.value } : { visitor_subject: form.subject.value };
       try {
         await api('/api/visitors', { ...who, lessons: [form.lesson.value], not_before_ms: now, not_after_ms: now + Number(form.hours.value) * 3600000, reason: form.reason.value });
-        text(status, 'Access granted.');
+        announce(text(status, who.visitor_email ? `Access granted to ${who.visitor_email.trim()}, from their first sign-in with that address.` : 'Access granted.').textContent);
         status.className = 'muted';
       } catch (e) { showError(status, e); }
     });

@@ -43,10 +43,11 @@ export async function api(path, body, method) {
   return data;
 }
 
-// Shows `error` in a form's status line.
+// Shows `error` in a form's status line, and says it through the live region.
 export function showError(status, error) {
   status.textContent = error.message;
   status.className = 'error';
+  announce(error.message);
 }
 
 // A moment (milliseconds since the epoch) in the reader's locale.

@@ -1,4 +1,4 @@
-//! Login, roles, MFA, sessions, lessons, room tokens, blocks, visitors and
+//! Login, roles, MFA, sessions, lessons, room tokens, blocks and
 //! audit, end to end through a whole node (`App::build`) and its
 //! development identity provider over real HTTP. The provider misbehaves
 //! on request ([`Faults`]) so that each bad ID token is shown to stop the
@@ -9,7 +9,6 @@ mod web_support;
 
 use std::time::Duration;
 
-use chaperone_gateway::auth::SchoolRole;
 use chaperone_gateway::dev::idp::Faults;
 use chaperone_protocol::signal::ServerMsg;
 use reqwest::StatusCode;
@@ -473,90 +472,6 @@ async fn room_tokens_are_single_use_and_for_one_lesson() {
 }
 
 #[tokio::test]
-async fn visitors_observe_only_inside_their_window() {
-    let node = Node::start(|_| {}).await.unwrap();
-    let mut teacher = node.browser();
-    teacher.login_ok("teacher").await.unwrap();
-    let lesson = teacher.create_lesson("7A").await.unwrap();
-    let mut visitor = node.browser();
-    assert_eq!(
-        visitor.login_ok("visitor").await.unwrap().page().as_deref(),
-        Some("visitor")
-    );
-    assert_eq!(visitor.get("/api/lessons").await.unwrap().json(), json!([]));
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::NOT_FOUND
-    );
-
-    let now = chaperone_gateway::clock::unix_millis();
-    let grant = json!({"visitor": user(&node, "visitor"), "lessons": [lesson],
-        "not_before_ms": now - 1000, "not_after_ms": now + 3_600_000, "reason": "Ofsted inspection"});
-    // Teachers and admins cannot grant; SLT can.
-    assert_eq!(
-        teacher
-            .post("/api/visitors", grant.clone())
-            .await
-            .unwrap()
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    let mut slt = node.browser();
-    slt.login_ok("slt").await.unwrap();
-    let a = slt.post("/api/visitors", grant).await.unwrap();
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    let grant_id = a.json()["id"].as_str().unwrap().to_owned();
-
-    assert_eq!(
-        visitor
-            .get("/api/lessons")
-            .await
-            .unwrap()
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    let token = visitor.room_token(&lesson).await.unwrap().json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut ws = open_ws(&node, &lesson, &token).await.unwrap().unwrap();
-    match recv(&mut ws).await.unwrap() {
-        ServerMsg::Welcome { role, .. } => assert_eq!(role, chaperone_protocol::Role::Observer),
-        other => panic!("expected welcome, got {other:?}"),
-    }
-
-    // A window in the past gives nothing.
-    let revoke = slt
-        .post(
-            "/api/visitors/revoke",
-            json!({"id": grant_id, "reason": "done"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(revoke.status, StatusCode::OK);
-    let past = json!({"visitor": user(&node, "visitor"), "lessons": [lesson],
-        "not_before_ms": now - 7_200_000, "not_after_ms": now - 3_600_000, "reason": "last week"});
-    assert_eq!(
-        slt.post("/api/visitors", past).await.unwrap().status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::NOT_FOUND
-    );
-    let me = slt.get("/api/me").await.unwrap().json();
-    assert!(
-        me["roles"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(SchoolRole::Slt.name()))
-    );
-}
-
-#[tokio::test]
 async fn logout_ends_the_session_and_step_up_is_exposed() {
     let node = Node::start(|_| {}).await.unwrap();
     let mut dsl = node.browser();
@@ -632,53 +547,6 @@ async fn room_tokens_come_with_turn_credentials_when_configured() {
 }
 
 #[tokio::test]
-async fn a_visitor_is_granted_by_subject_before_their_first_sign_in() {
-    let node = Node::start(|_| {}).await.unwrap();
-    let mut teacher = node.browser();
-    teacher.login_ok("teacher").await.unwrap();
-    let lesson = teacher.create_lesson("7A").await.unwrap();
-    let mut slt = node.browser();
-    slt.login_ok("slt").await.unwrap();
-    let now = chaperone_gateway::clock::unix_millis();
-    let window = |who: serde_json::Value| {
-        let mut g = json!({"lessons": [lesson], "not_before_ms": now - 1000,
-            "not_after_ms": now + 3_600_000, "reason": "Ofsted inspection"});
-        g.as_object_mut()
-            .unwrap()
-            .extend(who.as_object().unwrap().clone());
-        g
-    };
-    // Naming nobody, or somebody twice over, is a clear refusal.
-    for who in [
-        json!({}),
-        json!({"visitor_subject": "  "}),
-        json!({"visitor": user(&node, "visitor"), "visitor_subject": "visitor"}),
-    ] {
-        let a = slt.post("/api/visitors", window(who)).await.unwrap();
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
-        assert_eq!(a.json()["error"], "invalid");
-    }
-    // The inspector has never signed in: the grant names their subject.
-    let a = slt
-        .post(
-            "/api/visitors",
-            window(json!({"visitor_subject": "visitor"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    assert_eq!(a.json()["visitor"], user(&node, "visitor"));
-    let mut visitor = node.browser();
-    visitor.login_ok("visitor").await.unwrap();
-    let lessons = visitor.get("/api/lessons").await.unwrap().json();
-    assert_eq!(lessons.as_array().unwrap().len(), 1, "{lessons}");
-    assert_eq!(
-        visitor.room_token(&lesson).await.unwrap().status,
-        StatusCode::OK
-    );
-}
-
-#[tokio::test]
 async fn lessons_have_a_state_a_known_class_and_a_register_for_staff() {
     let node = Node::start(|_| {}).await.unwrap();
     let mut teacher = node.browser();
@@ -739,4 +607,57 @@ async fn lessons_have_a_state_a_known_class_and_a_register_for_staff() {
     let mut dsl = node.browser();
     dsl.login_ok("dsl").await.unwrap();
     assert_eq!(dsl.get(&path).await.unwrap().status, StatusCode::OK);
+}
+
+/// Issue 19, "ended lessons": a lesson its teacher ended (well inside its
+/// window) issues no more room tokens, to anyone; its register lists the
+/// rostered pupil who signed in but never came. A pupil of the class who
+/// has never signed in is not listed: the gateway learns who is in a class
+/// only from sign-ins (README, "The register").
+#[tokio::test]
+async fn an_ended_lesson_issues_no_token_and_its_register_lists_who_never_came() {
+    use futures_util::SinkExt;
+    let node = Node::start(|_| {}).await.unwrap();
+    let mut teacher = node.browser();
+    teacher.login_ok("teacher").await.unwrap();
+    let lesson = teacher.create_lesson("7A").await.unwrap();
+    let mut stayed_away = node.browser();
+    stayed_away.login_ok("pupil-b").await.unwrap();
+    let token = teacher.room_token(&lesson).await.unwrap().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = open_ws(&node, &lesson, &token).await.unwrap().unwrap();
+    assert!(matches!(
+        recv(&mut ws).await.unwrap(),
+        ServerMsg::Welcome { .. }
+    ));
+    let end = serde_json::to_string(&chaperone_protocol::signal::ClientMsg::EndLesson).unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(end))
+        .await
+        .unwrap();
+    ended_within(&mut ws, Duration::from_secs(5)).await.unwrap();
+    // The register (written by its own task) marks the end.
+    let view = format!("/api/lessons/{lesson}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while teacher.get(&view).await.unwrap().json()["state"] != "ended" {
+        assert!(tokio::time::Instant::now() < deadline, "never marked ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in [&mut teacher, &mut stayed_away] {
+        let a = b.room_token(&lesson).await.unwrap();
+        assert_eq!(a.status, StatusCode::GONE, "{}", a.body);
+        assert_eq!(a.json()["message"], "This lesson has closed.");
+    }
+    let csv = teacher
+        .get(&format!("/api/lessons/{lesson}/register.csv"))
+        .await
+        .unwrap()
+        .body;
+    assert!(csv.contains(",Ms Rivera,teacher,yes,attended,"), "{csv}");
+    assert!(
+        csv.contains(",Bea (7A),pupil,yes,absent,,,,0.0\r\n"),
+        "{csv}"
+    );
+    assert!(!csv.contains("Cal (7A)"), "never signed in: {csv}");
 }

@@ -27,6 +27,10 @@ pub struct IdpUser {
     pub amr: Vec<String>,
     /// `acr`.
     pub acr: Option<String>,
+    /// `email` (with the `email` scope), if any.
+    pub email: Option<String>,
+    /// `email_verified`: whether the provider vouches for `email`.
+    pub email_verified: bool,
 }
 
 fn user(login: &str, name: &str, groups: &[&str], classes: &[&str], mfa: bool) -> IdpUser {
@@ -39,6 +43,17 @@ fn user(login: &str, name: &str, groups: &[&str], classes: &[&str], mfa: bool) -
         classes: v(classes),
         amr: if mfa { v(&["pwd", "mfa"]) } else { v(&["pwd"]) },
         acr: mfa.then(|| "urn:mfa".to_owned()),
+        email: None,
+        email_verified: false,
+    }
+}
+
+/// `person` with an e-mail address, verified by the provider or not.
+fn with_email(person: IdpUser, email: &str, verified: bool) -> IdpUser {
+    IdpUser {
+        email: Some(email.to_owned()),
+        email_verified: verified,
+        ..person
     }
 }
 
@@ -55,7 +70,18 @@ pub fn demo_users() -> Vec<IdpUser> {
         user("slt", "Mr Okafor", &["slt"], &[], true),
         user("dsl", "Mrs Chen", &["dsl"], &[], true),
         user("admin", "Sam Admin", &["admins"], &[], true),
-        user("visitor", "Inspector Hale", &["visitors"], &[], true),
+        with_email(
+            user("visitor", "Inspector Hale", &["visitors"], &[], true),
+            "hale@inspectorate.example",
+            true,
+        ),
+        // Another account giving the inspector's address, which the
+        // provider has not verified.
+        with_email(
+            user("visitor-unverified", "Not Hale", &["visitors"], &[], true),
+            "hale@inspectorate.example",
+            false,
+        ),
         user("nobody", "No Role", &["parents"], &[], false),
     ]
 }
@@ -94,7 +120,8 @@ impl Idp {
             .iter()
             .map(|u| {
                 json!({"sub": u.sub, "login": u.login, "name": u.name, "groups": u.groups,
-                       "classes": u.classes, "amr": u.amr, "acr": u.acr})
+                       "classes": u.classes, "amr": u.amr, "acr": u.acr,
+                       "email": u.email, "email_verified": u.email_verified})
             })
             .collect();
         let config = json!({

@@ -82,3 +82,42 @@ export async function screenshots(page, dir, name, { full = true } = {}) {
   }
   await page.setViewportSize(SIZES[0][1]);
 }
+
+// What issue 19 found broken on every page and axe-core alone would not
+// catch: a skip link to the main content, first in the page; exactly one
+// live region, the polite `#announcer` (a second one, or the whole page
+// as one, is re-read on every change); no developer wording (a wire name
+// such as `pupil_copy` or `not_permitted` in what the page says, outside
+// a `<code>` reference shown on purpose). Returns the problems found.
+export async function pageStructure(page) {
+  return page.evaluate(() => {
+    const problems = [];
+    const skip = document.querySelector('body a[href^="#"]');
+    const target = skip && document.getElementById(skip.getAttribute('href').slice(1));
+    if (!skip || !target || !/skip/i.test(skip.textContent)) problems.push('no skip link to the main content');
+    else if ([...document.querySelectorAll('a[href], button, input, select, textarea, [tabindex]')].find(e => e.tabIndex >= 0) !== skip) problems.push('the skip link is not the first thing focused');
+    const live = [...document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log], [role=marquee], [role=timer], output')]
+      .filter(e => e.getAttribute('aria-live') !== 'off');
+    const ids = live.map(e => e.id || e.tagName.toLowerCase());
+    if (ids.length !== 1 || ids[0] !== 'announcer' || live[0].getAttribute('aria-live') !== 'polite') problems.push(`live regions: ${ids.join(', ') || 'none'}`);
+    const said = document.body.cloneNode(true);
+    said.querySelectorAll('code, script, style, template').forEach(e => e.remove());
+    const texts = [];
+    for (const walk = document.createTreeWalker(said, NodeFilter.SHOW_TEXT); walk.nextNode();) texts.push(walk.currentNode.nodeValue);
+    const wire = texts.join(' ').match(/\b[a-z]+(?:_[a-z]+)+\b/g);
+    if (wire) problems.push(`developer wording: ${[...new Set(wire)].join(', ')}`);
+    return problems;
+  });
+}
+
+// Records every response of `page` from the gateway's API with a status of
+// 400 or more (`method path status`), to show a page calls nothing it may
+// not (issue 19: pupils' pages asked for `/api/people` and got 403s).
+export function apiFailures(page) {
+  const failed = [];
+  page.on('response', r => {
+    const url = new URL(r.url());
+    if (url.pathname.startsWith('/api/') && r.status() >= 400) failed.push(`${r.request().method()} ${url.pathname} ${r.status()}`);
+  });
+  return failed;
+}

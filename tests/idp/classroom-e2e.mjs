@@ -8,13 +8,17 @@
 // dialog; leaving; the register (checked against who actually joined, and
 // who may read it); the end, after which the lesson is marked ended
 // everywhere and its page never tries to rejoin. axe-core checks every page
-// on the way (no serious or critical violation), at 1280×800 and 390×844.
+// on the way (no serious or critical violation), at 1280×800 and 390×844,
+// and so does `pageStructure` (a skip link, one polite live region); what
+// a pupil needs is above the fold at both sizes; a microphone the teacher
+// turns off shows as off at the pupil; pupils' pages make no API call that
+// is refused.
 //
 //   GATEWAY_URL=http://127.0.0.1:8080 [SCREENSHOT_DIR=dir] node classroom-e2e.mjs
 //
 // Prints one JSON line per step; exits non-zero with the reason on the
 // first failed expectation.
-import { axeViolations, launch, loginViaDevIdp, screenshots, SIZES } from './browser.mjs';
+import { apiFailures, axeViolations, launch, loginViaDevIdp, pageStructure, screenshots, SIZES } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -40,6 +44,8 @@ async function accessible(page, name) {
     const bad = await axeViolations(page);
     expect(bad.length === 0, `${name}${suffix}: ${bad.join('; ')}`);
   }
+  const problems = await pageStructure(page);
+  expect(problems.length === 0, `${name}: ${problems.join('; ')}`);
   await page.setViewportSize(SIZES[0][1]);
   checked.push(name);
 }
@@ -66,6 +72,7 @@ try {
   const open = async person => {
     const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: SIZES[0][1] });
     const page = await context.newPage();
+    page.failures = apiFailures(page);
     await loginViaDevIdp(page, gateway, person);
     return page;
   };
@@ -199,7 +206,30 @@ try {
   await pupilA.evaluate(() => window.chaperone.render());
   expect((await pupilA.inputValue('#chat-input')) === 'half a sentence', 'a render lost the chat draft');
   await accessible(pupilA, 'pupil-lesson');
+  // What a pupil needs is on the screen without scrolling, at both sizes:
+  // the toolbar, their teacher and themselves.
+  for (const [suffix, size] of SIZES) {
+    await pupilA.setViewportSize(size);
+    await sleep(300);
+    const off = await pupilA.evaluate(id => {
+      window.scrollTo(0, 0);
+      const needed = ['#toolbar', '#mic-toggle', '#camera-toggle', '#raise-hand', '#leave', `[data-tile="${id}"]`, '[data-tile="self"]'];
+      return needed.filter(sel => {
+        const e = document.querySelector(sel);
+        if (!e) return true;
+        const r = e.getBoundingClientRect();
+        return r.width === 0 || r.top < 0 || r.left < 0 || r.bottom > window.innerHeight + 1 || r.right > window.innerWidth + 1;
+      });
+    }, teacherId);
+    expect(off.length === 0, `below the fold or off screen for a pupil${suffix}: ${off.join(', ')}`);
+  }
+  await pupilA.setViewportSize(SIZES[0][1]);
   await screenshots(pupilA, shots, 'pupil-lesson', { full: false });
+  // A microphone the teacher turns off shows as off at the pupil.
+  await pupilA.click('#mic-toggle');
+  await waitFor(pupilA, () => document.getElementById('mic-toggle').getAttribute('aria-pressed') === 'true', null, 'A\'s microphone on');
+  await teacher.click(`[data-action="mic-off"][data-participant="${idA2}"]`);
+  await waitFor(pupilA, () => document.getElementById('mic-toggle').getAttribute('aria-pressed') === 'false' && document.getElementById('mic-toggle').textContent === 'Microphone off', null, 'A\'s microphone shown off after the teacher turned it off');
   await pupilA.click('#report-concern');
   await pupilA.waitForSelector('dialog[open] textarea');
   await accessible(pupilA, 'concern-dialog');
@@ -216,6 +246,7 @@ try {
   await accessible(teacher, 'teacher-settings');
   await screenshots(teacher, shots, 'teacher-register', { full: false });
   await teacher.click('#tab-people');
+  for (const [who, p] of [['A', pupilA], ['B', pupilB], ['C', pupilC]]) expect(p.failures.length === 0, `pupil ${who}'s pages made refused API calls: ${p.failures}`);
   step('pupil_page');
 
   // --- the register ---------------------------------------------------------
@@ -263,6 +294,7 @@ try {
   expect((await pupilB.textContent(`#lessons li[data-lesson="${lesson}"] .state`)) === 'Ended', 'the ended mark');
   await accessible(pupilB, 'pupil-home');
   await screenshots(pupilB, shots, 'pupil-home');
+  expect(pupilB.failures.length === 0, `pupil B's pages (an ended lesson, an upcoming one, home) made refused API calls: ${pupilB.failures}`);
   // The register after the lesson: kept, with everyone's time.
   const after = (await api(teacher, `/api/lessons/${lesson}/register`)).json;
   const byName = Object.fromEntries(after.map(r => [r.name, r]));

@@ -5,9 +5,11 @@
 //
 // With DEV_IDP=1 the logins are demo people picked on `gateway --dev`'s own provider page.
 //
-// Prints one JSON line per login: {login, url, page, text}. Exits non-zero
+// Prints one JSON line per login: {login, url, page, text, structure (the
+// page's skip link and live region problems), api_failures (the page's own
+// API calls answered 400 or more)}. Exits non-zero
 // on any failure, with the reason on stderr.
-import { launch, loginViaDevIdp, loginViaIdp, screenshots } from './browser.mjs';
+import { apiFailures, launch, loginViaDevIdp, loginViaIdp, pageStructure, screenshots } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const logins = (process.env.LOGINS || '').split(',').filter(Boolean);
@@ -18,6 +20,7 @@ try {
   for (const login of logins) {
     const context = await browser.newContext();
     const page = await context.newPage();
+    const failed = apiFailures(page);
     if (process.env.DEV_IDP) await loginViaDevIdp(page, gateway, login);
     else await loginViaIdp(page, gateway, login);
     await page.waitForSelector('body[data-page]');
@@ -28,8 +31,11 @@ try {
       page: document.body.dataset.page ?? null,
       text: document.body.innerText.slice(0, 300),
     }));
+    // Anything the page asks for after it filled itself.
+    await new Promise(r => setTimeout(r, 500));
+    const structure = await pageStructure(page);
     await screenshots(page, shots, `${process.env.DEV_IDP ? 'dev-' : ''}${login}`);
-    console.log(JSON.stringify({ login, ...result }));
+    console.log(JSON.stringify({ login, ...result, structure, api_failures: failed }));
     await context.close();
   }
 } catch (err) {

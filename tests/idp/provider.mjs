@@ -5,7 +5,8 @@
 //   node provider.mjs <config.json>
 //
 // config.json: { port, issuer, keys_file, clients: [{client_id, client_secret,
-// redirect_uris}], users: [{sub, login, name, groups, classes, amr, acr}] }
+// redirect_uris}], users: [{sub, login, name, groups, classes, amr, acr,
+// email, email_verified}] } (`email` and `email_verified` with the `email` scope)
 //
 // Listens on 127.0.0.1 only. The signing key (RS256) is kept in keys_file:
 // delete the file and restart to rotate it. Prints "ready <issuer>" once
@@ -40,8 +41,8 @@ const provider = new Provider(config.issuer, {
   jwks: signingKeys(),
   cookies: { keys: [randomBytes(32).toString('hex')] },
   pkce: { required: () => true },
-  scopes: ['openid', 'profile', 'school'],
-  claims: { openid: ['sub', 'acr', 'amr', 'auth_time'], profile: ['name'], school: ['groups', 'classes'] },
+  scopes: ['openid', 'profile', 'email', 'school'],
+  claims: { openid: ['sub', 'acr', 'amr', 'auth_time'], profile: ['name'], email: ['email', 'email_verified'], school: ['groups', 'classes'] },
   acrValues: ['urn:mfa', 'urn:pwd'],
   conformIdTokenClaims: false,
   features: { devInteractions: { enabled: false } },
@@ -52,7 +53,8 @@ const provider = new Provider(config.issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, name: user.name, groups: user.groups, classes: user.classes };
+        const email = user.email ? { email: user.email, email_verified: user.email_verified === true } : {};
+        return { sub: id, name: user.name, groups: user.groups, classes: user.classes, ...email };
       },
     };
   },

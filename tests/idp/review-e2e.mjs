@@ -14,13 +14,14 @@
 //   refused;
 // - the replay list, the player (SLT and a pupil) and the DSL's incidents
 //   pass axe-core (no serious or critical violation) at 1280×800 and
-//   390×844, and the timeline reads as sentences with names, never an
+//   390×844, each with a skip link and one polite live region, and the
+//   timeline reads as sentences with names, never an
 //   issuer URL or a participant number.
 //
 //   GATEWAY_URL=http://127.0.0.1:8080 [SCREENSHOT_DIR=dir] node review-e2e.mjs
 //
 // Prints one JSON line per step; exits non-zero on the first failed expectation.
-import { axeViolations, launch, loginViaDevIdp, screenshots, SIZES } from './browser.mjs';
+import { axeViolations, launch, loginViaDevIdp, pageStructure, screenshots, SIZES } from './browser.mjs';
 
 const gateway = process.env.GATEWAY_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -46,6 +47,9 @@ async function accessible(page, name) {
     const bad = await axeViolations(page);
     expect(bad.length === 0, `${name}${suffix}: ${bad.join('; ')}`);
   }
+  // A skip link and one polite live region (issue 19).
+  const problems = await pageStructure(page);
+  expect(problems.length === 0, `${name}: ${problems.join('; ')}`);
   await page.setViewportSize(SIZES[0][1]);
 }
 // A same-origin JSON call from inside a page: [status, body].

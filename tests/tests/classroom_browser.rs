@@ -8,7 +8,9 @@
 //! may read it; the end, after which the lesson is marked ended and its
 //! page never tries to rejoin. axe-core finds no serious or critical
 //! violation on any page at 1280×800 or 390×844. The steps and their
-//! checks are in `tests/idp/classroom-e2e.mjs`.
+//! checks are in `tests/idp/classroom-e2e.mjs`. Every refusal code and
+//! farewell the gateway can send has a plain sentence on the page
+//! (`tests/idp/words-check.mjs`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -57,5 +59,73 @@ fn the_classroom_works_for_its_people_and_passes_axe() {
         "pupil-ended",
     ] {
         assert!(checked.contains(&page), "{page} not checked: {checked:?}");
+    }
+}
+
+/// The snake_case wire names of the variants of `pub enum {name}` in
+/// `protocol/src/signal.rs`: read from the source, so a new variant is
+/// checked without this list being kept by hand.
+fn wire_names(name: &str) -> Vec<String> {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/src/signal.rs"),
+    )
+    .unwrap();
+    let start = source.find(&format!("pub enum {name} {{")).unwrap();
+    let body = &source[start..start + source[start..].find("\n}").unwrap()];
+    body.lines()
+        .filter_map(|l| l.strip_prefix("    ")?.strip_suffix(','))
+        .filter(|v| v.chars().all(char::is_alphanumeric))
+        .map(|v| {
+            v.chars()
+                .enumerate()
+                .fold(String::new(), |mut out, (i, c)| {
+                    if c.is_uppercase() && i > 0 {
+                        out.push('_');
+                    }
+                    out.push(c.to_ascii_lowercase());
+                    out
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_refusal_and_farewell_reads_as_a_plain_sentence() {
+    use chaperone_protocol::signal::{ErrorCode, Farewell};
+    let codes = wire_names("ErrorCode");
+    let farewells = wire_names("Farewell");
+    // The names read from the source are the wire names.
+    for c in &codes {
+        serde_json::from_value::<ErrorCode>(serde_json::json!(c)).unwrap();
+    }
+    for f in &farewells {
+        serde_json::from_value::<Farewell>(serde_json::json!(f)).unwrap();
+    }
+    assert!(
+        codes.len() >= 20 && farewells.len() >= 6,
+        "{codes:?} {farewells:?}"
+    );
+    let out = run_node_script(
+        "words-check.mjs",
+        &[
+            ("CODES", codes.join(",")),
+            ("FAREWELLS", farewells.join(",")),
+        ],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(out[0]["bad"], serde_json::json!([]), "{}", out[0]);
+    // Only what no page action can cause gets the generic "That did not work".
+    let generic: Vec<&str> = out[0]["defaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for code in &generic {
+        assert!(
+            ["malformed", "too_large", "unsupported_version", "internal"].contains(code),
+            "{code} has no sentence of its own"
+        );
     }
 }

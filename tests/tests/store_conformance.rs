@@ -63,6 +63,7 @@ conformance!(
     lesson_snapshots_refuse_oversized,
     blocks_are_kept_and_lifted,
     visitor_grants_cover_their_window,
+    a_grant_moves_once_from_its_invitation_to_a_person,
     sessions_expire_and_end_per_user,
     single_use_claims,
     events_reach_subscribers,
@@ -172,6 +173,43 @@ async fn visitor_grants_cover_their_window<S: StateStore>(store: S) {
     assert!(store.revoke_grant("g1").await.unwrap());
     assert!(!store.revoke_grant("g1").await.unwrap());
     assert!(store.grants_for(&inspector).await.unwrap().is_empty());
+}
+
+async fn a_grant_moves_once_from_its_invitation_to_a_person<S: StateStore>(store: S) {
+    let invitation =
+        UserRef::new("urn:chaperone:email-invitation", "inspector@example.org").unwrap();
+    let grant = VisitorGrant {
+        id: "g-mail".to_owned(),
+        visitor: invitation.clone(),
+        lessons: vec![lesson(1)],
+        not_before: at(1_000),
+        not_after: at(60_000),
+        granted_by: user("slt"),
+        reason: "inspection".to_owned(),
+    };
+    store.put_grant(grant.clone()).await.unwrap();
+    let (first, second) = (user("inspector"), user("someone-with-the-same-address"));
+    assert!(store.move_grant(&grant, &first).await.unwrap());
+    // The second sign-in read the same invitation: it gets nothing.
+    assert!(!store.move_grant(&grant, &second).await.unwrap());
+    assert!(store.grants_for(&invitation).await.unwrap().is_empty());
+    assert!(store.grants_for(&second).await.unwrap().is_empty());
+    let moved = store.grants_for(&first).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].visitor, first);
+    assert_eq!(moved[0].lessons, grant.lessons);
+    // Revoked before anyone signed in: nothing to move.
+    let revoked = VisitorGrant {
+        id: "g-mail-2".to_owned(),
+        ..grant.clone()
+    };
+    store.put_grant(revoked.clone()).await.unwrap();
+    assert!(store.revoke_grant("g-mail-2").await.unwrap());
+    assert!(!store.move_grant(&revoked, &first).await.unwrap());
+    assert_eq!(store.grants_for(&first).await.unwrap().len(), 1);
+    // A moved grant is revoked like any other.
+    assert!(store.revoke_grant("g-mail").await.unwrap());
+    assert!(store.grants_for(&first).await.unwrap().is_empty());
 }
 
 async fn sessions_expire_and_end_per_user<S: StateStore>(store: S) {

@@ -6,6 +6,13 @@
 //! person with no mapped role is refused, and so is anyone holding a staff,
 //! SLT, DSL or admin role whose login carries no configured `amr`/`acr`
 //! evidence of multi-factor authentication.
+//!
+//! The one use of an e-mail address: a visitor grant made before the
+//! visitor's first sign-in may name their address ([`email_invitation`]).
+//! At sign-in the address the provider vouches for ([`verified_email`]:
+//! `email` with `email_verified: true`, nothing else) is looked up once,
+//! and a grant found there is moved to the person's `(iss, sub)`; from
+//! then on it is theirs, as every other grant.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -145,6 +152,49 @@ pub enum IdentityRefusal {
     /// The subject or issuer is empty or too long.
     #[error("the identity provider sent an unusable subject")]
     BadSubject,
+}
+
+/// The issuer of the placeholder a visitor grant by e-mail is filed under
+/// until someone signs in with that address, verified. It is no URL, so no
+/// configured provider's issuer can ever equal it.
+pub const EMAIL_INVITATION_ISSUER: &str = "urn:chaperone:email-invitation";
+
+/// Longest e-mail address accepted (RFC 5321's limit on a path).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// An e-mail address as grants and sign-ins compare it: trimmed and in
+/// lower case (providers and people vary the case; nobody relies on it),
+/// one `@` with something on each side and a dot in the domain, no
+/// spaces or control characters. `None` for anything else.
+pub fn normalise_email(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let fine = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    fine.then_some(email)
+}
+
+/// The placeholder person a grant by e-mail is filed under.
+pub fn email_invitation(email: &str) -> Option<UserRef> {
+    normalise_email(email).and_then(|e| UserRef::new(EMAIL_INVITATION_ISSUER, e).ok())
+}
+
+/// The e-mail address the provider vouches for in `claims`: `email`, only
+/// when `email_verified` is the boolean `true` (a missing, false or string
+/// value vouches for nothing), normalised.
+pub fn verified_email(claims: &Map<String, Value>) -> Option<String> {
+    if claims.get("email_verified") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    claims
+        .get("email")
+        .and_then(Value::as_str)
+        .and_then(normalise_email)
 }
 
 /// Maps the claims of a verified ID token to an identity. `claims` holds
@@ -379,6 +429,47 @@ mod tests {
         assert!(!id.step_up_fresh(1000 + 901, 900));
         let pupil = map(json!({"groups": ["pupils"]})).unwrap();
         assert!(!pupil.step_up_fresh(1000, 900));
+    }
+
+    #[test]
+    fn only_a_verified_email_counts() {
+        let v = |c: Value| verified_email(&claims(c));
+        assert_eq!(
+            v(json!({"email": " Ofsted.Inspector@Example.GOV.uk ", "email_verified": true})),
+            Some("ofsted.inspector@example.gov.uk".to_owned())
+        );
+        for unverified in [
+            json!({"email": "a@example.org"}),
+            json!({"email": "a@example.org", "email_verified": false}),
+            json!({"email": "a@example.org", "email_verified": "true"}),
+            json!({"email": ["a@example.org"], "email_verified": true}),
+            json!({"email_verified": true}),
+        ] {
+            assert_eq!(v(unverified.clone()), None, "{unverified}");
+        }
+    }
+
+    #[test]
+    fn email_addresses_are_checked_and_filed_apart_from_people() {
+        for bad in [
+            "",
+            "inspector",
+            "@example.org",
+            "a@b",
+            "a@.org",
+            "a@example.",
+            "a b@example.org",
+            "a@b@example.org",
+        ] {
+            assert_eq!(normalise_email(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            normalise_email(&format!("{}@example.org", "a".repeat(250))),
+            None
+        );
+        let invite = email_invitation("Inspector@Example.org").unwrap();
+        assert_eq!(invite.issuer, EMAIL_INVITATION_ISSUER);
+        assert_eq!(invite.subject, "inspector@example.org");
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct DemoPerson {
     pub classes: Vec<String>,
     /// `amr` claim.
     pub amr: Vec<String>,
+    /// `email` claim, sent with `email_verified: true` (the demo school
+    /// vouches for its people's addresses).
+    pub email: Option<String>,
 }
 
 fn person(
@@ -74,6 +77,7 @@ fn person(
         } else {
             vec!["pwd".to_owned()]
         },
+        email: None,
     }
 }
 
@@ -138,14 +142,17 @@ pub fn demo_people() -> Vec<DemoPerson> {
             &[],
             true,
         ),
-        person(
-            "visitor",
-            "Inspector Hale",
-            "Visitor (needs a grant)",
-            &["visitors"],
-            &[],
-            true,
-        ),
+        DemoPerson {
+            email: Some("hale@inspectorate.example".to_owned()),
+            ..person(
+                "visitor",
+                "Inspector Hale",
+                "Visitor (needs a grant; e-mail hale@inspectorate.example)",
+                &["visitors"],
+                &[],
+                true,
+            )
+        },
     ]
 }
 
@@ -343,7 +350,7 @@ impl DevIdp {
         let faults = lock(&self.inner.faults).clone();
         let now = i64::try_from((self.inner.clock)()).unwrap_or(i64::MAX);
         let iat = now + faults.iat_offset_secs;
-        let claims = json!({
+        let mut claims = json!({
             "iss": faults.token_issuer.clone().unwrap_or_else(|| self.inner.issuer.clone()),
             "sub": grant.person.subject,
             "aud": faults.audience.clone().unwrap_or_else(|| self.inner.client_id.clone()),
@@ -356,6 +363,10 @@ impl DevIdp {
             "classes": grant.person.classes,
             "amr": grant.person.amr,
         });
+        if let Some(email) = &grant.person.email {
+            claims["email"] = json!(email);
+            claims["email_verified"] = json!(true);
+        }
         let keys = lock(&self.inner.keys);
         let key = keys
             .first()
@@ -395,11 +406,11 @@ async fn discovery(State(idp): State<DevIdp>) -> Json<serde_json::Value> {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
-        "scopes_supported": ["openid", "profile"],
+        "scopes_supported": ["openid", "profile", "email"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["authorization_code"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "groups", "classes", "amr"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "groups", "classes", "amr", "email", "email_verified"],
     }))
 }
 

@@ -283,6 +283,16 @@ impl StateStore for LocalStore {
         Ok(grants)
     }
 
+    async fn move_grant(&self, grant: &VisitorGrant, to: &UserRef) -> Result<bool, StoreError> {
+        match self.lock().grants.get_mut(&grant.id) {
+            Some(g) if g.visitor == grant.visitor => {
+                g.visitor = to.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn put_session(
         &self,
         id: &str,

@@ -325,6 +325,14 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         &self,
         user: &UserRef,
     ) -> impl Future<Output = Result<Vec<VisitorGrant>, StoreError>> + Send;
+    /// Moves `grant` from its visitor (an e-mail invitation) to `to`, if it
+    /// is still filed under that visitor: of two sign-ins racing for one
+    /// grant, one moves it. Returns whether this call did.
+    fn move_grant(
+        &self,
+        grant: &VisitorGrant,
+        to: &UserRef,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores a session until `expires_at`.
     fn put_session(
@@ -526,6 +534,9 @@ impl StateStore for Store {
     }
     async fn grants_for(&self, user: &UserRef) -> Result<Vec<VisitorGrant>, StoreError> {
         dispatch!(self, s => s.grants_for(user).await)
+    }
+    async fn move_grant(&self, grant: &VisitorGrant, to: &UserRef) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.move_grant(grant, to).await)
     }
     async fn put_session(
         &self,

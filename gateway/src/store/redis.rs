@@ -6,6 +6,10 @@
 //! [`StoreError::Unavailable`] quickly instead of a hung request. Cluster
 //! events use one dedicated pub/sub connection owned by a background task
 //! that resubscribes after every disconnect. Key names live in [`super::keys`].
+//!
+//! The file is long because it implements the whole [`StateStore`] trait,
+//! whose methods Rust keeps in one `impl` block, with each Lua script
+//! beside the operations that run it; the key names are already apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,6 +120,18 @@ redis.call('HSET', KEYS[1], 'v', v, 'data', ARGV[2])
 return {1, v}
 ";
 
+/// Moves a grant to another visitor. KEYS: grant, the old visitor's set,
+/// the new visitor's set; ARGV: id, the moved grant's JSON. The removal
+/// from the old set is the claim: only one caller gets it. Returns 1 if
+/// moved, 0 if the grant was gone or already moved.
+const MOVE_GRANT_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+";
+
 /// The Redis-backed store. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -131,6 +147,7 @@ struct Inner {
     renew: Script,
     release: Script,
     fenced: Script,
+    move_grant: Script,
     events: broadcast::Sender<StoreEvent>,
     subscribed: watch::Receiver<bool>,
     listener: JoinHandle<()>,
@@ -190,6 +207,7 @@ impl RedisStore {
                 renew: Script::new(RENEW_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
                 fenced: Script::new(FENCED_SCRIPT),
+                move_grant: Script::new(MOVE_GRANT_SCRIPT),
                 events,
                 subscribed,
                 listener,
@@ -590,6 +608,26 @@ impl StateStore for RedisStore {
         }
         grants.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(grants)
+    }
+
+    async fn move_grant(&self, grant: &VisitorGrant, to: &UserRef) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let moved = VisitorGrant {
+            visitor: to.clone(),
+            ..grant.clone()
+        };
+        let json = serde_json::to_string(&moved).map_err(corrupt)?;
+        let mut invocation = self
+            .inner
+            .move_grant
+            .key(keys::grant(self.prefix(), &grant.id));
+        invocation
+            .key(keys::grants_of(self.prefix(), &grant.visitor))
+            .key(keys::grants_of(self.prefix(), to))
+            .arg(&grant.id)
+            .arg(json);
+        let done: u8 = self.run(invocation.invoke_async(&mut c)).await?;
+        Ok(done == 1)
     }
 
     async fn put_session(

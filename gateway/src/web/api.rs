@@ -26,8 +26,6 @@ use crate::store::{Block, StateStore, StoreEvent, UnixMillis, VisitorGrant};
 pub(crate) const PEOPLE: &str = "people";
 /// Longest stated reason.
 pub(crate) const MAX_REASON_CHARS: usize = 500;
-/// Longest visitor window.
-pub(crate) const MAX_GRANT_MS: u64 = 31 * 24 * 3600 * 1000;
 
 /// Why an API request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -123,8 +121,6 @@ pub(crate) fn router() -> Router<WebState> {
         .route("/api/people", get(people))
         .route("/api/blocks", get(list_blocks).post(block))
         .route("/api/unblock", post(unblock))
-        .route("/api/visitors", post(grant_visitor))
-        .route("/api/visitors/revoke", post(revoke_visitor))
         .route("/api/audit", get(audit_log))
 }
 
@@ -150,7 +146,7 @@ pub(crate) async fn changing(
     signed_in(state, headers).await
 }
 
-fn reason(text: &str) -> Result<String, ApiError> {
+pub(crate) fn reason(text: &str) -> Result<String, ApiError> {
     let t = text.trim();
     if t.is_empty() || t.chars().count() > MAX_REASON_CHARS {
         return Err(ApiError::Invalid(format!(
@@ -383,8 +379,13 @@ async fn room_token(
     }
     let now_ms = unix_millis();
     // Outside its window a lesson issues no room token (the join checks
-    // the window again, for a token issued just before it closed).
+    // the window again, for a token issued just before it closed); nor
+    // does one its staff ended (its register says when, on every node).
+    let ended = lessons::view(&state, info.clone(), now_ms)
+        .await?
+        .ended_at_ms;
     let window = match state.config.window.at(&info, now_ms) {
+        _ if ended.is_some() => Err(ApiError::Closed),
         InWindow::Open => Ok(()),
         InWindow::Before(at) => Err(ApiError::NotOpen(at)),
         InWindow::After(_) => Err(ApiError::Closed),
@@ -594,114 +595,6 @@ async fn unblock(
     )
     .await;
     Ok(Json(json!({"unblocked": req.user})))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantRequest {
-    /// A person who has signed in before, as the people list names them.
-    #[serde(default)]
-    visitor: Option<UserRef>,
-    /// Or the visitor's subject at the school's identity provider, for
-    /// someone who has not signed in yet (an inspector's visit prepared
-    /// ahead): the grant is for (our issuer, this subject).
-    #[serde(default)]
-    visitor_subject: Option<String>,
-    lessons: Vec<LessonId>,
-    not_before_ms: u64,
-    not_after_ms: u64,
-    reason: String,
-}
-
-async fn grant_visitor(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Json(req): Json<GrantRequest>,
-) -> Result<(StatusCode, Json<VisitorGrant>), ApiError> {
-    let (_, who) = changing(&state, &headers).await?;
-    if !who.may_grant_visitors() {
-        return Err(ApiError::Forbidden);
-    }
-    let why = reason(&req.reason)?;
-    let visitor = match (req.visitor, req.visitor_subject.as_deref().map(str::trim)) {
-        (Some(v), None) => v,
-        (None, Some(sub)) if !sub.is_empty() => UserRef::new(state.rp.issuer(), sub)
-            .map_err(|e| ApiError::Invalid(format!("that subject cannot be used: {e}")))?,
-        _ => {
-            return Err(ApiError::Invalid(
-                "name the visitor: a person from the list, or their identity provider subject"
-                    .to_owned(),
-            ));
-        }
-    };
-    if req.not_after_ms <= req.not_before_ms || req.not_after_ms - req.not_before_ms > MAX_GRANT_MS
-    {
-        return Err(ApiError::Invalid(
-            "the window must end after it starts and last at most 31 days".to_owned(),
-        ));
-    }
-    if req.lessons.is_empty() || req.lessons.len() > 50 {
-        return Err(ApiError::Invalid("name 1 to 50 lessons".to_owned()));
-    }
-    for l in &req.lessons {
-        if state
-            .store
-            .get_record(TABLE, &l.to_string())
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::Invalid(format!("no lesson {l}")));
-        }
-    }
-    let grant = VisitorGrant {
-        id: crate::auth::session::new_secret(),
-        visitor: visitor.clone(),
-        lessons: req.lessons,
-        not_before: UnixMillis(req.not_before_ms),
-        not_after: UnixMillis(req.not_after_ms),
-        granted_by: who.user.clone(),
-        reason: why.clone(),
-    };
-    state.store.put_grant(grant.clone()).await?;
-    for l in &grant.lessons {
-        audit::write(
-            &state.store,
-            AuditRecord::new(unix_millis(), "visitor_grant", Some(who.user.clone()))
-                .target(visitor.clone())
-                .lesson(*l)
-                .reason(why.clone()),
-        )
-        .await;
-    }
-    Ok((StatusCode::CREATED, Json(grant)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    id: String,
-    reason: String,
-}
-
-async fn revoke_visitor(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Json(req): Json<RevokeRequest>,
-) -> ApiResult<serde_json::Value> {
-    let (_, who) = changing(&state, &headers).await?;
-    if !who.may_grant_visitors() {
-        return Err(ApiError::Forbidden);
-    }
-    let why = reason(&req.reason)?;
-    if !state.store.revoke_grant(&req.id).await? {
-        return Err(ApiError::NotFound);
-    }
-    audit::write(
-        &state.store,
-        AuditRecord::new(unix_millis(), "visitor_revoke", Some(who.user.clone())).reason(why),
-    )
-    .await;
-    Ok(Json(json!({"revoked": req.id})))
 }
 
 /// `/api/audit` query: no `from` gives the newest `limit` records that

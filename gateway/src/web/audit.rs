@@ -27,7 +27,7 @@ pub(crate) struct AuditRecord {
     pub at_ms: u64,
     /// What happened (`login`, `login_refused`, `logout`, `room_token`,
     /// `room_token_refused`, `lesson_created`, `lesson_extended`, `block`,
-    /// `unblock`, `visitor_grant`, `visitor_revoke`).
+    /// `unblock`, `visitor_grant`, `visitor_grant_claimed`, `visitor_revoke`).
     pub action: String,
     /// Who did it (absent when nobody could be identified).
     pub actor: Option<UserRef>,

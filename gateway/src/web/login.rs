@@ -356,6 +356,7 @@ async fn callback(
         return unavailable_page();
     };
     api::remember_person(&state, &identity, now_ms).await;
+    super::visitors::claim_by_email(&state, &identity, &verified.claims, now_ms).await;
     audit::write(
         &state.store,
         AuditRecord::new(now_ms, "login", Some(identity.user.clone())).reason(format!(

@@ -5,7 +5,7 @@
 //! - [`session`]: the session cookie and the signed-in session of a request;
 //! - [`api`], [`incidents`], [`review`]: the JSON API and the pages behind it;
 //!   `lessons` (a lesson's state, class and start checks), [`register`]
-//!   (attendance);
+//!   (attendance), [`visitors`] (grants, by person, subject or e-mail);
 //! - [`audit`]: the gateway's audit log;
 //! - [`html`], `assets`: page shells and the embedded static files.
 //!
@@ -24,6 +24,7 @@ pub(crate) mod login;
 pub(crate) mod register;
 pub(crate) mod review;
 pub(crate) mod session;
+pub(crate) mod visitors;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -158,6 +159,7 @@ pub(crate) fn router(state: WebState) -> Router {
         .merge(review::router())
         .merge(incidents::router())
         .merge(register::router())
+        .merge(visitors::router())
         .with_state(state)
 }
 
