@@ -455,6 +455,11 @@ impl Cluster {
                 return Err(RouteError::Unavailable);
             }
         };
+        // The epoch the recorder fences this node's feed with: only a
+        // shared store's epochs outlive this process (an in-memory store
+        // starts again at 1 after a restart, below what a recorder that
+        // kept running has seen), so without one the feed presents none.
+        let owner_epoch = if store.is_shared() { lease.epoch } else { 0 };
         // Its last owner stopped without handing it over: the recording
         // says so, rather than silently jumping over the time it lost.
         let lost = (previous == Previous::Lapsed).then_some(LAPSED);
@@ -462,7 +467,7 @@ impl Cluster {
             Some(s) => match self
                 .inner
                 .rooms
-                .restore(info.setup(), config, s, (lease.epoch, lost))
+                .restore(info.setup(), config, s, (owner_epoch, lost))
                 .await
             {
                 Ok(room) => (room, "takeover"),
@@ -476,7 +481,7 @@ impl Cluster {
             None => (
                 self.inner
                     .rooms
-                    .open_owned(info.setup(), config, lease.epoch),
+                    .open_owned(info.setup(), config, owner_epoch),
                 "new",
             ),
         };

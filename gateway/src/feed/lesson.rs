@@ -302,6 +302,12 @@ impl LessonFeed {
         self.done = true;
         self.conn = Conn::Idle { retry_at: now };
         self.out.push_back(Output::Disconnect);
+        // Nothing of the lesson is recorded here any more: if its room
+        // still runs, it holds its pupils as for a lost recording.
+        if self.told != Some(false) {
+            self.told = Some(false);
+            self.out.push_back(Output::Gate(false));
+        }
         self.out.push_back(Output::Done);
     }
 

@@ -443,6 +443,15 @@ pub enum Store {
     Redis(RedisStore),
 }
 
+impl Store {
+    /// Whether other processes share it (and its lease epochs outlive this
+    /// one). An in-memory store's epochs start again at every restart, so
+    /// they fence nothing outside this process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {

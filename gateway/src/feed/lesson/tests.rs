@@ -677,6 +677,10 @@ fn a_feed_closed_as_superseded_while_up_stops() {
     h.feed
         .handle_superseded(h.now, "the recorder closed the feed");
     let out = h.drain();
+    // The room is told its recording is gone before the feed stops.
+    let gate = out.iter().position(|o| *o == Output::Gate(false));
+    let done = out.iter().position(|o| *o == Output::Done);
+    assert!(gate.is_some() && gate < done, "{out:?}");
     assert!(
         out.contains(&Output::Disconnect) && out.contains(&Output::Done),
         "{out:?}"
