@@ -3,6 +3,8 @@
 //! through any node.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod class;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
