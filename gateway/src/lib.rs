@@ -17,6 +17,7 @@ pub mod http;
 pub mod media;
 pub(crate) mod metrics;
 pub mod room;
+pub mod roster;
 pub mod signal;
 pub mod store;
 pub(crate) mod web;

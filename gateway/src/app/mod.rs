@@ -62,6 +62,9 @@ pub enum StartError {
     /// The media socket could not be opened.
     #[error("media: {0}")]
     Media(#[from] MediaError),
+    /// The class lists (`lesson.roster_file`) cannot be used.
+    #[error("lesson.roster_file: {0}")]
+    Roster(#[from] crate::roster::RosterError),
     /// The embedded recorder could not be set up (directory, keys, recipients).
     #[error("recorder: {0}")]
     Recorder(#[from] EmbeddedError),
@@ -140,6 +143,12 @@ impl App {
         // with none configured, the built-in one at /dev-idp.
         let (rp_config, devidp) = identity::relying_party_config(config, &public_url)?;
         let rp = Arc::new(RelyingParty::new(rp_config)?);
+        // The school's class lists, read once (a bad row stops the start).
+        let roster = Arc::new(if config.lesson.roster_file.is_empty() {
+            crate::roster::Roster::empty()
+        } else {
+            crate::roster::Roster::load(&config.lesson.roster_file, rp.issuer())?
+        });
 
         let mut origins = config.allowed_origins();
         if !origins.contains(&public_url) {
@@ -219,7 +228,7 @@ impl App {
             store.clone(),
             rp.clone(),
             tokens.clone(),
-            web_config(config, &public_url, origins.clone()),
+            web_config(config, &public_url, origins.clone(), roster),
             crate::web::audit::AnonymousTally::start(
                 store.clone(),
                 std::time::Duration::from_secs(config.http.anonymous_summary_secs),
@@ -337,9 +346,10 @@ async fn recorders(
 /// The signed-in web's settings.
 /// `lesson.classes`, and in `--dev` the demo school's classes, so that a
 /// lesson for 7A can be made before any pupil has signed in.
-fn known_classes(config: &Config) -> Vec<String> {
+fn known_classes(config: &Config, roster: &crate::roster::Roster) -> Vec<String> {
     #[allow(unused_mut)]
     let mut classes = config.lesson.classes.clone();
+    classes.extend(roster.classes().map(str::to_owned));
     #[cfg(feature = "dev")]
     if config.dev {
         for person in crate::dev::idp::demo_people() {
@@ -351,7 +361,12 @@ fn known_classes(config: &Config) -> Vec<String> {
     classes
 }
 
-fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -> WebConfig {
+fn web_config(
+    config: &Config,
+    public_url: &str,
+    allowed_origins: Vec<String>,
+    roster: Arc<crate::roster::Roster>,
+) -> WebConfig {
     WebConfig {
         public_url: public_url.to_owned(),
         allowed_origins,
@@ -364,9 +379,10 @@ fn web_config(config: &Config, public_url: &str, allowed_origins: Vec<String>) -
         step_up_max_age_secs: config.oidc.step_up_max_age_secs,
         lookups_per_minute: config.session.lesson_lookups_per_minute,
         turn: config.turn.clone(),
-        classes: known_classes(config),
+        classes: known_classes(config, &roster),
         dev: config.dev,
         window: config.lesson.window(),
+        roster,
     }
 }
 

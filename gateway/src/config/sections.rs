@@ -402,6 +402,9 @@ pub struct LessonSettings {
     /// Seconds a lesson's room stays open with nobody connected before it
     /// closes (its recording is written; a later join reopens it).
     pub idle_close_secs: u64,
+    /// The school's class lists, a CSV file `class,subject,name` (empty:
+    /// none; the register then knows only pupils who have signed in).
+    pub roster_file: String,
 }
 
 impl Default for LessonSettings {
@@ -419,6 +422,7 @@ impl Default for LessonSettings {
             open_before_mins: 15,
             close_grace_mins: 10,
             idle_close_secs: 300,
+            roster_file: String::new(),
         }
     }
 }

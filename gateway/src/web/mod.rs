@@ -71,6 +71,8 @@ pub(crate) struct WebConfig {
     pub dev: bool,
     /// When lessons open for joining and close.
     pub window: crate::catalog::WindowSettings,
+    /// The school's class lists (`lesson.roster_file`; empty without one).
+    pub roster: Arc<crate::roster::Roster>,
 }
 
 impl WebConfig {

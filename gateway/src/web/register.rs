@@ -14,7 +14,8 @@
 //! The register is read by the lesson's teachers and assistants, SLT and
 //! the DSL (`GET /api/lessons/{id}/register`, and `.csv`). Who was rostered
 //! is worked out when it is read: the lesson's staff, and the pupils of its
-//! class who have ever signed in (the people directory). It must never be
+//! class in the school's class lists (`crate::roster`) or who have ever
+//! signed in (the people directory). It must never be
 //! shown to pupils or visitors, and never holds what anyone said.
 
 use std::collections::HashMap;
@@ -482,7 +483,9 @@ async fn readable(
     Ok((info, rows))
 }
 
-/// Pupils of `class` known from the people directory, by name.
+/// Pupils of `class`: the school's class list (`lesson.roster_file`) and
+/// those the people directory knows (who signed in), by name; a person in
+/// both once, under the name the identity provider gave at sign-in.
 async fn rostered_pupils(
     state: &WebState,
     class: &str,
@@ -506,6 +509,11 @@ async fn rostered_pupils(
             Some((user, p["name"].as_str().unwrap_or_default().to_owned()))
         })
         .collect();
+    for (user, name) in state.config.roster.pupils(class) {
+        if !out.iter().any(|(u, _)| u == user) {
+            out.push((user.clone(), name.clone()));
+        }
+    }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
 }
