@@ -271,9 +271,15 @@ pub enum LessonEvent {
         /// The refusal they received.
         code: crate::signal::ErrorCode,
     },
+    /// The lesson's time ran out while it was running: its window closed
+    /// (its end plus the grace, or the end of its staff's extension). The
+    /// gateway ends it: [`LessonEvent::Ended`] by
+    /// [`ParticipantId::SERVER`] follows.
+    TimeRanOut {},
     /// The lesson ended.
     Ended {
-        /// Who ended it.
+        /// Who ended it: a staff member, or [`ParticipantId::SERVER`] when
+        /// its time ran out ([`LessonEvent::TimeRanOut`] comes first).
         by: ParticipantId,
     },
 }

@@ -90,6 +90,13 @@ impl<'de> Deserialize<'de> for LessonId {
 #[serde(transparent)]
 pub struct ParticipantId(pub u64);
 
+impl ParticipantId {
+    /// The gateway itself, as the actor of what it does on its own (a
+    /// lesson whose time ran out is ended `by` it). Never a participant's
+    /// id: those start at 1.
+    pub const SERVER: ParticipantId = ParticipantId(0);
+}
+
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "p{}", self.0)

@@ -501,6 +501,14 @@ pub enum ServerMsg {
         /// Video to you is paused (true) or flowing again (false).
         video_paused: bool,
     },
+    /// Staff only: the lesson's window closes in `in_secs` seconds, and
+    /// the gateway will end the lesson then for everyone unless its staff
+    /// keep it open longer. Sent once as the close comes near, again if an
+    /// extension moves it but not out of the warning period.
+    Closing {
+        /// Seconds until the lesson is ended.
+        in_secs: u64,
+    },
     /// The connection is about to close, and why.
     Goodbye {
         /// Why.

@@ -230,6 +230,7 @@ fn every_server_message_round_trips() {
         ServerMsg::Offer { sdp: "v=0".into() },
         ServerMsg::Answer { sdp: "v=0".into() },
         ServerMsg::MediaQuality { video_paused: true },
+        ServerMsg::Closing { in_secs: 300 },
         ServerMsg::Goodbye {
             reason: Farewell::Removed,
         },
@@ -466,7 +467,11 @@ fn every_lesson_event_round_trips_through_json() {
             isolated: true,
             by: P,
         },
+        LessonEvent::TimeRanOut {},
         LessonEvent::Ended { by: P },
+        LessonEvent::Ended {
+            by: ParticipantId::SERVER,
+        },
     ];
     for e in all {
         let json = serde_json::to_string(&e).unwrap();
