@@ -10,7 +10,8 @@
 //! 2. feed it inputs, each with the current time: [`Lesson::handle_join`],
 //!    [`Lesson::handle_message`], [`Lesson::handle_leave`],
 //!    [`Lesson::handle_recorder`], [`Lesson::handle_block`],
-//!    [`Lesson::handle_timeout`];
+//!    [`Lesson::handle_window`] (when its time runs out, and whenever staff
+//!    extend it), [`Lesson::handle_timeout`];
 //! 3. after every input, drain [`Lesson::poll_output`] until it returns
 //!    [`Output::Timeout`], apply each effect (send, forward, record, persist,
 //!    disconnect), and call [`Lesson::handle_timeout`] at the deadline.
@@ -34,6 +35,8 @@
 //!   sees them;
 //! - `supervision`: holds, the recorder gate, the teacher-camera rule,
 //!   expiries and deadlines;
+//! - `window`: when the lesson's time runs out, the warning staff get
+//!   before it, and the end by the server when it comes;
 //! - `dispatch`: client messages, through the gates, to their verbs;
 //! - `forwarding`: the forwarding rule and the media plane derived from it;
 //! - `settle`: the derivation after every input;
@@ -52,6 +55,7 @@ mod roster;
 mod settle;
 mod snapshot;
 mod supervision;
+mod window;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -92,6 +96,9 @@ pub struct LessonConfig {
     pub annotation_rate: usize,
     /// The window for `annotation_rate`.
     pub annotation_window: Duration,
+    /// How long before the lesson's time runs out its staff are warned
+    /// (so they can extend it) that the server will end it.
+    pub close_warning: Duration,
 }
 
 impl Default for LessonConfig {
@@ -110,6 +117,7 @@ impl Default for LessonConfig {
             // inside the signaling connection's own 20 a second.
             annotation_rate: 15,
             annotation_window: Duration::from_secs(1),
+            close_warning: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -244,6 +252,8 @@ struct Participant {
     sent_status: Option<LessonStatus>,
     sent_you: Option<ServerMsg>,
     sent_hands: Option<Vec<ParticipantId>>,
+    /// Staff only: the close they were last warned of.
+    sent_closing: Option<Instant>,
 }
 
 /// One live lesson. See the module docs for the call order.
@@ -272,6 +282,9 @@ pub struct Lesson {
     /// Marks on shared screens (see `annotation.rs`).
     annotation: annotation::Annotation,
     ended: bool,
+    /// When the lesson's time runs out and the server ends it (`None`: the
+    /// shell has not said, or it never does); see `window.rs`.
+    closes_at: Option<Instant>,
     recorder_attached: bool,
     /// Since when no recorder has been attached (set at creation).
     recorder_lost_since: Option<Instant>,
@@ -311,6 +324,7 @@ impl Lesson {
             hands_visible: false,
             annotation: annotation::Annotation::default(),
             ended: false,
+            closes_at: None,
             recorder_attached: false,
             recorder_lost_since: Some(now),
             unsupervised_since: Some(now),
@@ -338,6 +352,11 @@ impl Lesson {
     /// Whether the lesson has ended.
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// When the lesson's time runs out, as the shell last said.
+    pub fn closes_at(&self) -> Option<Instant> {
+        self.closes_at
     }
 
     /// Why pupils are held right now (empty if they are not).

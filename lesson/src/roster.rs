@@ -1,7 +1,8 @@
 //! Who is in the lesson: joining (the role each person is entitled to, and
 //! every refusal), the waiting room and the teacher verbs on it (admit, deny,
 //! remove, re-allow, lock), leaving and the reconnect grace ([`Departed`]),
-//! blocks, and the end of the lesson.
+//! blocks, and the end of the lesson (by its staff, or by the server when
+//! its time runs out: `window.rs`).
 //!
 //! It must never admit a pupil to a lesson no recorder is attached to, never
 //! let a blocked or removed user back in, and never tell someone who is not
@@ -120,6 +121,7 @@ impl Lesson {
                 sent_status: None,
                 sent_you: None,
                 sent_hands: Some(Vec::new()),
+                sent_closing: None,
             },
         );
         self.by_user.insert(req.user.clone(), id);

@@ -26,6 +26,8 @@ impl Lesson {
         self.settle_media();
         self.settle_hands();
         self.settle_views();
+        // Staff hear the lesson's time is running out (`window.rs`).
+        self.settle_closing(now);
         // After the views, so a pupil learns marks are isolated before
         // other pupils' marks go.
         self.settle_marks();

@@ -2,9 +2,10 @@
 //! no staff member has been present for the supervision grace, or the
 //! recorder has been lost for the recorder grace; a teacher's camera off for
 //! its grace is a compliance event; visitor grants and the reconnect grace
-//! run out. It owns the deadlines: [`Lesson::next_deadline`] names the
-//! earliest, and every deadline it names is acted on by `expire` or the
-//! settle step when the shell calls [`Lesson::handle_timeout`].
+//! run out. It owns the deadlines (with `window.rs`'s close and warning):
+//! [`Lesson::next_deadline`] names the earliest, and every deadline it names
+//! is acted on by `expire` or the settle step when the shell calls
+//! [`Lesson::handle_timeout`].
 //!
 //! It must never release a hold early, and never let a grace that has run
 //! out go unnoticed because the shell's timer has not fired yet: every input
@@ -53,6 +54,8 @@ impl Lesson {
         // A grace may have run out since the last input without the shell's
         // timer firing first: the rules of this input must see the hold.
         self.update_holds(now);
+        // So may the lesson's time: nothing is joined or done after it.
+        self.expire_window(now);
     }
 
     /// Brings the supervision clock and the holds up to `now`.
@@ -169,6 +172,7 @@ impl Lesson {
                 .values()
                 .map(|d| d.left_at + self.config.reconnect_grace),
         );
+        deadlines.extend(self.window_deadlines());
         if self.ended {
             return None;
         }

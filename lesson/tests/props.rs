@@ -41,6 +41,9 @@ enum Op {
     Msg(usize, M),
     /// The node dies; another restores the lesson from its last snapshot.
     Failover,
+    /// The shell says the lesson's time runs out this many seconds from
+    /// now (first learnt, or moved by staff), or that it has no close.
+    Window(Option<u64>),
 }
 
 /// A person reference for targets: a person's current id, an old id, or nobody.
@@ -171,6 +174,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop_oneof![1u64..5, Just(11u64), Just(61)].prop_map(Op::Skip),
         20 => (person(), msg()).prop_map(|(p, m)| Op::Msg(p, m)),
         1 => Just(Op::Failover),
+        1 => prop_oneof![Just(None), (0u64..5).prop_map(Some), Just(Some(61)), Just(Some(301)), Just(Some(900))].prop_map(Op::Window),
     ]
 }
 
@@ -322,6 +326,7 @@ fn apply(c: &mut Class, ops: &[Op]) -> bool {
                     .expect("a lesson persists at creation");
                 c.restore(snapshot);
             }
+            Op::Window(s) => c.window(s.map(Duration::from_secs)),
         }
         pupil_media |= i >= 10
             && c.forwarded

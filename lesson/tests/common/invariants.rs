@@ -135,6 +135,23 @@ impl Class {
                     ServerMsg::Banner { .. } if !staff => {
                         self.fail("a non-staff participant was sent a banner", out)
                     }
+                    ServerMsg::Closing { .. } if !staff => {
+                        self.fail("a non-staff participant was warned of the close", out)
+                    }
+                    ServerMsg::Closing { in_secs } => {
+                        let now = self.now();
+                        let due = self.closes_at.filter(|at| {
+                            *at > now
+                                && at.saturating_duration_since(now) <= self.config.close_warning
+                        });
+                        let Some(at) = due else {
+                            self.fail("a close warning outside the warning period", out);
+                        };
+                        let left = at.saturating_duration_since(now);
+                        if left.as_secs().abs_diff(*in_secs) > 1 {
+                            self.fail("a close warning with the wrong time left", out);
+                        }
+                    }
                     ServerMsg::Hands { raised } => {
                         let pupils_only = raised.iter().all(|h| {
                             self.present
@@ -278,7 +295,24 @@ impl Class {
             }
             Output::Record(Record::Event(e)) => {
                 match e {
-                    LessonEvent::Ended { .. } => self.ended = true,
+                    LessonEvent::TimeRanOut {} => {
+                        let now = self.now();
+                        let due = [self.closes_at, self.closes_before]
+                            .into_iter()
+                            .flatten()
+                            .any(|at| at <= now);
+                        if !due || self.ended {
+                            self.fail("the lesson's time ran out before its close", out);
+                        }
+                    }
+                    LessonEvent::Ended { by } => {
+                        let timed_out =
+                            matches!(self.events.last(), Some(LessonEvent::TimeRanOut {}));
+                        if (*by == ParticipantId::SERVER) != timed_out {
+                            self.fail("ended by the server without its time running out, or the other way round", out);
+                        }
+                        self.ended = true;
+                    }
                     LessonEvent::Removed { participant, .. } => {
                         let who = self
                             .ids
@@ -444,6 +478,12 @@ impl Class {
     /// After an input: the media plane must be exactly what the rule says.
     fn check_settled(&mut self) {
         let now = self.now();
+        if !self.ended && self.closes_at.is_some_and(|at| at <= now) {
+            panic!(
+                "the lesson's time ran out at +{:?} and it was not ended",
+                self.offset
+            );
+        }
         let staff_present = self.present.values().any(|s| s.role.is_staff());
         if staff_present {
             self.unsupervised_since = None;

@@ -87,6 +87,11 @@ pub struct Class {
     /// Every mark recorded as accepted: who drew it (by their id then), and
     /// on whose shared screen.
     pub marks: BTreeMap<MarkId, MarkRec>,
+    /// When the lesson's time runs out, as last handed in, and the close
+    /// before that (a close that passed before a later one arrived ends
+    /// the lesson): the harness's own model of the window.
+    closes_at: Option<Instant>,
+    closes_before: Option<Instant>,
 }
 
 /// A mark as the recording shows it.
@@ -139,6 +144,8 @@ impl Class {
             blocked: BTreeSet::new(),
             removed: BTreeSet::new(),
             marks: BTreeMap::new(),
+            closes_at: None,
+            closes_before: None,
         };
         class.drain();
         class
@@ -252,6 +259,18 @@ impl Class {
         self.drain();
     }
 
+    /// The shell says the lesson's time runs out `in_` from now (`None`:
+    /// it has no close), as when it learns the window or staff extend it.
+    pub fn window(&mut self, in_: Option<Duration>) {
+        let now = self.now();
+        let at = in_.map(|d| now + d);
+        self.closes_before = self.closes_at;
+        self.closes_at = at;
+        self.lesson.handle_window(now, at);
+        self.drain();
+        self.closes_before = None;
+    }
+
     /// Moves the clock to the next deadline and fires it. False if none.
     pub fn progress(&mut self) -> bool {
         let Some(at) = self.deadline else {
@@ -300,6 +319,8 @@ impl Class {
         self.recorder_attached = false;
         self.recorder_lost_since = Some(now);
         self.unsupervised_since = Some(now);
+        // The new node's shell has not said when it closes yet.
+        self.closes_at = None;
         self.drain();
     }
 
