@@ -6,7 +6,7 @@ use chaperone_protocol::{LessonId, UserRef};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::identity::{Identity, SchoolRole};
-use crate::store::VisitorGrant;
+use crate::store::{StateStore as _, Store, StoreError, VisitorGrant};
 use chaperone_lesson::LessonSetup;
 
 /// The state-store table of lesson descriptions.
@@ -112,6 +112,36 @@ impl WindowSettings {
         self.closes_at(info)
             .max(now_ms)
             .saturating_add(minutes.saturating_mul(60_000))
+    }
+}
+
+/// Where the lesson tasks learn when their lesson closes: the lessons'
+/// descriptions in the state store, and this node's window settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Windows {
+    store: Store,
+    settings: WindowSettings,
+}
+
+impl Windows {
+    /// Lessons described in `store`, closing as `settings` say.
+    pub(crate) fn new(store: Store, settings: WindowSettings) -> Self {
+        Self { store, settings }
+    }
+
+    /// When `lesson` closes (Unix ms), as its description says now (with
+    /// any extension); `None` if it has no readable description.
+    pub(crate) async fn closes_at(&self, lesson: LessonId) -> Result<Option<u64>, StoreError> {
+        let Some(json) = self.store.get_record(TABLE, &lesson.to_string()).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<LessonInfo>(&json) {
+            Ok(info) => Ok(Some(self.settings.closes_at(&info))),
+            Err(e) => {
+                tracing::error!(%lesson, error = %e, "unreadable lesson record: its close is not enforced");
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -181,7 +181,11 @@ impl App {
             persist: Some(persist),
         })
         .with_metrics(metrics.clone())
-        .with_idle_close(Duration::from_secs(config.lesson.idle_close_secs));
+        .with_idle_close(Duration::from_secs(config.lesson.idle_close_secs))
+        .with_windows(crate::catalog::Windows::new(
+            store.clone(),
+            config.lesson.window(),
+        ));
         let cluster = crate::cluster::Cluster::new(
             crate::cluster::ClusterConfig::from_settings(&config.cluster, config.http.listen),
             store.clone(),

@@ -45,6 +45,7 @@ pub(super) enum Command {
         participant: ParticipantId,
         paused: bool,
     },
+    Window,
     Shutdown,
 }
 
@@ -162,6 +163,12 @@ impl RoomHandle {
             paused,
         })
         .await;
+    }
+
+    /// The lesson's window may have changed (its staff extended it): the
+    /// task reads its close again and tells the lesson core.
+    pub async fn window_changed(&self) {
+        self.send(Command::Window).await;
     }
 
     /// Stops the lesson task; every connection is closed.

@@ -3,13 +3,23 @@
 //!
 //! One tokio task per lesson owns the [`Lesson`] and `select!`s over its
 //! inbox ([`RoomHandle`] commands: join, message, leave, recorder, block,
-//! server offer, shutdown) and `sleep_until` the core's next deadline.
+//! server offer, window changed, shutdown), the read of its lesson's close
+//! from the store, and `sleep_until` the core's next deadline.
+//!
+//! The lesson's window: when the task starts, and whenever it is told the
+//! window changed (staff extended it: [`WINDOW_CHANGED`] on the store's
+//! pub/sub, relayed by [`cluster`]), it reads when the lesson closes from
+//! its description and hands the core that moment
+//! ([`Lesson::handle_window`]). The core does the rest: it warns staff,
+//! and when the time runs out it ends the lesson as a teacher would, so
+//! the task stops as for any ended lesson and the feed sends `End`.
 //!
 //! - [`handle`]: [`RoomHandle`], the cheap handle other tasks talk to a
 //!   lesson through;
 //! - [`registry`]: [`Rooms`], every lesson task on this node;
 //! - [`task`]: the task itself, applying the core's effects;
-//! - [`cluster`]: cluster events (blocks) carried to every lesson here.
+//! - [`cluster`]: cluster events (blocks, changed windows) carried to the
+//!   lessons here.
 //!
 //! After every input the task drains [`Lesson::poll_output`] and applies
 //! each effect in order:
@@ -50,6 +60,10 @@ pub use cluster::relay_cluster_events;
 pub use handle::RoomHandle;
 pub use registry::Rooms;
 pub use task::spawn;
+
+/// The payload of a [`crate::store::StoreEvent::Lesson`] saying a lesson's
+/// window changed (its staff extended it): its owner reads the close again.
+pub(crate) const WINDOW_CHANGED: &str = "window_changed";
 
 /// Commands queued to one lesson task before senders wait.
 pub const INBOX_CAPACITY: usize = 1024;

@@ -26,6 +26,8 @@ pub struct Rooms {
     /// How long a lesson's task runs with nobody connected before it
     /// closes (None: until it ends).
     idle_close: Option<std::time::Duration>,
+    /// Where lessons learn when they close (None: they never do).
+    windows: Option<crate::catalog::Windows>,
 }
 
 impl Rooms {
@@ -37,7 +39,16 @@ impl Rooms {
             ended: Arc::default(),
             metrics: None,
             idle_close: None,
+            windows: None,
         }
+    }
+
+    /// The same registry, whose lessons are ended by the server when their
+    /// window closes (their end plus `lesson.close_grace_mins`, or later if
+    /// staff extended it), as `windows` says.
+    pub(crate) fn with_windows(mut self, windows: crate::catalog::Windows) -> Self {
+        self.windows = Some(windows);
+        self
     }
 
     /// The same registry, whose lessons close after `idle` with nobody
@@ -147,6 +158,7 @@ impl Rooms {
             self.metrics.clone(),
             self.idle_close,
             epoch,
+            self.windows.clone(),
         );
         rooms.insert(id, handle.clone());
         handle

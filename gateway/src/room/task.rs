@@ -1,8 +1,10 @@
-//! The lesson task: owns one [`Lesson`], applies its effects in order, and
-//! sleeps until its next deadline. Every rule is the core's; this only
+//! The lesson task: owns one [`Lesson`], applies its effects in order,
+//! reads its lesson's close for it, and sleeps until its next deadline. Every rule is the core's; this only
 //! moves bytes and counts what happened for the metrics.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +18,22 @@ use tracing::{debug, error, info, warn};
 
 use super::handle::Command;
 use super::{INBOX_CAPACITY, Outbound, RoomDeps, RoomHandle, RoomRecord};
-use crate::clock::now;
+use crate::catalog::Windows;
+use crate::clock::{now, unix_millis};
 use crate::errors;
 use crate::media::MediaError;
 
+/// How long the task waits before reading its lesson's close again after
+/// the store failed to answer.
+const WINDOW_RETRY: Duration = Duration::from_secs(5);
+
+/// The read of a lesson's close (Unix ms; `None`: it has none), retried
+/// until the store answers.
+type WindowRead = Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
+
 /// Starts a task for `lesson`.
 pub fn spawn(lesson: Lesson, deps: RoomDeps) -> RoomHandle {
-    start(lesson, deps, None, None, 0)
+    start(lesson, deps, None, None, 0, None)
 }
 
 pub(super) fn start(
@@ -31,6 +42,7 @@ pub(super) fn start(
     metrics: Option<Arc<crate::metrics::Metrics>>,
     idle_close: Option<Duration>,
     epoch: u64,
+    windows: Option<Windows>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let id = lesson.id();
@@ -50,6 +62,9 @@ pub(super) fn start(
         idle_close,
         empty_since: Some(now()),
         epoch,
+        windows,
+        // The close is read as soon as the task starts.
+        window_stale: true,
     };
     // Every event of the lesson task carries the lesson id (its span).
     let span = tracing::info_span!("lesson", lesson = %id);
@@ -88,6 +103,11 @@ struct RoomTask {
     /// The fencing epoch of this node's lease on the lesson (0 without a
     /// cluster).
     epoch: u64,
+    /// Where the lesson's close is read (None: the lesson has none).
+    windows: Option<Windows>,
+    /// The close must be read (again): at the start, and when told the
+    /// window changed.
+    window_stale: bool,
 }
 
 impl RoomTask {
@@ -98,7 +118,13 @@ impl RoomTask {
             epoch: self.epoch,
         })
         .await;
+        // The read of the lesson's close under way, if any: a newer request
+        // replaces it (the latest description wins).
+        let mut window_read: Option<WindowRead> = None;
         loop {
+            if std::mem::take(&mut self.window_stale) {
+                window_read = self.read_window();
+            }
             let deadline = self.drain().await;
             // An ended lesson with nobody connected is finished: its task
             // stops, its memory and timers go (its recording is already
@@ -142,6 +168,17 @@ impl RoomTask {
                     Some(cmd) => self.handle(cmd).await,
                 },
                 () = sleep => self.lesson.handle_timeout(now()),
+                closes = async {
+                    match window_read.as_mut() {
+                        Some(read) => read.await,
+                        None => std::future::pending().await,
+                    }
+                }, if window_read.is_some() => {
+                    window_read = None;
+                    let at = closes.map(instant_of);
+                    debug!(lesson = %self.id, closes_at_ms = ?closes, "the lesson's close");
+                    self.lesson.handle_window(now(), at);
+                }
             }
         }
         for p in std::mem::take(&mut self.in_media) {
@@ -154,6 +191,24 @@ impl RoomTask {
         self.set_held(Vec::new());
         // Dropping the senders (above) closes every connection.
         info!(lesson = %self.id, "lesson task stopped");
+    }
+
+    /// Reads when the lesson closes from its description, retrying while
+    /// the store does not answer (`None`: this registry enforces no close).
+    fn read_window(&self) -> Option<WindowRead> {
+        let windows = self.windows.clone()?;
+        let id = self.id;
+        Some(Box::pin(async move {
+            loop {
+                match windows.closes_at(id).await {
+                    Ok(at) => return at,
+                    Err(e) => {
+                        warn!(lesson = %id, error = %e, "cannot read the lesson's close; trying again");
+                        tokio::time::sleep(WINDOW_RETRY).await;
+                    }
+                }
+            }
+        }))
     }
 
     /// When the room closes if nobody connects before then.
@@ -228,6 +283,7 @@ impl RoomTask {
                     );
                 }
             }
+            Command::Window => self.window_stale = true,
             Command::Shutdown => {}
         }
     }
@@ -453,6 +509,13 @@ impl RoomTask {
             error!(lesson = %self.id, participant = %p, error = %e, "media: remove failed");
         }
     }
+}
+
+/// The monotonic instant of a wall-clock moment (Unix ms): now if it has
+/// passed. The lesson core keeps time on the monotonic clock; a lesson's
+/// window is wall-clock time shared by every node.
+fn instant_of(unix_ms: u64) -> Instant {
+    now() + Duration::from_millis(unix_ms.saturating_sub(unix_millis()))
 }
 
 /// The typed refusal for a failed media negotiation, logged.
