@@ -28,7 +28,7 @@ use super::audit::{self, AuditRecord};
 use super::register;
 use crate::catalog::{InWindow, LessonInfo, MAX_EXTEND_MINS, TABLE, WindowSettings};
 use crate::clock::unix_millis;
-use crate::store::StateStore;
+use crate::store::{StateStore, StoreEvent};
 
 /// How far in the past a new lesson may start (a lesson created "now" takes
 /// a moment to fill in).
@@ -181,7 +181,8 @@ pub(crate) struct Extend {
 }
 
 /// Keeps a lesson open longer (its staff): from when it closes now, or
-/// from now if it has closed. Audited, as is a refusal.
+/// from now if it has closed. The node running it is told, so the server
+/// ends it at the new close, not the old one. Audited, as is a refusal.
 pub(crate) async fn extend_lesson(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -209,7 +210,8 @@ pub(crate) async fn extend_lesson(
     let now = unix_millis();
     if view(&state, info.clone(), now).await?.ended_at_ms.is_some() {
         return Err(ApiError::Invalid(
-            "This lesson was ended by its staff; it cannot be reopened.".to_owned(),
+            "This lesson has ended (by its staff, or because its time ran out); it cannot be reopened."
+                .to_owned(),
         ));
     }
     let window = &state.config.window;
@@ -220,6 +222,15 @@ pub(crate) async fn extend_lesson(
     state
         .store
         .put_record(TABLE, &extended.id.to_string(), json)
+        .await?;
+    // The node running the lesson reads its close again, so the server
+    // does not end it at the old one.
+    state
+        .store
+        .publish(StoreEvent::Lesson {
+            lesson: extended.id,
+            payload: crate::room::WINDOW_CHANGED.to_owned(),
+        })
         .await?;
     audit::write(
         &state.store,
