@@ -71,6 +71,7 @@ impl Config {
                 "LESSON_CHAT_WINDOW_SECS" => self.lesson.chat_window_secs = num(&value)?,
                 "LESSON_OPEN_BEFORE_MINS" => self.lesson.open_before_mins = num(&value)?,
                 "LESSON_CLOSE_GRACE_MINS" => self.lesson.close_grace_mins = num(&value)?,
+                "LESSON_CLOSE_WARNING_MINS" => self.lesson.close_warning_mins = num(&value)?,
                 "LESSON_IDLE_CLOSE_SECS" => self.lesson.idle_close_secs = num(&value)?,
                 "LESSON_ROSTER_FILE" => self.lesson.roster_file = value,
                 "LESSON_CLASSES" => {

@@ -397,8 +397,12 @@ pub struct LessonSettings {
     pub classes: Vec<String>,
     /// Minutes before its start a lesson opens for joining.
     pub open_before_mins: u64,
-    /// Minutes after its end a lesson stays open (staff can extend it).
+    /// Minutes after its end a lesson stays open (staff can extend it);
+    /// a lesson still running then is ended by the server.
     pub close_grace_mins: u64,
+    /// Minutes before the server ends a running lesson whose time is
+    /// running out that its staff are warned (so they can extend it).
+    pub close_warning_mins: u64,
     /// Seconds a lesson's room stays open with nobody connected before it
     /// closes (its recording is written; a later join reopens it).
     pub idle_close_secs: u64,
@@ -421,6 +425,7 @@ impl Default for LessonSettings {
             classes: Vec::new(),
             open_before_mins: 15,
             close_grace_mins: 10,
+            close_warning_mins: d.close_warning.as_secs() / 60,
             idle_close_secs: 300,
             roster_file: String::new(),
         }
@@ -446,6 +451,7 @@ impl LessonSettings {
             chat_max_chars: self.chat_max_chars,
             chat_rate: self.chat_rate,
             chat_window: Duration::from_secs(self.chat_window_secs),
+            close_warning: Duration::from_secs(self.close_warning_mins.saturating_mul(60)),
             ..LessonConfig::default()
         }
     }

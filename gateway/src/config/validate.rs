@@ -41,6 +41,9 @@ impl Config {
                 "lesson.open_before_mins and lesson.close_grace_mins must be at most 1440",
             );
         }
+        if l.close_warning_mins > 120 {
+            return invalid("lesson.close_warning_mins must be at most 120");
+        }
         if l.idle_close_secs == 0 {
             return invalid("lesson.idle_close_secs must be at least 1");
         }
