@@ -66,6 +66,12 @@ export function controlChanged(permission, granted, revoked) {
   return `Your teacher turned off ${thing}. You can turn it on again.`;
 }
 
+// Staff only: the lesson's time runs out at `at` (a clock time, "10:10"),
+// when the server ends it for everyone unless they keep it open longer.
+export function closing(at) {
+  return `The lesson closes at ${at}: it will end then for everyone. To carry on, choose “Keep open 15 min longer”.`;
+}
+
 // Why pupils are held.
 export function held(reason) {
   return reason === 'unsupervised' ? 'Paused: no teacher is here' : 'Paused: the recording stopped';

@@ -21,7 +21,7 @@ import { Annotations } from './lesson-annotate.js';
 import { Media, trackKey } from './lesson-media.js';
 import { Signal } from './lesson-signal.js';
 import { LABEL, LessonView } from './lesson-view.js';
-import { controlChanged, farewell, refusal } from './lesson-words.js';
+import { closing, controlChanged, farewell, refusal } from './lesson-words.js';
 
 export { trackKey };
 
@@ -253,6 +253,8 @@ export class LessonClient {
       case 'banner':
         this.notice = body.kind === 'teacher_camera_off' ? 'Your camera has been off for a while: pupils should be able to see you.' : '';
         break;
+      // The server will end the lesson when its window closes (staff only).
+      case 'closing': this.notice = closing(clock(Date.now() + body.in_secs * 1000)); break;
       case 'concern_received': this.notice = 'Your concern was sent privately to the safeguarding lead.'; break;
       case 'error':
         this.notice = refusal(body.code, body.action);

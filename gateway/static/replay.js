@@ -169,7 +169,8 @@ function describe(e, names) {
     case 'compliance': return body.kind === 'teacher_camera_off' ? `${n(body.participant)}’s camera was off for a while.` : `${n(body.participant)}’s camera was on again.`;
     case 'refused': return `${n(body.participant)} tried something that was refused (${(body.action || '').replaceAll('_', ' ')}: ${(body.code || '').replaceAll('_', ' ')}).`;
     case 'join_refused': return `Someone was refused entry (${(body.code || '').replaceAll('_', ' ')}).`;
-    case 'ended': return `${n(body.by)} ended the lesson.`;
+    case 'time_ran_out': return 'The lesson’s time ran out: its window closed while it was running.';
+    case 'ended': return body.by === 0 ? 'The server ended the lesson.' : `${n(body.by)} ended the lesson.`;
     case 'annotated': return body.stroke?.tool === 'laser' ? `${n(body.participant)} pointed at ${n(body.layer)}’s screen.` : `${n(body.participant)} drew on ${n(body.layer)}’s screen (${body.stroke?.tool || 'a mark'}).`;
     case 'mark_extended': return 'A drawing went on.';
     case 'mark_undone': return `${n(body.participant)} took back a drawing.`;
