@@ -3,7 +3,10 @@
 //! and no join before it opens or after it closes, staff can keep it open
 //! longer, nobody else can), and a room nobody is in closing after the idle
 //! timeout with its recording written to a real `recorder serve` process,
-//! then opening again on the next join with the recording continuing.
+//! then opening again on the next join with the recording continuing; a
+//! lesson still running when its window closes ended by the server (its
+//! staff warned first, everyone told it ended, its recording final), and
+//! an extension made before the close keeping it running.
 #![allow(clippy::unwrap_used)]
 
 mod feed_support;
@@ -15,9 +18,10 @@ mod web_support;
 use std::time::Duration;
 
 use chaperone_gateway::store::StateStore as _;
-use chaperone_protocol::LessonId;
+use chaperone_protocol::event::LessonEvent;
 use chaperone_protocol::feed::FeedFrame;
-use chaperone_protocol::signal::{ClientMsg, ServerMsg};
+use chaperone_protocol::signal::{ClientMsg, Farewell, ServerMsg};
+use chaperone_protocol::{LessonId, ParticipantId};
 use media_support::wait_for;
 use peer_support::join;
 use recorder_support::RecorderSetup;
@@ -317,6 +321,243 @@ async fn an_empty_lesson_closes_after_the_idle_timeout_and_its_recording_verifie
             seqs.windows(2).all(|w| w[1] == w[0] + 1),
             "one numbering without holes or repeats: {seqs:?}"
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// The lesson events in the lesson's archive, in order.
+fn events(setup: &RecorderSetup, lesson: LessonId) -> Vec<LessonEvent> {
+    setup
+        .frames(lesson)
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            FeedFrame::Event { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The seconds left in each close warning `peer` received.
+fn warnings(peer: &peer_support::Peer) -> Vec<u64> {
+    peer.inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Closing { in_secs } => Some(*in_secs),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node recording to a real `recorder serve`, whose lessons close as
+/// soon as they end (no grace) and warn staff `warning_mins` before.
+async fn recorded_node(
+    warning_mins: u64,
+) -> (Node, RecorderSetup, recorder_support::RecorderProcess) {
+    let mut setup = RecorderSetup::new("http://placeholder");
+    let url = setup.url();
+    let node = Node::start(move |c| {
+        c.recorder.urls = vec![url];
+        c.lesson.close_grace_mins = 0;
+        c.lesson.close_warning_mins = warning_mins;
+        c.feed.ack_timeout_ms = 2000;
+    })
+    .await
+    .unwrap();
+    setup.settings.gateway_url = node.base();
+    let recorder = setup.start().await;
+    (node, setup, recorder)
+}
+
+/// The teacher and an admitted pupil in `lesson`, the recording attached.
+async fn teacher_and_pupil(node: &Node, lesson: &str) -> (peer_support::Peer, peer_support::Peer) {
+    let teacher = join(node, "teacher", lesson).await;
+    teacher
+        .wait("teacher admitted", |m| matches!(m, ServerMsg::Admitted))
+        .await;
+    wait_for(Duration::from_secs(15), || node.app.recorder.attached())
+        .await
+        .unwrap();
+    let pupil = join(node, "pupil-a", lesson).await;
+    pupil
+        .wait("pupil waiting", |m| matches!(m, ServerMsg::Waiting { .. }))
+        .await;
+    let p = pupil.you();
+    // The recorder may be acknowledged a moment after the teacher's page saw it.
+    wait_for(Duration::from_secs(15), || {
+        if !pupil.seen(|m| matches!(m, ServerMsg::Admitted)) {
+            teacher.send(ClientMsg::Admit { participant: p });
+        }
+        pupil.seen(|m| matches!(m, ServerMsg::Admitted))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("pupil not admitted: {:?}", pupil.inbox.lock().unwrap()));
+    (teacher, pupil)
+}
+
+#[tokio::test]
+async fn a_lesson_running_when_its_window_closes_is_ended_by_the_server_and_its_recording_is_final()
+{
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let (node, setup, _recorder) = recorded_node(1).await;
+        let mut staff = node.browser();
+        staff.login_ok("teacher").await.unwrap();
+        let now = chaperone_gateway::clock::unix_millis();
+        let closes = now + 20_000;
+        let id = lesson_at(&mut staff, now, closes).await;
+        let lesson: LessonId = id.parse().unwrap();
+        let (teacher, pupil) = teacher_and_pupil(&node, &id).await;
+
+        // Inside the warning period from the start (one minute): the
+        // teacher is warned with the time left; the pupil is not.
+        teacher
+            .wait("the close warning", |m| {
+                matches!(m, ServerMsg::Closing { .. })
+            })
+            .await;
+        let left = warnings(&teacher)[0];
+        assert!((1..=20).contains(&left), "{left}");
+        assert!(warnings(&pupil).is_empty());
+        assert!(!teacher.seen(|m| matches!(m, ServerMsg::Goodbye { .. })));
+
+        // The window closes: both are told the lesson ended, as when a
+        // teacher ends it, not a moment before the close.
+        for (who, peer) in [("teacher", &teacher), ("pupil", &pupil)] {
+            wait_for(Duration::from_secs(40), || {
+                peer.seen(|m| {
+                    *m == ServerMsg::Goodbye {
+                        reason: Farewell::Ended,
+                    }
+                })
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{who} not told: {:?}", peer.inbox.lock().unwrap()));
+        }
+        assert!(chaperone_gateway::clock::unix_millis() >= closes);
+        // The room is gone for good: ended, not merely closed.
+        wait_for(Duration::from_secs(15), || node.app.rooms.all().is_empty())
+            .await
+            .unwrap();
+        assert!(node.app.rooms.has_ended(lesson));
+        assert_eq!(lessons_live(&node).await, 0.0);
+
+        // The recording is final and verifies, with the cause recorded.
+        wait_for(Duration::from_secs(30), || {
+            let f = node.app.recorder.figures();
+            f.buffer_bytes == 0 && f.spool_bytes == 0
+        })
+        .await
+        .unwrap();
+        let mut report = setup.verify(lesson).await;
+        for _ in 0..100 {
+            if report.is_final {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            report = setup.verify(lesson).await;
+        }
+        assert!(report.is_final, "{}", report.to_human());
+        assert_eq!(report.problems().count(), 0, "{}", report.to_human());
+        let recorded = events(&setup, lesson);
+        let end = recorded
+            .iter()
+            .position(|e| *e == LessonEvent::TimeRanOut {})
+            .unwrap_or_else(|| panic!("no time_ran_out: {recorded:?}"));
+        assert_eq!(
+            recorded.get(end + 1),
+            Some(&LessonEvent::Ended {
+                by: ParticipantId::SERVER
+            })
+        );
+
+        // Its API says it ended, and when (from the register); its staff
+        // cannot reopen it.
+        let mut view = serde_json::Value::Null;
+        for _ in 0..50 {
+            view = staff
+                .get(&format!("/api/lessons/{id}"))
+                .await
+                .unwrap()
+                .json();
+            if view["ended_at_ms"].is_u64() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(view["ended_at_ms"].as_u64().unwrap() >= closes, "{view}");
+        assert_eq!(view["state"], "ended", "{view}");
+        let a = staff
+            .post(&format!("/api/lessons/{id}/extend"), json!({"minutes": 5}))
+            .await
+            .unwrap();
+        assert!(a.status.is_client_error(), "{}", a.body);
+        assert_eq!(
+            staff.room_token(&id).await.unwrap().status,
+            StatusCode::GONE
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_extension_before_the_close_keeps_the_lesson_running() {
+    tokio::time::timeout(Duration::from_secs(150), async {
+        // Warned two minutes before: the extension's new close is inside
+        // that too, so the teacher's second warning shows the room heard it.
+        let (node, _setup, _recorder) = recorded_node(2).await;
+        let mut staff = node.browser();
+        staff.login_ok("teacher").await.unwrap();
+        let now = chaperone_gateway::clock::unix_millis();
+        let closes = now + 15_000;
+        let id = lesson_at(&mut staff, now, closes).await;
+        let (teacher, pupil) = teacher_and_pupil(&node, &id).await;
+        teacher
+            .wait("the close warning", |m| {
+                matches!(m, ServerMsg::Closing { .. })
+            })
+            .await;
+        assert!(
+            chaperone_gateway::clock::unix_millis() < closes,
+            "too slow to test"
+        );
+
+        let a = staff
+            .post(&format!("/api/lessons/{id}/extend"), json!({"minutes": 1}))
+            .await
+            .unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.json()["closes_at_ms"], closes + MIN);
+        // The lesson's task read the new close: a new warning, a minute later.
+        wait_for(Duration::from_secs(10), || warnings(&teacher).len() >= 2)
+            .await
+            .unwrap_or_else(|_| panic!("no second warning: {:?}", warnings(&teacher)));
+        let w = warnings(&teacher);
+        assert!(w[1] > 60 && w[1] > w[0], "{w:?}");
+
+        // Past the old close, it runs on: nobody is said goodbye to and chat
+        // still reaches the class.
+        while chaperone_gateway::clock::unix_millis() < closes + 3000 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for peer in [&teacher, &pupil] {
+            assert!(!peer.seen(|m| matches!(m, ServerMsg::Goodbye { .. })));
+        }
+        teacher.send(ClientMsg::Chat {
+            to: None,
+            text: "still here".into(),
+        });
+        pupil
+            .wait(
+                "chat after the old close",
+                |m| matches!(m, ServerMsg::Chat { text, .. } if text == "still here"),
+            )
+            .await;
+        let lesson: LessonId = id.parse().unwrap();
+        assert!(!node.app.rooms.has_ended(lesson));
+        assert_eq!(lessons_live(&node).await, 1.0);
     })
     .await
     .unwrap();
