@@ -19,7 +19,8 @@
 //! - [`registry`]: [`Rooms`], every lesson task on this node;
 //! - [`task`]: the task itself, applying the core's effects;
 //! - [`cluster`]: cluster events (blocks, changed windows) carried to the
-//!   lessons here.
+//!   lessons here;
+//! - [`trim`]: a closed lesson's freed memory handed back to the system.
 //!
 //! After every input the task drains [`Lesson::poll_output`] and applies
 //! each effect in order:
@@ -41,6 +42,7 @@ mod cluster;
 mod handle;
 mod registry;
 mod task;
+mod trim;
 
 use std::fmt;
 use std::sync::Arc;

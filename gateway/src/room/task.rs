@@ -1,6 +1,7 @@
 //! The lesson task: owns one [`Lesson`], applies its effects in order,
-//! reads its lesson's close for it, and sleeps until its next deadline. Every rule is the core's; this only
-//! moves bytes and counts what happened for the metrics.
+//! reads its lesson's close for it, and sleeps until its next deadline.
+//! Every rule is the core's; this only moves bytes and counts what happened
+//! for the metrics.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -191,6 +192,11 @@ impl RoomTask {
         self.set_held(Vec::new());
         // Dropping the senders (above) closes every connection.
         info!(lesson = %self.id, "lesson task stopped");
+        // Everything the lesson held is freed here; the allocator is asked
+        // to give it back to the system (glibc keeps it otherwise).
+        drop(self);
+        drop(inbox);
+        super::trim::release_free_memory_soon();
     }
 
     /// Reads when the lesson closes from its description, retrying while
