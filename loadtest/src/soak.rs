@@ -13,6 +13,8 @@
 //! Between lessons it samples the gateway process: resident memory
 //! (`VmRSS`), open descriptors (`/proc/<pid>/fd`), threads, and from its
 //! metrics listener the tokio runtime's alive tasks and `lessons_live`.
+//! Each sample is taken once the lesson is wholly gone: no lesson live, and
+//! the embedded recorder has closed the lesson's recording.
 //! The verdict compares the last sample with the first one taken after a
 //! lesson has come and gone (the warm baseline: the first lesson pays
 //! one-off costs such as the runtime's worker threads, the allocator's
@@ -331,6 +333,16 @@ async fn lesson(
         if clock::now() >= bound {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Then the lesson's recording: the embedded recorder writes the last
+    // checkpoint and closes its lesson a moment after the feed's `End`.
+    // Sampling before that would count memory still held for the lesson
+    // (bounded wait; a gateway with an external recorder has no such gauge).
+    let bound = clock::now() + Duration::from_secs(15);
+    while matches!(gw.metric("recorder_lessons_active").await?, Some(n) if n > 0)
+        && clock::now() < bound
+    {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!(
