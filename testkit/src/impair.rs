@@ -14,6 +14,13 @@
 //! what it forwarded and what it dropped, per direction, and for RTP
 //! datagrams per SSRC (RTP headers are in the clear under SRTP).
 //!
+//! The bucket is driven by the kernel's receive time of each datagram
+//! (`SO_TIMESTAMPNS`), not the time the relay's thread got round to reading
+//! it: on a loaded machine that thread can be descheduled for tens of
+//! milliseconds, and datagrams that arrived spread out would otherwise
+//! meet the bucket as one burst and overflow a queue a real link never
+//! would have (a 50 ms queue at 150 kbit/s is under 1 kB).
+//!
 //! Bounded: it stops by itself after its time bound, and when dropped.
 //! One thread per direction; nothing here reads anything but loopback.
 
@@ -72,7 +79,17 @@ pub struct DirStats {
     pub rtp_dropped: HashMap<u32, u64>,
     /// RTP datagrams received, per SSRC.
     pub rtp_received: HashMap<u32, u64>,
+    /// The longest a datagram waited in the relay's socket before its
+    /// thread read it (scheduling on a loaded machine; the bucket does not
+    /// count this wait).
+    pub read_lag_max: Duration,
+    /// The first [`DROP_LOG`] datagrams dropped because the queue was full:
+    /// when (since the relay started), their SSRC if RTP, and their size.
+    pub drop_log: Vec<(Duration, Option<u32>, usize)>,
 }
+
+/// How many queue drops [`DirStats::drop_log`] keeps.
+pub const DROP_LOG: usize = 20_000;
 
 impl DirStats {
     /// Every datagram dropped.
@@ -272,8 +289,49 @@ fn rtp_ssrc(d: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(d.get(8..12)?.try_into().ok()?))
 }
 
+/// Reads one datagram: its length, sender and the kernel's receive time
+/// (Unix ns), if the kernel gave one.
+fn recv_stamped(
+    rx: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<u64>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg =
+        recvmsg::<SockaddrStorage>(rx.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+    let mut ts = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(t) = c {
+                let ns = u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                    + u64::try_from(t.tv_nsec()).unwrap_or(0);
+                ts = Some(ns);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|s| SocketAddr::from(std::net::SocketAddrV4::from(*s)))
+        })
+        .ok_or_else(|| std::io::Error::other("a datagram from no IPv4 address"))?;
+    Ok((msg.bytes, from, ts))
+}
+
 /// One direction: read, shape, release when due, until stopped or `deadline`.
 fn pump(way: Way, rx: UdpSocket, tx: UdpSocket, shared: &Shared, deadline: Instant) {
+    // Without kernel timestamps the read time stands in (as before).
+    let stamped =
+        nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .is_ok();
+    // Room for what arrives while this thread is descheduled (the link's
+    // queue is the bucket's, not the socket's).
+    let _ = nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBuf, &(4 << 20));
     let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     // When the link finishes sending what is already queued.
     let mut busy_until = shared.start;
@@ -309,10 +367,19 @@ fn pump(way: Way, rx: UdpSocket, tx: UdpSocket, shared: &Shared, deadline: Insta
         if rx.set_read_timeout(Some(wait)).is_err() {
             break;
         }
-        let Ok((n, from)) = rx.recv_from(&mut buf) else {
+        let Ok((n, from, stamp)) = recv_stamped(&rx, &mut buf) else {
             continue;
         };
-        let now = clock::now();
+        let read_at = clock::now();
+        // When the datagram reached the relay's socket (see the module doc).
+        let lag = match (stamped, stamp) {
+            (true, Some(ns)) => Duration::from_nanos(clock::unix_ns().saturating_sub(ns)),
+            _ => Duration::ZERO,
+        };
+        let now = read_at
+            .checked_sub(lag)
+            .unwrap_or(read_at)
+            .max(shared.start);
         let server = *shared
             .server
             .lock()
@@ -334,6 +401,7 @@ fn pump(way: Way, rx: UdpSocket, tx: UdpSocket, shared: &Shared, deadline: Insta
         let shape = d.shape;
         d.stats.received += 1;
         d.stats.received_bytes += n as u64;
+        d.stats.read_lag_max = d.stats.read_lag_max.max(lag);
         let t_ms = u64::try_from((now - shared.start).as_millis()).unwrap_or(u64::MAX);
         d.offered.push_back((t_ms, n as u64));
         while d.offered.front().is_some_and(|(t, _)| *t + 120_000 < t_ms) {
@@ -359,6 +427,10 @@ fn pump(way: Way, rx: UdpSocket, tx: UdpSocket, shared: &Shared, deadline: Insta
         };
         let Some(leave) = leave else {
             d.stats.dropped_queue += 1;
+            if d.stats.drop_log.len() < DROP_LOG {
+                let at = now.saturating_duration_since(shared.start);
+                d.stats.drop_log.push((at, ssrc, n));
+            }
             if let Some(s) = ssrc {
                 *d.stats.rtp_dropped.entry(s).or_default() += 1;
             }
