@@ -101,9 +101,14 @@ impl Gateway {
                 "CHAPERONE_SESSION_LESSON_LOOKUPS_PER_MINUTE",
                 "100000".to_owned(),
             ),
+            // A shown log is at info, or as `CHAPERONE_LOG` says.
             s(
                 "CHAPERONE_LOG",
-                if log { "info" } else { "warn" }.to_owned(),
+                match (log, std::env::var("CHAPERONE_LOG")) {
+                    (true, Ok(filter)) => filter,
+                    (true, Err(_)) => "info".to_owned(),
+                    (false, _) => "warn".to_owned(),
+                },
             ),
         ];
         if let Some(r) = &recorder {

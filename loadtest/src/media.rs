@@ -325,6 +325,8 @@ pub struct MediaPeer {
     remote: Option<SocketAddr>,
     full: bool,
     via: Option<Arc<Relay>>,
+    /// The latest time given to str0m (its inputs never go back in time).
+    fed: Instant,
 }
 
 impl std::fmt::Debug for MediaPeer {
@@ -405,6 +407,9 @@ impl MediaPeer {
         let socket = UdpSocket::bind(SocketAddr::new(config.bind, 0)).await?;
         setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
             .context("SO_TIMESTAMPNS on the peer socket")?;
+        // Room for what arrives while the generator's one thread is busy
+        // with other peers (as a browser's network thread would have).
+        setsockopt(&socket, sockopt::RcvBuf, &(1 << 20)).context("SO_RCVBUF on the peer socket")?;
         let local = socket.local_addr()?;
         let now = clock::now();
         let mut builder = Rtc::builder()
@@ -538,6 +543,7 @@ impl MediaPeer {
                 remote: None,
                 full: config.full,
                 via: config.via.clone(),
+                fed: now,
             },
             offer,
         ))
@@ -688,7 +694,8 @@ impl MediaPeer {
                 },
                 _ = stop.changed() => break,
                 () = tokio::time::sleep_until(wake.into()) => {
-                    let now = clock::now();
+                    let now = clock::now().max(self.fed);
+                    self.fed = now;
                     if self.rtc.handle_input(Input::Timeout(now)).is_err() {
                         self.report.failure = Some("rtc timeout input failed".into());
                         break;
@@ -719,11 +726,11 @@ impl MediaPeer {
         match rtp::classify(data) {
             Datagram::Rtp if self.full => {
                 self.measure(ctx, data, rx_ns);
-                self.feed_rtc(data);
+                self.feed_rtc(data, rx_ns);
             }
             Datagram::Rtp => self.measure(ctx, data, rx_ns),
             Datagram::Other => {}
-            _ => self.feed_rtc(data),
+            _ => self.feed_rtc(data, rx_ns),
         }
     }
 
@@ -793,18 +800,28 @@ impl MediaPeer {
                 }
                 self.first_packets.insert((info.ssrc, info.ts), rx_ns);
                 self.report.decrypt.0 += 1;
-                self.feed_rtc(data);
+                self.feed_rtc(data, rx_ns);
             }
         }
     }
 
-    fn feed_rtc(&mut self, data: &[u8]) {
+    /// Hands a datagram to str0m as received at `rx_ns` (the kernel's
+    /// receive time, Unix ns): the arrival times in its transport-wide
+    /// congestion feedback are the network's, not the time this one thread
+    /// got round to the datagram (as a browser's network thread stamps
+    /// them), so a busy generator does not read to the server as a
+    /// congested link.
+    fn feed_rtc(&mut self, data: &[u8], rx_ns: u64) {
         let Ok(contents) = data.try_into() else {
             return;
         };
+        let now = clock::now();
+        let waited = Duration::from_nanos(clock::unix_ns().saturating_sub(rx_ns));
+        let at = now.checked_sub(waited).unwrap_or(now).max(self.fed);
+        self.fed = at;
         let source = self.remote.unwrap_or(self.local);
         let input = Input::Receive(
-            clock::now(),
+            at,
             Receive {
                 proto: Protocol::Udp,
                 source,
@@ -899,6 +916,8 @@ impl MediaPeer {
         }
         if wrote {
             // Let str0m release the packets now rather than at its next timeout.
+            let now = now.max(self.fed);
+            self.fed = now;
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
     }
