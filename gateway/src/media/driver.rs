@@ -148,6 +148,10 @@ pub struct MediaHandle {
     advertised: SocketAddr,
 }
 
+/// The media socket's receive buffer asked of the kernel, bytes (see
+/// [`start`]).
+const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Binds the socket and starts the driver task. Returns the handle and the
 /// stream of events for signaling.
 pub async fn start(
@@ -156,6 +160,17 @@ pub async fn start(
     let socket = UdpSocket::bind(config.bind)
         .await
         .map_err(|e| MediaError::Io(e.to_string()))?;
+    // Every participant's media arrives on this one socket, and the driver
+    // is one task: while it is busy (a burst of work, a loaded machine)
+    // datagrams wait in the kernel, and the default buffer (208 kB, a few
+    // hundred datagrams) overflowed on the shared test machine (127
+    // datagrams in one run), losing the teacher's audio for every
+    // subscriber. The kernel caps the request at `net.core.rmem_max`.
+    let sock = socket2::SockRef::from(&socket);
+    if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(error = %e, "media: receive buffer not enlarged");
+    }
+    let recv_buffer = sock.recv_buffer_size().unwrap_or(0);
     let local_addr = socket
         .local_addr()
         .map_err(|e| MediaError::Io(e.to_string()))?;
@@ -169,7 +184,7 @@ pub async fn start(
     )?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    info!(%local_addr, %advertised, "media: listening");
+    info!(%local_addr, %advertised, recv_buffer, "media: listening");
     tokio::spawn(run(
         socket,
         advertised,
