@@ -23,19 +23,32 @@
 //! meanwhile). Up only with headroom: an upgrade (or an unpause) needs the
 //! estimate to carry the higher allocation with [`UP_MARGIN`] to spare for
 //! [`UP_HOLD`] without interruption. str0m's estimator probes towards the
-//! desired bitrate ([`Selector::desired`]), so the estimate can grow past
-//! what is being sent.
+//! desired bitrate ([`desired`]: the next rung up, not the top of
+//! everything, so a probe burst never dwarfs a slow link), so the estimate
+//! can grow past what is being sent. The state is per track: tracks coming
+//! and going never pause or unpause video by themselves.
 //!
 //! It must never choose a layer that is not arriving (a track's layers are
 //! the ones measured now), never put video before audio, and never read the
 //! clock.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// An upgrade needs the estimate to exceed the higher allocation's cost by
 /// this factor.
 pub(crate) const UP_MARGIN: f64 = 1.25;
+
+/// What is sent now is kept while the estimate covers this share of its
+/// cost: a congestion controller's estimate falls to 85 % of the acknowledged
+/// rate at every overuse signal (Google congestion control's decrease),
+/// which a busy sender or receiver sets off without the link being short
+/// (on this loaded 2-core machine, an uncapped subscriber's estimate fell
+/// from 3.9 to 1.28 Mbit/s for a few seconds, under the top layer's 1.43).
+/// A link that really is short loses packets at once, and a congested loss
+/// report ([`LOSS_CONGESTED`]) takes the layers down without this slack.
+pub(crate) const DOWN_SLACK: f64 = 0.85;
 
 /// How long the headroom for an upgrade must hold before it is taken.
 pub(crate) const UP_HOLD: Duration = Duration::from_secs(2);
@@ -47,6 +60,14 @@ pub(crate) const UP_HOLD: Duration = Duration::from_secs(2);
 /// `tests/constrained_links.rs`), and a pause costs the pupil at least
 /// [`UP_HOLD`] of black tiles.
 pub(crate) const PAUSE_HOLD: Duration = Duration::from_secs(4);
+
+/// A subscriber's reported loss above this share (RTCP receiver reports,
+/// over a stats interval) means its link is congested now, as Google
+/// congestion control reads it (10 %).
+pub(crate) const LOSS_CONGESTED: f32 = 0.1;
+
+/// How long a congested report's delivered rate caps the estimate.
+pub(crate) const LOSS_HOLD: Duration = Duration::from_secs(2);
 
 /// Per-packet overhead on top of payload rates (RTP, SRTP, UDP, IP headers
 /// and RTCP), as a factor.
@@ -182,9 +203,37 @@ pub(crate) fn allocate<K>(estimate: u64, audio: u64, tracks: &[VideoTrack<K>]) -
     }
 }
 
-/// What a subscriber would need to receive the top layer of everything
-/// (what str0m's estimator probes towards).
-pub(crate) fn desired<K>(audio: u64, tracks: &[VideoTrack<K>]) -> u64 {
+/// What got through to a subscriber that reported `loss` of what was sent
+/// at `sending` bit/s, if the loss says its link is congested
+/// ([`LOSS_CONGESTED`]): the link's capacity, measured.
+///
+/// Why: str0m's estimate is an average over 3 s of the estimator's values,
+/// so after a link drops it falls over seconds (from 3 Mbit/s to the
+/// middle layer's cost took 4 s when a 500 kbit/s cap met 1.5 Mbit/s),
+/// while a drop-tail queue drops most of what it is sent at once. The
+/// receiver's loss report, a second later, says how much fits.
+pub(crate) fn delivered(sending: u64, loss: f32) -> Option<u64> {
+    (loss > LOSS_CONGESTED && sending > 0)
+        .then(|| (sending as f64 * (1.0 - f64::from(loss.min(1.0)))) as u64)
+}
+
+/// What an allocation costs on the wire, bit/s: `audio`, and each track's
+/// layer in `layers` (as the same order as `tracks`; `None` costs nothing).
+pub(crate) fn sending_cost<K>(audio: u64, tracks: &[VideoTrack<K>], layers: &[Option<u8>]) -> u64 {
+    let video: u64 = tracks
+        .iter()
+        .zip(layers)
+        .filter_map(|(t, l)| {
+            let l = (*l)?;
+            t.layers.iter().find(|&&(x, _)| x == l).map(|&(_, b)| b)
+        })
+        .sum();
+    cost(audio + video) as u64
+}
+
+/// What a subscriber would need to receive the top layer of everything,
+/// with the upgrade margin.
+pub(crate) fn top<K>(audio: u64, tracks: &[VideoTrack<K>]) -> u64 {
     let video: u64 = tracks
         .iter()
         .filter_map(|t| t.layers.last().map(|&(_, b)| b))
@@ -192,61 +241,164 @@ pub(crate) fn desired<K>(audio: u64, tracks: &[VideoTrack<K>]) -> u64 {
     (cost(audio + video) * UP_MARGIN) as u64
 }
 
+/// The costs at which the allocation changes, lowest first: audio and the
+/// lowest layer of each track in priority order, then each track raised
+/// one layer at a time in priority order (the steps [`allocate`] climbs).
+fn rungs<K>(audio: u64, tracks: &[VideoTrack<K>]) -> Vec<f64> {
+    let mut order: Vec<&VideoTrack<K>> = tracks.iter().filter(|t| !t.layers.is_empty()).collect();
+    order.sort_by_key(|t| t.class);
+    let mut total = cost(audio);
+    let mut out = Vec::new();
+    for t in &order {
+        if let Some(&(_, b)) = t.layers.first() {
+            total += cost(b);
+            out.push(total);
+        }
+    }
+    for t in &order {
+        for pair in t.layers.windows(2) {
+            if let [(_, lo), (_, hi)] = pair {
+                total += cost(*hi) - cost(*lo);
+                out.push(total);
+            }
+        }
+    }
+    out
+}
+
+/// What str0m's estimator should probe towards for a subscriber whose
+/// estimate is `estimate`: the next allocation up that the estimate does
+/// not yet carry with [`UP_MARGIN`] (the first rung above it), with that
+/// margin; the top of everything if the estimate carries it all.
+///
+/// Not everything at once: str0m probes in bursts of up to twice the
+/// desired bitrate (allocation probes, and in the application-limited
+/// region a probe every 5 s), and a burst far above a slow link overflows
+/// its queue and takes audio with it. A subscriber held on the lowest
+/// layer by a 500 kbit/s link asks for the middle layer's cost only; once
+/// the link is lifted and a probe finds it, the next rung is asked for at
+/// once (str0m probes again when the desired bitrate rises).
+pub(crate) fn desired<K>(estimate: u64, audio: u64, tracks: &[VideoTrack<K>]) -> u64 {
+    let e = estimate as f64;
+    rungs(audio, tracks)
+        .into_iter()
+        .map(|r| r * UP_MARGIN)
+        .find(|&r| r > e)
+        .map_or_else(|| top(audio, tracks), |r| r as u64)
+}
+
+/// The desired bitrate as given to str0m, changed only when what
+/// [`desired`] says moves by more than [`DESIRED_BAND`]: every rise makes
+/// str0m send allocation probes, and measured layer rates wobble from one
+/// evaluation to the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DesiredRate {
+    set: Option<u64>,
+}
+
+/// How far (as a factor) the desired bitrate must move before it is
+/// changed.
+pub(crate) const DESIRED_BAND: f64 = 1.15;
+
+impl DesiredRate {
+    /// The value to give str0m for a newly computed `want`.
+    pub(crate) fn update(&mut self, want: u64) -> u64 {
+        let keep = self.set.filter(|&s| {
+            let (s, w) = (s as f64, want as f64);
+            w <= s * DESIRED_BAND && w >= s / DESIRED_BAND && want != 0
+        });
+        let v = keep.unwrap_or(want);
+        self.set = Some(v);
+        v
+    }
+}
+
 /// One subscriber's hysteresis: turns each allocation for its estimate into
-/// the one to apply.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Selector {
-    /// What is applied now, per track key order of the last call.
-    current: Option<Allocation>,
+/// the one to apply. State is kept per track (by the caller's key), so a
+/// track that appears or goes changes nothing for the others; and the
+/// paused state only changes by the estimate, never because tracks came or
+/// went.
+#[derive(Debug, Clone)]
+pub(crate) struct Selector<K> {
+    /// The layer applied now per track (`None`: not sent, the budget did
+    /// not reach it).
+    current: HashMap<K, Option<u8>>,
+    /// Video paused now.
+    paused: bool,
     /// Since when an upgrade has had headroom.
     up_since: Option<Instant>,
     /// Since when the estimate has not carried the lowest layer.
     pause_since: Option<Instant>,
 }
 
-impl Selector {
-    /// The allocation to apply at `now` for `estimate`. Down at once, up
-    /// after [`UP_HOLD`] with [`UP_MARGIN`] headroom. `tracks` must be in the
-    /// same order from call to call (a change of tracks restarts the choice
-    /// from what fits now).
-    pub(crate) fn select<K>(
+impl<K> Default for Selector<K> {
+    fn default() -> Self {
+        Selector {
+            current: HashMap::new(),
+            paused: false,
+            up_since: None,
+            pause_since: None,
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Selector<K> {
+    /// The allocation to apply at `now` for `estimate`, in the order of
+    /// `tracks`. Down at once (a pause only after [`PAUSE_HOLD`]), up after
+    /// [`UP_HOLD`] with [`UP_MARGIN`] headroom. A track seen for the first
+    /// time gets what fits now; one that stopped arriving at its layer
+    /// takes what fits.
+    pub(crate) fn select(
         &mut self,
         now: Instant,
         estimate: u64,
+        congested: bool,
         audio: u64,
         tracks: &[VideoTrack<K>],
     ) -> Allocation {
-        let fits = allocate(estimate, audio, tracks);
-        let Some(current) = self
-            .current
-            .clone()
-            .filter(|c| c.layers.len() == tracks.len())
-        else {
+        if tracks.is_empty() {
+            // Nothing to measure the estimate against: the state stands (a
+            // camera turned off does not unpause, nor pause, anyone).
+            self.current.clear();
             self.up_since = None;
-            self.current = Some(fits.clone());
-            return fits;
+            self.pause_since = None;
+            return Allocation {
+                layers: Vec::new(),
+                paused: self.paused,
+            };
+        }
+        let fits = allocate(estimate, audio, tracks);
+        // Down at once: anything the estimate no longer carries (what is
+        // sent is kept within [`DOWN_SLACK`], unless the link reported
+        // congested loss; once it goes, it goes to what fits).
+        let keeps = if congested {
+            fits.clone()
+        } else {
+            allocate((estimate as f64 / DOWN_SLACK) as u64, audio, tracks)
         };
-        // Down at once: anything the estimate no longer carries.
         let mut next = Allocation {
-            layers: current
-                .layers
+            layers: tracks
                 .iter()
-                .zip(&fits.layers)
-                .map(|(c, f)| match (c, f) {
-                    (Some(c), Some(f)) => Some((*c).min(*f)),
-                    _ => None,
+                .zip(fits.layers.iter().zip(&keeps.layers))
+                .map(|(t, (f, k))| match self.current.get(&t.key) {
+                    // Kept whole within the slack; otherwise what fits.
+                    Some(Some(c)) if k.is_some_and(|k| k >= *c) => Some(*c),
+                    Some(Some(c)) => f.map(|f| f.min(*c)),
+                    Some(None) => None,
+                    None => *f,
                 })
                 .collect(),
-            paused: current.paused,
+            paused: self.paused,
         };
-        if fits.paused && !current.paused {
+        if fits.paused && !self.paused {
             let since = *self.pause_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= PAUSE_HOLD {
                 next.paused = true;
             } else {
                 // Not yet: what was sent goes on at its lowest layer.
-                for ((n, c), t) in next.layers.iter_mut().zip(&current.layers).zip(tracks) {
-                    *n = c.and(t.layers.first().map(|&(l, _)| l));
+                for (n, t) in next.layers.iter_mut().zip(tracks) {
+                    let had = self.current.get(&t.key).copied().unwrap_or(Some(0));
+                    *n = had.and(t.layers.first().map(|&(l, _)| l));
                 }
             }
         } else {
@@ -262,8 +414,7 @@ impl Selector {
         }
         // Up with headroom, held.
         let roomy = allocate((estimate as f64 / UP_MARGIN) as u64, audio, tracks);
-        let up = roomy.above(&next);
-        if up {
+        if roomy.above(&next) {
             let since = *self.up_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= UP_HOLD {
                 next = roomy;
@@ -275,7 +426,12 @@ impl Selector {
         if next.paused {
             next.layers.iter_mut().for_each(|l| *l = None);
         }
-        self.current = Some(next.clone());
+        self.paused = next.paused;
+        self.current = tracks
+            .iter()
+            .zip(&next.layers)
+            .map(|(t, l)| (t.key.clone(), *l))
+            .collect();
         next
     }
 }
@@ -412,45 +568,87 @@ mod tests {
     }
 
     #[test]
-    fn desired_covers_every_top_layer_with_margin() {
-        let d = desired(40_000, &[camera(1, Class::StaffCamera)]);
+    fn top_covers_every_top_layer_with_margin() {
+        let d = top(40_000, &[camera(1, Class::StaffCamera)]);
         assert!(d as f64 >= 1_240_000.0 * OVERHEAD * UP_MARGIN - 1.0);
+    }
+
+    #[test]
+    fn desired_is_the_next_rung_up_not_the_top() {
+        let tracks = [camera(1, Class::StaffCamera)];
+        let rung = |video: u64| ((40_000 + video) as f64 * OVERHEAD * UP_MARGIN) as u64;
+        let assert_near = |got: u64, want: u64| assert!(got.abs_diff(want) <= 2, "{got} vs {want}");
+        // Held on the lowest layer by a 500 kbit/s link: the middle layer.
+        assert_near(desired(500_000, 40_000, &tracks), rung(450_000));
+        // Paused at 150 kbit/s: the lowest layer.
+        assert_near(desired(150_000, 40_000, &tracks), rung(150_000));
+        // Once a probe finds room for the middle: the top.
+        assert_near(desired(rung(450_000) + 1, 40_000, &tracks), rung(1_200_000));
+        // Everything carried: the top, never more.
+        assert_near(desired(50_000_000, 40_000, &tracks), top(40_000, &tracks));
+        // Two tracks: both lowest layers come before any upgrade.
+        let two = [camera(1, Class::StaffCamera), camera(2, Class::PupilCamera)];
+        assert_near(desired(rung(150_000) + 1, 40_000, &two), rung(300_000));
+        // No burst str0m makes of it (twice the desired bitrate) reaches
+        // three times a 500 kbit/s link held on the lowest layer.
+        assert!(2 * desired(500_000, 40_000, &tracks) < 1_500_000);
+    }
+
+    #[test]
+    fn desired_rate_moves_only_beyond_its_band() {
+        let mut d = DesiredRate::default();
+        assert_eq!(d.update(1_000_000), 1_000_000);
+        // Wobbles of the measured rates do not move it.
+        assert_eq!(d.update(1_100_000), 1_000_000);
+        assert_eq!(d.update(900_000), 1_000_000);
+        // A new rung does.
+        assert_eq!(d.update(1_800_000), 1_800_000);
+        assert_eq!(d.update(700_000), 700_000);
+        // Zero (nothing to probe for) is taken at once.
+        assert_eq!(d.update(0), 0);
+        assert_eq!(d.update(700_000), 700_000);
     }
 
     #[test]
     fn selector_goes_down_at_once_and_up_after_the_hold() {
         let tracks = [camera(1, Class::StaffCamera)];
-        let mut s = Selector::default();
+        let mut s = Selector::<u32>::default();
         let t = t0();
         assert_eq!(
-            s.select(t, 5_000_000, 40_000, &tracks).layers,
+            s.select(t, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(2)]
         );
         // Down at once.
         let t = t + Duration::from_millis(100);
-        assert_eq!(s.select(t, 500_000, 40_000, &tracks).layers, vec![Some(0)]);
+        assert_eq!(
+            s.select(t, 500_000, false, 40_000, &tracks).layers,
+            vec![Some(0)]
+        );
         // Up: not before the hold, even with plenty.
         let t1 = t + Duration::from_millis(100);
         assert_eq!(
-            s.select(t1, 5_000_000, 40_000, &tracks).layers,
+            s.select(t1, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(0)]
         );
         let t2 = t1 + UP_HOLD / 2;
         assert_eq!(
-            s.select(t2, 5_000_000, 40_000, &tracks).layers,
+            s.select(t2, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(0)]
         );
         // An interruption restarts the hold.
         let t3 = t2 + Duration::from_millis(10);
-        assert_eq!(s.select(t3, 500_000, 40_000, &tracks).layers, vec![Some(0)]);
+        assert_eq!(
+            s.select(t3, 500_000, false, 40_000, &tracks).layers,
+            vec![Some(0)]
+        );
         let t4 = t3 + UP_HOLD - Duration::from_millis(1);
         assert_eq!(
-            s.select(t4, 5_000_000, 40_000, &tracks).layers,
+            s.select(t4, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(0)]
         );
         let t5 = t4 + UP_HOLD;
         assert_eq!(
-            s.select(t5, 5_000_000, 40_000, &tracks).layers,
+            s.select(t5, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(2)]
         );
     }
@@ -458,13 +656,16 @@ mod tests {
     #[test]
     fn selector_needs_headroom_to_go_up() {
         let tracks = [camera(1, Class::StaffCamera)];
-        let mut s = Selector::default();
+        let mut s = Selector::<u32>::default();
         let t = t0();
-        assert_eq!(s.select(t, 500_000, 40_000, &tracks).layers, vec![Some(0)]);
+        assert_eq!(
+            s.select(t, 500_000, false, 40_000, &tracks).layers,
+            vec![Some(0)]
+        );
         // Enough for the middle layer exactly, not with the margin: stays.
         let just = (cost(40_000) + cost(450_000)) as u64 + 1;
         for i in 1..10 {
-            let a = s.select(t + UP_HOLD * i, just, 40_000, &tracks);
+            let a = s.select(t + UP_HOLD * i, just, false, 40_000, &tracks);
             assert_eq!(a.layers, vec![Some(0)]);
         }
     }
@@ -472,41 +673,188 @@ mod tests {
     #[test]
     fn selector_pauses_after_the_hold_and_resumes_with_headroom() {
         let tracks = [camera(1, Class::StaffCamera)];
-        let mut s = Selector::default();
+        let mut s = Selector::<u32>::default();
         let t = t0();
-        assert!(!s.select(t, 2_000_000, 40_000, &tracks).paused);
+        assert!(!s.select(t, 2_000_000, false, 40_000, &tracks).paused);
         // A dip: held at the lowest layer, not paused.
-        let a = s.select(t, 100_000, 40_000, &tracks);
+        let a = s.select(t, 100_000, false, 40_000, &tracks);
         assert_eq!((a.paused, a.layers), (false, vec![Some(0)]));
-        let a = s.select(t + PAUSE_HOLD / 2, 500_000, 40_000, &tracks);
+        let a = s.select(t + PAUSE_HOLD / 2, 500_000, false, 40_000, &tracks);
         assert_eq!((a.paused, a.layers), (false, vec![Some(0)]));
         // Below for the whole hold: paused.
         let t = t + PAUSE_HOLD;
-        assert!(!s.select(t, 100_000, 40_000, &tracks).paused);
-        let a = s.select(t + PAUSE_HOLD, 100_000, 40_000, &tracks);
+        assert!(!s.select(t, 100_000, false, 40_000, &tracks).paused);
+        let a = s.select(t + PAUSE_HOLD, 100_000, false, 40_000, &tracks);
         assert!(a.paused);
         assert_eq!(a.layers, vec![None]);
         let t = t + PAUSE_HOLD;
         // Back above the lowest layer: resumes only after the hold.
         assert!(
-            s.select(t + Duration::from_millis(1), 600_000, 40_000, &tracks)
+            s.select(
+                t + Duration::from_millis(1),
+                600_000,
+                false,
+                40_000,
+                &tracks
+            )
+            .paused
+        );
+        assert!(
+            !s.select(t + UP_HOLD * 2, 600_000, false, 40_000, &tracks)
                 .paused
         );
-        assert!(!s.select(t + UP_HOLD * 2, 600_000, 40_000, &tracks).paused);
     }
 
     #[test]
     fn selector_leaves_a_layer_that_stopped_arriving() {
         let mut tracks = [camera(1, Class::StaffCamera)];
-        let mut s = Selector::default();
+        let mut s = Selector::<u32>::default();
         let t = t0();
         assert_eq!(
-            s.select(t, 5_000_000, 40_000, &tracks).layers,
+            s.select(t, 5_000_000, false, 40_000, &tracks).layers,
             vec![Some(2)]
         );
         tracks[0].layers.truncate(2);
         assert_eq!(
-            s.select(t, 5_000_000, 40_000, &tracks).layers,
+            s.select(t, 5_000_000, false, 40_000, &tracks).layers,
+            vec![Some(1)]
+        );
+    }
+
+    #[test]
+    fn tracks_coming_and_going_never_pause_or_unpause() {
+        let teacher = camera(1, Class::StaffCamera);
+        let pupil = camera(2, Class::PupilCamera);
+        let mut s = Selector::<u32>::default();
+        let t = t0();
+        // Paused on a weak link.
+        s.select(t, 100_000, false, 40_000, std::slice::from_ref(&teacher));
+        let t = t + PAUSE_HOLD;
+        assert!(
+            s.select(t, 100_000, false, 40_000, std::slice::from_ref(&teacher))
+                .paused
+        );
+        // A pupil's camera appears, the teacher's goes, both come back: still
+        // paused every time, with no video.
+        for (i, tracks) in [
+            vec![teacher.clone(), pupil.clone()],
+            vec![pupil.clone()],
+            vec![],
+            vec![teacher.clone(), pupil.clone()],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let a = s.select(
+                t + Duration::from_millis(10 * i as u64),
+                100_000,
+                false,
+                40_000,
+                tracks,
+            );
+            assert!(a.paused, "{i}");
+            assert!(a.layers.iter().all(Option::is_none), "{i}");
+        }
+        // Unpaused on the top layer: a second track appearing does not pause
+        // (it gets what fits), nor does the first losing its layers.
+        let mut s = Selector::<u32>::default();
+        let a = s.select(t, 5_000_000, false, 40_000, std::slice::from_ref(&teacher));
+        assert_eq!((a.paused, a.layers), (false, vec![Some(2)]));
+        let a = s.select(
+            t,
+            5_000_000,
+            false,
+            40_000,
+            &[teacher.clone(), pupil.clone()],
+        );
+        assert!(!a.paused);
+        assert_eq!(a.layers[0], Some(2), "the first track keeps its layer");
+        let a = s.select(t, 5_000_000, false, 40_000, &[]);
+        assert!(!a.paused);
+        let a = s.select(t, 5_000_000, false, 40_000, std::slice::from_ref(&pupil));
+        assert!(!a.paused);
+    }
+
+    #[test]
+    fn a_track_that_comes_back_does_not_skip_the_upgrade_hold_of_the_others() {
+        let teacher = camera(1, Class::StaffCamera);
+        let pupil = camera(2, Class::PupilCamera);
+        let mut s = Selector::<u32>::default();
+        let t = t0();
+        let both = [teacher.clone(), pupil.clone()];
+        assert_eq!(
+            s.select(t, 5_000_000, false, 40_000, &both).layers,
+            vec![Some(2), Some(2)]
+        );
+        // Down to the lowest layers.
+        assert_eq!(
+            s.select(t, 500_000, false, 40_000, &both).layers,
+            vec![Some(0), Some(0)]
+        );
+        // The pupil's camera stops, then comes back, with plenty of room:
+        // the teacher's camera still waits for the hold.
+        s.select(t, 5_000_000, false, 40_000, std::slice::from_ref(&teacher));
+        let a = s.select(
+            t + Duration::from_millis(10),
+            5_000_000,
+            false,
+            40_000,
+            &both,
+        );
+        assert_eq!(a.layers[0], Some(0));
+        let a = s.select(t + UP_HOLD, 5_000_000, false, 40_000, &both);
+        assert_eq!(a.layers, vec![Some(2), Some(2)]);
+    }
+
+    #[test]
+    fn congested_loss_gives_what_got_through_and_only_then() {
+        // 1.5 Mbit/s into a 500 kbit/s link: two thirds lost.
+        let got = delivered(1_500_000, 0.66).expect("congested");
+        assert!((500_000..=520_000).contains(&got), "{got}");
+        // ... which carries audio and the lowest layer only.
+        let a = allocate(got, 40_000, &[camera(1, Class::StaffCamera)]);
+        assert_eq!(a.layers, vec![Some(0)]);
+        // Loss a link may have without congestion: no cap.
+        assert_eq!(delivered(1_500_000, 0.05), None);
+        assert_eq!(delivered(0, 0.5), None);
+    }
+
+    #[test]
+    fn what_is_sent_costs_the_written_layers() {
+        let tracks = [camera(1, Class::StaffCamera), camera(2, Class::PupilCamera)];
+        let c = sending_cost(40_000, &tracks, &[Some(2), None]);
+        assert_eq!(c, ((40_000 + 1_200_000) as f64 * OVERHEAD) as u64);
+        let c = sending_cost(40_000, &tracks, &[Some(0), Some(1)]);
+        assert_eq!(c, ((40_000 + 150_000 + 450_000) as f64 * OVERHEAD) as u64);
+    }
+
+    #[test]
+    fn a_dip_within_the_slack_keeps_the_layer_congested_loss_does_not() {
+        let tracks = [camera(1, Class::StaffCamera)];
+        let top_cost = (cost(40_000) + cost(1_200_000)) as u64;
+        let mut s = Selector::<u32>::default();
+        let t = t0();
+        assert_eq!(
+            s.select(t, 5_000_000, false, 40_000, &tracks).layers,
+            vec![Some(2)]
+        );
+        // An overuse signal's dip to 90 % of what is sent: kept.
+        let dip = top_cost * 9 / 10;
+        assert_eq!(
+            s.select(t, dip, false, 40_000, &tracks).layers,
+            vec![Some(2)]
+        );
+        // Below the slack: down.
+        let low = (top_cost as f64 * DOWN_SLACK) as u64 - 1;
+        assert_eq!(
+            s.select(t, low, false, 40_000, &tracks).layers,
+            vec![Some(1)]
+        );
+        // The same dip with congested loss reported: down at once.
+        let mut s = Selector::<u32>::default();
+        s.select(t, 5_000_000, false, 40_000, &tracks);
+        assert_eq!(
+            s.select(t, dip, true, 40_000, &tracks).layers,
             vec![Some(1)]
         );
     }

@@ -21,7 +21,7 @@ use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 use tracing::{debug, info};
 
-use crate::layers::Selector;
+use crate::layers::{DesiredRate, Selector};
 use crate::peer::{Inbound, OutState, Peer, PeerKey, lesson_range};
 use crate::stats::STATS_INTERVAL;
 use crate::{MAX_SDP_LEN, MediaError, MediaOutput, Sfu};
@@ -89,6 +89,9 @@ impl Sfu {
                 totals: HashMap::new(),
                 estimate: None,
                 selector: Selector::default(),
+                desired: DesiredRate::default(),
+                sending: 0,
+                congested: None,
                 video_paused: false,
             },
         );

@@ -16,7 +16,7 @@ use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
 
-use crate::layers::{KeyframeLimiter, RateMeter, Selector};
+use crate::layers::{DesiredRate, KeyframeLimiter, RateMeter, Selector};
 use crate::stats::StreamTotals;
 
 /// Simulcast layers a track can have (`l`, `m`, `h`).
@@ -187,7 +187,16 @@ pub(crate) struct Peer {
     /// The latest send-side bandwidth estimate towards this peer, bit/s.
     pub(crate) estimate: Option<u64>,
     /// Layer selection hysteresis for what this peer receives.
-    pub(crate) selector: Selector,
+    pub(crate) selector: Selector<TrackId>,
+    /// The desired bitrate given to str0m's estimator for this peer.
+    pub(crate) desired: DesiredRate,
+    /// What the layers written to this peer cost, bit/s (at the last
+    /// selection).
+    pub(crate) sending: u64,
+    /// When this peer last reported congested loss, and the rate that got
+    /// through then ([`crate::layers::delivered`]): a cap on its estimate
+    /// for [`crate::layers::LOSS_HOLD`].
+    pub(crate) congested: Option<(Instant, u64)>,
     /// Video to this peer is paused: its estimate carries no video layer.
     pub(crate) video_paused: bool,
 }

@@ -16,7 +16,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::MediaKind;
 use tracing::{debug, info};
 
-use crate::layers::{Class, VideoTrack, desired};
+use crate::layers::{Class, LOSS_HOLD, VideoTrack, desired, sending_cost};
 use crate::negotiation::INITIAL_ESTIMATE;
 use crate::peer::{OutState, PeerKey};
 use crate::stats::{MAX_SAMPLES, MediaSample};
@@ -47,6 +47,7 @@ impl Sfu {
             return;
         };
         let bps = estimate.as_u64();
+        debug!(lesson = %key.lesson, participant = %key.participant, bps, "media: estimate");
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.estimate = Some(bps);
         }
@@ -88,6 +89,7 @@ impl Sfu {
             .map(|(i, o)| (i, o.track, o.kind))
             .collect();
         let mut audio = 0;
+        let mut whole = 0;
         let mut tracks = Vec::new();
         for (i, track, kind) in slots {
             let publisher = PeerKey {
@@ -108,6 +110,8 @@ impl Sfu {
             // clients, the load generator) has nothing to choose between:
             // it is forwarded whole, as before, and left out of the choice.
             if layers.is_empty() || !simulcast {
+                // (What it costs is counted in what is sent, for loss.)
+                whole += layers.first().map_or(0, |&(_, r)| r);
                 continue;
             }
             let staff = self.staff.contains(&(key.lesson, track.participant));
@@ -117,29 +121,68 @@ impl Sfu {
                 (false, MediaSource::ScreenShare) => Class::PupilScreen,
                 (false, _) => Class::PupilCamera,
             };
-            tracks.push(VideoTrack {
-                key: i,
-                class,
-                layers,
-            });
+            tracks.push((
+                i,
+                VideoTrack {
+                    key: track,
+                    class,
+                    layers,
+                },
+            ));
         }
         let Some(sub) = self.peers.get_mut(&key) else {
             return;
         };
-        let estimate = sub.estimate.unwrap_or(INITIAL_ESTIMATE);
-        let chosen = sub.selector.select(now, estimate, audio, &tracks);
+        // Audio goes through str0m's pacer too (first, at the pacing rate),
+        // not straight out as str0m does by default: after the driver was
+        // held up (a loaded machine), what waited went out as one burst,
+        // and a burst of the teacher's audio overflowed a 150 kbit/s link's
+        // 50 ms queue (26 packets in one go) while the link's average was
+        // two thirds used.
+        for o in &sub.outbound {
+            if let (MediaKind::Audio, OutState::Open(mid)) = (o.kind, o.state)
+                && let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(mid, None)
+            {
+                tx.set_unpaced(false);
+            }
+        }
+        let (slots, tracks): (Vec<usize>, Vec<VideoTrack<TrackId>>) = tracks.into_iter().unzip();
+        // A congested loss report caps the estimate for a while (it comes
+        // sooner than the estimate's fall; see `delivered`).
+        let measured = sub.estimate.unwrap_or(INITIAL_ESTIMATE);
+        let (estimate, congested) = match sub.congested {
+            Some((at, got)) if now.saturating_duration_since(at) < LOSS_HOLD => {
+                // Less what the tracks sent whole take (not chosen here).
+                let got = got.saturating_sub(sending_cost(whole, &tracks, &[]));
+                (measured.min(got), true)
+            }
+            _ => (measured, false),
+        };
+        let chosen = sub
+            .selector
+            .select(now, estimate, congested, audio, &tracks);
         // Probe only for video: with audio alone there is nothing to
         // choose, and str0m's pacer would pad an audio-only connection
-        // (which has no RTX to pad with) at every turn.
+        // (which has no RTX to pad with) at every turn. With video, only
+        // towards the next rung up (see `desired`), steadied so that a
+        // wobble in a measured rate does not set off another probe.
         let want = if tracks.is_empty() {
             0
         } else {
-            desired(audio, &tracks)
+            sub.desired.update(desired(estimate, audio, &tracks))
         };
         sub.rtc.bwe().set_desired_bitrate(Bitrate::bps(want));
+        // What is written now (layers switch at keyframes, so this lags the
+        // targets): what a loss report is set against.
+        let written: Vec<Option<u8>> = slots
+            .iter()
+            .map(|&s| sub.outbound.get(s).and_then(|o| o.layer))
+            .map(|l| if sub.video_paused { None } else { l })
+            .collect();
+        sub.sending = sending_cost(audio + whole, &tracks, &written);
         let mut keyframes = Vec::new();
-        for (t, layer) in tracks.iter().zip(&chosen.layers) {
-            if let Some(out) = sub.outbound.get_mut(t.key) {
+        for (&slot, layer) in slots.iter().zip(&chosen.layers) {
+            if let Some(out) = sub.outbound.get_mut(slot) {
                 if out.target != *layer {
                     debug!(lesson = %key.lesson, participant = %key.participant,
                         track = %out.track, from = ?out.target, to = ?layer, estimate,

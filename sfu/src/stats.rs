@@ -12,8 +12,10 @@ use std::time::Duration;
 use chaperone_protocol::{LessonId, ParticipantId};
 use str0m::media::{MediaKind, Mid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
+use tracing::debug;
 
 use crate::Sfu;
+use crate::layers::delivered;
 use crate::peer::{OutState, PeerKey, kind_of};
 
 /// How often each connection reports its RTCP figures (loss, jitter, RTT,
@@ -215,6 +217,22 @@ impl Sfu {
             jitter,
             rtt: s.rtt,
         });
+        // Heavy loss towards a subscriber: its link carries less than was
+        // sent, now (faster than the estimate says so; see `delivered`).
+        let now = self.now;
+        if let Some(peer) = self.peers.get_mut(&key)
+            && let Some(got) = s.loss.and_then(|l| delivered(peer.sending, l))
+        {
+            // The lowest of this interval's reports (one per stream).
+            let same = peer
+                .congested
+                .filter(|&(at, _)| now.saturating_duration_since(at) < STATS_INTERVAL / 2);
+            let got = same.map_or(got, |(_, g)| g.min(got));
+            peer.congested = Some((now, got));
+            debug!(lesson = %key.lesson, participant = %key.participant, loss = ?s.loss,
+                sending = peer.sending, delivered = got, "media: congested downlink");
+            self.reselect(key);
+        }
     }
 
     /// Jitter in RTP timestamp units as a duration, from the clock of the
