@@ -78,6 +78,10 @@ const ESTIMATE_BUCKETS: &[f64] = &[
 /// to the SFU, `downlink` from the SFU to a subscriber.
 pub(crate) const PATHS: [&str; 2] = ["uplink", "downlink"];
 
+/// The roles a subscriber's estimates are counted under (`unknown`: the
+/// SFU was not told, which the gateway always does before an offer).
+const ROLES: [&str; 5] = ["teacher", "assistant", "pupil", "observer", "unknown"];
+
 /// Why a join is refused: at the handshake (token, lesson, block, store),
 /// or by the lesson core.
 const JOIN_REFUSALS: &[&str] = &[
@@ -227,8 +231,9 @@ pub struct MediaMetrics {
     pub rtt_seconds: HistogramVec,
     /// The join clock (first media delivered ends a join).
     pub joins: Arc<JoinClock>,
-    /// Every send-side bandwidth estimate towards a subscriber, bit/s.
-    pub estimate_bps: Histogram,
+    /// Every send-side bandwidth estimate towards a subscriber, bit/s, by
+    /// the subscriber's role.
+    pub estimate_bps: HistogramVec,
     /// Subscribers' video paused (their link carries no video layer) or
     /// resumed, by change.
     pub video_paused_total: IntCounterVec,
@@ -308,12 +313,22 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, Metri
 }
 
 fn by_path(name: &str, help: &str, buckets: &[f64]) -> Result<HistogramVec, MetricsError> {
+    by_label(name, help, buckets, "path", &PATHS)
+}
+
+fn by_label(
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    label: &str,
+    values: &[&str],
+) -> Result<HistogramVec, MetricsError> {
     let h = HistogramVec::new(
         HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        &["path"],
+        &[label],
     )?;
-    for p in PATHS {
-        h.with_label_values(&[p]);
+    for v in values {
+        h.with_label_values(&[v]);
     }
     Ok(h)
 }
@@ -428,10 +443,12 @@ impl Metrics {
                 RTT_BUCKETS,
             )?,
             joins: joins.clone(),
-            estimate_bps: histogram(
+            estimate_bps: by_label(
                 "media_estimate_bps",
-                "Send-side bandwidth estimates towards subscribers (transport-wide congestion control), bit/s",
+                "Send-side bandwidth estimates towards subscribers (transport-wide congestion control) by the subscriber's role, bit/s",
                 ESTIMATE_BUCKETS,
+                "role",
+                &ROLES,
             )?,
             video_paused_total: counter_vec(
                 "media_video_paused_total",

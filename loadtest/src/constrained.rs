@@ -192,9 +192,12 @@ pub fn main_layer(frames: &[RxFrame], a: u64, b: u64) -> Option<usize> {
         .map(|(l, _)| l)
 }
 
-/// The value of a histogram's cumulative bucket `le` in a `/metrics` text.
-pub fn bucket(scrape: &str, name: &str, le: &str) -> Option<f64> {
-    let key = format!("chaperone_{name}_bucket{{le=\"{le}\"}}");
+/// The value of a histogram's cumulative bucket `le` in a `/metrics` text,
+/// of the series with `labels` (for example `role="pupil"`; empty: a
+/// histogram without labels).
+pub fn bucket(scrape: &str, name: &str, labels: &str, le: &str) -> Option<f64> {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let key = format!("chaperone_{name}_bucket{{{labels}{sep}le=\"{le}\"}}");
     scrape.lines().find_map(|l| {
         let (k, v) = l.rsplit_once(' ')?;
         (k == key).then(|| v.parse().ok())?

@@ -78,7 +78,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chaperone_protocol::{LessonId, ParticipantId, TrackId};
+use chaperone_protocol::{LessonId, ParticipantId, Role, TrackId};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tracing::{debug, info, warn};
@@ -237,8 +237,9 @@ pub struct Sfu {
     /// later: kept so that [`Sfu::poll_output`] does not scan every peer once
     /// per datagram.
     earliest: Option<Instant>,
-    /// Participants whose tracks come first in layer selection (staff).
-    staff: HashSet<(LessonId, ParticipantId)>,
+    /// Participants' roles: staff's tracks come first in layer selection,
+    /// and estimates are counted by the subscriber's role.
+    roles: HashMap<(LessonId, ParticipantId), Role>,
     /// When every subscriber's layers are next re-evaluated.
     next_reselect: Option<Instant>,
 }
@@ -262,7 +263,7 @@ impl Sfu {
             last_loss_pli: HashMap::new(),
             earliest: None,
             samples: VecDeque::new(),
-            staff: HashSet::new(),
+            roles: HashMap::new(),
             next_reselect: None,
         })
     }

@@ -114,6 +114,7 @@ impl Sfu {
         self.by_addr.retain(|_, k| *k != key);
         self.dirty.remove(&key);
         self.receiving.remove(&key);
+        self.roles.remove(&(lesson, participant));
         self.forwarding
             .retain(|(l, t)| !(*l == lesson && t.participant == participant));
         self.last_loss_pli

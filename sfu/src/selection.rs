@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use chaperone_protocol::{LessonId, MediaSource, ParticipantId, TrackId};
+use chaperone_protocol::{LessonId, MediaSource, ParticipantId, Role, TrackId};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::MediaKind;
 use tracing::{debug, info};
@@ -30,15 +30,13 @@ pub(crate) const RESELECT_INTERVAL: Duration = Duration::from_millis(500);
 const AUDIO_GUESS: u64 = 40_000;
 
 impl Sfu {
-    /// Whether `participant` is staff (teacher): their screen share and
-    /// camera come before pupils' when a subscriber's link cannot carry
-    /// every layer. Pupils by default.
-    pub fn set_staff(&mut self, lesson: LessonId, participant: ParticipantId, staff: bool) {
-        if staff {
-            self.staff.insert((lesson, participant));
-        } else {
-            self.staff.remove(&(lesson, participant));
-        }
+    /// `participant`'s role: staff's (teacher's) screen share and camera
+    /// come before pupils' when a subscriber's link cannot carry every
+    /// layer, and each estimate towards a subscriber is counted under its
+    /// role. Without one a participant counts as a pupil for layers and
+    /// under no role for the estimates.
+    pub fn set_role(&mut self, lesson: LessonId, participant: ParticipantId, role: Role) {
+        self.roles.insert((lesson, participant), role);
     }
 
     /// A new estimate of what can be sent to `key`.
@@ -52,7 +50,8 @@ impl Sfu {
             peer.estimate = Some(bps);
         }
         if self.samples.len() < MAX_SAMPLES {
-            self.samples.push_back(MediaSample::Estimate { bps });
+            let role = self.roles.get(&(key.lesson, key.participant)).copied();
+            self.samples.push_back(MediaSample::Estimate { bps, role });
         }
         self.reselect(key);
     }
@@ -114,7 +113,10 @@ impl Sfu {
                 whole += layers.first().map_or(0, |&(_, r)| r);
                 continue;
             }
-            let staff = self.staff.contains(&(key.lesson, track.participant));
+            let staff = self
+                .roles
+                .get(&(key.lesson, track.participant))
+                .is_some_and(|r| r.is_staff());
             let class = match (staff, track.source) {
                 (true, MediaSource::ScreenShare) => Class::StaffScreen,
                 (true, _) => Class::StaffCamera,

@@ -108,6 +108,8 @@ pub enum MediaSample {
     Estimate {
         /// Bits per second.
         bps: u64,
+        /// The subscriber's role, if the SFU was told it.
+        role: Option<chaperone_protocol::Role>,
     },
     /// The first media frame was written to this participant since they
     /// joined the media plane (the end of their join).

@@ -138,7 +138,7 @@ impl World {
             now,
         )
         .expect("valid address");
-        sfu.set_staff(LESSON, TEACHER, true);
+        sfu.set_role(LESSON, TEACHER, chaperone_protocol::Role::Teacher);
         let mut clients = Vec::new();
         for (id, port) in [(TEACHER, 5001), (UNCAPPED, 5002), (CAPPED, 5003)] {
             sfu.add_participant(LESSON, id).expect("a new participant");

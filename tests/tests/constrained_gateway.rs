@@ -30,6 +30,9 @@ use chaperone_testkit::impair::{Relay, Way};
 
 const S: u64 = 1_000_000_000;
 
+/// The estimates towards pupils, in the gateway's histogram by role.
+const PUPILS: &str = "role=\"pupil\"";
+
 fn target() -> TargetKind {
     TargetKind::Chaperone {
         bin: chaperone_testkit::process::binary("gateway").expect("build the gateway first"),
@@ -88,8 +91,8 @@ fn run(plans: Vec<ParticipantPlan>, changes: Vec<LinkChange>, window: Duration) 
         let d: Vec<f64> = les
             .iter()
             .map(|le| {
-                bucket(b, "media_estimate_bps", le).unwrap_or(0.0)
-                    - bucket(a, "media_estimate_bps", le).unwrap_or(0.0)
+                bucket(b, "media_estimate_bps", PUPILS, le).unwrap_or(0.0)
+                    - bucket(a, "media_estimate_bps", PUPILS, le).unwrap_or(0.0)
             })
             .collect();
         eprintln!("estimates over the window, cumulative at {les:?}: {d:?}");
@@ -448,8 +451,8 @@ fn an_uncapped_pupil_is_unaffected_and_the_capped_one_gets_no_more_than_its_esti
         "100000", "150000", "250000", "400000", "600000", "800000", "1200000",
     ];
     let delta = |le: &str| {
-        bucket(s1, "media_estimate_bps", le).unwrap_or(0.0)
-            - bucket(s0, "media_estimate_bps", le).unwrap_or(0.0)
+        bucket(s1, "media_estimate_bps", PUPILS, le).unwrap_or(0.0)
+            - bucket(s0, "media_estimate_bps", PUPILS, le).unwrap_or(0.0)
     };
     let counts: Vec<f64> = les.iter().map(|le| delta(le)).collect();
     eprintln!("estimates at or below each bound while capped and settled: {les:?} {counts:?}");

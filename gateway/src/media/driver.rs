@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chaperone_protocol::{LessonId, ParticipantId, TrackId};
+use chaperone_protocol::{LessonId, ParticipantId, Role, TrackId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
@@ -126,12 +126,23 @@ enum Command {
         until: Option<Instant>,
         reply: oneshot::Sender<()>,
     },
-    Staff {
+    Role {
         lesson: LessonId,
         participant: ParticipantId,
-        staff: bool,
+        role: Role,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// The `role` label of a subscriber's estimates.
+fn role_label(role: Option<Role>) -> &'static str {
+    match role {
+        Some(Role::Teacher) => "teacher",
+        Some(Role::Assistant) => "assistant",
+        Some(Role::Pupil) => "pupil",
+        Some(Role::Observer) => "observer",
+        None => "unknown",
+    }
 }
 
 /// Until when each lesson's datagrams may leave (the cluster's proof that
@@ -341,18 +352,18 @@ impl MediaHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
-    /// Marks a participant as staff (their tracks come first in layer
-    /// selection).
-    pub async fn set_staff(
+    /// A participant's role: staff's tracks come first in layer selection,
+    /// and estimates towards each subscriber are counted by role.
+    pub async fn set_role(
         &self,
         lesson: LessonId,
         participant: ParticipantId,
-        staff: bool,
+        role: Role,
     ) -> Result<(), MediaError> {
-        self.call(|reply| Command::Staff {
+        self.call(|reply| Command::Role {
             lesson,
             participant,
-            staff,
+            role,
             reply,
         })
         .await
@@ -442,7 +453,10 @@ fn collect_samples(sfu: &mut Sfu, metrics: Option<&MediaMetrics>) {
                         .observe(rtt.as_secs_f64());
                 }
             }
-            MediaSample::Estimate { bps } => m.estimate_bps.observe(bps as f64),
+            MediaSample::Estimate { bps, role } => m
+                .estimate_bps
+                .with_label_values(&[role_label(role)])
+                .observe(bps as f64),
             MediaSample::FirstDelivery {
                 lesson,
                 participant,
@@ -585,13 +599,13 @@ fn apply(sfu: &mut Sfu, fences: &mut Fences, command: Command) {
         Command::Stats { reply } => {
             let _ = reply.send(sfu.stats());
         }
-        Command::Staff {
+        Command::Role {
             lesson,
             participant,
-            staff,
+            role,
             reply,
         } => {
-            sfu.set_staff(lesson, participant, staff);
+            sfu.set_role(lesson, participant, role);
             let _ = reply.send(());
         }
     }

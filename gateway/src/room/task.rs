@@ -499,9 +499,10 @@ impl RoomTask {
                 }
                 Err(e) => return Err(e),
             }
-            // Staff's screen and camera come first in layer selection.
-            if self.lesson.role_of(p).is_some_and(|r| r.is_staff()) {
-                media.set_staff(self.id, p, true).await?;
+            // Staff's screen and camera come first in layer selection, and
+            // estimates towards each subscriber are counted by role.
+            if let Some(role) = self.lesson.role_of(p) {
+                media.set_role(self.id, p, role).await?;
             }
         }
         media.offer(self.id, p, sdp).await
