@@ -392,7 +392,11 @@ impl<K: Clone + Eq + Hash> Selector<K> {
         };
         if fits.paused && !self.paused {
             let since = *self.pause_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= PAUSE_HOLD {
+            // Measured loss says the lowest layer does not get through: the
+            // shorter hold (reports come every second, so two or three
+            // agree); an estimate alone may be a dip.
+            let hold = if congested { LOSS_HOLD } else { PAUSE_HOLD };
+            if now.saturating_duration_since(since) >= hold {
                 next.paused = true;
             } else {
                 // Not yet: what was sent goes on at its lowest layer.
@@ -856,6 +860,36 @@ mod tests {
         assert_eq!(
             s.select(t, dip, true, 40_000, &tracks).layers,
             vec![Some(1)]
+        );
+    }
+
+    #[test]
+    fn congested_loss_pauses_after_the_shorter_hold() {
+        let tracks = [camera(1, Class::StaffCamera)];
+        let mut s = Selector::<u32>::default();
+        let t = t0();
+        s.select(t, 2_000_000, false, 40_000, &tracks);
+        // Loss reports say not even the lowest layer gets through.
+        assert!(!s.select(t, 120_000, true, 40_000, &tracks).paused);
+        assert!(
+            !s.select(t + LOSS_HOLD / 2, 120_000, true, 40_000, &tracks)
+                .paused
+        );
+        assert!(
+            s.select(t + LOSS_HOLD, 120_000, true, 40_000, &tracks)
+                .paused
+        );
+        // The same estimate without loss waits for the whole hold.
+        let mut s = Selector::<u32>::default();
+        s.select(t, 2_000_000, false, 40_000, &tracks);
+        s.select(t, 120_000, false, 40_000, &tracks);
+        assert!(
+            !s.select(t + LOSS_HOLD, 120_000, false, 40_000, &tracks)
+                .paused
+        );
+        assert!(
+            s.select(t + PAUSE_HOLD, 120_000, false, 40_000, &tracks)
+                .paused
         );
     }
 

@@ -16,7 +16,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::MediaKind;
 use tracing::{debug, info};
 
-use crate::layers::{Class, LOSS_HOLD, VideoTrack, desired, sending_cost};
+use crate::layers::{Class, DOWN_SLACK, LOSS_HOLD, VideoTrack, desired, sending_cost};
 use crate::negotiation::INITIAL_ESTIMATE;
 use crate::peer::{OutState, PeerKey};
 use crate::stats::{MAX_SAMPLES, MediaSample};
@@ -200,6 +200,30 @@ impl Sfu {
         }
         if sub.video_paused != chosen.paused {
             sub.video_paused = chosen.paused;
+            if chosen.paused {
+                // What the paused video's send buffers hold is not sent
+                // again: retransmissions answering the subscriber's NACKs
+                // for frames from before the pause filled a 150 kbit/s
+                // link and took the audio with them. (A fresh cache, with
+                // str0m's defaults.)
+                for o in &sub.outbound {
+                    if let (MediaKind::Video, OutState::Open(mid)) = (o.kind, o.state)
+                        && let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(mid, None)
+                    {
+                        tx.set_rtx_cache(1024, Duration::from_secs(3), Some(0.15));
+                    }
+                }
+                // Paused on measured loss: str0m's pacer still holds up to
+                // 2 s of the video written before, and drains it at its
+                // estimate, above what the link carries (a 150 kbit/s link
+                // lost a second of audio behind it). Restarting the
+                // estimator from what got through paces that out at the
+                // link's rate, audio first.
+                if congested {
+                    let from = (estimate as f64 * DOWN_SLACK) as u64;
+                    sub.rtc.bwe().reset(Bitrate::bps(from.max(AUDIO_GUESS)));
+                }
+            }
             info!(lesson = %key.lesson, participant = %key.participant, estimate,
                 paused = chosen.paused, "media: video for this subscriber");
             self.outputs.push_back(MediaOutput::VideoPaused {
