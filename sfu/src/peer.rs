@@ -193,6 +193,15 @@ pub(crate) struct Peer {
     /// What the layers written to this peer cost, bit/s (at the last
     /// selection).
     pub(crate) sending: u64,
+    /// The most [`Peer::sending`] was since this peer's last loss report:
+    /// what a report's loss is of (a report after a switch down covers the
+    /// higher rate sent before it).
+    pub(crate) sending_peak: u64,
+    /// When the loss reports of the last stats interval came (the peak is
+    /// set against all of them, then restarted).
+    pub(crate) reported_at: Option<Instant>,
+    /// The peak those reports are measured against.
+    pub(crate) report_peak: u64,
     /// When this peer last reported congested loss, and the rate that got
     /// through then ([`crate::layers::delivered`]): a cap on its estimate
     /// for [`crate::layers::LOSS_HOLD`].

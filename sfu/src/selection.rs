@@ -182,6 +182,7 @@ impl Sfu {
             .map(|l| if sub.video_paused { None } else { l })
             .collect();
         sub.sending = sending_cost(audio + whole, &tracks, &written);
+        sub.sending_peak = sub.sending_peak.max(sub.sending);
         let mut keyframes = Vec::new();
         for (&slot, layer) in slots.iter().zip(&chosen.layers) {
             if let Some(out) = sub.outbound.get_mut(slot) {

@@ -222,9 +222,23 @@ impl Sfu {
         // Heavy loss towards a subscriber: its link carries less than was
         // sent, now (faster than the estimate says so; see `delivered`).
         let now = self.now;
-        if let Some(peer) = self.peers.get_mut(&key)
-            && let Some(got) = s.loss.and_then(|l| delivered(peer.sending, l))
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        // Measured against the most that was sent since the last reports
+        // (one per stream, all in the same interval).
+        if s.loss.is_some()
+            && peer
+                .reported_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= STATS_INTERVAL / 2)
         {
+            peer.reported_at = Some(now);
+            peer.sending_peak = peer.sending_peak.max(peer.sending);
+            peer.report_peak = peer.sending_peak;
+            peer.sending_peak = peer.sending;
+        }
+        let sent = peer.report_peak.max(peer.sending);
+        if let Some(got) = s.loss.and_then(|l| delivered(sent, l)) {
             // The lowest of this interval's reports (one per stream).
             let same = peer
                 .congested
@@ -232,7 +246,7 @@ impl Sfu {
             let got = same.map_or(got, |(_, g)| g.min(got));
             peer.congested = Some((now, got));
             debug!(lesson = %key.lesson, participant = %key.participant, loss = ?s.loss,
-                sending = peer.sending, delivered = got, "media: congested downlink");
+                sending = sent, delivered = got, "media: congested downlink");
             self.reselect(key);
         }
     }
