@@ -14,7 +14,14 @@
 //! says), when, what audio arrived, what the relay dropped and what the
 //! gateway's `/metrics` said. The bounds the issue gives are asserted as
 //! given; the machine is loaded, so each run is long enough to leave the
-//! adaptation room.
+//! adaptation room. The relay and the peers take each datagram's arrival
+//! time from the kernel (`SO_TIMESTAMPNS`), so a busy test process reads
+//! neither as a congested link nor as a burst the relay's queue drops.
+//!
+//! With `CHAPERONE_LOG` set (for example
+//! `warn,chaperone_sfu::selection=debug,chaperone_sfu::stats=debug`) the
+//! gateway's log is shown with that filter: every estimate, layer target
+//! and congested loss report per subscriber.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,7 +62,7 @@ fn run(plans: Vec<ParticipantPlan>, changes: Vec<LinkChange>, window: Duration) 
         // Time for both pupils to reach the top layer before anything changes.
         warmup: Duration::from_secs(4),
         server_cpu: None,
-        server_log: false,
+        server_log: std::env::var_os("CHAPERONE_LOG").is_some(),
     };
     let r = local
         .block_on(
@@ -148,6 +155,42 @@ fn offered(link: &Relay, a: u64, b: u64) -> u64 {
     )
 }
 
+/// When the layer of `frames` changed, in seconds after `t0` (for the log).
+fn transitions(frames: &[chaperone_loadtest::media::RxFrame], t0: u64) -> Vec<(String, u8)> {
+    let mut out: Vec<(String, u8)> = Vec::new();
+    for f in frames {
+        if out.last().is_none_or(|&(_, l)| l != f.layer) {
+            let at = (f.rx_ns as f64 - t0 as f64) / S as f64;
+            out.push((format!("{at:.1}"), f.layer));
+        }
+    }
+    out
+}
+
+/// What the relay dropped towards `r` between two Unix times, for the
+/// log: per stream (mid, payload type) and per second.
+fn drops(link: &Relay, r: &ParticipantReport, a: u64, b: u64) {
+    let (from, to) = (on_relay(link, a), on_relay(link, b));
+    let stats = link.stats(Way::Down);
+    let mut by_stream = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    let mut by_second = std::collections::BTreeMap::<u64, usize>::new();
+    for &(at, ssrc, len) in stats
+        .drop_log
+        .iter()
+        .filter(|(at, _, _)| *at >= from && *at < to)
+    {
+        let name = match ssrc.and_then(|s| r.media.rx.get(&s).map(|x| (s, x))) {
+            Some((_, x)) => format!("mid {:?} pt {}", x.mid, x.pt),
+            None => format!("ssrc {ssrc:?}"),
+        };
+        let e = by_stream.entry(name).or_default();
+        e.0 += 1;
+        e.1 += len;
+        *by_second.entry((at - from).as_secs()).or_default() += 1;
+    }
+    eprintln!("relay drops by stream (count, bytes): {by_stream:?}; by second: {by_second:?}");
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
 }
@@ -156,7 +199,7 @@ fn secs(d: Option<Duration>) -> String {
 /// 5 s and loses under 1 % of its audio, while the uncapped pupil keeps
 /// the top layer; the cap lifted, it is back on the top within 15 s.
 #[test]
-#[ignore = "the issue's bounds, not yet met on a loaded 2-core machine (audio loss from str0m's probes on a 50 ms queue, adaptation times, retransmission bound): run with --run-ignored only; figures in BENCHMARKS.md"]
+#[ignore = "passes most runs on the loaded 2-core machine but not every one: back on the top layer 7.6-16.6 s after the lift (bound 15 s; it waits for one of str0m's 5 s periodic probes), and when the debug gateway is starved the uncapped pupil's estimate falls with no loss and it leaves the top layer; figures in BENCHMARKS.md; run with --run-ignored only"]
 fn a_pupil_capped_at_500_kbits_gets_the_lowest_layer_and_keeps_audio() {
     let link = relay();
     let plans = vec![
@@ -191,6 +234,11 @@ fn a_pupil_capped_at_500_kbits_gets_the_lowest_layer_and_keeps_audio() {
         layers_between(&cf, w0, cap)
     );
 
+    eprintln!(
+        "layers over time, seconds after the cap: uncapped {:?}; capped {:?}",
+        transitions(&ff, cap),
+        transitions(&cf, cap)
+    );
     let down = time_to(&cf, cap, lift, |l| l == 0);
     eprintln!("capped at 500 kbit/s: lowest layer after {}", secs(down));
     let down = down.expect("the capped pupil reaches the lowest layer");
@@ -210,16 +258,18 @@ fn a_pupil_capped_at_500_kbits_gets_the_lowest_layer_and_keeps_audio() {
     );
     let stats = link.stats(Way::Down);
     eprintln!(
-        "capped, settled: audio {got}/{sent} ({:.2} % loss); whole capped period {got_all}/{sent_all} ({:.2} %); relay dropped {} of {}",
+        "capped, settled: audio {got}/{sent} ({:.2} % loss); whole capped period {got_all}/{sent_all} ({:.2} %); relay dropped {} of {} (read at most {:?} late)",
         loss(sent, got) * 100.0,
         loss(sent_all, got_all) * 100.0,
         stats.dropped_queue,
-        stats.received
+        stats.received,
+        stats.read_lag_max
     );
     eprintln!(
         "capped, settled: the gateway offered the pupil at most {} bit/s in a second (cap 500000)",
         offered(&link, settled, lift - S)
     );
+    drops(&link, capped, settled, lift - S);
     assert!(sent > 500, "the teacher spoke: {sent}");
     assert!(
         loss(sent, got) < 0.01,
@@ -253,7 +303,6 @@ fn a_pupil_capped_at_500_kbits_gets_the_lowest_layer_and_keeps_audio() {
 /// Capped at 150 kbit/s, below the lowest layer: video paused, the pupil
 /// told, audio kept; the teacher still sees that pupil's camera as before.
 #[test]
-#[ignore = "the issue's bounds, not yet met on a loaded 2-core machine (audio loss from str0m's probes on a 50 ms queue, adaptation times, retransmission bound): run with --run-ignored only; figures in BENCHMARKS.md"]
 fn a_pupil_capped_at_150_kbits_gets_audio_only_and_is_told() {
     let link = relay();
     let plans = vec![
@@ -332,15 +381,17 @@ fn a_pupil_capped_at_150_kbits_gets_audio_only_and_is_told() {
     assert!(new.is_empty(), "no video while paused: {new:?}");
     let (sent, got) = audio_delivery(t, p, told + S, end);
     eprintln!(
-        "paused: audio {got}/{sent} ({:.2} % loss); relay dropped {} of {}",
+        "paused: audio {got}/{sent} ({:.2} % loss); relay dropped {} of {} (read at most {:?} late)",
         loss(sent, got) * 100.0,
         link.stats(Way::Down).dropped_queue,
-        link.stats(Way::Down).received
+        link.stats(Way::Down).received,
+        link.stats(Way::Down).read_lag_max
     );
     eprintln!(
         "paused: the gateway offered the pupil at most {} bit/s in a second (cap 150000)",
         offered(&link, told + S, end)
     );
+    drops(&link, p, told + S, end);
     assert!(sent > 300, "the teacher spoke: {sent}");
     assert!(
         loss(sent, got) < 0.01,
@@ -392,7 +443,7 @@ fn view(r: &ParticipantReport, a: u64, b: u64) -> (f64, f64) {
 /// and frame rate stay within 10 % of a run where nobody is capped; and
 /// the SFU never offers the capped pupil more than its estimate.
 #[test]
-#[ignore = "the issue's bounds, not yet met on a loaded 2-core machine (audio loss from str0m's probes on a 50 ms queue, adaptation times, retransmission bound): run with --run-ignored only; figures in BENCHMARKS.md"]
+#[ignore = "passes most runs on the loaded 2-core machine but not every one: the run with nobody capped it compares against is itself degraded when the debug gateway is starved (26.3 fps instead of 30 in one of three runs); figures in BENCHMARKS.md; run with --run-ignored only"]
 fn an_uncapped_pupil_is_unaffected_and_the_capped_one_gets_no_more_than_its_estimate() {
     let (cap_at, steady_at, lift_at, window) = (16, 22, 40, 42);
     let mut views = Vec::new();
@@ -483,7 +534,6 @@ fn an_uncapped_pupil_is_unaffected_and_the_capped_one_gets_no_more_than_its_esti
 /// camera is sent without simulcast here, so that the receiver gets every
 /// frame of the one stream whose losses the relay counts.
 #[test]
-#[ignore = "the issue's bounds, not yet met on a loaded 2-core machine (audio loss from str0m's probes on a 50 ms queue, adaptation times, retransmission bound): run with --run-ignored only; figures in BENCHMARKS.md"]
 fn five_percent_uplink_loss_is_recovered_by_retransmission() {
     let link = relay();
     let mut t = teacher(Some(link.clone()));
