@@ -15,11 +15,13 @@
 //! metrics listener the tokio runtime's alive tasks and `lessons_live`.
 //! Each sample is taken once the lesson is wholly gone: no lesson live, and
 //! the embedded recorder has closed the lesson's recording.
-//! The verdict compares the last sample with the first one taken after a
+//! The verdict compares the end with the first samples taken after a
 //! lesson has come and gone (the warm baseline: the first lesson pays
 //! one-off costs such as the runtime's worker threads, the allocator's
 //! arenas and the media socket's buffers), and also shows the cold figures
-//! from before any lesson, so nothing is hidden: memory within 10 %, and
+//! from before any lesson, so nothing is hidden: memory within 10 % (the
+//! median of the last [`MEDIAN_OF`] samples against the median of the
+//! first, so that one sample caught mid-release does not decide), and
 //! exactly the same lessons live and descriptors, and no more tasks.
 
 use std::path::PathBuf;
@@ -114,7 +116,12 @@ pub struct SoakResult {
     pub end: Sample,
     /// Every sample, in order.
     pub samples: Vec<Sample>,
-    /// Memory at the end relative to the baseline (1.0 = the same).
+    /// Resident memory the verdict compares: the median of the first
+    /// [`MEDIAN_OF`] samples after a lesson, KiB.
+    pub baseline_rss_kib: u64,
+    /// ... and the median of the last [`MEDIAN_OF`], KiB.
+    pub end_rss_kib: u64,
+    /// `end_rss_kib` relative to `baseline_rss_kib` (1.0 = the same).
     pub rss_ratio: f64,
     /// What did not return to the baseline (empty: it ended where it began).
     pub leaks: Vec<String>,
@@ -145,7 +152,7 @@ impl SoakResult {
              cold (before any lesson): {}\n\
              baseline (first lesson ended): {}\n\
              end (last lesson ended): {}\n\
-             memory at the end: {:+.1} % of the baseline\n",
+             memory at the end: {:+.1} % of the baseline (median of the last {MEDIAN_OF} samples, {} KiB, against the first {MEDIAN_OF}, {} KiB)\n",
             self.lessons.len(),
             self.pupils,
             self.lesson_secs,
@@ -154,6 +161,8 @@ impl SoakResult {
             s(&self.baseline),
             s(&self.end),
             (self.rss_ratio - 1.0) * 100.0,
+            self.end_rss_kib,
+            self.baseline_rss_kib,
         );
         if self.holds {
             out.push_str("SOAK: ends where it began\n");
@@ -378,15 +387,32 @@ async fn sample(gw: &Gateway, pid: u32, t_start: Instant, lessons_done: usize) -
     })
 }
 
-/// What did not come back to the baseline.
-pub fn leaks(cold: &Sample, baseline: &Sample, end: &Sample) -> (f64, Vec<String>) {
+/// How many samples after lessons the memory verdict takes the median of,
+/// at the start and at the end: a lesson's last allocations may still be
+/// on their way back to the allocator when one sample is taken, and one
+/// sample against one sample measures that, not what stays.
+pub const MEDIAN_OF: usize = 3;
+
+/// The median resident memory of `samples`, KiB (0 for none).
+pub fn median_rss(samples: &[Sample]) -> u64 {
+    let mut v: Vec<u64> = samples.iter().map(|s| s.rss_kib).collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// What did not come back to the baseline: memory by the medians
+/// `(baseline_rss, end_rss)`, the rest sample against sample.
+pub fn leaks(
+    cold: &Sample,
+    baseline: &Sample,
+    end: &Sample,
+    (baseline_rss, end_rss): (u64, u64),
+) -> (f64, Vec<String>) {
     let mut out = Vec::new();
-    let ratio = end.rss_kib as f64 / baseline.rss_kib.max(1) as f64;
+    let ratio = end_rss as f64 / baseline_rss.max(1) as f64;
     if !(0.9..=1.1).contains(&ratio) {
         out.push(format!(
-            "memory: {} KiB at the end against {} KiB after the first lesson ({:+.1} %)",
-            end.rss_kib,
-            baseline.rss_kib,
+            "memory: {end_rss} KiB at the end against {baseline_rss} KiB after the first lessons ({:+.1} %, medians of {MEDIAN_OF} samples)",
             (ratio - 1.0) * 100.0
         ));
     }
@@ -446,7 +472,12 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakResult> {
     eprintln!("soak: end {end:?}");
     samples.push(end.clone());
     let baseline = samples[1].clone();
-    let (rss_ratio, leaks) = leaks(&cold, &baseline, &end);
+    // Every sample after a lesson (the end one included), in order.
+    let after = &samples[1..];
+    let k = MEDIAN_OF.min(after.len());
+    let baseline_rss_kib = median_rss(&after[..k]);
+    let end_rss_kib = median_rss(&after[after.len() - k..]);
+    let (rss_ratio, leaks) = leaks(&cold, &baseline, &end, (baseline_rss_kib, end_rss_kib));
     Ok(SoakResult {
         scenario: "soak".to_owned(),
         secs: (clock::now() - t_start).as_secs_f64(),
@@ -458,6 +489,8 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakResult> {
         baseline,
         end,
         samples,
+        baseline_rss_kib,
+        end_rss_kib,
         rss_ratio,
         leaks,
     })
@@ -483,13 +516,35 @@ mod tests {
     fn the_verdict_names_every_figure_that_did_not_come_back() {
         let cold = s(50_000, 20, 10, 0);
         let base = s(60_000, 22, 12, 0);
-        assert!(leaks(&cold, &base, &s(65_000, 22, 12, 0)).1.is_empty());
-        let (_, l) = leaks(&cold, &base, &s(70_000, 23, 14, 1));
+        let m = |end: &Sample| (base.rss_kib, end.rss_kib);
+        let end = s(65_000, 22, 12, 0);
+        assert!(leaks(&cold, &base, &end, m(&end)).1.is_empty());
+        let end = s(70_000, 23, 14, 1);
+        let (_, l) = leaks(&cold, &base, &end, m(&end));
         assert_eq!(l.len(), 4, "{l:?}");
         assert!(l[0].starts_with("memory") && l[1].starts_with("lessons live"));
         assert!(l[2].starts_with("descriptors") && l[3].starts_with("tokio tasks"));
         // One task fewer than after the first lesson: nothing leaked.
-        assert!(leaks(&cold, &base, &s(60_000, 22, 11, 0)).1.is_empty());
+        let end = s(60_000, 22, 11, 0);
+        assert!(leaks(&cold, &base, &end, m(&end)).1.is_empty());
+    }
+
+    #[test]
+    fn memory_is_judged_by_medians_so_one_late_sample_does_not_decide() {
+        let rss = |v: &[u64]| -> Vec<Sample> { v.iter().map(|&r| s(r, 20, 10, 0)).collect() };
+        assert_eq!(median_rss(&rss(&[45_000, 53_000, 45_500])), 45_500);
+        assert_eq!(median_rss(&rss(&[])), 0);
+        // A spike in the last sample alone is not where it ended...
+        let cold = s(20_000, 20, 10, 0);
+        let (base, end) = (s(45_000, 20, 10, 0), s(53_000, 20, 10, 0));
+        let medians = (
+            median_rss(&rss(&[45_000, 45_200, 45_100])),
+            median_rss(&rss(&[45_300, 45_600, 53_000])),
+        );
+        assert!(leaks(&cold, &base, &end, medians).1.is_empty());
+        // ...but memory that stays up is.
+        let medians = (45_100, median_rss(&rss(&[52_000, 53_000, 52_500])));
+        assert_eq!(leaks(&cold, &base, &end, medians).1.len(), 1);
     }
 
     #[test]
