@@ -391,7 +391,7 @@ async fn sample(gw: &Gateway, pid: u32, t_start: Instant, lessons_done: usize) -
 /// at the start and at the end: a lesson's last allocations may still be
 /// on their way back to the allocator when one sample is taken, and one
 /// sample against one sample measures that, not what stays.
-pub const MEDIAN_OF: usize = 3;
+pub const MEDIAN_OF: usize = 5;
 
 /// The median resident memory of `samples`, KiB (0 for none).
 pub fn median_rss(samples: &[Sample]) -> u64 {
@@ -472,8 +472,9 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakResult> {
     eprintln!("soak: end {end:?}");
     samples.push(end.clone());
     let baseline = samples[1].clone();
-    // Every sample after a lesson (the end one included), in order.
-    let after = &samples[1..];
+    // The samples taken after each lesson, in order (not the cold one, nor
+    // the end one, taken a moment after the last lesson's).
+    let after = &samples[1..samples.len() - 1];
     let k = MEDIAN_OF.min(after.len());
     let baseline_rss_kib = median_rss(&after[..k]);
     let end_rss_kib = median_rss(&after[after.len() - k..]);
