@@ -141,6 +141,13 @@ pub async fn class(cluster: &Cluster) -> Class {
     for c in [&mut muted, &mut free, &mut removed] {
         c.wait_for(STEP, waiting).await.unwrap();
     }
+    // Pupils are let in only once the lesson's recording is attached (the
+    // recorder may still be fetching the gateways' keys): wait for it, as
+    // a teacher waits for the page's "recording" before admitting.
+    teacher
+        .wait_for(STEP, |s| status(s).filter(|st| st.recording))
+        .await
+        .unwrap();
     // One lesson: the teacher on node 1 sees the pupils of nodes 0 and 2.
     teacher.send(ClientMsg::AdmitAll);
     for c in [&mut muted, &mut free, &mut removed] {
